@@ -1,0 +1,87 @@
+//! The CLI's client of the local daemon's REST API.
+
+use anyhow::{anyhow, Context};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::secret::Secret;
+
+/// Talks to one daemon's API at `host:port`.
+pub struct Client {
+    base: String,
+    admin_token: Option<Secret<String>>,
+    http: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    pub fn new(addr: &str, admin_token: Option<Secret<String>>) -> Self {
+        let http = HyperClient::builder(TokioExecutor::new()).build_http();
+        Self {
+            base: format!("http://{addr}"),
+            admin_token,
+            http,
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::DELETE, path, None::<&()>).await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.base));
+        if let Some(token) = &self.admin_token {
+            request = request.header("authorization", format!("Bearer {}", token.expose()));
+        }
+        let body = match body {
+            Some(b) => {
+                request = request.header("content-type", "application/json");
+                Full::new(Bytes::from(serde_json::to_vec(b)?))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let response = self
+            .http
+            .request(request.body(body)?)
+            .await
+            .with_context(|| {
+                format!(
+                    "{method} {}{path}: is the daemon running (`pgquorum run`)?",
+                    self.base
+                )
+            })?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if status != StatusCode::OK {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(anyhow!("{message}"));
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("decoding the answer of {path}"))
+    }
+}

@@ -1,0 +1,185 @@
+//! The command line. The CLI and the daemon are the same binary; every command other than
+//! `run`, `init`, `node join` and `config check` is a client of the local daemon's REST API.
+
+mod client;
+mod output;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ClusterReport;
+use crate::config::{self, NodeConfig};
+use crate::identity::StateDir;
+use client::Client;
+
+/// pgquorum: highly available PostgreSQL with one binary per host.
+#[derive(Debug, Parser)]
+#[command(name = "pgquorum", version, about)]
+pub struct Cli {
+    /// The node's config file.
+    #[arg(long, short, global = true, env = "PGQUORUM_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new cluster with this host as its first member, and print a join token.
+    Init {
+        /// How many hosts may join with the printed token.
+        #[arg(long, default_value_t = 2)]
+        token_uses: u32,
+        /// How long the printed token stays valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        token_ttl: Duration,
+    },
+    /// Run the daemon (what systemd starts).
+    Run,
+    /// Show the members, their Raft roles, the term and the lease (like `patronictl list`).
+    List {
+        /// Print the raw JSON of GET /cluster instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage membership.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Inspect the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Low-level lease operations for this member. The supervisor does this itself; these
+    /// exist for operators and tests.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Join the cluster that PEER (host:port of its peer port) belongs to.
+    Join {
+        peer: String,
+        /// The token printed by `pgquorum init` or `pgquorum token create`.
+        #[arg(long, env = "PGQUORUM_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Remove a member from the cluster.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token.
+    Create {
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file without starting anything or binding any port.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    Acquire,
+    Renew,
+    Release,
+}
+
+/// A failure with the exit code it deserves: 2 for usage and config errors, 1 otherwise.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        let error = error.into();
+        let code = if error.downcast_ref::<config::Error>().is_some() {
+            2
+        } else {
+            1
+        };
+        Failure { code, error }
+    }
+}
+
+/// Runs one command. `shutdown` is cancelled by SIGTERM/SIGINT (see `main`).
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Failure> {
+    let config = NodeConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Run => {
+            crate::daemon::run(config, shutdown).await?;
+        }
+        Command::Init {
+            token_uses,
+            token_ttl,
+        } => setup::init(&config, token_uses, token_ttl)?,
+        Command::Node(NodeCommand::Join { peer, token }) => {
+            setup::join(&config, &peer, &token).await?
+        }
+        Command::Config(ConfigCommand::Check) => {
+            output::config_ok(&config);
+        }
+        Command::List { json } => {
+            let report: ClusterReport = client(&config, false)?.get("/cluster").await?;
+            if json {
+                output::json(&report);
+            } else {
+                output::cluster_table(&report);
+            }
+        }
+        Command::Node(NodeCommand::Remove { name }) => {
+            let _: serde_json::Value = client(&config, true)?
+                .delete(&format!("/admin/members/{name}"))
+                .await
+                .with_context(|| format!("removing member {name}"))?;
+            output::line(&format!("removed member {name}"));
+        }
+        Command::Token(TokenCommand::Create { uses, ttl }) => {
+            let body = serde_json::json!({ "uses": uses, "ttl": humantime::format_duration(ttl).to_string() });
+            let reply: serde_json::Value =
+                client(&config, true)?.post("/admin/tokens", &body).await?;
+            output::line(reply["token"].as_str().unwrap_or_default());
+        }
+        Command::Lease(command) => {
+            let action = match command {
+                LeaseCommand::Acquire => "acquire",
+                LeaseCommand::Renew => "renew",
+                LeaseCommand::Release => "release",
+            };
+            let reply: serde_json::Value = client(&config, true)?
+                .post(&format!("/admin/lease/{action}"), &())
+                .await
+                .with_context(|| format!("lease {action}"))?;
+            output::json(&reply);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A client of this node's daemon; with the admin token when `admin`.
+fn client(config: &NodeConfig, admin: bool) -> anyhow::Result<Client> {
+    let token = if admin {
+        Some(StateDir::new(&config.state_dir).admin_token().context(
+            "admin commands read the token in the state directory; run them as the daemon's user",
+        )?)
+    } else {
+        None
+    };
+    Ok(Client::new(&config.api_advertise, token))
+}

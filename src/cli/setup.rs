@@ -1,0 +1,186 @@
+//! `pgquorum init` and `pgquorum node join`: prepare this node's state directory. Neither
+//! starts the daemon; `pgquorum run` (what systemd starts) does, so both fit a unit file.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::output;
+use crate::cluster::JoinToken;
+use crate::config::NodeConfig;
+use crate::daemon::new_admin_token;
+use crate::identity::{random_token, BootstrapPlan, NodeRecord, Seed, StateDir};
+use crate::raft::proto::pb;
+use crate::raft::service::now_unix;
+use crate::secret::Secret;
+use crate::tls::{self, ClusterCa, JoinTokenString, NodeIdentity, NodeKey};
+
+/// Creates a new cluster with this node as its first member. Prints the join token.
+pub fn init(config: &NodeConfig, token_uses: u32, token_ttl: Duration) -> anyhow::Result<()> {
+    let state = StateDir::new(&config.state_dir);
+    state.ensure_fresh()?;
+    let cluster_id = random_token(16);
+    let node_id = 1;
+    let ca = ClusterCa::generate(&cluster_id)?;
+    let key = NodeKey::generate()?;
+    let csr = key.csr_pem(&config.name)?;
+    let cert = ca.issue_node(node_id, &cluster_id, &csr, &sans(config))?;
+    let token = JoinTokenString::generate(&ca.sha256_hex());
+
+    state.create()?;
+    NodeIdentity::new(ca.cert_pem().to_string(), cert, key.key_pem()).save(state.path())?;
+    state.save_secret("ca.key", ca.key_pem().expose())?;
+    state.save_secret("admin.token", new_admin_token().expose())?;
+    state.save_record(&NodeRecord {
+        cluster_id: cluster_id.clone(),
+        node_id,
+        name: config.name.clone(),
+        seed: None,
+        bootstrap: Some(BootstrapPlan {
+            token: JoinToken {
+                id: token.id().to_string(),
+                secret_sha256: token.secret_sha256_hex(),
+                uses_left: token_uses,
+                expires_at_unix: now_unix() + token_ttl.as_secs(),
+            },
+        }),
+    })?;
+    output::line(&format!(
+        "initialised cluster {cluster_id} with {} as node {node_id}",
+        config.name
+    ));
+    output::line(&format!("state directory: {}", state.path().display()));
+    output::line("");
+    output::line(&format!(
+        "start it:   pgquorum run --config {}",
+        config.path.display()
+    ));
+    output::line(&format!(
+        "join token (valid for {} joins, {}):",
+        token_uses,
+        humantime::format_duration(token_ttl)
+    ));
+    output::line(&format!("{token}"));
+    output::line("");
+    output::line(&format!(
+        "on each other host: pgquorum node join {} --token <token>",
+        config.peer_advertise
+    ));
+    Ok(())
+}
+
+/// The SANs of a node certificate besides its node name: the advertised peer host.
+fn sans(config: &NodeConfig) -> Vec<String> {
+    let host = config
+        .peer_advertise
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        Vec::new()
+    } else {
+        vec![host.to_string()]
+    }
+}
+
+/// Joins the cluster that `peer` belongs to, authenticated by `token` both ways: the token's
+/// CA hash authenticates the peer, the token's secret authenticates us.
+pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Result<()> {
+    let token: JoinTokenString = token.parse()?;
+    let state = StateDir::new(&config.state_dir);
+    state.ensure_fresh()?;
+    let key = NodeKey::generate()?;
+    let csr_pem = key.csr_pem(&config.name)?;
+
+    let tls = tls::pinned_client_config(token.ca_sha256())?;
+    let connector = TlsConnector::from(tls);
+    let peer_addr = peer.to_string();
+    let connect = tower::service_fn(move |_: tonic::transport::Uri| {
+        let connector = connector.clone();
+        let peer_addr = peer_addr.clone();
+        async move {
+            let tcp = TcpStream::connect(&peer_addr).await?;
+            // The pin, not the name, is the trust anchor here; any name will do.
+            let name = ServerName::try_from("pgquorum-join").expect("valid name");
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://peer")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect_with_connector(connect)
+        .await
+        .map_err(|e| anyhow!("connecting to {peer}: {}", error_chain(&e)))?;
+    let mut client = pb::peer_client::PeerClient::new(channel);
+    let reply = client
+        .join(pb::JoinRequest {
+            token_id: token.id().to_string(),
+            token_secret: token.secret().expose().to_string(),
+            name: config.name.clone(),
+            peer_addr: config.peer_advertise.clone(),
+            api_addr: config.api_advertise.clone(),
+            pg_addr: String::new(),
+            csr_pem,
+            sans: sans(config),
+        })
+        .await
+        .map_err(|status| anyhow!("joining through {peer}: {}", status.message()))?
+        .into_inner();
+    // The server proved it holds a certificate of the pinned CA; check that the CA it hands
+    // us is that same one before trusting it for everything else.
+    let ca_hash = tls::ca_sha256_hex(&reply.ca_pem)?;
+    if ca_hash != token.ca_sha256() {
+        return Err(anyhow!(
+            "the CA sent by {peer} does not match the token's pin; not joining"
+        ));
+    }
+    ClusterCa::from_pem(reply.ca_pem.clone(), Secret::new(reply.ca_key_pem.clone()))
+        .context("the CA key sent by the peer is invalid")?;
+
+    state.create()?;
+    NodeIdentity::new(reply.ca_pem, reply.cert_pem, key.key_pem()).save(state.path())?;
+    state.save_secret("ca.key", &reply.ca_key_pem)?;
+    state.save_secret("admin.token", new_admin_token().expose())?;
+    state.save_record(&NodeRecord {
+        cluster_id: reply.cluster_id.clone(),
+        node_id: reply.node_id,
+        name: config.name.clone(),
+        seed: Some(Seed {
+            node_id: reply.server_node_id,
+            peer_addr: peer.to_string(),
+        }),
+        bootstrap: None,
+    })?;
+    output::line(&format!(
+        "joined cluster {} as node {} ({}); start it with: pgquorum run --config {}",
+        reply.cluster_id,
+        reply.node_id,
+        config.name,
+        config.path.display()
+    ));
+    output::line("it becomes a voter once it has caught up with the log");
+    Ok(())
+}
+
+/// The whole source chain of an error on one line: tonic's transport errors hide the cause
+/// (a refused pin, a refused connection) in their sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // Layers often repeat their cause in their own message; print each once.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! The commands proposed to Raft and the results `apply` returns for them.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::DynamicConfig;
+use super::lease::{Epoch, Lease, LeaseRef};
+use super::member::{Member, NodeId, Tags};
+use super::state::{JoinToken, Switchover};
+
+/// A decision proposed to Raft. Commands carry every value `apply` needs, including time
+/// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
+///
+/// Every command except [`Command::Bootstrap`] is rejected with
+/// [`Rejection::NotBootstrapped`] until the cluster is bootstrapped.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Creates the cluster with its first member and first join token. Only once.
+    Bootstrap {
+        cluster_id: String,
+        member: Member,
+        token: JoinToken,
+    },
+    /// Stores a join token, replacing one with the same id.
+    CreateToken { token: JoinToken },
+    /// Admits a new member on presentation of a join token; allocates its [`NodeId`].
+    RegisterMember {
+        token_id: String,
+        /// Hex SHA-256 of the secret the joining node presented.
+        secret_sha256: String,
+        name: String,
+        peer_addr: String,
+        api_addr: String,
+        pg_addr: String,
+        #[serde(default)]
+        tags: Tags,
+        /// The proposer's wall clock, in seconds since the Unix epoch, to judge expiry.
+        now_unix: u64,
+    },
+    /// Replaces the addresses and tags of the member with the same id and name.
+    UpdateMember { member: Member },
+    /// Removes a member; releases its lease and clears a switchover that names it.
+    RemoveMember { id: NodeId },
+    /// Compare-and-set on the lease. `expected` is `None` to take a free lease, or the exact
+    /// lease the proposer watched go unrenewed for `ttl` on its own clock (DESIGN §3).
+    AcquireLease {
+        candidate: NodeId,
+        expected: Option<LeaseRef>,
+    },
+    /// Records one renewal of the holder's current tenure.
+    RenewLease { holder: NodeId, epoch: Epoch },
+    /// Gives the lease up voluntarily (after the holder has stopped being writable).
+    ReleaseLease { holder: NodeId, epoch: Epoch },
+    /// Replaces the dynamic configuration after [`DynamicConfig::validate`].
+    SetConfig { config: DynamicConfig },
+    /// Asks the lease holder to hand over; at most one is pending at a time.
+    RequestSwitchover { switchover: Switchover },
+    /// Cancels a pending switchover; applied even if none is pending.
+    ClearSwitchover,
+}
+
+/// What applying a command did. Identical on every node for the same log.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandResult {
+    /// The command changed the state as described on its variant.
+    Applied,
+    /// A member was registered under this new id.
+    MemberRegistered { id: NodeId },
+    /// The lease after a successful acquire or renew.
+    Lease { lease: Lease },
+    /// The command was refused and the state is unchanged.
+    Rejected { rejection: Rejection },
+}
+
+impl CommandResult {
+    /// True if and only if the command was refused (and so changed nothing).
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, CommandResult::Rejected { .. })
+    }
+}
+
+impl From<Rejection> for CommandResult {
+    fn from(rejection: Rejection) -> Self {
+        CommandResult::Rejected { rejection }
+    }
+}
+
+/// Why a command was refused. These are normal outcomes of a replicated decision (two
+/// candidates racing for the lease, an expired token), not failures of the node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("cluster is not bootstrapped yet; run `pgquorum init` on the first node")]
+    NotBootstrapped,
+    #[error(
+        "cluster {cluster_id} is already bootstrapped; add nodes with `pgquorum node join` instead"
+    )]
+    AlreadyBootstrapped { cluster_id: String },
+    #[error("invalid bootstrap: {0}")]
+    InvalidBootstrap(String),
+    #[error("join token {id} is unknown; create one with `pgquorum token create`")]
+    TokenUnknown { id: String },
+    #[error("join token secret does not match; check the token")]
+    TokenSecretMismatch { id: String },
+    #[error(
+        "join token {id} expired at unix time {expires_at_unix}; create a new one with \
+         `pgquorum token create`"
+    )]
+    TokenExpired { id: String, expires_at_unix: u64 },
+    #[error("join token {id} has no uses left; create a new one with `pgquorum token create`")]
+    TokenUsedUp { id: String },
+    #[error(
+        "member name {name} is already used by node {id}; remove it first with \
+         `pgquorum node remove {name}` or choose another name"
+    )]
+    NameInUse { name: String, id: NodeId },
+    #[error("node {id} is not a member with that id and name; see `pgquorum list` for members")]
+    UnknownMember { id: NodeId },
+    #[error("lease is held by {lease}")]
+    LeaseHeld { lease: Lease },
+    #[error(
+        "lease is not held by that node in that epoch (it is {}); see `pgquorum list` for the \
+         current primary",
+        describe(.current)
+    )]
+    LeaseNotHeld { current: Option<Lease> },
+    #[error("invalid dynamic configuration: {0}")]
+    InvalidConfig(String),
+    #[error("invalid switchover: {0}")]
+    InvalidSwitchover(String),
+    #[error(
+        "a switchover from node {} is already pending; wait for it to finish or clear it first",
+        .switchover.from
+    )]
+    SwitchoverPending { switchover: Switchover },
+}
+
+fn describe(lease: &Option<Lease>) -> String {
+    match lease {
+        Some(lease) => format!("held by {lease}"),
+        None => "free".to_string(),
+    }
+}

@@ -1,0 +1,118 @@
+//! The cluster-wide dynamic configuration, replicated through Raft and changed with
+//! `Command::SetConfig`. Per-host settings live in the node's TOML file instead
+//! (`config::NodeConfig`); the type names keep the split visible (STYLE §2.9).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use humantime_serde::re::humantime::format_duration;
+use serde::{Deserialize, Serialize};
+
+/// How the supervisor manages `synchronous_standby_names`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SynchronousMode {
+    /// Asynchronous replication only.
+    #[default]
+    Off,
+    /// One synchronous standby (`FIRST 1 (..)`).
+    On,
+    /// Quorum commit (`ANY k (..)`).
+    Quorum,
+}
+
+/// Cluster-wide settings, with Patroni's key names. Durations are written `"2s"`,
+/// `"500ms"`; omitted keys take their defaults and unknown keys are an error.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamicConfig {
+    /// How long a lease lives without a committed renewal before another member may take it.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Period of the HA loop, and so of lease renewals.
+    #[serde(with = "humantime_serde")]
+    pub loop_wait: Duration,
+    /// How long a Raft proposal or a PostgreSQL call may take before it is treated as failed.
+    #[serde(with = "humantime_serde")]
+    pub retry_timeout: Duration,
+    /// How long a peer may stay silent before its status is treated as unknown.
+    #[serde(with = "humantime_serde")]
+    pub member_timeout: Duration,
+    /// A replica further behind the primary than this many bytes of WAL is not promoted.
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: SynchronousMode,
+    /// In synchronous mode, block writes rather than fall back to asynchronous replication
+    /// when no synchronous standby is available.
+    pub synchronous_mode_strict: bool,
+    /// PostgreSQL parameters applied on every member.
+    pub postgresql_parameters: BTreeMap<String, String>,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        DynamicConfig {
+            ttl: Duration::from_secs(2),
+            loop_wait: Duration::from_millis(500),
+            retry_timeout: Duration::from_secs(1),
+            member_timeout: Duration::from_secs(1),
+            maximum_lag_on_failover: 1024 * 1024,
+            synchronous_mode: SynchronousMode::Off,
+            synchronous_mode_strict: false,
+            postgresql_parameters: BTreeMap::new(),
+        }
+    }
+}
+
+impl DynamicConfig {
+    /// Checks the rules that keep the lease safe and the parameters well-formed. Returns the
+    /// first violation as a message that names the key, its value and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let ttl = format_duration(self.ttl);
+        let loop_wait = format_duration(self.loop_wait);
+        if self.ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "ttl ({ttl}) must be at least 1s so a holder can renew through raft before the \
+                 lease expires; raise ttl"
+            ));
+        }
+        if self.loop_wait < Duration::from_millis(100) {
+            return Err(format!(
+                "loop_wait ({loop_wait}) must be at least 100ms so lease renewals do not flood \
+                 the raft log; raise loop_wait"
+            ));
+        }
+        if self.loop_wait.saturating_mul(3) > self.ttl {
+            return Err(format!(
+                "loop_wait ({loop_wait}) must be at most a third of ttl ({ttl}) so a holder can \
+                 renew at least twice before the lease expires; lower loop_wait or raise ttl"
+            ));
+        }
+        if self.retry_timeout >= self.ttl {
+            return Err(format!(
+                "retry_timeout ({}) must be less than ttl ({ttl}) so a stuck call fails before \
+                 the lease expires; lower retry_timeout or raise ttl",
+                format_duration(self.retry_timeout)
+            ));
+        }
+        if self.member_timeout >= self.ttl {
+            return Err(format!(
+                "member_timeout ({}) must be less than ttl ({ttl}) so a silent member is noticed \
+                 before the lease expires; lower member_timeout or raise ttl",
+                format_duration(self.member_timeout)
+            ));
+        }
+        for name in self.postgresql_parameters.keys() {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.'));
+            if !valid {
+                return Err(format!(
+                    "postgresql_parameters key {name:?} is not a parameter name; use lowercase \
+                     ascii letters, digits, '_' and '.' (for example \"work_mem\")"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

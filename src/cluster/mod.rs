@@ -1,0 +1,30 @@
+//! The replicated cluster state and the pure, deterministic `apply` that changes it.
+//!
+//! Owns the decisions that Raft replicates (DESIGN §2): membership and join tokens, the
+//! leader lease with its fencing epoch (DESIGN §3), the dynamic configuration and a requested
+//! switchover. Fast-changing status (WAL positions, lag, health) is not here: see `peers`.
+//!
+//! ```text
+//!   proposer (ha, api, cli via api)          every node, same order
+//!   Command { .., now_unix } --raft log--> apply(&mut ClusterState, &Command) -> CommandResult
+//! ```
+//!
+//! [`apply`] reads no clock, file or network: time enters only as values the proposer put
+//! into a [`Command`]. It is total: every rejection is a [`CommandResult::Rejected`] value,
+//! never a panic or an `Err`, and a rejected command leaves the state untouched, so all nodes
+//! that apply the same log hold byte-identical states.
+
+mod command;
+mod config;
+mod lease;
+mod member;
+mod state;
+
+pub use command::{Command, CommandResult, Rejection};
+pub use config::{DynamicConfig, SynchronousMode};
+pub use lease::{Epoch, Lease, LeaseRef};
+pub use member::{Member, NodeId, Tags};
+pub use state::{apply, ClusterState, JoinToken, Switchover};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,375 @@
+//! The node's configuration file (TOML): what this host is called, where it keeps its state,
+//! where it listens, and its Raft timings.
+//!
+//! Two levels: [`FileConfig`] mirrors the file (every key optional, unknown keys refused),
+//! [`NodeConfig`] is the validated result with defaults applied. Cluster-wide settings (ttl,
+//! loop_wait, PostgreSQL parameters) are not here: they live in Raft (`cluster::DynamicConfig`).
+//! Loading never binds a port, so `pgquorum config check` can run next to a live daemon.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::raft::Timings;
+
+/// Where packages put the config file.
+pub const DEFAULT_PATH: &str = "/etc/pgquorum/pgquorum.toml";
+
+/// A config error: always names the key (or file) and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}; pass the config file with --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The file as written. Every key is optional; see the `NodeConfig` fields for defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub peer: ListenSection,
+    #[serde(default)]
+    pub api: ListenSection,
+    #[serde(default)]
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: Option<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    pub listen: Option<SocketAddr>,
+    /// The address other members (or clients) use to reach this one; defaults to `listen`.
+    pub advertise: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    pub profile: Option<Profile>,
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub election_timeout_min: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub election_timeout_max: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub propose_timeout: Option<Duration>,
+    pub snapshot_every: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `pgquorum=debug`; `RUST_LOG` overrides it.
+    pub level: Option<String>,
+}
+
+/// Timing presets. `lan`: members within a few milliseconds of each other. `wan`: members
+/// in different regions, up to ~100 ms round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Lan,
+    Wan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Profile {
+    /// The timings of this profile.
+    ///
+    /// LAN: heartbeat 100 ms (in openraft 0.9 it is also the AppendEntries timeout, so it
+    /// must exceed a round trip plus an fsync), elections after 400–800 ms. A follower
+    /// campaigns only after the leader lease (= election_timeout_max) plus a random election
+    /// timeout, so a dead leader is replaced in about 1.2–1.6 s.
+    ///
+    /// WAN (100 ms round trip): heartbeat 500 ms (5× RTT), elections 1.5–3 s (15–30× RTT):
+    /// etcd's and openraft's guidance; replacement in about 4.5–6 s.
+    pub fn timings(self) -> Timings {
+        match self {
+            Profile::Lan => Timings {
+                heartbeat_interval: Duration::from_millis(100),
+                election_timeout_min: Duration::from_millis(400),
+                election_timeout_max: Duration::from_millis(800),
+                propose_timeout: Duration::from_secs(5),
+                snapshot_every: 1000,
+            },
+            Profile::Wan => Timings {
+                heartbeat_interval: Duration::from_millis(500),
+                election_timeout_min: Duration::from_millis(1500),
+                election_timeout_max: Duration::from_millis(3000),
+                propose_timeout: Duration::from_secs(10),
+                snapshot_every: 1000,
+            },
+        }
+    }
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where it was loaded from, for messages.
+    pub path: PathBuf,
+    /// This member's name, unique in the cluster (default: the host name).
+    pub name: String,
+    /// Identity, certificates and the Raft store (default `/var/lib/pgquorum`).
+    pub state_dir: PathBuf,
+    /// Peer gRPC: listen address (default `0.0.0.0:7400`) and advertised `host:port`.
+    pub peer_listen: SocketAddr,
+    pub peer_advertise: String,
+    /// REST API: listen address (default `0.0.0.0:8008`) and advertised `host:port`.
+    pub api_listen: SocketAddr,
+    pub api_advertise: String,
+    pub timings: Timings,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates the file at `path`. Binds nothing.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` is used in messages only.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        Self::validate(path, file)
+    }
+
+    fn validate(path: &Path, file: FileConfig) -> Result<Self, Error> {
+        let invalid = |message: String| Error::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let name = match file.node.name {
+            Some(name) => name,
+            None => hostname().ok_or_else(|| {
+                invalid("[node] name is not set and the host name is unknown; set name".into())
+            })?,
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(invalid(format!(
+                "[node] name = {name:?} must be non-empty and use only letters, digits, '-', '_' \
+                 or '.'"
+            )));
+        }
+        let state_dir = file
+            .node
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/pgquorum"));
+        if !state_dir.is_absolute() {
+            return Err(invalid(format!(
+                "[node] state_dir = {:?} must be an absolute path",
+                state_dir.display()
+            )));
+        }
+        let peer_listen = file
+            .peer
+            .listen
+            .unwrap_or_else(|| "0.0.0.0:7400".parse().expect("literal"));
+        let api_listen = file
+            .api
+            .listen
+            .unwrap_or_else(|| "0.0.0.0:8008".parse().expect("literal"));
+        if peer_listen == api_listen {
+            return Err(invalid(format!(
+                "[api] listen = {api_listen} collides with [peer] listen; choose another port"
+            )));
+        }
+        let peer_advertise =
+            advertise("peer", file.peer.advertise, peer_listen).map_err(invalid)?;
+        let api_advertise = advertise("api", file.api.advertise, api_listen).map_err(invalid)?;
+
+        let mut timings = file.raft.profile.unwrap_or(Profile::Lan).timings();
+        let r = &file.raft;
+        timings.heartbeat_interval = r.heartbeat_interval.unwrap_or(timings.heartbeat_interval);
+        timings.election_timeout_min = r
+            .election_timeout_min
+            .unwrap_or(timings.election_timeout_min);
+        timings.election_timeout_max = r
+            .election_timeout_max
+            .unwrap_or(timings.election_timeout_max);
+        timings.propose_timeout = r.propose_timeout.unwrap_or(timings.propose_timeout);
+        timings.snapshot_every = r.snapshot_every.unwrap_or(timings.snapshot_every);
+        if timings.election_timeout_min <= timings.heartbeat_interval * 2 {
+            return Err(invalid(format!(
+                "[raft] election_timeout_min ({:?}) must be more than twice heartbeat_interval \
+                 ({:?}); raise election_timeout_min",
+                timings.election_timeout_min, timings.heartbeat_interval
+            )));
+        }
+        if timings.election_timeout_max <= timings.election_timeout_min {
+            return Err(invalid(format!(
+                "[raft] election_timeout_max ({:?}) must be greater than election_timeout_min \
+                 ({:?})",
+                timings.election_timeout_max, timings.election_timeout_min
+            )));
+        }
+        if timings.snapshot_every < 10 {
+            return Err(invalid("[raft] snapshot_every must be at least 10".into()));
+        }
+        let level = file.log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(invalid(format!(
+                "[log] level = {level:?} is not a valid filter; use e.g. \"info\" or \"pgquorum=debug\""
+            )));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            name,
+            state_dir,
+            peer_listen,
+            peer_advertise,
+            api_listen,
+            api_advertise,
+            timings,
+            log_format: file.log.format.unwrap_or(LogFormat::Human),
+            log_level: level,
+        })
+    }
+}
+
+/// The advertised address: explicit, or the listen address when that is specific.
+fn advertise(
+    section: &str,
+    explicit: Option<String>,
+    listen: SocketAddr,
+) -> Result<String, String> {
+    match explicit {
+        Some(addr) => match addr.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+            Some((host, Ok(_))) if !host.is_empty() => Ok(addr),
+            _ => Err(format!(
+                "[{section}] advertise = {addr:?} must be host:port, e.g. \"10.0.0.1:{}\"",
+                listen.port()
+            )),
+        },
+        None if listen.ip().is_unspecified() => Err(format!(
+            "[{section}] listen = {listen} is a wildcard address; set [{section}] advertise to \
+             the host:port other members should use"
+        )),
+        None => Ok(listen.to_string()),
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, String> {
+        NodeConfig::parse(Path::new("test.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = r#"
+        [node]
+        name = "n1"
+        state_dir = "/tmp/pgq"
+        [peer]
+        listen = "127.0.0.1:7400"
+        [api]
+        listen = "127.0.0.1:8008"
+    "#;
+
+    #[test]
+    fn minimal_file_gets_lan_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.peer_advertise, "127.0.0.1:7400");
+        assert_eq!(c.timings, Profile::Lan.timings());
+        assert_eq!(c.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn wan_profile_and_overrides_apply() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[raft]\nprofile = \"wan\"\nheartbeat_interval = \"400ms\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.timings.heartbeat_interval, Duration::from_millis(400));
+        assert_eq!(c.timings.election_timeout_min, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_the_fix() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("unknown key", "[node]\nnmae = \"x\"", "unknown field `nmae`"),
+            ("bad duration", "[raft]\nheartbeat_interval = \"fast\"", "heartbeat_interval"),
+            (
+                "wildcard without advertise",
+                "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"0.0.0.0:7400\"\n[api]\nlisten=\"127.0.0.1:8008\"",
+                "set [peer] advertise",
+            ),
+            (
+                "same port",
+                "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:7400\"\n[api]\nlisten=\"127.0.0.1:7400\"",
+                "collides",
+            ),
+            ("relative state dir", "[node]\nname=\"a\"\nstate_dir=\"x\"", "absolute path"),
+            ("bad name", "[node]\nname=\"a b\"", "letters, digits"),
+            (
+                "election too short",
+                "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:1\"\n[api]\nlisten=\"127.0.0.1:2\"\n[raft]\nelection_timeout_min=\"150ms\"",
+                "election_timeout_min",
+            ),
+            (
+                "bad advertise",
+                "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:1\"\nadvertise=\"nohost\"",
+                "must be host:port",
+            ),
+        ];
+        for (name, text, want) in cases {
+            let err = parse(text).expect_err(name);
+            assert!(
+                err.contains(want),
+                "{name}: {err:?} should mention {want:?}"
+            );
+            assert!(
+                err.starts_with("test.toml"),
+                "{name}: {err:?} should name the file"
+            );
+        }
+    }
+}

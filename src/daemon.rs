@@ -1,0 +1,257 @@
+//! `pgquorum run`: builds the parts, spawns their tasks, and shuts them down in order.
+//!
+//! ```text
+//!   identity (state dir) ─► raft store + state machine ─► openraft core
+//!   peer gRPC server (mTLS) ─┘        │ watch<ClusterView>
+//!                                      ├─► lease clock
+//!                                      └─► REST API
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api;
+use crate::cluster::{Command, CommandResult, Member, Tags};
+use crate::config::NodeConfig;
+use crate::identity::{NodeRecord, StateDir};
+use crate::lease::LeaseClock;
+use crate::raft::{self, LogStore, NetworkFactory, Peers, RaftHandle, RaftNode, StateMachine};
+use crate::secret::Secret;
+use crate::tls;
+
+/// How long tasks get to finish after shutdown is requested before they are abandoned.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until `shutdown` is cancelled. Fails before binding anything if the node
+/// is not set up, and names the port if binding fails.
+pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let state = StateDir::new(&config.state_dir);
+    let record = state.load_record()?;
+    let identity = tls::NodeIdentity::load(state.path())
+        .with_context(|| format!("loading certificates from {}", state.path().display()))?;
+    let ca = tls::ClusterCa::from_pem(identity.ca_pem().to_string(), state.load_secret("ca.key")?)
+        .context("loading the cluster CA")?;
+    let admin_token = state.admin_token()?;
+    if record.name != config.name {
+        bail!(
+            "[node] name = {:?} in {} but this state directory belongs to member {:?}; \
+             a member's name cannot change",
+            config.name,
+            config.path.display(),
+            record.name
+        );
+    }
+
+    let peer_listener = TcpListener::bind(config.peer_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the peer port {} ([peer] listen)",
+                config.peer_listen
+            )
+        })?;
+    let api_listener = TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("binding the API port {} ([api] listen)", config.api_listen))?;
+
+    let db = raft::store::open_db(&state.raft_dir())?;
+    let log_store = LogStore::open(&db)?;
+    let (state_machine, view) = StateMachine::open(&db)?;
+    let peers = Peers::new(
+        record.cluster_id.clone(),
+        tls::member_client_config(&identity)?,
+    );
+    let openraft_config = Arc::new(config.timings.openraft_config(&record.cluster_id)?);
+    let raft = raft::Raft::new(
+        record.node_id,
+        openraft_config,
+        NetworkFactory {
+            peers: peers.clone(),
+        },
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting raft")?;
+    let handle = RaftHandle::new(
+        record.node_id,
+        raft,
+        peers,
+        view.clone(),
+        config.timings.clone(),
+    );
+
+    let tasks = TaskTracker::new();
+    let serve_shutdown = shutdown.child_token();
+    {
+        let tls_config = tls::server_config(&identity)?;
+        let (handle, ca, token) = (handle.clone(), Arc::new(ca), serve_shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = raft::service::serve(peer_listener, tls_config, handle, ca, token).await
+            {
+                tracing::error!(error = %e, "peer server stopped");
+            }
+        });
+    }
+    let lease_clock = LeaseClock::spawn(view, serve_shutdown.clone());
+    {
+        let app = api::AppState {
+            handle: handle.clone(),
+            lease_clock,
+            admin_token,
+            ca_sha256: tls::ca_sha256_hex(identity.ca_pem())?,
+            name: config.name.clone(),
+        };
+        let token = serve_shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = api::serve(api_listener, app, token).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+    }
+    tracing::info!(
+        node = record.node_id,
+        name = %record.name,
+        cluster = %record.cluster_id,
+        peer = %config.peer_listen,
+        api = %config.api_listen,
+        "pgquorum started"
+    );
+
+    if record.bootstrap.is_some() {
+        tasks.spawn(bootstrap(
+            handle.clone(),
+            state.clone(),
+            record.clone(),
+            config.clone(),
+            serve_shutdown.clone(),
+        ));
+    } else if let Some(seed) = record.seed.clone() {
+        let handle = handle.clone();
+        let token = serve_shutdown.clone();
+        tasks.spawn(async move {
+            let is_voter = |h: &RaftHandle| {
+                h.metrics()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == h.id())
+            };
+            while !is_voter(&handle) && !token.is_cancelled() {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let seed = (seed.node_id, seed.peer_addr.clone());
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    result = handle.request_voter(seed, deadline) => match result {
+                        Ok(()) => tracing::info!("this member is now a voter"),
+                        Err(e) => tracing::warn!(error = %e, "not yet a voter; retrying"),
+                    }
+                }
+            }
+        });
+    }
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    serve_shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "tasks still running after the grace period"
+        );
+    }
+    if let Err(e) = handle.raft().shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    db.flush_async().await.context("flushing the raft store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The first run of the initial member: initialise a one-member Raft and record the cluster,
+/// this member and the first join token in it. Idempotent across restarts: once the
+/// cluster is recorded, the plan is removed from `node.json`.
+async fn bootstrap(
+    handle: RaftHandle,
+    state: StateDir,
+    mut record: NodeRecord,
+    config: NodeConfig,
+    shutdown: CancellationToken,
+) {
+    let Some(plan) = record.bootstrap.clone() else {
+        return;
+    };
+    let node = RaftNode {
+        name: record.name.clone(),
+        peer_addr: config.peer_advertise.clone(),
+    };
+    match handle.raft().is_initialized().await {
+        Ok(false) => {
+            if let Err(e) = handle
+                .raft()
+                .initialize(BTreeMap::from([(record.node_id, node)]))
+                .await
+            {
+                tracing::error!(error = %e, "initialising raft");
+                return;
+            }
+            tracing::info!("initialised a one-member raft cluster");
+        }
+        Ok(true) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "reading raft state");
+            return;
+        }
+    }
+    let command = Command::Bootstrap {
+        cluster_id: record.cluster_id.clone(),
+        member: Member {
+            id: record.node_id.into(),
+            name: record.name.clone(),
+            peer_addr: config.peer_advertise.clone(),
+            api_addr: config.api_advertise.clone(),
+            pg_addr: String::new(),
+            tags: Tags::default(),
+        },
+        token: plan.token,
+    };
+    loop {
+        if handle.view().borrow().state.is_bootstrapped() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = handle.propose(command.clone()) => match result {
+                Ok(CommandResult::Rejected { rejection }) => {
+                    tracing::warn!(%rejection, "bootstrap");
+                    break;
+                }
+                Ok(_) => {
+                    tracing::info!(cluster = %record.cluster_id, "cluster recorded in raft");
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "recording the cluster; retrying"),
+            }
+        }
+    }
+    record.bootstrap = None;
+    if let Err(e) = state.save_record(&record) {
+        tracing::error!(error = %format!("{e:#}"), "updating node record");
+    }
+}
+
+/// A fresh admin token for this node's REST API.
+pub fn new_admin_token() -> Secret<String> {
+    Secret::new(crate::identity::random_token(32))
+}

@@ -1,0 +1,169 @@
+//! This node's identity on disk, in its state directory:
+//!
+//! ```text
+//! <state_dir>/node.json      cluster id, node id, name, seed member, pending bootstrap
+//! <state_dir>/ca.pem node.pem node.key ca.key   certificates (keys 0600)
+//! <state_dir>/admin.token    bearer token for the admin REST endpoints (0600)
+//! <state_dir>/raft/          the sled Raft store
+//! ```
+//!
+//! `init` and `node join` create it; `run` reads it, so a restarted member needs no token.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::JoinToken;
+use crate::secret::Secret;
+
+/// What `node.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub cluster_id: String,
+    pub node_id: u64,
+    pub name: String,
+    /// A member to ask for promotion to voter (the one that answered the join).
+    pub seed: Option<Seed>,
+    /// Set by `init` until the first run has recorded the cluster in Raft.
+    pub bootstrap: Option<BootstrapPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Seed {
+    pub node_id: u64,
+    pub peer_addr: String,
+}
+
+/// What the first run of the initial member proposes: the cluster and its first join token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapPlan {
+    pub token: JoinToken,
+}
+
+/// The state directory of one node.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raft_dir(&self) -> PathBuf {
+        self.path.join("raft")
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.path.join("node.json")
+    }
+
+    /// Whether a node was ever set up here.
+    pub fn is_initialised(&self) -> bool {
+        self.record_path().exists() || self.raft_dir().exists()
+    }
+
+    /// Refuses to set up a node over an existing one. Nothing is removed, ever: starting
+    /// over is the operator's explicit choice.
+    pub fn ensure_fresh(&self) -> anyhow::Result<()> {
+        if self.is_initialised() {
+            let who = self
+                .load_record()
+                .map(|r| {
+                    format!(
+                        " as node {} ({}) of cluster {}",
+                        r.node_id, r.name, r.cluster_id
+                    )
+                })
+                .unwrap_or_default();
+            bail!(
+                "state directory {} is already initialised{who}; start it with `pgquorum run`, \
+                 or move the directory away to set up a new node",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates the directory (0700).
+    pub fn create(&self) -> anyhow::Result<()> {
+        fs::create_dir_all(&self.path)
+            .with_context(|| format!("creating state directory {}", self.path.display()))?;
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting permissions of {}", self.path.display()))?;
+        Ok(())
+    }
+
+    pub fn load_record(&self) -> anyhow::Result<NodeRecord> {
+        let path = self.record_path();
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}: this node is not set up; run `pgquorum init` on the first host or \
+                 `pgquorum node join <peer> --token <token>` on the others",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn save_record(&self, record: &NodeRecord) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(record).expect("record serializes");
+        write_atomic(&self.record_path(), text.as_bytes(), 0o644)
+    }
+
+    pub fn save_secret(&self, file: &str, secret: &str) -> anyhow::Result<()> {
+        write_atomic(&self.path.join(file), secret.as_bytes(), 0o600)
+    }
+
+    pub fn load_secret(&self, file: &str) -> anyhow::Result<Secret<String>> {
+        let path = self.path.join(file);
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Secret::new(text.trim().to_string()))
+    }
+
+    pub fn admin_token(&self) -> anyhow::Result<Secret<String>> {
+        self.load_secret("admin.token")
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename, so a crash leaves
+/// either the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Ok(())
+}
+
+/// A random lowercase alphanumeric string of `len` characters.
+pub fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}

@@ -1,0 +1,209 @@
+//! The cluster CA: created once by `pgquorum init`, it signs every node certificate. Its
+//! SHA-256 is the trust anchor a joiner pins from the join token.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+
+use super::cert::{node_server_name, parse_certs};
+use super::{sha256_hex, Error};
+use crate::secret::Secret;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// Lifetime of the cluster CA certificate.
+const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 60 * 60);
+/// Lifetime of a node certificate.
+const NODE_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 60 * 60);
+/// Certificates start being valid this long before they are issued, so a peer whose clock is
+/// slightly behind the issuer's does not reject a fresh certificate.
+const CLOCK_SKEW: Duration = Duration::from_secs(60 * 60);
+
+/// The cluster certificate authority: its certificate and private key, both PEM.
+///
+/// Invariant (checked by [`ClusterCa::generate`] and [`ClusterCa::from_pem`]): the certificate
+/// parses, is a CA, and belongs to the key.
+#[derive(Clone, Debug)]
+pub struct ClusterCa {
+    cert_pem: String,
+    key_pem: Secret<String>,
+    /// SHA-256 of the certificate DER, computed once; it is what join tokens pin.
+    sha256_hex: String,
+}
+
+impl ClusterCa {
+    /// Creates a self-signed CA for `cluster_id` with a fresh ECDSA P-256 key: common name
+    /// `pgquorum cluster <id> CA`, path length 0 (it signs node certificates only), valid for
+    /// 20 years.
+    pub fn generate(cluster_id: &str) -> Result<Self, Error> {
+        let generate = |source| Error::Generate {
+            what: format!("the CA for cluster {cluster_id}"),
+            source,
+        };
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(format!("pgquorum cluster {cluster_id} CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut params, CA_VALIDITY);
+        params.serial_number = Some(random_serial());
+
+        let cert = params.self_signed(&key).map_err(generate)?;
+        Ok(Self {
+            sha256_hex: sha256_hex(cert.der()),
+            cert_pem: cert.pem(),
+            key_pem: Secret::new(key.serialize_pem()),
+        })
+    }
+
+    /// Loads a CA saved from [`ClusterCa::cert_pem`] and [`ClusterCa::key_pem`].
+    ///
+    /// Fails if either does not parse, if the certificate is not a CA, or if the key is not
+    /// the certificate's key.
+    pub fn from_pem(cert_pem: String, key_pem: Secret<String>) -> Result<Self, Error> {
+        let der = parse_certs(&cert_pem, "the cluster CA certificate")?.swap_remove(0);
+        let key = KeyPair::from_pem(key_pem.expose()).map_err(|e| Error::Parse {
+            what: "the cluster CA key".into(),
+            reason: e.to_string(),
+        })?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| Error::Parse {
+            what: "the cluster CA certificate".into(),
+            reason: e.to_string(),
+        })?;
+        if !cert.is_ca() {
+            return Err(Error::InvalidCa {
+                reason: "the certificate is not a CA (basicConstraints cA is not set)".into(),
+            });
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(Error::InvalidCa {
+                reason: "the key does not match the certificate; was ca.key replaced?".into(),
+            });
+        }
+        Ok(Self {
+            sha256_hex: sha256_hex(&der),
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    /// The CA certificate, PEM. Public: every node and joiner gets it.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA private key, PEM. Whoever holds it can mint members.
+    pub fn key_pem(&self) -> &Secret<String> {
+        &self.key_pem
+    }
+
+    /// Lowercase hex SHA-256 of the CA certificate DER: the pin carried by join tokens.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256_hex.clone()
+    }
+
+    /// Issues the certificate of node `node_id` for the key in `csr_pem`, returned as PEM.
+    ///
+    /// Only the CSR's public key is used, after its self-signature has verified (proof that
+    /// the requester holds the private key). Every other field is chosen here: common name
+    /// `node-<id>`, DNS SAN [`node_server_name`] plus `extra_sans` (IP addresses become IP
+    /// SANs, anything else must be a DNS name), server and client auth, valid for 5 years.
+    ///
+    /// Fails with [`Error::InvalidCsr`] for an unparsable or badly signed CSR (rcgen verifies
+    /// the signature while parsing) and [`Error::InvalidSan`] for an unusable extra name.
+    pub fn issue_node(
+        &self,
+        node_id: u64,
+        cluster_id: &str,
+        csr_pem: &str,
+        extra_sans: &[String],
+    ) -> Result<String, Error> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|source| Error::InvalidCsr { node_id, source })?;
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(format!("node-{node_id}"));
+        params.subject_alt_names = node_sans(node_id, cluster_id, extra_sans)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, NODE_VALIDITY);
+        params.serial_number = Some(random_serial());
+
+        let sign = |source| Error::Sign { node_id, source };
+        // The invariant of ClusterCa makes these parses succeed; errors still surface as Sign.
+        let key = KeyPair::from_pem(self.key_pem.expose()).map_err(sign)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key).map_err(sign)?;
+        let cert = params.signed_by(&csr.public_key, &issuer).map_err(sign)?;
+        Ok(cert.pem())
+    }
+}
+
+/// Lowercase hex SHA-256 of the DER of the first certificate in `cert_pem`.
+pub fn ca_sha256_hex(cert_pem: &str) -> Result<String, Error> {
+    let der = parse_certs(cert_pem, "the CA certificate")?.swap_remove(0);
+    Ok(sha256_hex(&der))
+}
+
+fn common_name(cn: String) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn set_validity(params: &mut CertificateParams, validity: Duration) {
+    let now = SystemTime::now();
+    params.not_before = (now - CLOCK_SKEW).into();
+    params.not_after = (now + validity + DAY).into();
+}
+
+/// 16 random bytes with the top bit clear (serials must be positive, RFC 5280 §4.1.2.2).
+/// Random rather than rcgen's default (a hash of the public key), so re-issuing for the same
+/// key yields a distinct serial.
+fn random_serial() -> SerialNumber {
+    let mut bytes = vec![0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // never a leading zero byte, so the DER length is stable
+    SerialNumber::from(bytes)
+}
+
+fn node_sans(node_id: u64, cluster_id: &str, extra: &[String]) -> Result<Vec<SanType>, Error> {
+    let own = node_server_name(node_id, cluster_id);
+    let mut names: Vec<&str> = vec![&own];
+    for name in extra {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let invalid = || Error::InvalidSan {
+                node_id,
+                name: name.to_owned(),
+            };
+            if let Ok(ip) = name.parse::<IpAddr>() {
+                return Ok(SanType::IpAddress(ip));
+            }
+            rustls_pki_types::DnsName::try_from(name).map_err(|_| invalid())?;
+            Ok(SanType::DnsName(name.try_into().map_err(|_| invalid())?))
+        })
+        .collect()
+}

@@ -1,0 +1,209 @@
+//! rustls configurations for peer traffic: the member server, the member client (mutual TLS)
+//! and the joiner's client that trusts only the CA pinned by a join token.
+//!
+//! Every config is built with the ring provider passed explicitly, so no process-wide default
+//! provider has to be installed. All of them negotiate ALPN `h2` (gRPC).
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::cert::{node_id_from_cert_der, parse_certs, parse_key};
+use super::{sha256_hex, Error, NodeIdentity};
+
+const ALPN_H2: &[u8] = b"h2";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A root store holding exactly the certificates of `ca_pem`.
+fn ca_roots(ca_pem: &str) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for ca in parse_certs(ca_pem, "the cluster CA certificate")? {
+        roots.add(ca).map_err(|source| Error::Rustls {
+            what: "cluster CA root",
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The member server: presents `[node cert, CA cert]` and verifies client certificates
+/// against the cluster CA.
+///
+/// Client certificates are optional because the join RPC is called by a node that has none
+/// yet; a certificate that *is* presented must chain to the cluster CA or the handshake fails.
+/// Handlers therefore decide membership themselves with [`peer_node_id`]. The CA is included
+/// in the chain so a joiner can find the certificate its token pins.
+pub fn server_config(id: &NodeIdentity) -> Result<Arc<ServerConfig>, Error> {
+    let provider = provider();
+    let rustls_err = |source| Error::Rustls {
+        what: "server",
+        source,
+    };
+    let mut chain = parse_certs(id.cert_pem(), "the node certificate")?;
+    chain.extend(parse_certs(id.ca_pem(), "the cluster CA certificate")?);
+    let key = parse_key(id.key_pem(), "the node key")?;
+
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(ca_roots(id.ca_pem())?),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|source| Error::Verifier { source })?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(rustls_err)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The member client: trusts only the cluster CA and presents this node's certificate.
+///
+/// Connect with `ServerName` = [`super::node_server_name`]`(target, cluster)`: the standard
+/// webpki hostname check then proves the peer is the intended node, not merely a member.
+pub fn member_client_config(id: &NodeIdentity) -> Result<Arc<ClientConfig>, Error> {
+    let rustls_err = |source| Error::Rustls {
+        what: "member client",
+        source,
+    };
+    let chain = parse_certs(id.cert_pem(), "the node certificate")?;
+    let key = parse_key(id.key_pem(), "the node key")?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_err)?
+        .with_root_certificates(ca_roots(id.ca_pem())?)
+        .with_client_auth_cert(chain, key)
+        .map_err(rustls_err)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The joiner's client: no client certificate; trusts the server only if one of the
+/// certificates it presents hashes (SHA-256 of the DER) to `ca_sha256_hex`, the pin from the
+/// join token, and the server's certificate chains to that CA.
+///
+/// Any server name is accepted: the pin, not a hostname, is the trust anchor. A mismatch fails
+/// the handshake with a message containing `does not match`. Fails with
+/// [`Error::InvalidPin`] unless the pin is 64 hex characters.
+pub fn pinned_client_config(ca_sha256_hex: &str) -> Result<Arc<ClientConfig>, Error> {
+    if ca_sha256_hex.len() != 64 || !ca_sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidPin {
+            pin: ca_sha256_hex.to_owned(),
+        });
+    }
+    let provider = provider();
+    let verifier = Arc::new(PinnedCaVerifier {
+        pin: ca_sha256_hex.to_ascii_lowercase(),
+        provider: provider.clone(),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Rustls {
+            what: "pinned client",
+            source,
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The node id in the peer's end-entity certificate (first of `conn_certs`), as
+/// [`node_id_from_cert_der`] reads it; `None` if the peer sent no certificate.
+///
+/// Meaningful only for certificates rustls has verified, i.e. the `peer_certificates()` of a
+/// connection accepted with [`server_config`] or made with [`member_client_config`].
+pub fn peer_node_id(conn_certs: Option<&[CertificateDer<'_>]>, cluster_id: &str) -> Option<u64> {
+    node_id_from_cert_der(conn_certs?.first()?, cluster_id)
+}
+
+/// Accepts a server whose presented chain contains the pinned CA and whose end-entity
+/// certificate is valid (signature, validity period, server-auth usage) under that CA.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    /// Lowercase hex SHA-256 of the CA certificate DER.
+    pin: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates.iter().find(|c| sha256_hex(c) == self.pin) else {
+            let got = match intermediates.last() {
+                Some(c) => sha256_hex(c),
+                None => "(none: the peer sent no CA certificate)".to_owned(),
+            };
+            return Err(rustls::Error::General(format!(
+                "peer's CA sha256 {got} does not match the join token's {}: the token is for \
+                 another cluster",
+                self.pin
+            )));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone())?;
+        let rest: Vec<CertificateDer<'_>> =
+            intermediates.iter().filter(|c| *c != ca).cloned().collect();
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &roots,
+            &rest,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

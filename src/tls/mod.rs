@@ -1,0 +1,146 @@
+//! Cluster PKI: the cluster CA, node certificates, join tokens and the rustls configurations
+//! that peer traffic uses (DESIGN §7).
+//!
+//! Owns everything cryptographic about membership; performs no network IO. `init` creates a
+//! [`ClusterCa`] and the first [`NodeIdentity`]; `token create` prints a [`JoinTokenString`];
+//! a joiner generates a [`NodeKey`], sends its CSR over a connection built with
+//! [`pinned_client_config`] (trust = the CA hash in the token) and receives a certificate from
+//! [`ClusterCa::issue_node`]. From then on every RPC is mutual TLS:
+//!
+//! ```text
+//!  joiner                                       member (server_config)
+//!  ──────                                       ──────────────────────
+//!  pinned_client_config(token.ca_sha256) ──TLS──► presents [node cert, CA cert]
+//!    no client cert                                client cert optional
+//!    accepts the chain only if one of the         handler: token secret_matches,
+//!    presented CAs hashes to the pin               issue_node(fresh id, CSR)
+//!
+//!  member_client_config(identity) ───────mTLS──► server_config(identity)
+//!    ServerName = node-<target>.<cluster>          peer_node_id(peer certs) = caller's id
+//! ```
+//!
+//! Node names are `node-<id>.<cluster-id>` ([`node_server_name`]); the standard webpki
+//! hostname check therefore proves the client reached the node it meant to, and the server
+//! maps a verified client certificate back to a node id with [`peer_node_id`].
+
+mod ca;
+mod cert;
+mod config;
+mod token;
+
+use std::path::PathBuf;
+
+pub use ca::{ca_sha256_hex, ClusterCa};
+pub use cert::{node_id_from_cert_der, node_server_name, NodeIdentity, NodeKey};
+pub use config::{member_client_config, peer_node_id, pinned_client_config, server_config};
+pub use token::{secret_matches, JoinTokenString, TokenError};
+
+/// Errors from the cluster PKI. Every variant says what was being done and, where relevant,
+/// for which node or file; the underlying cause is the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Key or certificate generation failed inside rcgen (for example the system RNG failed).
+    #[error("generating {what}")]
+    Generate {
+        /// What was being generated, e.g. `the CA for cluster 3f2a…`.
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+
+    /// A PEM or DER input could not be parsed.
+    #[error("parsing {what}: {reason}")]
+    Parse {
+        /// Which input, e.g. `the cluster CA certificate`.
+        what: String,
+        /// Why it was rejected, in words.
+        reason: String,
+    },
+
+    /// The CA key does not belong to the CA certificate, or the certificate is not a CA.
+    #[error("loading the cluster CA: {reason}")]
+    InvalidCa {
+        /// Why the pair was rejected.
+        reason: String,
+    },
+
+    /// A joiner's certificate signing request was unparsable or its self-signature did not
+    /// verify, so it does not prove possession of the private key.
+    #[error("rejecting the certificate signing request for node {node_id}")]
+    InvalidCsr {
+        /// The node id the certificate would have been issued for.
+        node_id: u64,
+        #[source]
+        source: rcgen::Error,
+    },
+
+    /// An extra subject alternative name is neither an IP address nor a valid DNS name.
+    #[error(
+        "issuing a certificate for node {node_id}: subject alternative name {name:?} is neither \
+         an IP address nor a DNS name; fix the advertised address"
+    )]
+    InvalidSan {
+        /// The node the certificate was for.
+        node_id: u64,
+        /// The offending name.
+        name: String,
+    },
+
+    /// Signing a node certificate with the cluster CA failed.
+    #[error("signing the certificate for node {node_id}")]
+    Sign {
+        /// The node the certificate was for.
+        node_id: u64,
+        #[source]
+        source: rcgen::Error,
+    },
+
+    /// A join token's CA hash (or any pin) is not 64 hex characters.
+    #[error(
+        "invalid CA pin {pin:?}: expected the 64 hex characters of the cluster CA certificate's \
+         sha256, as printed in the join token"
+    )]
+    InvalidPin {
+        /// The rejected pin (a public hash, not a secret).
+        pin: String,
+    },
+
+    /// rustls refused the certificates or key while building a TLS configuration.
+    #[error("building the TLS {what} configuration")]
+    Rustls {
+        /// Which configuration, e.g. `server`.
+        what: &'static str,
+        #[source]
+        source: rustls::Error,
+    },
+
+    /// The client-certificate verifier could not be built (for example, no usable CA root).
+    #[error("building the client certificate verifier for the cluster CA")]
+    Verifier {
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+
+    /// Reading or writing a file of the node identity failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done, e.g. `reading` or `renaming into place`.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A join token did not parse.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+#[cfg(test)]
+mod tests;
