@@ -1,0 +1,14 @@
+# The two commands a newcomer needs; both install what they need first.
+.PHONY: demo test build release
+
+demo:        ## start a local three-member cluster on loopback (Ctrl-C stops it)
+	bash scripts/demo.sh
+
+test:        ## run the whole test suite (fmt, clippy, unit and integration tests)
+	bash scripts/test.sh
+
+build:
+	cargo build --locked
+
+release:
+	cargo build --locked --release
