@@ -109,11 +109,9 @@ pub struct Failure {
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(error: E) -> Self {
         let error = error.into();
-        let code = if error.downcast_ref::<config::Error>().is_some() {
-            2
-        } else {
-            1
-        };
+        let usage = error.downcast_ref::<config::Error>().is_some()
+            || error.downcast_ref::<crate::tls::TokenError>().is_some();
+        let code = if usage { 2 } else { 1 };
         Failure { code, error }
     }
 }

@@ -116,7 +116,7 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
         .timeout(Duration::from_secs(30))
         .connect_with_connector(connect)
         .await
-        .map_err(|e| anyhow!("connecting to {peer}: {}", error_chain(&e)))?;
+        .map_err(|e| anyhow!("connecting to {peer}: {}", cause(&e)))?;
     let mut client = pb::peer_client::PeerClient::new(channel);
     let reply = client
         .join(pb::JoinRequest {
@@ -168,19 +168,12 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// The whole source chain of an error on one line: tonic's transport errors hide the cause
-/// (a refused pin, a refused connection) in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        // Layers often repeat their cause in their own message; print each once.
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
+/// The innermost cause of an error: tonic's transport errors wrap the useful part (a
+/// refused pin, a refused connection) in layers such as "transport error: unexpected error".
+fn cause(e: &dyn std::error::Error) -> String {
+    let mut innermost = e;
+    while let Some(source) = innermost.source() {
+        innermost = source;
     }
-    out
+    innermost.to_string()
 }

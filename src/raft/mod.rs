@@ -103,8 +103,9 @@ impl Timings {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "no raft leader after {waited:?}: a majority of voters ({quorum} of {voters}) must be \
-         reachable; check the other members with `pgquorum list` there"
+        "no raft leader after {waited:?}: the cluster has no quorum (a majority of voters, \
+         {quorum} of {voters}, must be reachable); check the other members with `pgquorum list` \
+         there"
     )]
     NoLeader {
         waited: Duration,
@@ -265,7 +266,13 @@ impl RaftHandle {
                         {
                             None
                         }
-                        Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                        // tonic reports its own client-side timeout as Cancelled.
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                            ) || Instant::now() >= deadline =>
+                        {
                             return Err(Error::NotCommitted {
                                 waited: started.elapsed(),
                                 quorum,

@@ -1,0 +1,184 @@
+//! A running cluster of `Node`s formed the way an operator does it: `init` on the first,
+//! `node join` + `run` on the others.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::node::{assert_success, test_name, Node};
+use super::wait::eventually;
+
+/// How long forming the cluster, one member at a time, may take.
+pub const FORMATION: Duration = Duration::from_secs(20);
+/// How long an election may take.
+pub const ELECTION: Duration = Duration::from_secs(10);
+
+pub struct TestCluster {
+    test: String,
+    nodes: Vec<Node>,
+    /// The token printed by `init`, valid for `n - 1` joins (all used by `start`).
+    init_token: String,
+}
+
+impl TestCluster {
+    /// `n` members `n1..n<n>`: `init --token-uses <n-1>` and run on `n1`, wait until it
+    /// leads, then join and run each other one and wait until every running member sees all
+    /// of them as voters under one leader.
+    pub fn start(n: usize) -> TestCluster {
+        assert!(n >= 1);
+        let test = test_name();
+        let mut first = Node::new(&test, "n1");
+        let uses = (n - 1).max(1).to_string();
+        let init_token = first.init(&["--token-uses", &uses]);
+        first.start();
+        eventually(
+            FORMATION,
+            "n1 leads a bootstrapped one-member cluster",
+            || {
+                let view = first.cluster_view()?;
+                match (view["raft_state"].as_str(), view["members"].as_array()) {
+                    (Some("Leader"), Some(members)) if members.len() == 1 => Ok(()),
+                    _ => Err(view.to_string()),
+                }
+            },
+        );
+        let mut cluster = TestCluster {
+            test,
+            nodes: vec![first],
+            init_token,
+        };
+        for i in 2..=n {
+            let mut node = cluster.new_node(&format!("n{i}"));
+            let output = node.join(&cluster.nodes[0].peer_addr(), &cluster.init_token);
+            assert_success(&output, &format!("join of n{i}"));
+            node.start();
+            cluster.nodes.push(node);
+            cluster.wait_converged(FORMATION, &format!("n{i} is a voter"));
+        }
+        cluster
+    }
+
+    /// A node of this test that is not (yet) a member: for refused joins.
+    pub fn new_node(&self, name: &str) -> Node {
+        Node::new(&self.test, name)
+    }
+
+    /// Member `i`, 1-based (`node(1)` is `n1`).
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i - 1]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i - 1]
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Indices of the members whose daemon runs.
+    pub fn running(&self) -> Vec<usize> {
+        (1..=self.nodes.len())
+            .filter(|&i| self.node(i).is_running())
+            .collect()
+    }
+
+    pub fn init_token(&self) -> &str {
+        &self.init_token
+    }
+
+    /// Waits until every running member reports all members as voters, exactly one of them
+    /// the leader, the same leader and term everywhere, and the leader itself in state
+    /// `Leader`. Returns the leader's view.
+    pub fn wait_converged(&self, deadline: Duration, what: &str) -> Value {
+        eventually(deadline, what, || self.converged())
+    }
+
+    /// One check of [`Self::wait_converged`]; `Err` says what is not there yet.
+    pub fn converged(&self) -> Result<Value, String> {
+        let mut views = Vec::new();
+        for i in self.running() {
+            views.push((i, self.node(i).cluster_view()?));
+        }
+        let mut leader: Option<(u64, u64)> = None;
+        let mut leader_view = None;
+        for (i, view) in &views {
+            let members = view["members"].as_array().ok_or("no members")?;
+            let roles: Vec<&str> = members
+                .iter()
+                .map(|m| m["raft_role"].as_str().unwrap_or("?"))
+                .collect();
+            let leaders = roles.iter().filter(|r| **r == "leader").count();
+            if members.len() != self.nodes.len()
+                || leaders != 1
+                || roles.iter().any(|r| *r != "leader" && *r != "voter")
+            {
+                return Err(format!("n{i} sees roles {roles:?}: {view}"));
+            }
+            let here = (
+                view["leader"].as_u64().ok_or(format!("n{i}: no leader"))?,
+                view["term"].as_u64().unwrap_or(0),
+            );
+            if leader.is_some_and(|l| l != here) {
+                return Err(format!(
+                    "members disagree on (leader, term): {leader:?} vs n{i} {here:?}"
+                ));
+            }
+            leader = Some(here);
+            if view["raft_state"] == "Leader" {
+                leader_view = Some(view.clone());
+            }
+        }
+        leader_view.ok_or_else(|| format!("no running member is in state Leader: {views:?}"))
+    }
+
+    /// The index of the member with Raft id `id`, by its name in `view`.
+    pub fn index_of_id(&self, view: &Value, id: u64) -> usize {
+        let name = view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+            .and_then(|m| m["name"].as_str())
+            .unwrap_or_else(|| panic!("no member with id {id} in {view}"));
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .map(|p| p + 1)
+            .unwrap_or_else(|| panic!("member {name} is not a node of this test"))
+    }
+
+    /// Raft id of member `i`, from `view`.
+    pub fn id_of(&self, view: &Value, i: usize) -> u64 {
+        let name = &self.node(i).name;
+        view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name.as_str()))
+            .and_then(|m| m["id"].as_u64())
+            .unwrap_or_else(|| panic!("no member named {name} in {view}"))
+    }
+
+    /// The index of the current leader, once the running members agree on one.
+    pub fn leader_index(&self) -> usize {
+        let view = self.wait_converged(ELECTION, "the running members agree on a leader");
+        let id = view["leader"].as_u64().expect("leader id");
+        self.index_of_id(&view, id)
+    }
+}
+
+/// `(id, name)` of every member in a `/cluster` view, sorted: to compare membership.
+pub fn member_names(view: &Value) -> Vec<(u64, String)> {
+    let mut members: Vec<(u64, String)> = view["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    (
+                        m["id"].as_u64().unwrap_or(0),
+                        m["name"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort();
+    members
+}

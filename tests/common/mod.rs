@@ -1,0 +1,12 @@
+//! The integration-test harness: real `pgquorum` processes on real loopback ports.
+//! Each test file uses only part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod cluster;
+pub mod node;
+pub mod ports;
+pub mod wait;
+
+pub use cluster::{member_names, TestCluster, ELECTION, FORMATION};
+pub use node::{assert_error, assert_success, Node, OutputExt};
+pub use wait::eventually;

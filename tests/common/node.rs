@@ -1,0 +1,406 @@
+//! One pgquorum node of a test: its temp dir, config file, ports and `pgquorum run` process.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::ports::free_port;
+use super::wait::{eventually, scaled};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_pgquorum");
+
+/// How long one CLI call may take: longer than any timeout of the product (a join waits up
+/// to 30 s).
+pub const CLI_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How many lines of a node's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
+
+/// A node: owns its temp dir (config file and state dir) and, while started, its daemon.
+pub struct Node {
+    pub name: String,
+    pub peer_port: u16,
+    pub api_port: u16,
+    pub config_path: PathBuf,
+    /// Inside the temp dir; created by `init` or `node join`, not by the harness.
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+    dir: TempDir,
+}
+
+impl Node {
+    /// A node named `name` with fresh ports and a config file; nothing is run yet. Its log
+    /// goes to `target/test-logs/<test>/<name>.log`.
+    pub fn new(test: &str, name: &str) -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pgq-{name}-"))
+            .tempdir()
+            .expect("creating a temp dir");
+        let log_dir = log_dir(test);
+        std::fs::create_dir_all(&log_dir).expect("creating the log dir");
+        let log_path = log_dir.join(format!("{name}.log"));
+        File::create(&log_path).expect("creating the node log");
+        let node = Node {
+            name: name.to_string(),
+            peer_port: free_port(),
+            api_port: free_port(),
+            config_path: dir.path().join(format!("{name}.toml")),
+            state_dir: dir.path().join("state"),
+            log_path,
+            child: None,
+            starts: 0,
+            dir,
+        };
+        node.write_config(&node.default_config());
+        node
+    }
+
+    /// The config the harness writes: name, state dir, both ports, LAN timings.
+    pub fn default_config(&self) -> String {
+        format!(
+            "[node]\nname = \"{}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \"{}\"\n\n[api]\n\
+             listen = \"{}\"\n\n[raft]\nprofile = \"lan\"\n",
+            self.name,
+            self.state_dir.display(),
+            self.peer_addr(),
+            self.api_addr()
+        )
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config_path, text).expect("writing the config file");
+    }
+
+    /// `127.0.0.1:<peer port>`, what `node join` takes.
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn api_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.api_port)
+    }
+
+    /// Runs `pgquorum <args> -c <config>` to completion (killed and a panic after
+    /// [`CLI_DEADLINE`]). The call and its output are appended to this node's log.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let out_path = self.dir.path().join(format!("cli-{call}.out"));
+        let err_path = self.dir.path().join(format!("cli-{call}.err"));
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("-c")
+            .arg(&self.config_path)
+            .env_remove("RUST_LOG")
+            .env_remove("PGQUORUM_CONFIG")
+            .env_remove("PGQUORUM_JOIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path).expect("creating the stdout file"))
+            .stderr(File::create(&err_path).expect("creating the stderr file"))
+            .spawn()
+            .expect("running pgquorum");
+        let (status, timed_out) = wait_with_deadline(&mut child, scaled(CLI_DEADLINE));
+        let output = Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap_or_default(),
+            stderr: std::fs::read(&err_path).unwrap_or_default(),
+        };
+        let _ = std::fs::remove_file(out_path);
+        let _ = std::fs::remove_file(err_path);
+        self.note(&format!(
+            "$ pgquorum {} -> {}\n{}{}",
+            args.join(" "),
+            output.status,
+            output.stdout_text(),
+            output.stderr_text()
+        ));
+        assert!(
+            !timed_out,
+            "`pgquorum {}` on {} did not exit within {CLI_DEADLINE:?}; killed it",
+            args.join(" "),
+            self.name
+        );
+        output
+    }
+
+    /// `pgquorum init` with `extra` arguments; returns the join token it printed.
+    pub fn init(&self, extra: &[&str]) -> String {
+        let mut args = vec!["init"];
+        args.extend_from_slice(extra);
+        let output = self.cli(&args);
+        assert_success(&output, &format!("init of {}", self.name));
+        output
+            .stdout_text()
+            .lines()
+            .find(|l| l.starts_with("pgq1."))
+            .unwrap_or_else(|| panic!("init printed no token: {}", output.stdout_text()))
+            .to_string()
+    }
+
+    /// `pgquorum node join <peer> --token <token>`.
+    pub fn join(&self, peer: &str, token: &str) -> Output {
+        self.cli(&["node", "join", peer, "--token", token])
+    }
+
+    /// Starts `pgquorum run` in its own process group and waits until its API answers
+    /// `/liveness`. Panics if the daemon exits first.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        self.starts += 1;
+        self.note(&format!("=== harness: start #{} ===", self.starts));
+        let log = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("opening the node log");
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config_path)
+            .env_remove("PGQUORUM_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawning pgquorum run");
+        self.child = Some(child);
+        let what = format!("{} answers /liveness", self.name);
+        eventually(Duration::from_secs(10), &what, || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("{} exited during start with {status}", self.name);
+            }
+            match self.get("/liveness") {
+                Ok((200, _)) => Ok(()),
+                other => Err(other),
+            }
+        });
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL to the daemon's process group; waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            self.note("=== harness: SIGKILL ===");
+            signal_group(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM to the daemon (a graceful stop); waits for it to exit and returns its status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate: the node is not running");
+        self.note("=== harness: SIGTERM ===");
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own child, which
+        // has not been reaped yet, so the pid cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let what = format!("{} exits after SIGTERM", self.name);
+        let status = eventually(Duration::from_secs(20), &what, || {
+            child.try_wait().ok().flatten()
+        });
+        self.note(&format!("=== harness: exited with {status} ==="));
+        status
+    }
+
+    /// `pgquorum list --json`, parsed; panics if the command fails.
+    pub fn list(&self) -> Value {
+        let output = self.cli(&["list", "--json"]);
+        assert_success(&output, &format!("list on {}", self.name));
+        serde_json::from_slice(&output.stdout).expect("list --json prints JSON")
+    }
+
+    /// `GET /cluster` on this node's API, parsed (cheaper than `list` for polling).
+    pub fn cluster_view(&self) -> Result<Value, String> {
+        match self.get("/cluster") {
+            Ok((200, body)) => serde_json::from_str(&body).map_err(|e| format!("{e}: {body}")),
+            Ok((status, body)) => Err(format!("GET /cluster: {status} {body}")),
+            Err(e) => Err(format!("GET /cluster on {}: {e}", self.name)),
+        }
+    }
+
+    /// A plain HTTP/1.1 GET to this node's API: (status, body).
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, self.api_port)), path)
+    }
+
+    /// Appends a harness line to this node's log, between the daemon's lines.
+    pub fn note(&self, text: &str) {
+        if let Ok(mut log) = OpenOptions::new().append(true).open(&self.log_path) {
+            let _ = writeln!(log, "{}", text.trim_end());
+        }
+    }
+
+    fn print_log_tail(&self) {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        eprintln!(
+            "----- last {} lines of {} ({}) -----\n{}\n----- end of {} -----",
+            tail.len(),
+            self.name,
+            self.log_path.display(),
+            tail.join("\n"),
+            self.name
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal_group(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            self.print_log_tail();
+        }
+    }
+}
+
+/// Waits for `child`, killing it after `deadline`: (its status, whether it was killed).
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> (ExitStatus, bool) {
+    let pid = child.id() as libc::pid_t;
+    let (done, watchdog) = mpsc::channel::<()>();
+    let killer = std::thread::spawn(move || match watchdog.recv_timeout(deadline) {
+        Err(RecvTimeoutError::Timeout) => {
+            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped
+            // until `wait` below returns, and `done` is sent right after that.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        }
+        _ => false,
+    });
+    let status = child.wait().expect("waiting for pgquorum");
+    let _ = done.send(());
+    (status, killer.join().unwrap_or(false))
+}
+
+fn signal_group(child: &Child, signal: libc::c_int) {
+    // The child was spawned with process_group(0), so its pid is its process group id.
+    let pgid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) has no memory-safety preconditions; the group is our unreaped child's.
+    unsafe { libc::kill(-pgid, signal) };
+}
+
+/// `target/test-logs/<test>`; `target` is found from `CARGO_TARGET_TMPDIR` (`target/tmp`).
+fn log_dir(test: &str) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR has a parent")
+        .to_path_buf();
+    target.join("test-logs").join(test)
+}
+
+/// The name of the running test, `<test file>::<test fn>`, from the test thread's name.
+pub fn test_name() -> String {
+    let krate = module_path!().split("::").next().unwrap_or("tests");
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => name.replace("::", "."),
+        _ => "unnamed".to_string(),
+    };
+    format!("{krate}.{test}")
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid("no end of headers"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid("no status"))?;
+    Ok((status, body.to_string()))
+}
+
+/// Text accessors for a finished CLI call.
+pub trait OutputExt {
+    /// The exit code (-1 if killed by a signal).
+    fn code(&self) -> i32;
+    fn stdout_text(&self) -> String;
+    fn stderr_text(&self) -> String;
+}
+
+impl OutputExt for Output {
+    fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Panics with the command's output unless it exited 0.
+pub fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}:\nstdout: {}\nstderr: {}",
+        output.status,
+        output.stdout_text(),
+        output.stderr_text()
+    );
+}
+
+/// Asserts the command failed with `code` and one stderr line `pgquorum: ...` containing
+/// `needle`; returns that line.
+pub fn assert_error(output: &Output, code: i32, needle: &str) -> String {
+    let stderr = output.stderr_text();
+    assert_eq!(
+        output.code(),
+        code,
+        "exit code; stdout: {} stderr: {stderr}",
+        output.stdout_text()
+    );
+    let line = stderr.trim_end();
+    assert!(
+        !line.contains('\n'),
+        "the error should be one line: {stderr:?}"
+    );
+    let message = line
+        .strip_prefix("pgquorum: ")
+        .unwrap_or_else(|| panic!("the error should start with `pgquorum: `: {line:?}"));
+    assert!(
+        message.contains(needle),
+        "the error should mention {needle:?}: {line:?}"
+    );
+    line.to_string()
+}

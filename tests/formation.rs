@@ -1,0 +1,126 @@
+//! Forming a cluster: `init` on one host, `node join` + `run` on the others.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_error, assert_success, eventually, member_names, OutputExt, TestCluster};
+
+#[test]
+fn three_members_formed_by_init_and_two_joins_list_three_voters_and_one_leader() {
+    let cluster = TestCluster::start(3);
+
+    for i in 1..=3 {
+        let view = cluster.node(i).list();
+        assert_eq!(view["answered_by"], format!("n{i}"));
+        assert_eq!(
+            member_names(&view)
+                .iter()
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["n1", "n2", "n3"],
+            "members as seen by n{i}: {view}"
+        );
+        let mut roles: Vec<&str> = view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["raft_role"].as_str().unwrap())
+            .collect();
+        roles.sort();
+        assert_eq!(
+            roles,
+            ["leader", "voter", "voter"],
+            "roles as seen by n{i}: {view}"
+        );
+        let leader = view["leader"].as_u64().expect("a leader");
+        let leader_row = view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["raft_role"] == "leader")
+            .unwrap();
+        assert_eq!(
+            leader_row["id"], leader,
+            "the leader row is the reported leader"
+        );
+        assert!(view["term"].as_u64().unwrap() >= 1);
+        assert_eq!(view["cluster_id"], cluster.node(1).list()["cluster_id"]);
+    }
+
+    let table = cluster.node(2).cli(&["list"]);
+    assert_success(&table, "list (table)");
+    let text = table.stdout_text();
+    assert!(text.contains("as seen by n2"), "{text}");
+    for header in ["Member", "Id", "Peer", "Raft", "Lease"] {
+        assert!(text.contains(header), "header {header} missing:\n{text}");
+    }
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| n"))
+        .map(|l| {
+            l.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "one row per member:\n{text}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], format!("n{}", i + 1), "{text}");
+        assert_eq!(row[2], cluster.node(i + 1).peer_addr(), "{text}");
+    }
+    let mut roles: Vec<&str> = rows.iter().map(|r| r[3]).collect();
+    roles.sort();
+    assert_eq!(roles, ["leader", "voter", "voter"], "{text}");
+}
+
+#[test]
+fn a_restarted_member_rejoins_from_its_state_dir_without_a_token() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.leader_index();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+
+    let status = cluster.node_mut(follower).terminate();
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    // Commit something it has not seen, so rejoining means catching up.
+    let created = cluster.node(leader).cli(&["token", "create"]);
+    assert_success(&created, "token create while a member is down");
+    let leader_applied = cluster.node(leader).list()["last_applied"]
+        .as_u64()
+        .unwrap();
+
+    cluster.node_mut(follower).start();
+    let node = cluster.node(follower);
+    eventually(
+        Duration::from_secs(10),
+        "the restarted member catches up",
+        || {
+            let view = node.cluster_view()?;
+            match view["last_applied"].as_u64() {
+                Some(applied) if applied >= leader_applied => Ok(()),
+                _ => Err(view.to_string()),
+            }
+        },
+    );
+    let view = cluster.wait_converged(Duration::from_secs(10), "three voters again");
+    assert_eq!(member_names(&view).len(), 3);
+    assert_eq!(cluster.node(follower).list()["raft_state"], "Follower");
+}
+
+#[test]
+fn a_used_up_token_refuses_a_fourth_member_and_creates_no_state() {
+    let cluster = TestCluster::start(3);
+    let before = member_names(&cluster.node(1).list());
+
+    let fourth = cluster.new_node("n4");
+    let output = fourth.join(&cluster.node(1).peer_addr(), cluster.init_token());
+    assert_error(&output, 1, "no uses left");
+    assert!(
+        !fourth.state_dir.exists(),
+        "a refused join must not create {}",
+        fourth.state_dir.display()
+    );
+    let after = cluster.wait_converged(Duration::from_secs(10), "the three members still agree");
+    assert_eq!(member_names(&after), before, "membership is unchanged");
+}

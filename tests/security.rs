@@ -1,0 +1,214 @@
+//! Who may join and talk to the peer port: only holders of a valid join token, and only
+//! over TLS. Refusals leave no trace: no member, no state directory.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::node::test_name;
+use common::ports::is_free;
+use common::wait::scaled;
+use common::{
+    assert_error, assert_success, eventually, member_names, Node, OutputExt, TestCluster, ELECTION,
+};
+
+/// `token` with its secret (4th part) replaced by `secret`.
+fn with_secret(token: &str, secret: &str) -> String {
+    let (head, _) = token.rsplit_once('.').unwrap();
+    format!("{head}.{secret}")
+}
+
+/// `token` with its CA hash (2nd part) replaced by `ca`.
+fn with_ca(token: &str, ca: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    format!("{}.{ca}.{}.{}", parts[0], parts[2], parts[3])
+}
+
+#[test]
+fn joins_with_bad_tokens_are_refused_and_leave_membership_unchanged() {
+    let cluster = TestCluster::start(3);
+    let before = member_names(&cluster.node(1).list());
+    let created = cluster.node(1).cli(&["token", "create"]);
+    assert_success(&created, "token create");
+    let good = created.stdout_text().trim().to_string();
+    let secret = good.rsplit('.').next().unwrap();
+    let last = secret.chars().last().unwrap();
+    let wrong_last = if last == 'a' { 'b' } else { 'a' };
+    let bad_secret = with_secret(
+        &good,
+        &format!("{}{wrong_last}", &secret[..secret.len() - 1]),
+    );
+    let unknown_id = {
+        let parts: Vec<&str> = good.split('.').collect();
+        format!("{}.{}.zzzzzz.{}", parts[0], parts[1], parts[3])
+    };
+    // A token of another cluster: its CA is not the one this cluster's peer port presents.
+    let foreign = Node::new(&test_name(), "foreign1");
+    let foreign_token = foreign.init(&[]);
+
+    // Refused by the cluster or by the CA pin: the operation failed (exit 1). A token that
+    // cannot even be parsed is a usage error (exit 2).
+    let cases: [(&str, String, i32, &str); 6] = [
+        ("wrong secret", bad_secret, 1, "secret does not match"),
+        (
+            "unknown token id",
+            unknown_id,
+            1,
+            "not known to this cluster",
+        ),
+        (
+            "another cluster's token",
+            foreign_token,
+            1,
+            "does not match",
+        ),
+        (
+            "zero CA hash",
+            with_ca(&good, &"0".repeat(64)),
+            1,
+            "does not match",
+        ),
+        (
+            "malformed token",
+            "pgq1.not-a-token".to_string(),
+            2,
+            "malformed join token",
+        ),
+        (
+            "wrong version",
+            good.replacen("pgq1", "pgq9", 1),
+            2,
+            "unsupported join token version",
+        ),
+    ];
+    for (i, (case, token, code, needle)) in cases.iter().enumerate() {
+        let joiner = cluster.new_node(&format!("joiner{i}"));
+        let output = joiner.join(&cluster.node(1).peer_addr(), token);
+        let line = assert_error(&output, *code, needle);
+        assert!(
+            !line.contains(secret),
+            "{case}: the error must not echo the secret: {line}"
+        );
+        assert!(
+            !joiner.state_dir.exists(),
+            "{case}: a refused join must not create {}",
+            joiner.state_dir.display()
+        );
+        eprintln!("{case}: {line}");
+    }
+
+    let after = cluster.wait_converged(ELECTION, "the three members still agree");
+    assert_eq!(member_names(&after), before, "membership is unchanged");
+    for i in 1..=3 {
+        assert_eq!(
+            member_names(&cluster.node(i).list()),
+            before,
+            "as seen by n{i}"
+        );
+    }
+    // The refusals did not use up the good token.
+    let mut fourth = cluster.new_node("n4");
+    assert_success(
+        &fourth.join(&cluster.node(1).peer_addr(), &good),
+        "join with the good token",
+    );
+    fourth.start();
+    eventually(ELECTION, "n4 is a voter", || {
+        let view = cluster.node(1).cluster_view()?;
+        let n4 = view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == "n4"));
+        match n4 {
+            Some(m) if m["raft_role"] == "voter" => Ok(()),
+            _ => Err(view.to_string()),
+        }
+    });
+}
+
+/// Everything a plain-text client gets back from `addr` after sending `request`, until the
+/// server closes the connection.
+fn plain_text_exchange(addr: &str, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connecting to the peer port");
+    // The server gives a handshake 5 s; waiting longer than that means it kept us.
+    stream
+        .set_read_timeout(Some(scaled(Duration::from_secs(8))))
+        .unwrap();
+    stream.write_all(request).expect("writing the request");
+    let started = Instant::now();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the connection stayed open for {:?} ({e}) after {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(request)
+            ),
+        }
+    }
+    reply
+}
+
+/// Whether `bytes` is nothing but TLS alert records (content type 21).
+fn only_tls_alerts(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        if bytes.len() < 5 || bytes[0] != 21 || bytes[1] != 3 {
+            return false;
+        }
+        let len = u16::from_be_bytes([bytes[3], bytes[4]]) as usize;
+        if bytes.len() < 5 + len {
+            return false;
+        }
+        bytes = &bytes[5 + len..];
+    }
+    true
+}
+
+#[test]
+fn plain_text_connections_to_the_peer_port_get_no_answer() {
+    let cluster = TestCluster::start(1);
+    let addr = cluster.node(1).peer_addr();
+    let http2_preface: &[u8] =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let requests: [(&str, &[u8]); 2] = [
+        ("HTTP/1.1 GET", b"GET / HTTP/1.1\r\nHost: peer\r\n\r\n"),
+        ("HTTP/2 preface", http2_preface),
+    ];
+    for (case, request) in requests {
+        let reply = plain_text_exchange(&addr, request);
+        assert!(
+            only_tls_alerts(&reply),
+            "{case}: the peer port answered plain text with more than a TLS alert: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        eprintln!("{case}: {} byte(s) back: {reply:?}", reply.len());
+    }
+    // The daemon shrugged it off.
+    assert_eq!(cluster.node(1).get("/liveness").unwrap().0, 200);
+    assert_success(&cluster.node(1).cli(&["token", "create"]), "token create");
+}
+
+#[test]
+fn an_unknown_config_key_stops_run_with_exit_2_before_binding() {
+    let node = Node::new(&test_name(), "n1");
+    node.init(&[]);
+    let config = node
+        .default_config()
+        .replace("[raft]\n", "[raft]\nelection_timout = \"1s\"\n");
+    node.write_config(&config);
+
+    let output = node.cli(&["run"]);
+    let line = assert_error(&output, 2, "election_timout");
+    assert!(
+        line.contains(&node.config_path.display().to_string()),
+        "names the file: {line}"
+    );
+    assert!(!output.stderr_text().contains("pgquorum started"));
+    assert!(is_free(node.peer_port), "the peer port must not be bound");
+    assert!(is_free(node.api_port), "the API port must not be bound");
+}
