@@ -45,6 +45,18 @@ pub struct FileConfig {
     pub raft: RaftSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Absent: this member runs no PostgreSQL (a Raft-only witness).
+    pub postgresql: Option<PostgresqlSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresqlSection {
+    pub bin_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub os_user: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +161,23 @@ pub struct NodeConfig {
     pub timings: Timings,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The PostgreSQL this member supervises; `None` for a witness.
+    pub postgresql: Option<PostgresqlConfig>,
+}
+
+/// The validated `[postgresql]` section.
+#[derive(Debug, Clone)]
+pub struct PostgresqlConfig {
+    /// Server binaries; default: the newest `/usr/lib/postgresql/*/bin` or `/usr/pgsql-*/bin`.
+    pub bin_dir: Option<PathBuf>,
+    /// Default `<state_dir>/pgdata`.
+    pub data_dir: PathBuf,
+    /// Default `127.0.0.1:5432`.
+    pub listen: SocketAddr,
+    /// `host:port` other members use to replicate from this one; default `listen`.
+    pub advertise: String,
+    /// The OS user PostgreSQL runs as when the daemon runs as root (default `postgres`).
+    pub os_user: String,
 }
 
 impl NodeConfig {
@@ -246,6 +275,35 @@ impl NodeConfig {
         if timings.snapshot_every < 10 {
             return Err(invalid("[raft] snapshot_every must be at least 10".into()));
         }
+        let postgresql = match file.postgresql {
+            None => None,
+            Some(pg) => {
+                let data_dir = pg.data_dir.unwrap_or_else(|| state_dir.join("pgdata"));
+                if !data_dir.is_absolute() {
+                    return Err(invalid(format!(
+                        "[postgresql] data_dir = {:?} must be an absolute path",
+                        data_dir.display()
+                    )));
+                }
+                let listen = pg
+                    .listen
+                    .unwrap_or_else(|| "127.0.0.1:5432".parse().expect("literal"));
+                if listen == peer_listen || listen == api_listen {
+                    return Err(invalid(format!(
+                        "[postgresql] listen = {listen} collides with [peer] or [api] listen; \
+                         choose another port"
+                    )));
+                }
+                let advertise = advertise("postgresql", pg.advertise, listen).map_err(invalid)?;
+                Some(PostgresqlConfig {
+                    bin_dir: pg.bin_dir,
+                    data_dir,
+                    listen,
+                    advertise,
+                    os_user: pg.os_user.unwrap_or_else(|| "postgres".into()),
+                })
+            }
+        };
         let level = file.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(invalid(format!(
@@ -263,6 +321,7 @@ impl NodeConfig {
             timings,
             log_format: file.log.format.unwrap_or(LogFormat::Human),
             log_level: level,
+            postgresql,
         })
     }
 }
@@ -320,6 +379,24 @@ mod tests {
         assert_eq!(c.peer_advertise, "127.0.0.1:7400");
         assert_eq!(c.timings, Profile::Lan.timings());
         assert_eq!(c.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn postgresql_section_gets_defaults_under_the_state_dir() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[postgresql]\nlisten = \"127.0.0.1:5433\"\n"
+        ))
+        .unwrap();
+        let pg = c.postgresql.unwrap();
+        assert_eq!(pg.data_dir, PathBuf::from("/tmp/pgq/pgdata"));
+        assert_eq!(pg.advertise, "127.0.0.1:5433");
+        assert_eq!(pg.os_user, "postgres");
+        assert!(parse(MINIMAL).unwrap().postgresql.is_none());
+        let err = parse(&format!(
+            "{MINIMAL}\n[postgresql]\nlisten = \"127.0.0.1:7400\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("collides"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,8 +21,13 @@ use tokio_util::task::TaskTracker;
 use crate::api;
 use crate::cluster::{Command, CommandResult, Member, Tags};
 use crate::config::NodeConfig;
+use crate::config::PostgresqlConfig;
+use crate::ha;
 use crate::identity::{NodeRecord, StateDir};
 use crate::lease::LeaseClock;
+use crate::peers::{self, StatusService};
+use crate::postgres::{self, Postgres};
+use crate::raft::service::ClusterSecrets;
 use crate::raft::{self, LogStore, NetworkFactory, Peers, RaftHandle, RaftNode, StateMachine};
 use crate::secret::Secret;
 use crate::tls;
@@ -39,6 +45,17 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let ca = tls::ClusterCa::from_pem(identity.ca_pem().to_string(), state.load_secret("ca.key")?)
         .context("loading the cluster CA")?;
     let admin_token = state.admin_token()?;
+    let replication_password = state.load_secret(REPLICATION_PASSWORD_FILE)?;
+    // Checked before any port is bound: a missing PostgreSQL is a config problem.
+    let postgres = match &config.postgresql {
+        Some(pg) => Some(Arc::new(postgres_for(
+            &config,
+            pg,
+            &state,
+            &replication_password,
+        )?)),
+        None => None,
+    };
     if record.name != config.name {
         bail!(
             "[node] name = {:?} in {} but this state directory belongs to member {:?}; \
@@ -90,17 +107,48 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     let tasks = TaskTracker::new();
     let serve_shutdown = shutdown.child_token();
+    let (local_status, local_status_rx) = watch::channel(None);
     {
         let tls_config = tls::server_config(&identity)?;
         let (handle, ca, token) = (handle.clone(), Arc::new(ca), serve_shutdown.clone());
+        let secrets = ClusterSecrets {
+            replication_password: replication_password.clone(),
+        };
+        let status_routes = StatusService::routes(handle.clone(), local_status_rx);
         tasks.spawn(async move {
-            if let Err(e) = raft::service::serve(peer_listener, tls_config, handle, ca, token).await
-            {
+            let served = raft::service::serve(
+                peer_listener,
+                tls_config,
+                handle,
+                ca,
+                secrets,
+                status_routes,
+                token,
+            );
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, "peer server stopped");
             }
         });
     }
     let lease_clock = LeaseClock::spawn(view, serve_shutdown.clone());
+    // The HA loop stops on its own token so that the daemon can wait for it (it stops
+    // PostgreSQL and releases the lease) before the servers go away.
+    let ha_shutdown = CancellationToken::new();
+    let ha_task = postgres.map(|postgres| {
+        let deps = ha::Deps {
+            handle: handle.clone(),
+            postgres,
+            lease_clock: lease_clock.clone(),
+            peers: peers::spawn_poller(handle.clone(), serve_shutdown.clone()),
+            local_status,
+        };
+        tokio::spawn(ha::run(deps, ha_shutdown.clone()))
+    });
+    tasks.spawn(update_member_record(
+        handle.clone(),
+        config.clone(),
+        serve_shutdown.clone(),
+    ));
     {
         let app = api::AppState {
             handle: handle.clone(),
@@ -160,6 +208,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    ha_shutdown.cancel();
+    if let Some(task) = ha_task {
+        if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+            tracing::warn!("the HA loop did not stop within the grace period");
+        }
+    }
     serve_shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
@@ -221,7 +275,7 @@ async fn bootstrap(
             name: record.name.clone(),
             peer_addr: config.peer_advertise.clone(),
             api_addr: config.api_advertise.clone(),
-            pg_addr: String::new(),
+            pg_addr: pg_advertise(&config),
             tags: Tags::default(),
         },
         token: plan.token,
@@ -248,6 +302,79 @@ async fn bootstrap(
     record.bootstrap = None;
     if let Err(e) = state.save_record(&record) {
         tracing::error!(error = %format!("{e:#}"), "updating node record");
+    }
+}
+
+/// The file in the state directory that holds the replication role's password.
+pub const REPLICATION_PASSWORD_FILE: &str = "replication.password";
+
+/// `host:port` of this member's PostgreSQL for the others, or empty for a witness.
+pub fn pg_advertise(config: &NodeConfig) -> String {
+    config
+        .postgresql
+        .as_ref()
+        .map(|pg| pg.advertise.clone())
+        .unwrap_or_default()
+}
+
+/// The supervised PostgreSQL of this member.
+fn postgres_for(
+    config: &NodeConfig,
+    pg: &PostgresqlConfig,
+    state: &StateDir,
+    replication_password: &Secret<String>,
+) -> anyhow::Result<Postgres> {
+    let settings = postgres::Settings {
+        bin_dir: pg.bin_dir.clone(),
+        data_dir: pg.data_dir.clone(),
+        listen_host: pg.listen.ip().to_string(),
+        port: pg.listen.port(),
+        socket_dir: state.path().join("run"),
+        os_user: pg.os_user.clone(),
+        passfile: state.path().join("pgpass"),
+        log_file: state.path().join("postgresql.log"),
+    };
+    let creds = postgres::ReplicationCredentials {
+        user: "pgquorum_replicator".into(),
+        password: replication_password.clone(),
+    };
+    Postgres::new(settings, creds)
+        .with_context(|| format!("[postgresql] in {}", config.path.display()))
+}
+
+/// Keeps this member's addresses in the cluster state equal to its config: a changed
+/// advertise address (or PostgreSQL added to a witness) is proposed once the cluster knows us.
+async fn update_member_record(handle: RaftHandle, config: NodeConfig, shutdown: CancellationToken) {
+    let me = crate::cluster::NodeId(handle.id());
+    let mut view = handle.view();
+    loop {
+        let current = view.borrow_and_update().state.member(me).cloned();
+        if let Some(member) = current {
+            let wanted = Member {
+                peer_addr: config.peer_advertise.clone(),
+                api_addr: config.api_advertise.clone(),
+                pg_addr: pg_advertise(&config),
+                ..member.clone()
+            };
+            if wanted == member {
+                return;
+            }
+            match handle
+                .propose(Command::UpdateMember { member: wanted })
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!("updated this member's addresses in the cluster");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "updating member addresses; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = view.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 

@@ -94,11 +94,12 @@ impl StateDir {
         Ok(())
     }
 
-    /// Creates the directory (0700).
+    /// Creates the directory: 0711, so PostgreSQL's OS user can reach the data and socket
+    /// directories inside it without listing it; every secret in it is a 0600 file.
     pub fn create(&self) -> anyhow::Result<()> {
         fs::create_dir_all(&self.path)
             .with_context(|| format!("creating state directory {}", self.path.display()))?;
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700))
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o711))
             .with_context(|| format!("setting permissions of {}", self.path.display()))?;
         Ok(())
     }

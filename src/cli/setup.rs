@@ -12,7 +12,7 @@ use tokio_rustls::TlsConnector;
 use super::output;
 use crate::cluster::JoinToken;
 use crate::config::NodeConfig;
-use crate::daemon::new_admin_token;
+use crate::daemon::{new_admin_token, pg_advertise, REPLICATION_PASSWORD_FILE};
 use crate::identity::{random_token, BootstrapPlan, NodeRecord, Seed, StateDir};
 use crate::raft::proto::pb;
 use crate::raft::service::now_unix;
@@ -35,6 +35,7 @@ pub fn init(config: &NodeConfig, token_uses: u32, token_ttl: Duration) -> anyhow
     NodeIdentity::new(ca.cert_pem().to_string(), cert, key.key_pem()).save(state.path())?;
     state.save_secret("ca.key", ca.key_pem().expose())?;
     state.save_secret("admin.token", new_admin_token().expose())?;
+    state.save_secret(REPLICATION_PASSWORD_FILE, &random_token(32))?;
     state.save_record(&NodeRecord {
         cluster_id: cluster_id.clone(),
         node_id,
@@ -125,7 +126,7 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
             name: config.name.clone(),
             peer_addr: config.peer_advertise.clone(),
             api_addr: config.api_advertise.clone(),
-            pg_addr: String::new(),
+            pg_addr: pg_advertise(config),
             csr_pem,
             sans: sans(config),
         })
@@ -147,6 +148,7 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
     NodeIdentity::new(reply.ca_pem, reply.cert_pem, key.key_pem()).save(state.path())?;
     state.save_secret("ca.key", &reply.ca_key_pem)?;
     state.save_secret("admin.token", new_admin_token().expose())?;
+    state.save_secret(REPLICATION_PASSWORD_FILE, &reply.replication_password)?;
     state.save_record(&NodeRecord {
         cluster_id: reply.cluster_id.clone(),
         node_id: reply.node_id,

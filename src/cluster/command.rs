@@ -57,6 +57,15 @@ pub enum Command {
     RequestSwitchover { switchover: Switchover },
     /// Cancels a pending switchover; applied even if none is pending.
     ClearSwitchover,
+    /// Records the PostgreSQL database of this cluster (its system identifier) after the
+    /// bootstrap primary ran initdb. Once recorded it never changes: a member whose data
+    /// directory has another identifier is never promoted and no second initdb happens.
+    /// Only the lease holder may record it.
+    RecordDatabase {
+        holder: NodeId,
+        epoch: Epoch,
+        system_id: u64,
+    },
 }
 
 /// What applying a command did. Identical on every node for the same log.
@@ -129,6 +138,11 @@ pub enum Rejection {
     InvalidConfig(String),
     #[error("invalid switchover: {0}")]
     InvalidSwitchover(String),
+    #[error(
+        "the cluster's database is already recorded with system identifier {recorded}; \
+         a data directory with identifier {offered} belongs to another database"
+    )]
+    DatabaseMismatch { recorded: u64, offered: u64 },
     #[error(
         "a switchover from node {} is already pending; wait for it to finish or clear it first",
         .switchover.from

@@ -46,6 +46,11 @@ pub struct DynamicConfig {
     pub synchronous_mode_strict: bool,
     /// PostgreSQL parameters applied on every member.
     pub postgresql_parameters: BTreeMap<String, String>,
+    /// How long the lease holder tries to restart a crashed PostgreSQL in place before it
+    /// releases the lease so another member takes over (Patroni's primary_start_timeout,
+    /// whose 300 s default is what users complain about).
+    #[serde(with = "humantime_serde")]
+    pub primary_start_timeout: Duration,
 }
 
 impl Default for DynamicConfig {
@@ -59,6 +64,7 @@ impl Default for DynamicConfig {
             synchronous_mode: SynchronousMode::Off,
             synchronous_mode_strict: false,
             postgresql_parameters: BTreeMap::new(),
+            primary_start_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -99,6 +105,13 @@ impl DynamicConfig {
                 "member_timeout ({}) must be less than ttl ({ttl}) so a silent member is noticed \
                  before the lease expires; lower member_timeout or raise ttl",
                 format_duration(self.member_timeout)
+            ));
+        }
+        if self.primary_start_timeout < Duration::from_secs(1) {
+            return Err(format!(
+                "primary_start_timeout ({}) must be at least 1s so a crashed primary gets one \
+                 restart attempt; raise primary_start_timeout",
+                format_duration(self.primary_start_timeout)
             ));
         }
         for name in self.postgresql_parameters.keys() {

@@ -51,6 +51,8 @@ pub struct ClusterState {
     pub switchover: Option<Switchover>,
     /// Join tokens by id.
     pub tokens: BTreeMap<String, JoinToken>,
+    /// The system identifier of the cluster's PostgreSQL database, once initdb has run.
+    pub database: Option<u64>,
 }
 
 impl Default for ClusterState {
@@ -64,6 +66,7 @@ impl Default for ClusterState {
             config: DynamicConfig::default(),
             switchover: None,
             tokens: BTreeMap::new(),
+            database: None,
         }
     }
 }
@@ -167,6 +170,24 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             Err(message) => Err(Rejection::InvalidConfig(message)),
         },
         Command::RequestSwitchover { switchover } => request_switchover(state, switchover),
+        Command::RecordDatabase {
+            holder,
+            epoch,
+            system_id,
+        } => {
+            current_lease(state, *holder, *epoch)?;
+            match state.database {
+                None => {
+                    state.database = Some(*system_id);
+                    Ok(CommandResult::Applied)
+                }
+                Some(recorded) if recorded == *system_id => Ok(CommandResult::Applied),
+                Some(recorded) => Err(Rejection::DatabaseMismatch {
+                    recorded,
+                    offered: *system_id,
+                }),
+            }
+        }
         Command::ClearSwitchover => {
             state.switchover = None;
             Ok(CommandResult::Applied)

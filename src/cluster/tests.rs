@@ -596,6 +596,63 @@ fn cases() -> Vec<Case> {
             change: unchanged,
         },
         Case {
+            name: "the holder records the database once",
+            given: state().with_lease(1, 3, 7),
+            command: Command::RecordDatabase {
+                holder: NodeId(1),
+                epoch: Epoch(3),
+                system_id: 42,
+            },
+            result: CommandResult::Applied,
+            change: |s| s.database = Some(42),
+        },
+        Case {
+            name: "recording the same database again changes nothing",
+            given: {
+                let mut s = state().with_lease(1, 3, 7);
+                s.database = Some(42);
+                s
+            },
+            command: Command::RecordDatabase {
+                holder: NodeId(1),
+                epoch: Epoch(3),
+                system_id: 42,
+            },
+            result: CommandResult::Applied,
+            change: |_| {},
+        },
+        Case {
+            name: "another database is never recorded over the first",
+            given: {
+                let mut s = state().with_lease(1, 3, 7);
+                s.database = Some(42);
+                s
+            },
+            command: Command::RecordDatabase {
+                holder: NodeId(1),
+                epoch: Epoch(3),
+                system_id: 7,
+            },
+            result: rejected(Rejection::DatabaseMismatch {
+                recorded: 42,
+                offered: 7,
+            }),
+            change: |_| {},
+        },
+        Case {
+            name: "only the current holder may record the database",
+            given: state().with_lease(1, 3, 7),
+            command: Command::RecordDatabase {
+                holder: NodeId(2),
+                epoch: Epoch(3),
+                system_id: 42,
+            },
+            result: rejected(Rejection::LeaseNotHeld {
+                current: Some(lease(1, 3, 7)),
+            }),
+            change: |_| {},
+        },
+        Case {
             name: "release by the holder frees the lease and keeps last epoch",
             given: state().with_lease(1, 3, 7),
             command: release(1, 3),

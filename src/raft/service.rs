@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 use super::proto::pb;
 use super::{Error, NodeId, RaftHandle, RaftNode, TypeConfig};
 use crate::cluster::{Command, CommandResult, Tags};
+use crate::secret::Secret;
 use crate::tls;
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -135,14 +136,21 @@ pub async fn serve(
     tls_config: Arc<rustls::ServerConfig>,
     handle: RaftHandle,
     ca: Arc<tls::ClusterCa>,
+    secrets: ClusterSecrets,
+    extra: tonic::service::Routes,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = accept_tls(listener, TlsAcceptor::from(tls_config), shutdown.clone());
     let raft = RaftService {
         handle: handle.clone(),
     };
-    let peer = PeerService { handle, ca };
+    let peer = PeerService {
+        handle,
+        ca,
+        secrets,
+    };
     tonic::transport::Server::builder()
+        .add_routes(extra)
         .add_service(
             pb::raft_server::RaftServer::new(raft).max_decoding_message_size(16 * 1024 * 1024),
         )
@@ -154,7 +162,10 @@ pub async fn serve(
 /// The member id of the caller, if it presented a certificate of this cluster naming a
 /// current member. A node whose state is still empty (it is joining and has not yet received
 /// the log) accepts any certificate of its cluster's CA, or it could never learn the log.
-fn authorize_member<T>(handle: &RaftHandle, request: &Request<T>) -> Result<NodeId, Status> {
+pub(crate) fn authorize_member<T>(
+    handle: &RaftHandle,
+    request: &Request<T>,
+) -> Result<NodeId, Status> {
     let info = request
         .extensions()
         .get::<PeerConnInfo>()
@@ -235,9 +246,17 @@ impl pb::raft_server::Raft for RaftService {
     }
 }
 
+/// Secrets every member holds and a joining member receives with its certificate.
+#[derive(Clone)]
+pub struct ClusterSecrets {
+    /// The password of PostgreSQL's replication role.
+    pub replication_password: Secret<String>,
+}
+
 struct PeerService {
     handle: RaftHandle,
     ca: Arc<tls::ClusterCa>,
+    secrets: ClusterSecrets,
 }
 
 /// The status for "ask the leader instead", with where the leader is.
@@ -327,6 +346,7 @@ impl pb::peer_server::Peer for PeerService {
             ca_pem: self.ca.cert_pem().to_string(),
             ca_key_pem: self.ca.key_pem().expose().to_string(),
             server_node_id: self.handle.id(),
+            replication_password: self.secrets.replication_password.expose().clone(),
         }))
     }
 

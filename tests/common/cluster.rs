@@ -18,6 +18,8 @@ pub struct TestCluster {
     nodes: Vec<Node>,
     /// The token printed by `init`, valid for `n - 1` joins (all used by `start`).
     init_token: String,
+    /// Whether new nodes supervise a PostgreSQL.
+    postgres: bool,
 }
 
 impl TestCluster {
@@ -25,9 +27,21 @@ impl TestCluster {
     /// leads, then join and run each other one and wait until every running member sees all
     /// of them as voters under one leader.
     pub fn start(n: usize) -> TestCluster {
+        Self::start_opts(n, false)
+    }
+
+    /// Like [`TestCluster::start`], each member supervising its own PostgreSQL.
+    pub fn start_with_postgres(n: usize) -> TestCluster {
+        Self::start_opts(n, true)
+    }
+
+    fn start_opts(n: usize, postgres: bool) -> TestCluster {
         assert!(n >= 1);
         let test = test_name();
         let mut first = Node::new(&test, "n1");
+        if postgres {
+            first = first.with_postgres();
+        }
         let uses = (n - 1).max(1).to_string();
         let init_token = first.init(&["--token-uses", &uses]);
         first.start();
@@ -46,6 +60,7 @@ impl TestCluster {
             test,
             nodes: vec![first],
             init_token,
+            postgres,
         };
         for i in 2..=n {
             let mut node = cluster.new_node(&format!("n{i}"));
@@ -60,7 +75,12 @@ impl TestCluster {
 
     /// A node of this test that is not (yet) a member: for refused joins.
     pub fn new_node(&self, name: &str) -> Node {
-        Node::new(&self.test, name)
+        let node = Node::new(&self.test, name);
+        if self.postgres {
+            node.with_postgres()
+        } else {
+            node
+        }
     }
 
     /// Member `i`, 1-based (`node(1)` is `n1`).

@@ -8,5 +8,5 @@ pub mod ports;
 pub mod wait;
 
 pub use cluster::{member_names, TestCluster, ELECTION, FORMATION};
-pub use node::{assert_error, assert_success, Node, OutputExt};
+pub use node::{assert_error, assert_success, require_postgres, Node, OutputExt};
 pub use wait::eventually;

@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -23,6 +24,42 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_pgquorum");
 /// to 30 s).
 pub const CLI_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The psql client: on PATH, or in the newest PostgreSQL bin directory.
+pub fn psql() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .map(|d| d.join("psql"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("psql"))
+}
+
+/// Whether PostgreSQL server binaries are installed. Tests that need them skip without
+/// them locally and fail when `CI=true` (CI installs them).
+pub fn require_postgres() -> bool {
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.path().join("bin/postgres").exists())
+        })
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PostgreSQL server binaries are missing in CI: install the postgresql package"
+        );
+        eprintln!("skipping: no PostgreSQL server binaries in /usr/lib/postgresql/*/bin");
+    }
+    found
+}
+
 /// How many lines of a node's log a failing test prints.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -31,6 +68,8 @@ pub struct Node {
     pub name: String,
     pub peer_port: u16,
     pub api_port: u16,
+    /// Used only when the node runs PostgreSQL (see [`Node::with_postgres`]).
+    pub pg_port: u16,
     pub config_path: PathBuf,
     /// Inside the temp dir; created by `init` or `node join`, not by the harness.
     pub state_dir: PathBuf,
@@ -48,6 +87,10 @@ impl Node {
             .prefix(&format!("pgq-{name}-"))
             .tempdir()
             .expect("creating a temp dir");
+        // PostgreSQL runs as its own OS user when the tests run as root: it must be able to
+        // traverse to the state directory inside.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod of the temp dir");
         let log_dir = log_dir(test);
         std::fs::create_dir_all(&log_dir).expect("creating the log dir");
         let log_path = log_dir.join(format!("{name}.log"));
@@ -56,6 +99,7 @@ impl Node {
             name: name.to_string(),
             peer_port: free_port(),
             api_port: free_port(),
+            pg_port: free_port(),
             config_path: dir.path().join(format!("{name}.toml")),
             state_dir: dir.path().join("state"),
             log_path,
@@ -77,6 +121,53 @@ impl Node {
             self.peer_addr(),
             self.api_addr()
         )
+    }
+
+    /// Rewrites the config so this node supervises a PostgreSQL on its own port.
+    pub fn with_postgres(self) -> Node {
+        let text = format!(
+            "{}\n[postgresql]\nlisten = \"127.0.0.1:{}\"\n",
+            self.default_config(),
+            self.pg_port
+        );
+        self.write_config(&text);
+        self
+    }
+
+    /// Runs `query` with psql through this node's unix socket as `postgres`; returns the
+    /// unaligned, tuples-only output, trimmed.
+    pub fn sql(&self, query: &str) -> Result<String, String> {
+        let output = Command::new(psql())
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .arg("-h")
+            .arg(self.state_dir.join("run"))
+            .arg("-p")
+            .arg(self.pg_port.to_string())
+            .arg("-c")
+            .arg(query)
+            .env("PGCONNECT_TIMEOUT", "2")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running psql: {e}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "{}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
     }
 
     pub fn write_config(&self, text: &str) {

@@ -1,0 +1,549 @@
+//! Decides what this member does next with its PostgreSQL and the leader lease. Reads one
+//! [`Observation`]; emits one [`Decision`] and the sentence the loop logs for the cycle
+//! (Patroni's one line per cycle). Performs no IO and reads no clock: time arrives already
+//! judged in `lease_clock` and `down_for`. Acting on the decision is `execute`'s job.
+//!
+//! The rules, in priority order (safety first, DESIGN §3):
+//!
+//! 1. **Fence.** Writable (running, not in recovery) without a valid lease of my own, that is
+//!    with any `lease_clock` but `HeldByMe`: stop being writable now. This applies even when
+//!    paused: maintenance mode suspends automation, never the one-writable-primary guarantee.
+//! 2. **Paused.** No automatic action, with one exception: a writable holder keeps renewing
+//!    its lease, otherwise its lease would expire and rule 1 would demote it.
+//! 3. **Holder** (`HeldByMe`, or `HeldByMeExpiring` with PostgreSQL not writable, where a
+//!    committed renewal resets the clock): bootstrap, renew, promote or start as primary; or
+//!    release the lease at once when this member cannot serve (demoting first if writable).
+//! 4. **Not the holder**: clone, start as a replica, follow the holder, or take a free or
+//!    expired lease when this member is the healthiest eligible one; otherwise wait.
+
+use std::time::Duration;
+
+use humantime_serde::re::humantime::format_duration;
+
+use crate::cluster::{LeaseRef, NodeId, SynchronousMode};
+use crate::postgres::{DataDir, Lsn, PgStatus};
+
+use super::observe::{highest_position, LeaseClockView, Observation, PeerStatus};
+
+#[cfg(test)]
+mod tests;
+
+/// What this member does in one HA cycle. `execute` carries it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to change this cycle.
+    Idle,
+    /// Paused (maintenance mode): no automatic action.
+    Paused,
+    /// No database exists yet and the lease is free (or expired): take it to become the
+    /// bootstrap primary.
+    AcquireLease { expected: Option<LeaseRef> },
+    /// I hold the lease, no database exists, my data dir is Missing: initdb, start as
+    /// primary, record it.
+    Bootstrap,
+    /// I hold the lease and run a writable primary: renew the lease (and record the database
+    /// if `obs.database` is still `None`).
+    RenewLease,
+    /// I hold the lease, my data is Initialised but PostgreSQL is not running, and it has
+    /// been down for less than `config.primary_start_timeout`: start it as primary (the
+    /// executor also renews the lease).
+    StartPrimary,
+    /// I hold the lease and my PostgreSQL runs in recovery: promote it (the executor renews
+    /// too; under `HeldByMeExpiring` the renewal should commit before PostgreSQL becomes
+    /// writable, else the next cycle fences it).
+    Promote,
+    /// I am writable but do not hold a valid lease (or hold it but must release it): stop
+    /// being writable now. `follow` is the current holder if another member holds it.
+    Fence { follow: Option<NodeId> },
+    /// I hold the lease but cannot serve: no data while a database exists, a Foreign data
+    /// dir, a data dir of another database, or PostgreSQL down for `primary_start_timeout`.
+    /// Release it so another member takes over at once. Never returned while I am writable
+    /// (that case is fenced first).
+    ReleaseLease { reason: String },
+    /// No data dir, a database exists, and `source` (the lease holder) runs a writable
+    /// primary according to its peer status: clone it.
+    Clone { source: NodeId },
+    /// Data Initialised, PostgreSQL not running, I do not hold the lease: start as a replica
+    /// following `follow` (the holder if it runs a writable primary per its peer status).
+    StartReplica { follow: Option<NodeId> },
+    /// Running replica whose upstream is not the holder, and the holder runs a writable
+    /// primary: re-point to it.
+    Follow { leader: NodeId },
+    /// The lease is free or expired, a database exists, I am a running replica and the
+    /// healthiest eligible member: take the lease (compare-and-set on `expected`; `None`
+    /// when free).
+    TakeOver { expected: Option<LeaseRef> },
+    /// Waiting; the sentence says for what.
+    Wait,
+}
+
+impl Decision {
+    /// True for the decisions that leave or make this member writable. `decide` returns
+    /// them only while this member holds the lease (`HeldByMe`, or `HeldByMeExpiring` for
+    /// those that renew before PostgreSQL becomes writable).
+    pub fn leaves_me_writable(&self) -> bool {
+        matches!(
+            self,
+            Decision::RenewLease | Decision::Promote | Decision::StartPrimary | Decision::Bootstrap
+        )
+    }
+}
+
+/// A decision and the one human sentence that explains it, naming this member, its role
+/// and the lease epoch where relevant: `n2: primary, renewing lease epoch 7`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub sentence: String,
+}
+
+/// Decides this cycle's action from `obs` alone; see the module doc for the rules.
+pub fn decide(obs: &Observation) -> Outcome {
+    if let Some(fence) = fence(obs) {
+        return fence;
+    }
+    if obs.paused {
+        return paused(obs);
+    }
+    match &obs.lease_clock {
+        LeaseClockView::HeldByMe | LeaseClockView::HeldByMeExpiring => as_holder(obs),
+        LeaseClockView::HeldByOther { holder } => as_other(obs, NotMine::Held(*holder)),
+        LeaseClockView::Free => {
+            let what = "lease is free".to_string();
+            as_other(
+                obs,
+                NotMine::Vacant(Vacancy {
+                    expected: None,
+                    what,
+                }),
+            )
+        }
+        LeaseClockView::Expired { holder, expected } => {
+            let what = format!(
+                "lease of {} expired (epoch {})",
+                name(obs, *holder),
+                expected.epoch
+            );
+            let expected = Some(*expected);
+            as_other(obs, NotMine::Vacant(Vacancy { expected, what }))
+        }
+    }
+}
+
+/// The lease as seen by a member that does not hold it.
+enum NotMine {
+    /// Another member holds it and renews it.
+    Held(NodeId),
+    /// It may be taken, as a compare-and-set on `expected`.
+    Vacant(Vacancy),
+}
+
+struct Vacancy {
+    expected: Option<LeaseRef>,
+    /// For the sentence: "lease is free", "lease of n2 expired (epoch 7)".
+    what: String,
+}
+
+/// Rule 1: writable without a valid lease of my own. `None` when this member may stay as it
+/// is as far as fencing goes.
+fn fence(obs: &Observation) -> Option<Outcome> {
+    if !is_writable(&obs.pg) {
+        return None;
+    }
+    let (follow, why) = match &obs.lease_clock {
+        LeaseClockView::HeldByMe => return None,
+        LeaseClockView::HeldByMeExpiring => (
+            None,
+            format!(
+                "my lease, epoch {}, is expiring without a committed renewal",
+                epoch(obs)
+            ),
+        ),
+        LeaseClockView::HeldByOther { holder } => (
+            Some(*holder),
+            format!("{} holds it, epoch {}", name(obs, *holder), epoch(obs)),
+        ),
+        LeaseClockView::Expired { holder, expected } => (
+            None,
+            format!(
+                "lease of {} expired, epoch {}",
+                name(obs, *holder),
+                expected.epoch
+            ),
+        ),
+        LeaseClockView::Free => (None, "it is free".to_string()),
+    };
+    let then = follow.map_or(String::new(), |h| {
+        format!(", then following {}", name(obs, h))
+    });
+    Some(say(
+        obs,
+        Decision::Fence { follow },
+        format!("writable without the lease ({why}); fencing (demoting) now{then}"),
+    ))
+}
+
+/// Rule 2: maintenance mode. Reached only when rule 1 did not fence, so a writable member
+/// here holds the lease; it keeps renewing so that pausing never demotes the primary.
+fn paused(obs: &Observation) -> Outcome {
+    if is_writable(&obs.pg) {
+        let text = format!(
+            "paused (maintenance mode); primary, renewing lease epoch {} only",
+            epoch(obs)
+        );
+        return say(obs, Decision::RenewLease, text);
+    }
+    let role = if obs.pg.running {
+        "replica"
+    } else {
+        "PostgreSQL stopped"
+    };
+    say(
+        obs,
+        Decision::Paused,
+        format!("paused (maintenance mode); {role}, no automatic action"),
+    )
+}
+
+/// Rule 3: this member holds the lease and PostgreSQL is not writable, or holds it with a
+/// fresh clock and PostgreSQL is writable.
+fn as_holder(obs: &Observation) -> Outcome {
+    let epoch = epoch(obs);
+    let release = |reason: String| {
+        // Safety: never release while writable, or a successor could overlap us. Demote
+        // first; the next cycle, no longer writable, releases.
+        if is_writable(&obs.pg) {
+            let text = format!(
+                "holding lease epoch {epoch} but {reason}; fencing (demoting) before releasing it"
+            );
+            return say(obs, Decision::Fence { follow: None }, text);
+        }
+        let text = format!(
+            "holding lease epoch {epoch} but {reason}; releasing it so another member takes over"
+        );
+        say(obs, Decision::ReleaseLease { reason }, text)
+    };
+    match (obs.data_dir, obs.database) {
+        (DataDir::Missing, None) => {
+            let text =
+                format!("holding lease epoch {epoch}, no database exists; bootstrapping (initdb)");
+            return say(obs, Decision::Bootstrap, text);
+        }
+        (DataDir::Missing, Some(db)) => {
+            return release(format!(
+                "my data directory is empty while database {db} exists"
+            ));
+        }
+        (DataDir::Foreign, _) => {
+            return release("my data directory is not a PostgreSQL data directory".to_string());
+        }
+        (DataDir::Initialised { system_id }, Some(db)) if system_id != db => {
+            return release(format!(
+                "my data directory belongs to another database (system id {system_id}, the \
+                 cluster's is {db})"
+            ));
+        }
+        // Initialised with no database recorded: a crash between initdb and recording it.
+        // The data is ours; the executor records it once the primary runs.
+        (DataDir::Initialised { .. }, _) => {}
+    }
+    let expiring = if obs.lease_clock == LeaseClockView::HeldByMeExpiring {
+        "; lease expiring, renewing it too"
+    } else {
+        ""
+    };
+    if is_writable(&obs.pg) {
+        let record = if obs.database.is_none() {
+            ", recording the database"
+        } else {
+            ""
+        };
+        say(
+            obs,
+            Decision::RenewLease,
+            format!("primary, renewing lease epoch {epoch}{record}"),
+        )
+    } else if obs.pg.running {
+        let text = format!("holding lease epoch {epoch} as a replica; promoting{expiring}");
+        say(obs, Decision::Promote, text)
+    } else if obs.down_for < obs.config.primary_start_timeout {
+        let text = format!(
+            "holding lease epoch {epoch}, PostgreSQL down for {}; starting it as primary \
+             (primary_start_timeout {}){expiring}",
+            human(obs.down_for),
+            human(obs.config.primary_start_timeout)
+        );
+        say(obs, Decision::StartPrimary, text)
+    } else {
+        release(format!(
+            "PostgreSQL has been down for {} (primary_start_timeout {})",
+            human(obs.down_for),
+            human(obs.config.primary_start_timeout)
+        ))
+    }
+}
+
+/// Rule 4: another member holds the lease, or it is free or expired.
+fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
+    // The holder, if its own status says it runs a writable primary: the only source to
+    // clone from or stream from.
+    let primary = match &lease {
+        NotMine::Held(holder) if runs_primary(obs, *holder) => Some(*holder),
+        _ => None,
+    };
+    let wait = |text: String| say(obs, Decision::Wait, text);
+    let system_id = match (obs.data_dir, obs.database, &lease) {
+        (DataDir::Missing, None, NotMine::Vacant(v)) => {
+            let text = format!(
+                "no database exists and {}; taking the lease to bootstrap",
+                v.what
+            );
+            return say(
+                obs,
+                Decision::AcquireLease {
+                    expected: v.expected,
+                },
+                text,
+            );
+        }
+        (DataDir::Missing, None, NotMine::Held(holder)) => {
+            return wait(format!(
+                "waiting for {} to initialise the database",
+                name(obs, *holder)
+            ));
+        }
+        (DataDir::Missing, Some(_), _) => {
+            return match primary {
+                Some(source) => {
+                    let text = format!(
+                        "no data directory; cloning from {}, primary with lease epoch {}",
+                        name(obs, source),
+                        epoch(obs)
+                    );
+                    say(obs, Decision::Clone { source }, text)
+                }
+                None => wait(format!(
+                    "no data directory; waiting for a primary to clone from: {}",
+                    no_primary(obs, &lease)
+                )),
+            };
+        }
+        (DataDir::Foreign, _, _) => {
+            return wait(
+                "data directory is not a PostgreSQL data directory; left untouched".to_string(),
+            );
+        }
+        (DataDir::Initialised { system_id }, _, _) => system_id,
+    };
+    if let Some(db) = obs.database.filter(|db| *db != system_id) {
+        return wait(format!(
+            "data directory belongs to another database (system id {system_id}, the cluster's \
+             is {db}); it needs `pgquorum reinit`"
+        ));
+    }
+    if !obs.pg.running {
+        let upstream = match primary {
+            Some(p) => format!("of {}", name(obs, p)),
+            None => format!("with no primary to follow yet: {}", no_primary(obs, &lease)),
+        };
+        let text = format!("PostgreSQL stopped; starting it as a replica {upstream}");
+        return say(obs, Decision::StartReplica { follow: primary }, text);
+    }
+    // Running and, since rule 1 did not fence, in recovery.
+    match lease {
+        NotMine::Held(holder) => replica(obs, holder, primary.is_some()),
+        NotMine::Vacant(vacancy) => take_over(obs, vacancy),
+    }
+}
+
+/// A running replica while `holder` holds the lease.
+fn replica(obs: &Observation, holder: NodeId, holder_is_primary: bool) -> Outcome {
+    let leader = name(obs, holder);
+    let epoch = epoch(obs);
+    let upstream = obs.following.map_or("nobody".to_string(), |f| name(obs, f));
+    if obs.following == Some(holder) {
+        let streaming = if obs.pg.streaming {
+            "streaming"
+        } else {
+            "not streaming"
+        };
+        let lag = match (peer_position(obs, holder), obs.pg.wal_position) {
+            (Some(theirs), Some(mine)) => format!("{} B behind", theirs.bytes_after(mine)),
+            _ => "lag unknown".to_string(),
+        };
+        say(
+            obs,
+            Decision::Idle,
+            format!("replica of {leader}, {streaming}, {lag}"),
+        )
+    } else if holder_is_primary {
+        let text = format!(
+            "replica following {upstream}, but {leader} is the primary (lease epoch {epoch}); \
+             re-pointing to {leader}"
+        );
+        say(obs, Decision::Follow { leader: holder }, text)
+    } else {
+        let text = format!(
+            "replica following {upstream}; {leader} holds lease epoch {epoch} but reports no \
+             writable primary, so not re-pointing yet"
+        );
+        say(obs, Decision::Idle, text)
+    }
+}
+
+/// A running replica while the lease is free or expired: take it if this member is the
+/// healthiest eligible one.
+fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
+    let wait = |why: String| say(obs, Decision::Wait, format!("{}; {why}", vacancy.what));
+    let mine = match my_position_if_eligible(obs) {
+        Ok(mine) => mine,
+        Err(why) => return wait(format!("not eligible: {why}")),
+    };
+    if let Some(writable) = obs.peers.values().find(|p| is_writable(&p.pg)) {
+        return wait(format!(
+            "{} still reports itself writable",
+            name(obs, writable.node_id)
+        ));
+    }
+    let my_rank = (mine, priority(obs, obs.me), std::cmp::Reverse(obs.me));
+    let best = obs
+        .peers
+        .values()
+        .filter_map(|p| candidate(obs, p))
+        .max_by_key(|(_, rank)| *rank)
+        .filter(|(_, rank)| *rank > my_rank);
+    if let Some((node, (lsn, prio, _))) = best {
+        return wait(format!(
+            "{} is a better candidate (at {lsn} with failover_priority {prio}; I am at {mine} \
+             with {})",
+            name(obs, node),
+            my_rank.1
+        ));
+    }
+    let text = format!(
+        "{}; taking over as the healthiest replica ({mine})",
+        vacancy.what
+    );
+    let expected = vacancy.expected;
+    say(obs, Decision::TakeOver { expected }, text)
+}
+
+/// A candidate's rank: higher WAL position first, then higher failover_priority, then the
+/// lower node id.
+type Rank = (Lsn, u32, std::cmp::Reverse<NodeId>);
+
+/// My WAL position if I may take the lease, else why not.
+fn my_position_if_eligible(obs: &Observation) -> Result<Lsn, String> {
+    if obs.database.is_none() {
+        return Err("no database is recorded".to_string());
+    }
+    let Some(member) = obs.members.get(&obs.me) else {
+        return Err("not a registered member".to_string());
+    };
+    if member.tags.nofailover {
+        return Err("tagged nofailover".to_string());
+    }
+    if member.tags.failover_priority == 0 {
+        return Err("failover_priority is 0".to_string());
+    }
+    let Some(mine) = obs.pg.wal_position else {
+        return Err("my WAL position is unknown".to_string());
+    };
+    if obs.config.synchronous_mode != SynchronousMode::Off {
+        let rule = "in synchronous mode only a member of the recorded synchronous set may be \
+                    promoted; none is recorded";
+        return Err(rule.to_string());
+    }
+    let limit = obs.config.maximum_lag_on_failover;
+    let highest = highest_position(obs).unwrap_or(mine);
+    let lag = highest.bytes_after(mine);
+    if lag > limit {
+        return Err(format!(
+            "{lag} B behind the highest known position {highest}, more than \
+             maximum_lag_on_failover ({limit} B)"
+        ));
+    }
+    Ok(mine)
+}
+
+/// A peer's rank if it could take the lease: a registered member not tagged nofailover,
+/// with failover_priority > 0, a running replica of this database whose WAL position is
+/// known and within `maximum_lag_on_failover` of the highest.
+fn candidate(obs: &Observation, peer: &PeerStatus) -> Option<(NodeId, Rank)> {
+    let tags = &obs.members.get(&peer.node_id)?.tags;
+    let lsn = peer.pg.wal_position?;
+    let highest = highest_position(obs)?;
+    let eligible = !tags.nofailover
+        && tags.failover_priority > 0
+        && peer.pg.running
+        && peer.pg.in_recovery
+        && obs
+            .database
+            .map(|system_id| DataDir::Initialised { system_id })
+            == Some(peer.data_dir)
+        && highest.bytes_after(lsn) <= obs.config.maximum_lag_on_failover;
+    eligible.then_some((
+        peer.node_id,
+        (lsn, tags.failover_priority, std::cmp::Reverse(peer.node_id)),
+    ))
+}
+
+/// Why the holder cannot be cloned or followed, for a sentence.
+fn no_primary(obs: &Observation, lease: &NotMine) -> String {
+    match lease {
+        NotMine::Held(holder) => {
+            let answer = if obs.peers.contains_key(holder) {
+                "reports no writable primary"
+            } else {
+                "did not answer"
+            };
+            format!(
+                "{} holds lease epoch {} but {answer}",
+                name(obs, *holder),
+                epoch(obs)
+            )
+        }
+        NotMine::Vacant(vacancy) => vacancy.what.clone(),
+    }
+}
+
+fn say(obs: &Observation, decision: Decision, text: String) -> Outcome {
+    Outcome {
+        decision,
+        sentence: format!("{}: {text}", name(obs, obs.me)),
+    }
+}
+
+/// A member's name, or `n{id}` when it is not registered.
+fn name(obs: &Observation, id: NodeId) -> String {
+    obs.members
+        .get(&id)
+        .map_or_else(|| format!("n{id}"), |m| m.name.clone())
+}
+
+/// The committed lease epoch, for sentences.
+fn epoch(obs: &Observation) -> String {
+    obs.lease
+        .map_or_else(|| "unknown".to_string(), |l| l.epoch.to_string())
+}
+
+fn priority(obs: &Observation, id: NodeId) -> u32 {
+    obs.members.get(&id).map_or(0, |m| m.tags.failover_priority)
+}
+
+fn is_writable(pg: &PgStatus) -> bool {
+    pg.running && !pg.in_recovery
+}
+
+/// Whether `id` answered this cycle and reports a writable primary.
+fn runs_primary(obs: &Observation, id: NodeId) -> bool {
+    obs.peers.get(&id).is_some_and(|p| is_writable(&p.pg))
+}
+
+fn peer_position(obs: &Observation, id: NodeId) -> Option<Lsn> {
+    obs.peers.get(&id)?.pg.wal_position
+}
+
+fn human(d: Duration) -> String {
+    format_duration(d).to_string()
+}

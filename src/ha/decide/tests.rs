@@ -1,0 +1,636 @@
+//! `decide` as a table of cases (openraft engine-test style): one line per behaviour, built
+//! from an observation where everything not mentioned is ordinary. Every case also checks the
+//! safety invariant and the sentence; a sweep checks the invariant over all combinations.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::cluster::SynchronousMode::{On, Quorum};
+use crate::cluster::{DynamicConfig, Epoch, Lease, Member, Tags};
+use crate::postgres::DataDir::{Foreign, Initialised, Missing};
+use crate::postgres::PgStatus;
+
+use super::*;
+use Decision as D;
+
+// ---- builders ----------------------------------------------------------------------------
+
+const EPOCH: u64 = 7;
+const SEQ: u64 = 3;
+const DB: u64 = 42;
+/// The WAL position of the primary and replicas unless a case says otherwise.
+const P: &str = "0/5000000";
+/// Ahead of `P`, within the default `maximum_lag_on_failover`.
+const AHEAD: &str = "0/5000100";
+
+fn n(id: u64) -> NodeId {
+    NodeId(id)
+}
+
+fn lsn(text: &str) -> Lsn {
+    text.parse().unwrap()
+}
+
+/// The compare-and-set point of an expired lease (`expired(..)`).
+fn seen() -> Option<LeaseRef> {
+    Some(LeaseRef {
+        epoch: Epoch(EPOCH),
+        seq: SEQ,
+    })
+}
+
+fn release(reason: &str) -> Decision {
+    D::ReleaseLease {
+        reason: reason.to_string(),
+    }
+}
+
+fn member(id: u64) -> Member {
+    Member {
+        id: n(id),
+        name: format!("n{id}"),
+        peer_addr: format!("10.0.0.{id}:7400"),
+        api_addr: format!("10.0.0.{id}:8008"),
+        pg_addr: format!("10.0.0.{id}:5432"),
+        tags: Tags::default(),
+    }
+}
+
+/// Member `me` of n1..n3 in a cluster whose database 42 exists; my data is database 42's,
+/// PostgreSQL is stopped, the lease is free, no peer answered, default config.
+fn obs(me: u64) -> Observation {
+    Observation {
+        me: n(me),
+        lease: None,
+        lease_clock: LeaseClockView::Free,
+        database: Some(DB),
+        config: DynamicConfig::default(),
+        members: (1..=3).map(|id| (n(id), member(id))).collect(),
+        peers: BTreeMap::new(),
+        data_dir: Initialised { system_id: DB },
+        pg: PgStatus::default(),
+        following: None,
+        down_for: Duration::ZERO,
+        switchover: None,
+        paused: false,
+    }
+}
+
+/// The lease as committed and judged by me; `.lease(..)` resolves `Mine` against `me`.
+#[derive(Clone, Copy, Debug)]
+enum L {
+    Free,
+    Mine,
+    Expiring,
+    Other(u64),
+    Expired(u64),
+}
+
+fn free() -> L {
+    L::Free
+}
+fn mine() -> L {
+    L::Mine
+}
+fn expiring() -> L {
+    L::Expiring
+}
+fn held_by_other(id: u64) -> L {
+    L::Other(id)
+}
+fn expired(id: u64) -> L {
+    L::Expired(id)
+}
+
+fn writable_pg(at: &str) -> PgStatus {
+    PgStatus {
+        running: true,
+        timeline: 1,
+        wal_position: Some(lsn(at)),
+        ..PgStatus::default()
+    }
+}
+
+fn recovering_pg(at: &str) -> PgStatus {
+    PgStatus {
+        running: true,
+        in_recovery: true,
+        timeline: 1,
+        wal_position: Some(lsn(at)),
+        replayed: Some(lsn(at)),
+        streaming: true,
+        pending_restart: false,
+    }
+}
+
+fn peer_with(pg: PgStatus) -> PeerStatus {
+    PeerStatus {
+        node_id: n(0),
+        pg,
+        data_dir: Initialised { system_id: DB },
+        following: None,
+    }
+}
+
+/// A peer reporting a writable primary at `at`.
+fn primary(at: &str) -> PeerStatus {
+    peer_with(writable_pg(at))
+}
+
+/// A peer reporting a streaming replica at `at`.
+fn replica(at: &str) -> PeerStatus {
+    peer_with(recovering_pg(at))
+}
+
+/// A peer whose PostgreSQL is down but last reached `at`.
+fn stopped(at: &str) -> PeerStatus {
+    peer_with(PgStatus {
+        wal_position: Some(lsn(at)),
+        ..PgStatus::default()
+    })
+}
+
+/// A replica at `at` of another database.
+fn other_db_replica(at: &str) -> PeerStatus {
+    PeerStatus {
+        data_dir: Initialised { system_id: 99 },
+        ..replica(at)
+    }
+}
+
+trait Build: Sized {
+    fn primary(self) -> Self;
+    fn replica_of(self, upstream: u64, at: &str) -> Self;
+    fn not_streaming(self) -> Self;
+    fn following(self, upstream: Option<u64>) -> Self;
+    fn wal_unknown(self) -> Self;
+    fn lease(self, lease: L) -> Self;
+    fn peer(self, id: u64, status: PeerStatus) -> Self;
+    fn tags(self, id: u64, nofailover: bool, failover_priority: u32) -> Self;
+    fn tag_nofailover(self) -> Self;
+    fn no_database(self) -> Self;
+    fn data(self, data_dir: DataDir) -> Self;
+    fn down_for(self, secs: u64) -> Self;
+    fn paused(self) -> Self;
+    fn sync_mode(self, mode: SynchronousMode) -> Self;
+    fn lag_limit(self, bytes: u64) -> Self;
+}
+
+impl Build for Observation {
+    /// Running writable at `0/5000000`.
+    fn primary(mut self) -> Self {
+        self.pg = writable_pg(P);
+        self.following = None;
+        self
+    }
+    fn replica_of(mut self, upstream: u64, at: &str) -> Self {
+        self.pg = recovering_pg(at);
+        self.following = Some(n(upstream));
+        self
+    }
+    fn not_streaming(mut self) -> Self {
+        self.pg.streaming = false;
+        self
+    }
+    fn following(mut self, upstream: Option<u64>) -> Self {
+        self.following = upstream.map(n);
+        self
+    }
+    fn wal_unknown(mut self) -> Self {
+        self.pg.wal_position = None;
+        self
+    }
+    fn lease(mut self, lease: L) -> Self {
+        let held = |holder: NodeId| {
+            Some(Lease {
+                holder,
+                epoch: Epoch(EPOCH),
+                seq: SEQ,
+            })
+        };
+        (self.lease, self.lease_clock) = match lease {
+            L::Free => (None, LeaseClockView::Free),
+            L::Mine => (held(self.me), LeaseClockView::HeldByMe),
+            L::Expiring => (held(self.me), LeaseClockView::HeldByMeExpiring),
+            L::Other(id) => (held(n(id)), LeaseClockView::HeldByOther { holder: n(id) }),
+            L::Expired(id) => (
+                held(n(id)),
+                LeaseClockView::Expired {
+                    holder: n(id),
+                    expected: seen().unwrap(),
+                },
+            ),
+        };
+        self
+    }
+    fn peer(mut self, id: u64, status: PeerStatus) -> Self {
+        self.peers.insert(
+            n(id),
+            PeerStatus {
+                node_id: n(id),
+                ..status
+            },
+        );
+        self
+    }
+    fn tags(mut self, id: u64, nofailover: bool, failover_priority: u32) -> Self {
+        let tags = &mut self.members.get_mut(&n(id)).unwrap().tags;
+        (tags.nofailover, tags.failover_priority) = (nofailover, failover_priority);
+        self
+    }
+    fn tag_nofailover(self) -> Self {
+        let me = self.me.0;
+        self.tags(me, true, 1)
+    }
+    fn no_database(mut self) -> Self {
+        self.database = None;
+        self
+    }
+    fn data(mut self, data_dir: DataDir) -> Self {
+        self.data_dir = data_dir;
+        self
+    }
+    fn down_for(mut self, secs: u64) -> Self {
+        self.down_for = Duration::from_secs(secs);
+        self
+    }
+    fn paused(mut self) -> Self {
+        self.paused = true;
+        self
+    }
+    fn sync_mode(mut self, mode: SynchronousMode) -> Self {
+        self.config.synchronous_mode = mode;
+        self
+    }
+    fn lag_limit(mut self, bytes: u64) -> Self {
+        self.config.maximum_lag_on_failover = bytes;
+        self
+    }
+}
+
+// ---- invariants checked on every outcome -------------------------------------------------
+
+/// Never two primaries: a decision that leaves or makes me writable needs my lease, renewing
+/// needs a fresh one, the lease is released only once I am not writable, and writable without
+/// a fresh lease of my own is always fenced. The sentence names me.
+fn check_invariants(obs: &Observation, out: &Outcome) -> Result<(), String> {
+    let clock = &obs.lease_clock;
+    let mine = matches!(
+        clock,
+        LeaseClockView::HeldByMe | LeaseClockView::HeldByMeExpiring
+    );
+    if out.decision.leaves_me_writable() && !mine {
+        return Err(format!(
+            "{:?} without holding the lease ({clock:?})",
+            out.decision
+        ));
+    }
+    if out.decision == D::RenewLease && *clock != LeaseClockView::HeldByMe {
+        return Err(format!("renewing a lease that is not fresh ({clock:?})"));
+    }
+    let writable = obs.pg.running && !obs.pg.in_recovery;
+    if writable && matches!(out.decision, D::ReleaseLease { .. }) {
+        return Err("releasing the lease while still writable".to_string());
+    }
+    if writable && *clock != LeaseClockView::HeldByMe && !matches!(out.decision, D::Fence { .. }) {
+        return Err(format!(
+            "writable with {clock:?} but not fenced: {:?}",
+            out.decision
+        ));
+    }
+    let me = name(obs, obs.me);
+    if !out.sentence.starts_with(&format!("{me}: ")) || out.sentence.len() <= me.len() + 2 {
+        return Err(format!(
+            "sentence does not start with {me:?}: {:?}",
+            out.sentence
+        ));
+    }
+    Ok(())
+}
+
+// ---- the table ---------------------------------------------------------------------------
+
+#[test]
+fn decisions() {
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Observation, Decision, &str)> = vec![
+        // 1. fencing comes first
+        ("writable while another holds the lease fences and follows the holder",
+            obs(1).primary().lease(held_by_other(2)),
+            D::Fence { follow: Some(n(2)) }, "(n2 holds it, epoch 7); fencing (demoting) now"),
+        ("writable with an expiring lease of its own fences",
+            obs(1).primary().lease(expiring()),
+            D::Fence { follow: None }, "expiring without a committed renewal"),
+        ("writable while the lease of another expired fences without following",
+            obs(1).primary().lease(expired(2)),
+            D::Fence { follow: None }, "fencing (demoting) now"),
+        ("writable while the lease is free fences",
+            obs(1).primary(),
+            D::Fence { follow: None }, "n1: writable without the lease"),
+        ("writable without the lease fences even when paused",
+            obs(1).primary().lease(held_by_other(2)).paused(),
+            D::Fence { follow: Some(n(2)) }, "then following n2"),
+        // 2. paused
+        ("paused replica does not take an expired lease",
+            obs(3).replica_of(2, P).lease(expired(2)).paused(),
+            D::Paused, "paused (maintenance mode)"),
+        ("paused stopped member does not start postgres",
+            obs(3).lease(held_by_other(2)).peer(2, primary(P)).paused(),
+            D::Paused, "no automatic action"),
+        ("paused holder keeps renewing so pausing never demotes it",
+            obs(1).primary().lease(mine()).paused(),
+            D::RenewLease, "renewing lease epoch 7 only"),
+        ("paused holder does not restart a stopped postgres",
+            obs(1).lease(mine()).paused(),
+            D::Paused, "PostgreSQL stopped"),
+        // 3. the holder
+        ("holder with no database and an empty data dir bootstraps",
+            obs(1).no_database().data(Missing).lease(mine()),
+            D::Bootstrap, "lease epoch 7"),
+        ("holder with an empty data dir while a database exists releases",
+            obs(1).data(Missing).lease(mine()),
+            release("my data directory is empty while database 42 exists"), "releasing"),
+        ("holder with a foreign data dir releases",
+            obs(1).data(Foreign).lease(mine()),
+            release("my data directory is not a PostgreSQL data directory"), "releasing"),
+        ("holder with another database's data releases",
+            obs(1).data(Initialised { system_id: 99 }).lease(mine()),
+            release("my data directory belongs to another database (system id 99, the \
+                     cluster's is 42)"), "releasing"),
+        ("holder writable on another database's data fences before releasing",
+            obs(1).primary().data(Initialised { system_id: 99 }).lease(mine()),
+            D::Fence { follow: None }, "fencing (demoting) before releasing it"),
+        ("holder running a writable primary renews",
+            obs(1).primary().lease(mine()),
+            D::RenewLease, "n1: primary, renewing lease epoch 7"),
+        ("holder whose initdb was not recorded renews and records it",
+            obs(1).no_database().primary().lease(mine()),
+            D::RenewLease, "recording the database"),
+        ("holder whose initdb was not recorded starts it as primary",
+            obs(1).no_database().lease(mine()),
+            D::StartPrimary, "starting it as primary"),
+        ("holder running in recovery promotes",
+            obs(2).replica_of(1, P).lease(mine()),
+            D::Promote, "promoting"),
+        ("holder in recovery with an expiring lease promotes and renews",
+            obs(2).replica_of(1, P).lease(expiring()),
+            D::Promote, "renewing it too"),
+        ("holder whose postgres is down briefly starts it as primary",
+            obs(1).lease(mine()).down_for(4),
+            D::StartPrimary, "down for 4s"),
+        ("holder with an expiring lease and postgres down starts it and renews",
+            obs(1).lease(expiring()).down_for(1),
+            D::StartPrimary, "renewing it too"),
+        ("holder whose postgres is down for primary_start_timeout releases",
+            obs(1).lease(mine()).down_for(5),
+            release("PostgreSQL has been down for 5s (primary_start_timeout 5s)"),
+            "another member takes over"),
+        // 4. not the holder: no data
+        ("empty member with no database takes a free lease to bootstrap",
+            obs(1).no_database().data(Missing),
+            D::AcquireLease { expected: None }, "lease is free"),
+        ("empty member with no database takes an expired lease by compare-and-set",
+            obs(1).no_database().data(Missing).lease(expired(2)),
+            D::AcquireLease { expected: seen() }, "lease of n2 expired (epoch 7)"),
+        ("empty member waits while the holder initialises the database",
+            obs(2).no_database().data(Missing).lease(held_by_other(1)),
+            D::Wait, "waiting for n1 to initialise the database"),
+        ("empty member clones from the holder's writable primary",
+            obs(3).data(Missing).lease(held_by_other(2)).peer(2, primary(P)),
+            D::Clone { source: n(2) }, "cloning from n2"),
+        ("empty member does not clone from a holder that is not yet writable",
+            obs(3).data(Missing).lease(held_by_other(2)).peer(2, replica(P)),
+            D::Wait, "n2 holds lease epoch 7 but reports no writable primary"),
+        ("empty member does not clone from a holder that did not answer",
+            obs(3).data(Missing).lease(held_by_other(2)),
+            D::Wait, "clone from: n2 holds lease epoch 7 but did not answer"),
+        ("empty member does not clone while the lease is free",
+            obs(3).data(Missing).peer(2, primary(P)),
+            D::Wait, "clone from: lease is free"),
+        // 4. not the holder: unusable data
+        ("foreign data dir is left untouched",
+            obs(3).data(Foreign).lease(held_by_other(2)),
+            D::Wait, "not a PostgreSQL data directory; left untouched"),
+        ("data of another database waits for reinit",
+            obs(3).data(Initialised { system_id: 99 }).lease(held_by_other(2)).peer(2, primary(P)),
+            D::Wait, "needs `pgquorum reinit`"),
+        // 4. not the holder: postgres stopped
+        ("stopped member starts as a replica of the holder's primary",
+            obs(3).lease(held_by_other(2)).peer(2, primary(P)),
+            D::StartReplica { follow: Some(n(2)) }, "starting it as a replica of n2"),
+        ("stopped member starts without upstream when the holder is not writable",
+            obs(3).lease(held_by_other(2)).peer(2, stopped(P)),
+            D::StartReplica { follow: None }, "no primary to follow yet"),
+        ("stopped member starts without upstream when the lease expired",
+            obs(3).lease(expired(2)),
+            D::StartReplica { follow: None }, "lease of n2 expired"),
+        // 4. not the holder: running replica
+        ("streaming replica of the holder is idle",
+            obs(3).replica_of(2, P).lease(held_by_other(2)).peer(2, primary(P)),
+            D::Idle, "n3: replica of n2, streaming, 0 B behind"),
+        ("replica of the holder reports lag and a broken stream",
+            obs(3).replica_of(2, P).not_streaming().lease(held_by_other(2))
+                .peer(2, primary("0/5000400")),
+            D::Idle, "not streaming, 1024 B behind"),
+        ("replica of a holder that did not answer is idle with unknown lag",
+            obs(3).replica_of(2, P).lease(held_by_other(2)),
+            D::Idle, "lag unknown"),
+        ("replica of the old primary re-points to the holder",
+            obs(3).replica_of(1, P).lease(held_by_other(2)).peer(2, primary(P)),
+            D::Follow { leader: n(2) }, "re-pointing to n2"),
+        ("replica with no upstream points at the holder",
+            obs(3).replica_of(1, P).following(None).lease(held_by_other(2)).peer(2, primary(P)),
+            D::Follow { leader: n(2) }, "following nobody"),
+        ("replica does not re-point to a holder that is not yet writable",
+            obs(3).replica_of(1, P).lease(held_by_other(2)).peer(2, replica(P)),
+            D::Idle, "not re-pointing yet"),
+        // 4. takeover
+        ("healthiest replica takes an expired lease by compare-and-set",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, replica("0/4000000")),
+            D::TakeOver { expected: seen() },
+            "n3: lease of n2 expired (epoch 7); taking over as the healthiest replica (0/5000000)"),
+        ("healthiest replica takes a free lease",
+            obs(3).replica_of(2, P).peer(1, replica("0/4000000")),
+            D::TakeOver { expected: None }, "lease is free; taking over"),
+        ("lone replica takes an expired lease",
+            obs(3).replica_of(2, P).lease(expired(2)),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("replica tagged nofailover does not take over",
+            obs(3).replica_of(2, P).lease(expired(2)).tag_nofailover(),
+            D::Wait, "not eligible: tagged nofailover"),
+        ("replica with failover_priority 0 does not take over",
+            obs(3).replica_of(2, P).lease(expired(2)).tags(3, false, 0),
+            D::Wait, "not eligible: failover_priority is 0"),
+        ("replica with an unknown WAL position does not take over",
+            obs(3).replica_of(2, P).wal_unknown().lease(expired(2)),
+            D::Wait, "not eligible: my WAL position is unknown"),
+        ("synchronous mode without a recorded synchronous set: no takeover",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(On),
+            D::Wait, "only a member of the recorded synchronous set may be promoted; none is \
+                      recorded"),
+        ("quorum mode without a recorded synchronous set: no takeover",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(Quorum),
+            D::Wait, "synchronous set"),
+        ("replica lagging beyond maximum_lag_on_failover does not take over",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(2, stopped("0/6000000")),
+            D::Wait, "16777216 B behind the highest known position 0/6000000, more than \
+                      maximum_lag_on_failover (1048576 B)"),
+        ("replica lagging exactly maximum_lag_on_failover may take over",
+            obs(3).replica_of(2, P).lease(expired(2)).lag_limit(0x1000)
+                .peer(2, stopped("0/5001000")),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("replica does not take over before a database is recorded",
+            obs(3).no_database().replica_of(2, P),
+            D::Wait, "not eligible: no database is recorded"),
+        ("replica does not take over while a peer still reports itself writable",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, primary(P)),
+            D::Wait, "n1 still reports itself writable"),
+        // 4. takeover tie-breaks
+        ("a peer further ahead is the better candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, replica(AHEAD)),
+            D::Wait, "n1 is a better candidate (at 0/5000100 with failover_priority 1; I am at \
+                      0/5000000 with 1)"),
+        ("at equal WAL a peer with higher failover_priority is the better candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, replica(P)).tags(1, false, 2),
+            D::Wait, "n1 is a better candidate"),
+        ("at equal WAL my higher failover_priority wins",
+            obs(1).replica_of(2, P).lease(expired(2)).peer(3, replica(P)).tags(1, false, 2),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("at equal WAL and priority the lower node id is the better candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, replica(P)),
+            D::Wait, "n1 is a better candidate"),
+        ("at equal WAL and priority my lower node id wins",
+            obs(1).replica_of(2, P).lease(expired(2)).peer(3, replica(P)),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("a higher WAL position beats a higher priority",
+            obs(3).replica_of(2, AHEAD).lease(expired(2)).peer(1, replica(P)).tags(1, false, 9),
+            D::TakeOver { expected: seen() }, "healthiest replica (0/5000100)"),
+        ("a peer ahead but tagged nofailover is not a candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, replica(AHEAD)).tags(1, true, 1),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("a peer ahead with failover_priority 0 is not a candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, replica(AHEAD)).tags(1, false, 0),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("a peer ahead whose postgres is down is not a candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, stopped(AHEAD)),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("a peer ahead on another database is not a candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, other_db_replica(AHEAD)),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("a peer ahead that is not a registered member is not a candidate",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(4, replica(AHEAD)),
+            D::TakeOver { expected: seen() }, "taking over"),
+    ];
+
+    let mut failures = Vec::new();
+    for (name, obs, want, says) in &cases {
+        let out = decide(obs);
+        if out.decision != *want {
+            failures.push(format!(
+                "{name}:\n    want {want:?}\n    got  {:?}: {}",
+                out.decision, out.sentence
+            ));
+        } else if !out.sentence.contains(says) {
+            failures.push(format!(
+                "{name}:\n    sentence {:?}\n    lacks    {says:?}",
+                out.sentence
+            ));
+        }
+        if let Err(broken) = check_invariants(obs, &out) {
+            failures.push(format!("{name}: invariant broken: {broken}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+// ---- properties --------------------------------------------------------------------------
+
+/// Every observation in `all`, once with each of `values` applied by `set`.
+fn vary<T: Clone>(
+    all: Vec<Observation>,
+    values: &[T],
+    set: fn(Observation, T) -> Observation,
+) -> Vec<Observation> {
+    all.into_iter()
+        .flat_map(|o| values.iter().map(move |v| set(o.clone(), v.clone())))
+        .collect()
+}
+
+/// Over every combination of lease clock, PostgreSQL state, data dir, database, pause, down
+/// time, holder status and synchronous mode: never writable without the lease, and every
+/// sentence names me.
+#[test]
+fn never_two_primaries() {
+    let leases = [free(), mine(), expiring(), held_by_other(2), expired(2)];
+    let data_dirs = [
+        Missing,
+        Foreign,
+        Initialised { system_id: DB },
+        Initialised { system_id: 99 },
+    ];
+    let holders = [None, Some(primary(P)), Some(replica(P)), Some(stopped(P))];
+    let mut all = vec![obs(3)];
+    all = vary(all, &leases, Observation::lease);
+    all = vary(all, &[0, 1, 2], |o, pg| match pg {
+        0 => o,
+        1 => o.replica_of(2, P),
+        _ => o.primary(),
+    });
+    all = vary(all, &data_dirs, Observation::data);
+    all = vary(all, &[None, Some(DB)], |o, database| Observation {
+        database,
+        ..o
+    });
+    all = vary(all, &[false, true], |o, paused| Observation { paused, ..o });
+    all = vary(all, &[0, 5, 10], Observation::down_for);
+    all = vary(all, &holders, |o, peer| match peer {
+        Some(peer) => o.peer(2, peer),
+        None => o,
+    });
+    all = vary(all, &[SynchronousMode::Off, On], Observation::sync_mode);
+    assert_eq!(all.len(), 5 * 3 * 4 * 2 * 2 * 3 * 4 * 2);
+    for o in &all {
+        let out = decide(o);
+        if let Err(broken) = check_invariants(o, &out) {
+            panic!("{broken}\nsentence: {}\nobservation: {o:#?}", out.sentence);
+        }
+    }
+}
+
+#[test]
+fn sentences_name_members_and_fall_back_to_node_ids() {
+    let mut o = obs(3)
+        .replica_of(2, P)
+        .lease(held_by_other(2))
+        .peer(2, primary(P));
+    o.members.get_mut(&n(3)).unwrap().name = "pg-east".into();
+    o.members.get_mut(&n(2)).unwrap().name = "pg-west".into();
+    assert_eq!(
+        decide(&o).sentence,
+        "pg-east: replica of pg-west, streaming, 0 B behind"
+    );
+
+    o.members.remove(&n(3));
+    assert_eq!(
+        decide(&o).sentence,
+        "n3: replica of pg-west, streaming, 0 B behind"
+    );
+}
+
+#[test]
+fn unregistered_member_never_takes_over() {
+    let o = obs(4).replica_of(2, P).lease(expired(2));
+    let out = decide(&o);
+    assert_eq!(out.decision, D::Wait);
+    assert!(
+        out.sentence.starts_with("n4: ") && out.sentence.contains("not a registered member"),
+        "{}",
+        out.sentence
+    );
+}

@@ -1,0 +1,374 @@
+//! Turns a [`Decision`] into PostgreSQL calls and Raft proposals. Decides nothing: every
+//! branch here is the one `decide` chose (STYLE §2.3). Long actions (initdb, a restart)
+//! run while the lease keeps being renewed, so holding it never depends on their speed.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::time::Instant;
+
+use super::{Decision, HolderClock, Observation};
+use crate::cluster::{Command, CommandResult, NodeId};
+use crate::postgres::{ConfigChange, DataDir, Postgres, Role, StopMode, Upstream};
+use crate::raft::RaftHandle;
+
+/// How long PostgreSQL may take to start or stop before the action counts as failed.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The name of the replication slot of member `id` on the primary.
+pub fn slot_name(id: NodeId) -> String {
+    format!("pgquorum_{}", id.0)
+}
+
+pub struct Executor {
+    me: NodeId,
+    handle: RaftHandle,
+    postgres: Arc<Postgres>,
+    holder_clock: HolderClock,
+    /// The member our PostgreSQL is configured to stream from (None: primary or unknown).
+    following: Option<NodeId>,
+    /// The slots last made to exist on our primary; recomputed when membership changes.
+    slots: Option<BTreeSet<String>>,
+}
+
+impl Executor {
+    pub fn new(me: NodeId, handle: RaftHandle, postgres: Arc<Postgres>) -> Self {
+        Self {
+            me,
+            handle,
+            postgres,
+            holder_clock: HolderClock::default(),
+            following: None,
+            slots: None,
+        }
+    }
+
+    pub fn following(&self) -> Option<NodeId> {
+        self.following
+    }
+
+    pub fn holder_clock(&self) -> &HolderClock {
+        &self.holder_clock
+    }
+
+    /// Carries out `decision`. Returns true when the loop should run its next cycle at once
+    /// (the lease was just acquired, or PostgreSQL changed role), false to wait `loop_wait`.
+    /// Failures are logged here, at the task boundary, and retried by a later cycle.
+    pub async fn execute(&mut self, decision: &Decision, obs: &Observation) -> bool {
+        match self.try_execute(decision, obs).await {
+            Ok(again) => again,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), ?decision, "action failed; retrying next cycle");
+                false
+            }
+        }
+    }
+
+    async fn try_execute(
+        &mut self,
+        decision: &Decision,
+        obs: &Observation,
+    ) -> anyhow::Result<bool> {
+        match decision {
+            Decision::Idle | Decision::Paused | Decision::Wait => Ok(false),
+            Decision::AcquireLease { expected } | Decision::TakeOver { expected } => {
+                self.acquire(*expected, obs).await
+            }
+            Decision::RenewLease => {
+                self.renew(obs).await?;
+                self.after_renewal(obs).await?;
+                Ok(false)
+            }
+            Decision::Bootstrap => {
+                // Every step that makes us writable starts from a freshly committed renewal.
+                self.renew(obs).await?;
+                let pg = self.postgres.clone();
+                self.with_renewals(obs, async move {
+                    pg.initdb().await.context("initdb")?;
+                    pg.start(START_TIMEOUT)
+                        .await
+                        .context("starting the new primary")?;
+                    pg.create_replication_user()
+                        .await
+                        .context("creating the replication role")
+                })
+                .await?;
+                self.following = None;
+                self.record_database(obs).await?;
+                tracing::info!("bootstrapped the cluster's database as its first primary");
+                Ok(true)
+            }
+            Decision::StartPrimary => {
+                self.renew(obs).await?;
+                self.postgres.write_config(&Role::Primary {
+                    synchronous_standby_names: None,
+                })?;
+                let pg = self.postgres.clone();
+                self.with_renewals(obs, async move { pg.start(START_TIMEOUT).await })
+                    .await?;
+                self.following = None;
+                self.renew(obs).await?;
+                Ok(true)
+            }
+            Decision::Promote => {
+                // Promote only on a renewal committed just now: the lease may be expiring.
+                self.renew(obs).await?;
+                let pg = self.postgres.clone();
+                let timeout = START_TIMEOUT;
+                self.with_renewals(obs, async move { pg.promote(timeout).await })
+                    .await?;
+                self.postgres.write_config(&Role::Primary {
+                    synchronous_standby_names: None,
+                })?;
+                self.following = None;
+                self.slots = None;
+                tracing::info!(epoch = ?obs.lease.map(|l| l.epoch.0), "promoted to primary");
+                self.renew(obs).await?;
+                self.after_renewal(obs).await?;
+                Ok(true)
+            }
+            Decision::Fence { follow } => {
+                // Fencing: nothing may write here any more. Stop first; restarting as a
+                // replica is the next cycle's job.
+                tracing::warn!(?follow, "fencing: stopping the writable PostgreSQL");
+                self.postgres
+                    .stop(StopMode::Fast, STOP_TIMEOUT)
+                    .await
+                    .context("fencing")?;
+                self.following = None;
+                Ok(true)
+            }
+            Decision::ReleaseLease { reason } => {
+                let lease = obs.lease.ok_or_else(|| anyhow!("no lease to release"))?;
+                tracing::warn!(%reason, epoch = lease.epoch.0, "releasing the lease");
+                self.propose(
+                    Command::ReleaseLease {
+                        holder: self.me,
+                        epoch: lease.epoch,
+                    },
+                    obs,
+                )
+                .await?;
+                Ok(true)
+            }
+            Decision::Clone { source } => {
+                let upstream = self.upstream(*source, obs)?;
+                tracing::info!(source = %source, from = %format!("{}:{}", upstream.host, upstream.port), "cloning with pg_basebackup");
+                self.postgres
+                    .basebackup(&upstream)
+                    .await
+                    .context("pg_basebackup")?;
+                self.start_replica(Some(*source), obs).await?;
+                Ok(true)
+            }
+            Decision::StartReplica { follow } => {
+                self.start_replica(*follow, obs).await?;
+                Ok(false)
+            }
+            Decision::Follow { leader } => {
+                let upstream = self.upstream(*leader, obs)?;
+                match self.postgres.write_config(&Role::Replica {
+                    upstream: Some(&upstream),
+                })? {
+                    ConfigChange::Unchanged => {}
+                    ConfigChange::Reload => self.postgres.reload().await?,
+                    ConfigChange::Restart => {
+                        self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                        self.postgres.start(START_TIMEOUT).await?;
+                    }
+                }
+                self.following = Some(*leader);
+                tracing::info!(leader = %leader, "following the new primary");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn start_replica(
+        &mut self,
+        follow: Option<NodeId>,
+        obs: &Observation,
+    ) -> anyhow::Result<()> {
+        let upstream = follow.map(|id| self.upstream(id, obs)).transpose()?;
+        self.postgres.write_config(&Role::Replica {
+            upstream: upstream.as_ref(),
+        })?;
+        self.postgres
+            .start(START_TIMEOUT)
+            .await
+            .context("starting as a replica")?;
+        self.following = follow;
+        Ok(())
+    }
+
+    /// Where member `id`'s PostgreSQL is, and our slot on it.
+    fn upstream(&self, id: NodeId, obs: &Observation) -> anyhow::Result<Upstream> {
+        let member = obs
+            .members
+            .get(&id)
+            .ok_or_else(|| anyhow!("node {id} is not a member"))?;
+        let (host, port) = member
+            .pg_addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+            .ok_or_else(|| anyhow!("node {id} has no PostgreSQL address ({:?})", member.pg_addr))?;
+        Ok(Upstream {
+            host,
+            port,
+            slot: slot_name(self.me),
+        })
+    }
+
+    /// Proposes `command`, bounded by retry_timeout.
+    async fn propose(&self, command: Command, obs: &Observation) -> anyhow::Result<CommandResult> {
+        let timeout = obs.config.retry_timeout;
+        match tokio::time::timeout(timeout, self.handle.propose(command)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => bail!("not committed within retry_timeout ({timeout:?})"),
+        }
+    }
+
+    async fn acquire(
+        &mut self,
+        expected: Option<crate::cluster::LeaseRef>,
+        obs: &Observation,
+    ) -> anyhow::Result<bool> {
+        let sent = Instant::now();
+        match self
+            .propose(
+                Command::AcquireLease {
+                    candidate: self.me,
+                    expected,
+                },
+                obs,
+            )
+            .await?
+        {
+            CommandResult::Lease { lease } if lease.holder == self.me => {
+                self.holder_clock.committed(lease.epoch, sent);
+                tracing::info!(epoch = lease.epoch.0, "acquired the leader lease");
+                Ok(true)
+            }
+            CommandResult::Rejected { rejection } => {
+                tracing::info!(%rejection, "lease not acquired");
+                Ok(false)
+            }
+            other => bail!("unexpected result {other:?}"),
+        }
+    }
+
+    /// Renews the lease, bounded by the holder's deadline: a renewal that commits after the
+    /// deadline would come too late to justify staying writable.
+    async fn renew(&mut self, obs: &Observation) -> anyhow::Result<()> {
+        let lease = match obs.lease {
+            Some(lease) if lease.holder == self.me => lease,
+            _ => bail!("this member does not hold the lease"),
+        };
+        let sent = Instant::now();
+        // While the deadline is ahead we may be writable, so the renewal must commit before
+        // it. Past it, `decide` has already made us non-writable, and a renewal sent now may
+        // take up to retry_timeout: it starts a new deadline from `sent`.
+        let limit = match self.holder_clock.deadline(&lease, obs.config.ttl) {
+            Some(deadline) if deadline > sent => deadline.min(sent + obs.config.retry_timeout),
+            _ => sent + obs.config.retry_timeout,
+        };
+        let command = Command::RenewLease {
+            holder: self.me,
+            epoch: lease.epoch,
+        };
+        match tokio::time::timeout_at(limit, self.handle.propose(command)).await {
+            Ok(Ok(CommandResult::Lease { lease })) => {
+                self.holder_clock.committed(lease.epoch, sent);
+                Ok(())
+            }
+            Ok(Ok(CommandResult::Rejected { rejection })) => bail!("renewal rejected: {rejection}"),
+            Ok(Ok(other)) => bail!("unexpected result {other:?}"),
+            Ok(Err(e)) => Err(e).context("renewing the lease"),
+            Err(_) => bail!("renewal not committed before the lease deadline"),
+        }
+    }
+
+    /// Runs `action` while renewing the lease every loop_wait if this member holds it.
+    async fn with_renewals<T, E: Into<anyhow::Error>>(
+        &mut self,
+        obs: &Observation,
+        action: impl Future<Output = Result<T, E>>,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(action);
+        loop {
+            tokio::select! {
+                result = &mut action => return result.map_err(Into::into),
+                _ = tokio::time::sleep(obs.config.loop_wait) => {
+                    if let Err(e) = self.renew(obs).await {
+                        tracing::warn!(error = %format!("{e:#}"), "renewing during a long action");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Work a primary does after each renewal: make sure every member has its replication
+    /// slot (and departed ones lose theirs), and that the database is recorded.
+    async fn after_renewal(&mut self, obs: &Observation) -> anyhow::Result<()> {
+        let wanted: BTreeSet<String> = obs
+            .members
+            .keys()
+            .filter(|id| **id != self.me)
+            .map(|id| slot_name(*id))
+            .collect();
+        if self.slots.as_ref() != Some(&wanted) {
+            self.postgres
+                .ensure_slots(&wanted)
+                .await
+                .context("replication slots")?;
+            self.slots = Some(wanted);
+        }
+        if obs.database.is_none() {
+            self.record_database(obs).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_database(&mut self, obs: &Observation) -> anyhow::Result<()> {
+        let DataDir::Initialised { system_id } = self.postgres.data_dir_state() else {
+            bail!("no initialised data directory to record");
+        };
+        let lease = obs.lease.ok_or_else(|| anyhow!("no lease"))?;
+        let command = Command::RecordDatabase {
+            holder: self.me,
+            epoch: lease.epoch,
+            system_id,
+        };
+        if let CommandResult::Rejected { rejection } = self.propose(command, obs).await? {
+            bail!("recording the database: {rejection}");
+        }
+        Ok(())
+    }
+
+    /// On daemon shutdown: stop PostgreSQL first, then release the lease if we hold it, so
+    /// a successor never overlaps a writable us.
+    pub async fn shutdown(&mut self) {
+        if let Err(e) = self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await {
+            tracing::warn!(error = %e, "stopping PostgreSQL at shutdown");
+        }
+        let view = self.handle.view().borrow().clone();
+        if let Some(lease) = view.state.lease {
+            if lease.holder == self.me {
+                let release = Command::ReleaseLease {
+                    holder: self.me,
+                    epoch: lease.epoch,
+                };
+                match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(release))
+                    .await
+                {
+                    Ok(Ok(_)) => tracing::info!(epoch = lease.epoch.0, "released the lease"),
+                    _ => tracing::warn!("could not release the lease; it expires after ttl"),
+                }
+            }
+        }
+    }
+}

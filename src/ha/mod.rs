@@ -1,0 +1,230 @@
+//! The HA loop: once per `loop_wait`, observe (cluster view, local PostgreSQL, peers'
+//! statuses, the lease on our own clock), [`decide`] what this member's PostgreSQL should
+//! be, log one sentence, and [`execute`] the decision.
+//!
+//! ```text
+//!  view (watch) ─┐
+//!  peers (watch) ─┼─► observe ─► decide (pure) ─► Decision ─► execute ─► postgres::*, raft.propose
+//!  postgres ──────┘                                                     (lease, database record)
+//! ```
+//!
+//! Lease safety (DESIGN §3): the holder remembers when it *sent* its last committed renewal
+//! and treats the lease as lost at `sent + ttl - margin`, earlier than any other member can
+//! judge it expired (they wait `ttl` after *seeing* the renewal, which is later). The loop
+//! wakes at that deadline even mid-cycle, and renewals are bounded by it.
+
+pub mod decide;
+pub mod execute;
+pub mod observe;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use decide::{decide, Decision, Outcome};
+pub use observe::{LeaseClockView, Observation, PeerStatus};
+
+use crate::cluster::{Epoch, Lease, NodeId};
+use crate::lease::{LeaseClock, TakeoverRefused};
+use crate::peers::PeerStatuses;
+use crate::postgres::Postgres;
+use crate::raft::{ClusterView, RaftHandle};
+
+/// What the loop needs; built by the daemon.
+pub struct Deps {
+    pub handle: RaftHandle,
+    pub postgres: Arc<Postgres>,
+    pub lease_clock: LeaseClock,
+    pub peers: watch::Receiver<Arc<PeerStatuses>>,
+    /// Where this member publishes its own status for the status exchange and the API.
+    pub local_status: watch::Sender<Option<PeerStatus>>,
+}
+
+/// The holder's memory of its last committed renewal: the epoch and when it was *sent*.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HolderClock {
+    last: Option<(Epoch, Instant)>,
+}
+
+impl HolderClock {
+    /// Records a renewal (or acquisition) of `epoch` that was sent at `sent` and committed.
+    pub fn committed(&mut self, epoch: Epoch, sent: Instant) {
+        match self.last {
+            Some((e, at)) if e == epoch && at >= sent => {}
+            _ => self.last = Some((epoch, sent)),
+        }
+    }
+
+    /// The instant after which the holder must no longer be writable, if it holds `lease`.
+    pub fn deadline(&self, lease: &Lease, ttl: Duration) -> Option<Instant> {
+        match self.last {
+            Some((epoch, sent)) if epoch == lease.epoch => Some(sent + ttl - safety_margin(ttl)),
+            _ => None,
+        }
+    }
+}
+
+/// How much earlier than `ttl` the holder gives up: a quarter of ttl, enough for clock-rate
+/// differences and a cycle's work.
+pub fn safety_margin(ttl: Duration) -> Duration {
+    ttl / 4
+}
+
+/// Judges the lease on this member's clock.
+pub fn lease_clock_view(
+    me: NodeId,
+    lease: Option<&Lease>,
+    holder_clock: &HolderClock,
+    lease_clock: &LeaseClock,
+    ttl: Duration,
+    now: Instant,
+) -> LeaseClockView {
+    match lease {
+        None => LeaseClockView::Free,
+        Some(lease) if lease.holder == me => match holder_clock.deadline(lease, ttl) {
+            Some(deadline) if now < deadline => LeaseClockView::HeldByMe,
+            _ => LeaseClockView::HeldByMeExpiring,
+        },
+        Some(lease) => match lease_clock.takeover(me, Some(lease), ttl) {
+            Ok(Some(expected)) => LeaseClockView::Expired {
+                holder: lease.holder,
+                expected,
+            },
+            Ok(None) | Err(TakeoverRefused::AlreadyHolder { .. }) => LeaseClockView::Free,
+            Err(TakeoverRefused::StillRenewed { .. }) => LeaseClockView::HeldByOther {
+                holder: lease.holder,
+            },
+        },
+    }
+}
+
+/// Runs the loop until `shutdown`. On shutdown a writable primary is stopped before the
+/// lease is released, so a successor never overlaps a writable us.
+pub async fn run(deps: Deps, shutdown: CancellationToken) {
+    let me = NodeId(deps.handle.id());
+    let mut executor = execute::Executor::new(me, deps.handle.clone(), deps.postgres.clone());
+    let mut last_sentence = String::new();
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let view: Arc<ClusterView> = deps.handle.view().borrow().clone();
+        let config = view.state.config.clone();
+        let pg = deps.postgres.status().await;
+        let data_dir = deps.postgres.data_dir_state();
+        let following = executor.following();
+        let status = PeerStatus {
+            node_id: me,
+            pg: pg.clone(),
+            data_dir,
+            following,
+        };
+        deps.local_status.send_replace(Some(status));
+
+        let now = Instant::now();
+        let peers: BTreeMap<NodeId, PeerStatus> = deps
+            .peers
+            .borrow()
+            .iter()
+            .filter(|(_, (_, at))| {
+                now.duration_since(*at) <= config.member_timeout + config.loop_wait
+            })
+            .map(|(id, (status, _))| (*id, status.clone()))
+            .collect();
+        down_since = if pg.running {
+            None
+        } else {
+            down_since.or(Some(now))
+        };
+        let lease = view.state.lease;
+        let obs = Observation {
+            me,
+            lease,
+            lease_clock: lease_clock_view(
+                me,
+                lease.as_ref(),
+                executor.holder_clock(),
+                &deps.lease_clock,
+                config.ttl,
+                now,
+            ),
+            database: view.state.database,
+            config: config.clone(),
+            members: view.state.members.clone(),
+            peers,
+            data_dir,
+            pg,
+            following,
+            down_for: down_since
+                .map(|t| now.duration_since(t))
+                .unwrap_or_default(),
+            switchover: view.state.switchover.clone(),
+            paused: false,
+        };
+        let outcome = decide(&obs);
+        if outcome.sentence != last_sentence {
+            tracing::info!("{}", outcome.sentence);
+            last_sentence = outcome.sentence.clone();
+        } else {
+            tracing::debug!("{}", outcome.sentence);
+        }
+        let again_now = executor.execute(&outcome.decision, &obs).await;
+
+        // Sleep until the next cycle, but wake at the holder's deadline: fencing must not
+        // wait for a cycle.
+        let mut wake = Instant::now() + config.loop_wait;
+        if let Some(lease) = deps.handle.view().borrow().state.lease {
+            if lease.holder == me {
+                if let Some(deadline) = executor.holder_clock().deadline(&lease, config.ttl) {
+                    wake = wake.min(deadline.max(Instant::now()));
+                }
+            }
+        }
+        if again_now {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    executor.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_holder_gives_up_before_any_other_member_may_take_over() {
+        let ttl = Duration::from_secs(2);
+        let lease = Lease {
+            holder: NodeId(1),
+            epoch: Epoch(3),
+            seq: 5,
+        };
+        let sent = Instant::now();
+        let mut holder = HolderClock::default();
+        holder.committed(lease.epoch, sent);
+        let deadline = holder.deadline(&lease, ttl).unwrap();
+        // The earliest another member can see this renewal is when it is sent; it may take
+        // over only ttl after that.
+        assert!(deadline < sent + ttl);
+        assert_eq!(deadline, sent + ttl - safety_margin(ttl));
+        // A renewal in another epoch says nothing about this lease.
+        assert!(holder
+            .deadline(
+                &Lease {
+                    epoch: Epoch(4),
+                    ..lease
+                },
+                ttl
+            )
+            .is_none());
+        // An older send never moves the deadline back.
+        holder.committed(lease.epoch, sent - Duration::from_secs(1));
+        assert_eq!(holder.deadline(&lease, ttl), Some(deadline));
+    }
+}

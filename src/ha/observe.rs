@@ -1,0 +1,83 @@
+//! The input of one HA cycle: everything `decide` may look at, gathered by the loop.
+//! Plain data; building it is the loop's job (see mod.rs), judging it is `decide`'s.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{DynamicConfig, Lease, LeaseRef, Member, NodeId, Switchover};
+use crate::postgres::{DataDir, Lsn, PgStatus};
+
+/// What one member reports of itself through the peer status exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node_id: NodeId,
+    pub pg: PgStatus,
+    pub data_dir: DataDir,
+    /// The node this member's PostgreSQL streams from, if it is a replica.
+    pub following: Option<NodeId>,
+}
+
+/// The lease as this member judges it on its own clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseClockView {
+    /// Nobody holds the lease.
+    Free,
+    /// This member holds it and its last committed renewal is recent enough.
+    HeldByMe,
+    /// This member holds it in the committed state, but its last committed renewal is older
+    /// than `ttl - safety margin`: it must stop being writable now (DESIGN §3).
+    HeldByMeExpiring,
+    /// Another member holds it and has renewed within ttl.
+    HeldByOther { holder: NodeId },
+    /// Another member holds it but has not renewed for ttl: a takeover may be proposed,
+    /// as a compare-and-set on `expected`.
+    Expired { holder: NodeId, expected: LeaseRef },
+}
+
+/// Everything one cycle of `decide` looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub me: NodeId,
+    /// The committed lease (for its epoch and holder) and this member's judgement of it.
+    pub lease: Option<Lease>,
+    pub lease_clock: LeaseClockView,
+    /// Whether a database exists in this cluster (some member ran initdb and recorded it),
+    /// and its system identifier.
+    pub database: Option<u64>,
+    pub config: DynamicConfig,
+    pub members: BTreeMap<NodeId, Member>,
+    /// Peer statuses that answered within `member_timeout` this cycle (not including me).
+    pub peers: BTreeMap<NodeId, PeerStatus>,
+    /// My own PostgreSQL.
+    pub data_dir: DataDir,
+    pub pg: PgStatus,
+    /// The node my PostgreSQL is configured to stream from, if any.
+    pub following: Option<NodeId>,
+    /// How long my PostgreSQL has been down while it should be running (for the crash
+    /// restart budget); zero when running.
+    pub down_for: Duration,
+    pub switchover: Option<Switchover>,
+    /// Maintenance mode: no automatic actions.
+    pub paused: bool,
+}
+
+/// Why a member is not eligible for promotion; shown in logs and `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ineligible {
+    NoFailoverTag,
+    NotReplica,
+    LagTooHigh { lag: u64, limit: u64 },
+    NotSynchronous,
+    BetterCandidate { node: NodeId },
+}
+
+/// Helper: the highest WAL position among `peers` and me, for lag comparisons.
+pub fn highest_position(obs: &Observation) -> Option<Lsn> {
+    obs.peers
+        .values()
+        .filter_map(|p| p.pg.wal_position)
+        .chain(obs.pg.wal_position)
+        .max()
+}

@@ -1,0 +1,362 @@
+//! Queries against the local PostgreSQL over its unix socket, as the `postgres` superuser
+//! (trusted locally: the socket directory is 0700). Each call opens a short-lived
+//! connection; the connection task is spawned on the current runtime.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use super::{Error, Lsn, PgStatus, Postgres};
+
+/// Bound on opening a connection (socket connect and startup).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bound on [`Postgres::status`] as a whole: a hung server must not stall the HA loop.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prefix of the slots pgquorum manages; others are left alone.
+pub const SLOT_PREFIX: &str = "pgquorum_";
+
+/// One query that reads everything [`PgStatus`] needs, as text. On a primary the timeline is
+/// that of the WAL file being written (`pg_control_checkpoint()` lags a promotion until the
+/// next checkpoint); on a replica the WAL receiver's, else the last restartpoint's.
+const STATUS_SQL: &str = "\
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END,
+       pg_last_wal_receive_lsn(),
+       pg_last_wal_replay_lsn(),
+       CASE WHEN pg_is_in_recovery()
+            THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                          (SELECT timeline_id FROM pg_control_checkpoint()))
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END,
+       coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),
+       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)";
+
+impl Postgres {
+    /// Opens a connection over the unix socket within 2 s.
+    pub(super) async fn connect(&self) -> Result<Client, Error> {
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
+            socket_dir: self.settings.socket_dir.clone(),
+            port: self.settings.port,
+            source,
+        };
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(&self.settings.socket_dir)
+            .port(self.settings.port)
+            .user("postgres")
+            .dbname("postgres")
+            .application_name("pgquorum")
+            .connect_timeout(CONNECT_TIMEOUT);
+        let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// What the local PostgreSQL reports; never errors: if it cannot be reached (or does not
+    /// answer within 5 s), `running` is false and everything else is unknown.
+    pub async fn status(&self) -> PgStatus {
+        let query = async {
+            let client = self.connect().await?;
+            let rows = sql("reading status", client.simple_query(STATUS_SQL)).await?;
+            Ok::<_, Error>(rows)
+        };
+        let rows = match tokio::time::timeout(STATUS_TIMEOUT, query).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %format!("{:#}", anyhow::Error::from(e)), "postgres status");
+                return PgStatus::default();
+            }
+            Err(_) => {
+                tracing::debug!(timeout = ?STATUS_TIMEOUT, "postgres status timed out");
+                return PgStatus::default();
+            }
+        };
+        let Some(row) = rows.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        }) else {
+            return PgStatus::default();
+        };
+        let text = |i: usize| row.try_get(i).ok().flatten();
+        let lsn = |i: usize| text(i).and_then(|t| t.parse::<Lsn>().ok());
+        let flag = |i: usize| text(i) == Some("t");
+        let in_recovery = flag(0);
+        let (received, replayed) = (lsn(2), lsn(3));
+        let wal_position = if in_recovery {
+            received.max(replayed)
+        } else {
+            lsn(1)
+        };
+        PgStatus {
+            running: true,
+            in_recovery,
+            timeline: text(4).and_then(|t| t.parse().ok()).unwrap_or(0),
+            wal_position,
+            replayed: if in_recovery { replayed } else { None },
+            streaming: flag(5),
+            pending_restart: flag(6),
+        }
+    }
+
+    /// Creates the replication role, or updates its password, on a running primary. The
+    /// statement carries a SCRAM-SHA-256 verifier computed here (not the password) when the
+    /// password is ASCII, and server logging of the statement is switched off for the
+    /// session, so the password reaches neither the network nor the server log.
+    pub async fn create_replication_user(&self) -> Result<(), Error> {
+        let user = &self.creds.user;
+        let client = self.connect().await?;
+        let action = format!("creating or updating role {user}");
+        sql(
+            &action,
+            client
+                .batch_execute("SET log_statement = 'none'; SET log_min_error_statement = 'panic'"),
+        )
+        .await?;
+        let exists = sql(
+            &action,
+            client.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[user]),
+        )
+        .await?
+        .is_some();
+        let password = self.creds.password.expose();
+        let secret = if password.is_ascii() {
+            scram::verifier(password)
+        } else {
+            password.clone()
+        };
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        let statement = format!(
+            "{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+            quote_ident(user),
+            quote_literal(&secret)
+        );
+        sql(&action, client.batch_execute(&statement)).await?;
+        tracing::info!(user = %user, created = !exists, "replication role ready");
+        Ok(())
+    }
+
+    /// On a primary: creates each slot in `wanted` that is missing (physical, WAL reserved
+    /// at once) and drops `pgquorum_`-prefixed physical slots not in `wanted` unless they
+    /// are in use (a later call drops them). Slots without the prefix are never touched.
+    pub async fn ensure_slots(&self, wanted: &BTreeSet<String>) -> Result<(), Error> {
+        let client = self.connect().await?;
+        let rows = sql(
+            "listing replication slots",
+            client.query("SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical'", &[]),
+        )
+        .await?;
+        let existing: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        for name in wanted {
+            if !existing.iter().any(|(n, _)| n == name) {
+                sql(
+                    &format!("creating replication slot {name}"),
+                    client.execute(
+                        "SELECT pg_create_physical_replication_slot($1, true)",
+                        &[name],
+                    ),
+                )
+                .await?;
+                tracing::info!(slot = %name, "created replication slot");
+            }
+        }
+        for (name, active) in &existing {
+            if !name.starts_with(SLOT_PREFIX) || wanted.contains(name) {
+                continue;
+            }
+            if *active {
+                tracing::debug!(slot = %name, "unwanted replication slot still in use; dropping later");
+                continue;
+            }
+            sql(
+                &format!("dropping replication slot {name}"),
+                client.execute("SELECT pg_drop_replication_slot($1)", &[name]),
+            )
+            .await?;
+            tracing::info!(slot = %name, "dropped replication slot");
+        }
+        Ok(())
+    }
+
+    /// `SELECT pg_reload_conf()`: PostgreSQL rereads its configuration files.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let client = self.connect().await?;
+        sql(
+            "reloading the configuration",
+            client.batch_execute("SELECT pg_reload_conf()"),
+        )
+        .await
+    }
+
+    /// Promotes this replica with `pg_promote(wait => true)` and returns once it accepts
+    /// writes. Already a primary is success. Errors with [`Error::PromoteTimedOut`] if
+    /// promotion has not finished within `timeout` (rounded up to whole seconds); it may
+    /// still finish later.
+    pub async fn promote(&self, timeout: Duration) -> Result<(), Error> {
+        let client = self.connect().await?;
+        let action = "promoting";
+        let in_recovery: bool = sql(action, client.query_one("SELECT pg_is_in_recovery()", &[]))
+            .await?
+            .get(0);
+        if !in_recovery {
+            return Ok(());
+        }
+        let secs = i32::try_from(timeout.as_secs_f64().ceil() as u64)
+            .unwrap_or(i32::MAX)
+            .max(1);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&secs];
+        let query = client.query_one("SELECT pg_promote(true, $1)", &params);
+        let promoted: bool = match tokio::time::timeout(timeout + CONNECT_TIMEOUT, query).await {
+            Ok(result) => sql(action, async { result }).await?.get(0),
+            Err(_) => false,
+        };
+        if !promoted {
+            return Err(Error::PromoteTimedOut { waited: timeout });
+        }
+        tracing::info!("promoted");
+        Ok(())
+    }
+
+    /// Runs `sql` (one or more statements, simple protocol) and discards any rows.
+    pub async fn execute(&self, sql_text: &str) -> Result<(), Error> {
+        let client = self.connect().await?;
+        sql(
+            &format!("running {sql_text:?}"),
+            client.batch_execute(sql_text),
+        )
+        .await
+    }
+}
+
+/// Awaits a query, naming what it was for in the error.
+async fn sql<T>(
+    action: &str,
+    query: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Error> {
+    query.await.map_err(|source| Error::Sql {
+        action: action.to_string(),
+        source,
+    })
+}
+
+/// An SQL identifier: double-quoted, `"` doubled.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An SQL string literal that means the same whatever `standard_conforming_strings` is:
+/// `E'...'` with `\` and `'` escaped.
+fn quote_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// SCRAM-SHA-256 password verifiers as PostgreSQL stores them (RFC 5802/7677).
+mod scram {
+    use std::num::NonZeroU32;
+
+    use ring::{digest, hmac, pbkdf2};
+
+    const ITERATIONS: u32 = 4096;
+
+    /// `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>` for `password` with a random salt.
+    /// The password must be ASCII (SASLprep, which the server applies, is then the identity).
+    pub fn verifier(password: &str) -> String {
+        let salt: [u8; 16] = rand::random();
+        verifier_with_salt(password, &salt)
+    }
+
+    pub fn verifier_with_salt(password: &str, salt: &[u8]) -> String {
+        let mut salted = [0u8; 32];
+        let iterations = NonZeroU32::new(ITERATIONS).expect("4096 is not zero");
+        pbkdf2::derive(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations,
+            salt,
+            password.as_bytes(),
+            &mut salted,
+        );
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+        let client_key = hmac::sign(&key, b"Client Key");
+        let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+        let server_key = hmac::sign(&key, b"Server Key");
+        format!(
+            "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+            base64(salt),
+            base64(stored_key.as_ref()),
+            base64(server_key.as_ref())
+        )
+    }
+
+    /// Standard base64 with padding.
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn base64_matches_rfc4648() {
+            for (raw, b64) in [
+                ("", ""),
+                ("f", "Zg=="),
+                ("fo", "Zm8="),
+                ("foo", "Zm9v"),
+                ("foobar", "Zm9vYmFy"),
+            ] {
+                assert_eq!(super::base64(raw.as_bytes()), b64);
+            }
+        }
+
+        #[test]
+        fn verifier_matches_a_reference_computation() {
+            // Computed independently with Python's hashlib/hmac for this salt and password.
+            let got = super::verifier_with_salt("s3cret:pass", b"0123456789abcdef");
+            assert_eq!(got, REFERENCE);
+            assert!(super::verifier("x").starts_with("SCRAM-SHA-256$4096:"));
+        }
+
+        const REFERENCE: &str = "SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$sS2KcboirDl6xCFtPV/mmJIz5xmzoPVctAXq/mQVMHw=:jEV69yRy7Pg2AdVlQauNPkBNdMWCpNslSyKSTMU1HRw=";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(
+            super::quote_ident("pgquorum_replicator"),
+            "\"pgquorum_replicator\""
+        );
+        assert_eq!(super::quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(
+            super::quote_literal(r"it's a \ test"),
+            r"E'it''s a \\ test'"
+        );
+    }
+}

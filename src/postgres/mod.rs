@@ -1,0 +1,414 @@
+//! The local PostgreSQL: binaries, data directory, generated configuration, the postmaster
+//! child process, and the few queries the HA loop needs (DESIGN §4).
+//!
+//! ```text
+//!  ha::execute ─► Postgres ─┬─ binaries   find bin dir + major version
+//!                           ├─ bootstrap  data_dir_state, initdb, pg_basebackup (atomic)
+//!                           ├─ conf       pgquorum.conf, pg_hba.conf, standby.signal (pure)
+//!                           ├─ process    postmaster child: start/adopt, stop, is_running
+//!                           └─ client     status, promote, slots, roles over the unix socket
+//! ```
+//!
+//! When the daemon runs as root, every PostgreSQL program runs as `Settings::os_user`
+//! (PostgreSQL refuses root), and the files it must read are owned by that user. The
+//! postmaster dies with the daemon (`PR_SET_PDEATHSIG` = SIGQUIT): a daemon that is killed
+//! must not leave a writable primary behind that a failover would duplicate. Dropping a
+//! [`Postgres`] whose postmaster is still running has the same effect.
+
+mod binaries;
+mod bootstrap;
+mod client;
+mod conf;
+mod process;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use conf::ConfigChange;
+pub use status::{DataDir, Lsn, PgStatus};
+
+use crate::secret::Secret;
+use binaries::Binaries;
+use process::{Account, Postmaster, Spawner};
+
+/// Per-host PostgreSQL settings, from the `[postgresql]` section of the config file. Every
+/// path must be reachable by `os_user` when the daemon runs as root ([`Postgres::new`]
+/// checks that each existing parent directory is searchable by it).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Directory with `postgres`, `initdb`, ...; `None` finds the newest packaged install.
+    pub bin_dir: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// `listen_addresses`, e.g. `127.0.0.1` or `*`.
+    pub listen_host: String,
+    pub port: u16,
+    /// `unix_socket_directories`; created mode 0700 owned by `os_user`, which is what makes
+    /// the `local all all trust` rule of `pg_hba.conf` safe.
+    pub socket_dir: PathBuf,
+    /// Whom PostgreSQL runs as when the daemon runs as root; ignored otherwise.
+    pub os_user: String,
+    /// A libpq passfile (0600, owned by `os_user`) written by [`Postgres::new`] with the
+    /// replication password, so no password appears on a command line or in a config file.
+    pub passfile: PathBuf,
+    /// PostgreSQL's stderr (and stdout) are appended here.
+    pub log_file: PathBuf,
+}
+
+/// The role replicas (and `pg_basebackup`) authenticate as.
+#[derive(Debug, Clone)]
+pub struct ReplicationCredentials {
+    /// A plain identifier, e.g. `pgquorum_replicator` (checked by [`Postgres::new`]).
+    pub user: String,
+    pub password: Secret<String>,
+}
+
+/// Whom a replica streams from, and the physical slot it uses there. The slot name is also
+/// the replica's `application_name`, which is what `synchronous_standby_names` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub slot: String,
+}
+
+/// What the generated configuration makes of this PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role<'a> {
+    Primary {
+        synchronous_standby_names: Option<String>,
+    },
+    /// `upstream: None` is a standby that does not stream (yet): it replays what it has.
+    Replica { upstream: Option<&'a Upstream> },
+}
+
+/// How [`Postgres::stop`] asks the postmaster to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGINT: abort transactions, checkpoint, exit.
+    Fast,
+    /// SIGQUIT: exit at once; crash recovery at the next start.
+    Immediate,
+}
+
+/// Errors of this module. Messages say what was being done and, for setup problems, how to
+/// fix them; the underlying cause is the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no PostgreSQL server binaries found in {searched}; install postgresql or set [postgresql] bin_dir")]
+    BinariesNotFound { searched: String },
+    #[error("[postgresql] bin_dir {}: no postgres executable there; point it at the directory holding postgres, initdb and pg_basebackup", dir.display())]
+    NoServerBinary { dir: PathBuf },
+    #[error("PostgreSQL {version} in {} is too old: pgquorum needs {} or newer", dir.display(), binaries::MIN_VERSION)]
+    UnsupportedVersion { version: u32, dir: PathBuf },
+    #[error("[postgresql] os_user {user:?} does not exist; create it (the postgresql package does) or set os_user")]
+    UnknownUser { user: String },
+    #[error("{} is not reachable by OS user {user}: it cannot enter {}; run chmod o+x on it or choose another path", path.display(), blocked.display())]
+    NotReachable {
+        path: PathBuf,
+        user: String,
+        blocked: PathBuf,
+    },
+    #[error("replication user {user:?} is not a plain identifier (letters, digits, underscore)")]
+    BadReplicationUser { user: String },
+    #[error("{action}")]
+    Io {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{command} failed ({status}): {output}")]
+    CommandFailed {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("{action} in {}: the data directory is {}; nothing was removed. Move it away or empty it to proceed", data_dir.display(), describe(state))]
+    DataDirNotMissing {
+        action: &'static str,
+        data_dir: PathBuf,
+        state: DataDir,
+    },
+    #[error("{action} in {}: there is no PostgreSQL data directory; initdb or clone first", data_dir.display())]
+    NoDataDir {
+        action: &'static str,
+        data_dir: PathBuf,
+    },
+    #[error("connecting to PostgreSQL on {}/.s.PGSQL.{port}", socket_dir.display())]
+    Connect {
+        socket_dir: PathBuf,
+        port: u16,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{action}")]
+    Sql {
+        action: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("postgres in {} exited during startup ({status}); log tail:\n{log_tail}", data_dir.display())]
+    StartFailed {
+        data_dir: PathBuf,
+        status: String,
+        log_tail: String,
+    },
+    #[error("postgres in {} did not accept connections within {waited:?} (left running); log tail:\n{log_tail}", data_dir.display())]
+    StartTimedOut {
+        data_dir: PathBuf,
+        waited: Duration,
+        log_tail: String,
+    },
+    #[error("postmaster {pid} in {} still running {waited:?} after SIGQUIT", data_dir.display())]
+    StopTimedOut {
+        pid: u32,
+        data_dir: PathBuf,
+        waited: Duration,
+    },
+    #[error("promotion did not finish within {waited:?}")]
+    PromoteTimedOut { waited: Duration },
+}
+
+fn describe(state: &DataDir) -> String {
+    match state {
+        DataDir::Missing => "missing".into(),
+        DataDir::Initialised { system_id } => {
+            format!("an initialised cluster (system identifier {system_id})")
+        }
+        DataDir::Foreign => "not empty and not a PostgreSQL cluster pgquorum can use".into(),
+    }
+}
+
+fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Io { action, source }
+}
+
+/// This host's PostgreSQL. `Send + Sync`; one per daemon, shared as `Arc<Postgres>`.
+///
+/// Calls do not lock each other out except [`start`](Self::start) and
+/// [`stop`](Self::stop), which are serialised. Each query opens its own short-lived
+/// connection over the unix socket as the `postgres` superuser.
+pub struct Postgres {
+    settings: Settings,
+    creds: ReplicationCredentials,
+    bin: Binaries,
+    /// Whom PostgreSQL programs run as; `None` when the daemon is not root (run as ourselves).
+    account: Option<Account>,
+    /// `LC_ALL` for child processes: `C.UTF-8` when the system has it, else `C`.
+    locale: &'static str,
+    /// The postmaster we spawned, if any (see `process.rs`).
+    postmaster: Mutex<Postmaster>,
+    /// The long-lived thread that forks the postmaster, so its death signal is tied to the
+    /// daemon and not to a short-lived runtime thread.
+    spawner: Spawner,
+    /// Serialises start and stop.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl Postgres {
+    /// Finds the binaries, resolves `os_user` when running as root, checks that the paths
+    /// are reachable by it, and writes the passfile (mode 0600, owned by `os_user`). Starts
+    /// nothing besides the spawner thread. Errors say what is missing and how to fix it.
+    pub fn new(settings: Settings, creds: ReplicationCredentials) -> Result<Self, Error> {
+        if creds.user.is_empty()
+            || !creds
+                .user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::BadReplicationUser { user: creds.user });
+        }
+        let bin = Binaries::find(settings.bin_dir.as_deref())?;
+        let account = if process::is_root() {
+            let account = Account::lookup(&settings.os_user)?;
+            for path in [
+                &settings.data_dir,
+                &settings.socket_dir,
+                &settings.passfile,
+                &settings.log_file,
+            ] {
+                account.check_reachable(path)?;
+            }
+            Some(account)
+        } else {
+            None
+        };
+        let locale = if ["C.UTF-8", "C.utf8"]
+            .iter()
+            .any(|name| Path::new("/usr/lib/locale").join(name).exists())
+        {
+            "C.UTF-8"
+        } else {
+            "C"
+        };
+        let pg = Postgres {
+            spawner: Spawner::start()?,
+            settings,
+            creds,
+            bin,
+            account,
+            locale,
+            postmaster: Mutex::new(Postmaster::default()),
+            lifecycle: tokio::sync::Mutex::new(()),
+        };
+        let line = conf::passfile_line(&pg.creds.user, pg.creds.password.expose());
+        pg.write_file(&pg.settings.passfile, line.as_bytes())?;
+        Ok(pg)
+    }
+
+    /// The major version of the server binaries in use, e.g. 15.
+    pub fn version(&self) -> u32 {
+        self.bin.version
+    }
+
+    /// The settings this instance was built with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Renders the configuration for `role` into the data directory and reports what a
+    /// running server needs to apply it: appends `include 'pgquorum.conf'` to
+    /// `postgresql.conf` once, rewrites `pgquorum.conf` and `pg_hba.conf` atomically when
+    /// they differ, and creates or removes `standby.signal`. Does not reload or restart
+    /// anything. Errors if the data directory has no `postgresql.conf`.
+    pub fn write_config(&self, role: &Role) -> Result<ConfigChange, Error> {
+        self.write_config_in(&self.settings.data_dir, role)
+    }
+
+    /// [`write_config`](Self::write_config) for the cluster in `dir`.
+    fn write_config_in(&self, dir: &Path, role: &Role) -> Result<ConfigChange, Error> {
+        let main = dir.join("postgresql.conf");
+        let text =
+            fs::read_to_string(&main).map_err(io_error(format!("reading {}", main.display())))?;
+        let mut change = ConfigChange::Unchanged;
+        if let Some(updated) = conf::with_include(&text) {
+            self.write_file(&main, updated.as_bytes())?;
+            change = ConfigChange::Restart;
+        }
+
+        let inputs = conf::Inputs {
+            listen_host: &self.settings.listen_host,
+            port: self.settings.port,
+            socket_dir: &self.settings.socket_dir.to_string_lossy(),
+            passfile: &self.settings.passfile.to_string_lossy(),
+            replication_user: &self.creds.user,
+            version: self.bin.version,
+        };
+        let rendered = conf::render(&inputs, role);
+        let path = dir.join(conf::FILE);
+        let old = match fs::read_to_string(&path) {
+            Ok(old) => Some(old),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(format!("reading {}", path.display()))(e)),
+        };
+        if old.as_deref() != Some(rendered.as_str()) {
+            let before = old
+                .as_deref()
+                .map(conf::parse)
+                .unwrap_or_else(BTreeMap::new);
+            change = change.max(conf::classify(
+                &before,
+                &conf::parse(&rendered),
+                inputs.version,
+            ));
+            if old.is_none() {
+                change = ConfigChange::Restart;
+            }
+            self.write_file(&path, rendered.as_bytes())?;
+        }
+
+        let hba = dir.join("pg_hba.conf");
+        let rendered = conf::render_hba(&self.creds.user);
+        if fs::read_to_string(&hba).ok().as_deref() != Some(rendered.as_str()) {
+            self.write_file(&hba, rendered.as_bytes())?;
+            change = change.max(ConfigChange::Reload);
+        }
+
+        let signal = dir.join("standby.signal");
+        let wanted = matches!(role, Role::Replica { .. });
+        if signal.exists() != wanted {
+            if wanted {
+                self.write_file(&signal, b"")?;
+            } else {
+                fs::remove_file(&signal)
+                    .map_err(io_error(format!("removing {}", signal.display())))?;
+            }
+            change = ConfigChange::Restart;
+        }
+        Ok(change)
+    }
+
+    /// Writes `bytes` to `path` atomically (temporary file, fsync, rename), mode 0600 and
+    /// owned by the OS user, creating missing parent directories.
+    fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+        let action = || format!("writing {}", path.display());
+        if let Some(parent) = path.parent() {
+            self.create_dir(parent, None)?;
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".pgquorum-tmp");
+        let tmp = PathBuf::from(tmp);
+        let result = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            self.chown(&tmp)?;
+            fs::rename(&tmp, path)
+        })();
+        result.map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            Error::Io {
+                action: action(),
+                source,
+            }
+        })
+    }
+
+    /// Creates `dir` and its missing parents. Directories created here, and `dir` itself
+    /// when `mode` is given, are owned by the OS user; `mode` is applied to `dir`.
+    fn create_dir(&self, dir: &Path, mode: Option<u32>) -> Result<(), Error> {
+        let action = || format!("creating {}", dir.display());
+        let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
+        fs::create_dir_all(dir).map_err(|source| Error::Io {
+            action: action(),
+            source,
+        })?;
+        for created in &missing {
+            self.chown(created).map_err(|source| Error::Io {
+                action: action(),
+                source,
+            })?;
+        }
+        if let Some(mode) = mode {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+                .and_then(|()| self.chown(dir))
+                .map_err(|source| Error::Io {
+                    action: action(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Gives `path` to the OS user when running as root; a no-op otherwise.
+    fn chown(&self, path: &Path) -> io::Result<()> {
+        match &self.account {
+            Some(a) => std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid)),
+            None => Ok(()),
+        }
+    }
+}

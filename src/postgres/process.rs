@@ -1,0 +1,501 @@
+//! The postmaster as a child process, and running PostgreSQL programs as the OS user.
+//!
+//! The postmaster is forked by one dedicated, long-lived thread (the [`Spawner`]) with
+//! `PR_SET_PDEATHSIG` = SIGQUIT: the kernel delivers that signal when the *thread* that
+//! forked the child exits, so forking from a tokio blocking thread (which exits when idle)
+//! would shut PostgreSQL down at random. The spawner thread lives as long as [`Postgres`];
+//! when the daemon dies, or drops its `Postgres`, the postmaster does an immediate shutdown.
+//!
+//! A postmaster that was already running when this `Postgres` was created (found through
+//! `postmaster.pid` with a live `postgres` process behind it) is *adopted*: [`Postgres::start`]
+//! returns once it accepts connections and [`Postgres::stop`] signals it by pid. Because of the
+//! death signal, a postmaster left by an earlier daemon run is rare (it needs a daemon that
+//! died between fork and exec); adoption mostly covers one started by hand (`pg_ctl`) or by a
+//! distribution's service.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{io_error, Error, Postgres, StopMode};
+
+/// How often start and stop look at the postmaster.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How much of the server log an error quotes.
+const LOG_TAIL_LINES: usize = 15;
+
+pub use sys::is_root;
+
+/// The OS account PostgreSQL runs as when the daemon is root.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl Account {
+    /// Looks `name` up in the user database (getpwnam_r).
+    pub fn lookup(name: &str) -> Result<Account, Error> {
+        sys::lookup_user(name)
+            .map_err(io_error(format!("looking up OS user {name:?}")))?
+            .ok_or_else(|| Error::UnknownUser {
+                user: name.to_string(),
+            })
+    }
+
+    /// Checks that every existing ancestor directory of `path` can be entered by this
+    /// account (owner, primary group or other execute bit; supplementary groups are dropped
+    /// when we switch user, so they do not count). Missing directories are created later
+    /// by us with mode 0755 or owned by the account.
+    pub fn check_reachable(&self, path: &Path) -> Result<(), Error> {
+        use std::os::unix::fs::MetadataExt;
+        for dir in path
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            let Ok(meta) = fs::metadata(dir) else {
+                continue;
+            };
+            let mode = meta.mode();
+            let searchable = if meta.uid() == self.uid {
+                mode & 0o100 != 0
+            } else if meta.gid() == self.gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            if !searchable {
+                return Err(Error::NotReachable {
+                    path: path.to_path_buf(),
+                    user: self.name.clone(),
+                    blocked: dir.to_path_buf(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The postmaster we spawned, and how the last one ended.
+#[derive(Default)]
+pub struct Postmaster {
+    child: Option<Child>,
+    last_exit: Option<std::process::ExitStatus>,
+}
+
+/// A request to the spawner thread: fork this command, send back the child.
+type SpawnRequest = (Command, oneshot::Sender<io::Result<Child>>);
+
+/// The thread that forks the postmaster (see the module doc). It ends when the `Spawner`
+/// is dropped, which fires the postmaster's death signal.
+pub struct Spawner {
+    requests: mpsc::Sender<SpawnRequest>,
+}
+
+impl Spawner {
+    pub fn start() -> Result<Spawner, Error> {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        thread::Builder::new()
+            .name("pg-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map_err(io_error("starting the postmaster spawner thread"))?;
+        Ok(Spawner { requests })
+    }
+
+    async fn spawn(&self, command: Command) -> io::Result<Child> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || io::Error::other("the postmaster spawner thread has stopped");
+        self.requests.send((command, reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+impl Postgres {
+    /// A command for PostgreSQL program `program` (a name in the bin dir): as the OS user
+    /// when root, in `/`, with the PG* variables that could redirect it removed, `LC_ALL`
+    /// set, and `HOME` set to the OS user's home.
+    pub(super) fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.tool(program));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("LC_ALL", self.locale)
+            .current_dir("/")
+            .stdin(Stdio::null());
+        if let Some(account) = &self.account {
+            // std drops supplementary groups (setgroups(0)) when uid is set as root.
+            cmd.uid(account.uid)
+                .gid(account.gid)
+                .env("HOME", &account.home);
+        }
+        cmd
+    }
+
+    /// Runs `program args..` to completion (killed if the future is dropped). Returns its
+    /// stdout; a non-zero exit is [`Error::CommandFailed`] with the tail of its output.
+    /// `env` adds variables; never pass secrets in `args`.
+    pub(super) async fn run(
+        &self,
+        program: &str,
+        args: &[&OsStr],
+        env: &[(&str, &OsStr)],
+    ) -> Result<String, Error> {
+        let mut cmd = self.command(program);
+        cmd.args(args).envs(env.iter().copied());
+        let rendered = render_command(program, args);
+        let output = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(io_error(format!("running {rendered}")))?;
+        if !output.status.success() {
+            let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stdout));
+            return Err(Error::CommandFailed {
+                command: rendered,
+                status: output.status.to_string(),
+                output: tail(&text, LOG_TAIL_LINES),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Whether the postmaster is alive: our child has not exited, or `postmaster.pid` names
+    /// a live `postgres` process. Reaps our child if it has exited.
+    pub fn is_running(&self) -> bool {
+        self.postmaster_pid().is_some()
+    }
+
+    /// The pid of the live postmaster, ours or adopted.
+    fn postmaster_pid(&self) -> Option<u32> {
+        let mut pm = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(child) = pm.child.as_mut() {
+            match child.try_wait() {
+                Ok(None) => return Some(child.id()),
+                Ok(Some(status)) => {
+                    tracing::info!(%status, "postmaster exited");
+                    pm.child = None;
+                    pm.last_exit = Some(status);
+                }
+                Err(e) => tracing::warn!(error = %e, "checking on the postmaster"),
+            }
+        }
+        drop(pm);
+        let text = fs::read_to_string(self.settings.data_dir.join("postmaster.pid")).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        sys::is_live_postgres(pid).then_some(pid)
+    }
+
+    /// Starts the postmaster (`postgres -D data_dir`, as the OS user, output appended to
+    /// `log_file`, in its own process group so a terminal's Ctrl-C reaches only the daemon)
+    /// and waits until it accepts connections, polling every 50 ms. An already running
+    /// postmaster for this data directory is adopted instead of starting a second one.
+    ///
+    /// Errors: no data directory; the postmaster exits meanwhile ([`Error::StartFailed`]
+    /// with the log tail); or `timeout` passes ([`Error::StartTimedOut`] — it is left
+    /// running, e.g. still in crash recovery; [`stop`](Self::stop) it if unwanted).
+    pub async fn start(&self, timeout: Duration) -> Result<(), Error> {
+        let _serial = self.lifecycle.lock().await;
+        let deadline = Instant::now() + timeout;
+        let data_dir = &self.settings.data_dir;
+        if let Some(pid) = self.postmaster_pid() {
+            let ours = self
+                .postmaster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .child
+                .is_some();
+            if !ours {
+                tracing::info!(pid, data_dir = %data_dir.display(), "adopting a running postmaster");
+            }
+        } else {
+            if !data_dir.join("PG_VERSION").is_file() {
+                return Err(Error::NoDataDir {
+                    action: "starting postgres",
+                    data_dir: data_dir.clone(),
+                });
+            }
+            self.create_dir(&self.settings.socket_dir, Some(0o700))?;
+            let log = self.open_log()?;
+            let mut cmd = self.command("postgres");
+            cmd.arg("-D").arg(data_dir).process_group(0);
+            cmd.stdout(
+                log.try_clone()
+                    .map_err(io_error("duplicating the log file handle"))?,
+            );
+            cmd.stderr(log);
+            sys::die_with_parent(&mut cmd);
+            let child = self.spawner.spawn(cmd).await.map_err(io_error(format!(
+                "starting {} -D {}",
+                self.bin.tool("postgres").display(),
+                data_dir.display()
+            )))?;
+            tracing::info!(pid = child.id(), data_dir = %data_dir.display(), "started postgres");
+            let mut pm = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+            pm.child = Some(child);
+            pm.last_exit = None;
+        }
+        loop {
+            if self.connect().await.is_ok() {
+                return Ok(());
+            }
+            if !self.is_running() {
+                return Err(Error::StartFailed {
+                    data_dir: data_dir.clone(),
+                    status: self.last_exit(),
+                    log_tail: self.log_tail(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::StartTimedOut {
+                    data_dir: data_dir.clone(),
+                    waited: timeout,
+                    log_tail: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Stops the postmaster (ours or adopted): SIGINT for [`StopMode::Fast`], SIGQUIT for
+    /// [`StopMode::Immediate`], then waits until it has exited. A fast stop still running
+    /// after `timeout` is escalated to immediate, which gets another `timeout`. Not running
+    /// is success. Cancelling it only stops the waiting; a signal already sent stays sent.
+    pub async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<(), Error> {
+        let _serial = self.lifecycle.lock().await;
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(());
+        };
+        let mut signal = match mode {
+            StopMode::Fast => sys::SIGINT,
+            StopMode::Immediate => sys::SIGQUIT,
+        };
+        loop {
+            let name = if signal == sys::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGQUIT"
+            };
+            tracing::info!(pid, signal = name, "stopping postgres");
+            if let Err(e) = sys::signal(pid, signal) {
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(Error::Io {
+                        action: format!("signalling postmaster {pid}"),
+                        source: e,
+                    });
+                }
+            }
+            let deadline = Instant::now() + timeout;
+            while self.postmaster_pid() == Some(pid) {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            if self.postmaster_pid() != Some(pid) {
+                tracing::info!(pid, "postgres stopped");
+                return Ok(());
+            }
+            if signal == sys::SIGQUIT {
+                return Err(Error::StopTimedOut {
+                    pid,
+                    data_dir: self.settings.data_dir.clone(),
+                    waited: timeout,
+                });
+            }
+            tracing::warn!(
+                pid,
+                ?timeout,
+                "fast shutdown too slow; escalating to immediate"
+            );
+            signal = sys::SIGQUIT;
+        }
+    }
+
+    /// How our last postmaster ended, for messages.
+    fn last_exit(&self) -> String {
+        let pm = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+        pm.last_exit
+            .map_or_else(|| "exit status unknown".into(), |s| s.to_string())
+    }
+
+    /// Opens `log_file` for appending (created mode 0640, owned by the OS user).
+    fn open_log(&self) -> Result<fs::File, Error> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = &self.settings.log_file;
+        if let Some(parent) = path.parent() {
+            self.create_dir(parent, None)?;
+        }
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        self.chown(path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        Ok(file)
+    }
+
+    /// The last lines of `log_file`, for error messages.
+    pub(super) fn log_tail(&self) -> String {
+        match fs::read(&self.settings.log_file) {
+            Ok(bytes) => {
+                let start = bytes.len().saturating_sub(8192);
+                tail(&String::from_utf8_lossy(&bytes[start..]), LOG_TAIL_LINES)
+            }
+            Err(e) => format!("(cannot read {}: {e})", self.settings.log_file.display()),
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `program arg arg` for messages (arguments never hold secrets).
+fn render_command(program: &str, args: &[&OsStr]) -> String {
+    let mut out = OsString::from(program);
+    for arg in args {
+        out.push(" ");
+        out.push(arg);
+    }
+    out.to_string_lossy().into_owned()
+}
+
+/// The few libc calls std does not wrap. Each is a thin, checked wrapper.
+#[allow(unsafe_code)]
+mod sys {
+    use std::ffi::{CStr, CString, OsStr};
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use super::Account;
+
+    pub use libc::{SIGINT, SIGQUIT};
+
+    /// Whether the daemon runs with effective uid 0.
+    pub fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// Sends `signal` to process `pid`.
+    pub fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        // SAFETY: kill has no memory-safety preconditions; pid > 0 targets one process.
+        if pid > 0 && unsafe { libc::kill(pid, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Whether `pid` is a live (not zombie) process whose executable is `postgres` (or
+    /// `postmaster`), from `/proc/<pid>/stat`; guards against a stale `postmaster.pid`
+    /// whose pid was reused.
+    pub fn is_live_postgres(pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            return false;
+        };
+        let comm = &stat[open + 1..close];
+        let state = stat[close + 1..].trim_start().chars().next();
+        matches!(comm, "postgres" | "postmaster") && !matches!(state, Some('Z' | 'X' | 'x'))
+    }
+
+    /// Looks up `name` with getpwnam_r; `Ok(None)` if there is no such user.
+    pub fn lookup_user(name: &str) -> io::Result<Option<Account>> {
+        let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mut size = 1024usize;
+        loop {
+            let mut buf = vec![0 as libc::c_char; size];
+            // SAFETY: zeroed passwd is a valid value for this plain C struct (null pointers).
+            let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            // SAFETY: every pointer is valid for the call; buf outlives every use of pwd's
+            // string fields below, which point into buf.
+            let rc = unsafe {
+                libc::getpwnam_r(
+                    cname.as_ptr(),
+                    &mut pwd,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut result,
+                )
+            };
+            if rc == libc::ERANGE && size < 1 << 20 {
+                size *= 4;
+                continue;
+            }
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            if result.is_null() {
+                return Ok(None);
+            }
+            let home = if pwd.pw_dir.is_null() {
+                PathBuf::from("/")
+            } else {
+                // SAFETY: on success a non-null pw_dir is a NUL-terminated string inside buf.
+                let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+                PathBuf::from(OsStr::from_bytes(dir.to_bytes()))
+            };
+            return Ok(Some(Account {
+                name: name.to_string(),
+                uid: pwd.pw_uid,
+                gid: pwd.pw_gid,
+                home,
+            }));
+        }
+    }
+
+    /// Makes the child receive SIGQUIT (PostgreSQL's immediate shutdown) when the thread
+    /// that spawns it exits, and refuse to start if the daemon is already gone.
+    pub fn die_with_parent(cmd: &mut Command) {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the forked child before exec. It calls only prctl and
+        // getppid, both async-signal-safe, and does not allocate (the error is a raw OS
+        // error). std runs it after switching uid, which matters because a credential change
+        // clears the death signal.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The daemon died between fork and prctl: we were reparented; do not start.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+}

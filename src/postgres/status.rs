@@ -1,0 +1,96 @@
+//! What this member observes of its own PostgreSQL, in the vocabulary PostgreSQL uses.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A WAL position. Displays as PostgreSQL does: `0/3000060`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl FromStr for Lsn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (hi, lo) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid LSN {s:?}"))?;
+        let hi = u64::from_str_radix(hi, 16).map_err(|_| format!("invalid LSN {s:?}"))?;
+        let lo = u64::from_str_radix(lo, 16).map_err(|_| format!("invalid LSN {s:?}"))?;
+        if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
+            return Err(format!("invalid LSN {s:?}"));
+        }
+        Ok(Lsn((hi << 32) | lo))
+    }
+}
+
+impl Lsn {
+    /// Bytes from `other` up to `self` (0 if `other` is ahead).
+    pub fn bytes_after(self, other: Lsn) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+}
+
+/// The data directory as found on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DataDir {
+    /// Absent or empty: nothing to lose.
+    Missing,
+    /// A cluster initialised by initdb or cloned, with its system identifier.
+    Initialised { system_id: u64 },
+    /// Not empty but not a usable PostgreSQL data directory. Never touched automatically.
+    Foreign,
+}
+
+/// The observed state of the local PostgreSQL, refreshed every HA cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PgStatus {
+    /// Accepting connections.
+    pub running: bool,
+    /// `pg_is_in_recovery()`; false when not running.
+    pub in_recovery: bool,
+    /// Current timeline (from `pg_control_checkpoint()` on a primary, received timeline on a
+    /// replica); 0 when unknown.
+    pub timeline: u32,
+    /// Primary: `pg_current_wal_lsn()`. Replica: the highest of received and replayed.
+    pub wal_position: Option<Lsn>,
+    /// Replica: `pg_last_wal_replay_lsn()`.
+    pub replayed: Option<Lsn>,
+    /// Replica: whether a WAL receiver is streaming.
+    pub streaming: bool,
+    /// Some parameter changed that needs a restart (`pg_settings.pending_restart`).
+    pub pending_restart: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips_in_postgres_notation() {
+        for (text, value) in [
+            ("0/0", 0u64),
+            ("0/3000060", 0x3000060),
+            ("16/B374D848", 0x16_B374_D848),
+        ] {
+            let lsn: Lsn = text.parse().unwrap();
+            assert_eq!(lsn.0, value);
+            assert_eq!(lsn.to_string(), text);
+        }
+        for bad in ["", "0", "x/1", "1/", "100000000/0"] {
+            assert!(bad.parse::<Lsn>().is_err(), "{bad}");
+        }
+        assert_eq!(Lsn(10).bytes_after(Lsn(4)), 6);
+        assert_eq!(Lsn(4).bytes_after(Lsn(10)), 0);
+    }
+}

@@ -1,0 +1,150 @@
+//! PostgreSQL supervision on real PostgreSQL: bootstrap, streaming replicas, failover.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, require_postgres, TestCluster};
+
+/// Formation, initdb and two base backups.
+const FORMATION: Duration = Duration::from_secs(60);
+/// From a lost primary to a writable new one.
+const FAILOVER: Duration = Duration::from_secs(20);
+
+/// The index of the one member whose PostgreSQL is writable, if exactly one is.
+fn writable(cluster: &TestCluster) -> Result<usize, String> {
+    let mut found = Vec::new();
+    let mut seen = Vec::new();
+    for i in cluster.running() {
+        let answer = cluster.node(i).sql("select pg_is_in_recovery()");
+        if answer.as_deref() == Ok("f") {
+            found.push(i);
+        }
+        seen.push(format!("n{i}: {answer:?}"));
+    }
+    match found.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(format!("writable members {found:?}; {}", seen.join(", "))),
+    }
+}
+
+fn replicas_streaming(cluster: &TestCluster, primary: usize) -> Result<(), String> {
+    let slots = cluster
+        .node(primary)
+        .sql("select count(*) from pg_replication_slots where active")?;
+    let expected = (cluster.running().len() - 1).to_string();
+    if slots != expected {
+        return Err(format!(
+            "{slots} active slots on n{primary}, want {expected}"
+        ));
+    }
+    for i in cluster.running().into_iter().filter(|&i| i != primary) {
+        let status = cluster
+            .node(i)
+            .sql("select status from pg_stat_wal_receiver")?;
+        if status != "streaming" {
+            return Err(format!("n{i} wal receiver: {status:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn three_members_form_one_primary_and_two_streaming_replicas() {
+    if !require_postgres() {
+        return;
+    }
+    let started = Instant::now();
+    let cluster = TestCluster::start_with_postgres(3);
+    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "two replicas stream through their slots", || {
+        replicas_streaming(&cluster, primary)
+    });
+    eprintln!("healthy three-member cluster after {:?}", started.elapsed());
+    // The lease holder is the writable member.
+    let view = cluster.node(1).list();
+    let holder = view["lease"]["holder"].as_u64().expect("a lease holder");
+    assert_eq!(cluster.index_of_id(&view, holder), primary);
+
+    let p = cluster.node(primary);
+    p.sql("create table t (v int primary key)").unwrap();
+    p.sql("insert into t values (1), (2)").unwrap();
+    for i in cluster.running().into_iter().filter(|&i| i != primary) {
+        eventually(
+            Duration::from_secs(10),
+            &format!("n{i} has the rows"),
+            || match cluster.node(i).sql("select count(*) from t").as_deref() {
+                Ok("2") => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        // A replica refuses writes.
+        assert!(cluster.node(i).sql("insert into t values (3)").is_err());
+    }
+}
+
+#[test]
+fn a_replica_is_promoted_when_the_primary_host_is_lost() {
+    if !require_postgres() {
+        return;
+    }
+    let mut cluster = TestCluster::start_with_postgres(3);
+    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "replicas stream", || {
+        replicas_streaming(&cluster, old)
+    });
+    cluster
+        .node(old)
+        .sql("create table t (v int primary key)")
+        .unwrap();
+    cluster.node(old).sql("insert into t values (1)").unwrap();
+    let survivors: Vec<usize> = cluster
+        .running()
+        .into_iter()
+        .filter(|&i| i != old)
+        .collect();
+    for &i in &survivors {
+        eventually(
+            Duration::from_secs(10),
+            "the row reaches the replicas",
+            || match cluster.node(i).sql("select count(*) from t").as_deref() {
+                Ok("1") => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+
+    // Host loss: the daemon and its PostgreSQL die together (one process group).
+    let killed = Instant::now();
+    cluster.node_mut(old).kill();
+    let new = eventually(FAILOVER, "a survivor accepts a write", || {
+        for &i in &survivors {
+            if cluster.node(i).sql("insert into t values (2)").is_ok() {
+                return Ok(i);
+            }
+        }
+        Err("no survivor accepts writes yet".to_string())
+    });
+    eprintln!(
+        "failover: first write on n{new} {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(writable(&cluster), Ok(new), "exactly one writable member");
+
+    let other = *survivors.iter().find(|&&i| i != new).unwrap();
+    eventually(
+        FAILOVER,
+        "the other survivor follows the new primary",
+        || match cluster.node(other).sql("select count(*) from t").as_deref() {
+            Ok("2") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(
+        cluster
+            .node(other)
+            .sql("select pg_is_in_recovery()")
+            .as_deref(),
+        Ok("t")
+    );
+}
