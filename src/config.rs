@@ -47,6 +47,22 @@ pub struct FileConfig {
     pub log: LogSection,
     /// Absent: this member runs no PostgreSQL (a Raft-only witness).
     pub postgresql: Option<PostgresqlSection>,
+    /// Patroni's member tags.
+    #[serde(default)]
+    pub tags: TagsSection,
+}
+
+/// `[tags]`: like Patroni's. Kept apart from `cluster::Tags` so that the file refuses unknown
+/// keys while the replicated type stays readable across versions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagsSection {
+    /// Never promote this member.
+    pub nofailover: Option<bool>,
+    /// Keep this member out of reader load balancing.
+    pub noloadbalance: Option<bool>,
+    /// Higher wins among equally advanced candidates; 0 means never promote.
+    pub failover_priority: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +179,8 @@ pub struct NodeConfig {
     pub log_level: String,
     /// The PostgreSQL this member supervises; `None` for a witness.
     pub postgresql: Option<PostgresqlConfig>,
+    /// This member's tags, published in the cluster state.
+    pub tags: crate::cluster::Tags,
 }
 
 /// The validated `[postgresql]` section.
@@ -322,6 +340,17 @@ impl NodeConfig {
             log_format: file.log.format.unwrap_or(LogFormat::Human),
             log_level: level,
             postgresql,
+            tags: {
+                let default = crate::cluster::Tags::default();
+                crate::cluster::Tags {
+                    nofailover: file.tags.nofailover.unwrap_or(default.nofailover),
+                    noloadbalance: file.tags.noloadbalance.unwrap_or(default.noloadbalance),
+                    failover_priority: file
+                        .tags
+                        .failover_priority
+                        .unwrap_or(default.failover_priority),
+                }
+            },
         })
     }
 }
@@ -426,6 +455,7 @@ mod tests {
             ),
             ("relative state dir", "[node]\nname=\"a\"\nstate_dir=\"x\"", "absolute path"),
             ("bad name", "[node]\nname=\"a b\"", "letters, digits"),
+            ("unknown tag", "[tags]\nnofailver = true", "unknown field `nofailver`"),
             (
                 "election too short",
                 "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:1\"\n[api]\nlisten=\"127.0.0.1:2\"\n[raft]\nelection_timeout_min=\"150ms\"",

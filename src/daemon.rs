@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
-use crate::cluster::{Command, CommandResult, Member, Tags};
+use crate::cluster::{Command, CommandResult, Member};
 use crate::config::NodeConfig;
 use crate::config::PostgresqlConfig;
 use crate::ha;
@@ -134,12 +134,14 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // The HA loop stops on its own token so that the daemon can wait for it (it stops
     // PostgreSQL and releases the lease) before the servers go away.
     let ha_shutdown = CancellationToken::new();
+    let peer_statuses = peers::spawn_poller(handle.clone(), serve_shutdown.clone());
+    let local_status_for_api = local_status.subscribe();
     let ha_task = postgres.map(|postgres| {
         let deps = ha::Deps {
             handle: handle.clone(),
             postgres,
             lease_clock: lease_clock.clone(),
-            peers: peers::spawn_poller(handle.clone(), serve_shutdown.clone()),
+            peers: peer_statuses.clone(),
             local_status,
         };
         tokio::spawn(ha::run(deps, ha_shutdown.clone()))
@@ -156,6 +158,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             admin_token,
             ca_sha256: tls::ca_sha256_hex(identity.ca_pem())?,
             name: config.name.clone(),
+            local_status: local_status_for_api,
+            peer_statuses,
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {
@@ -276,7 +280,7 @@ async fn bootstrap(
             peer_addr: config.peer_advertise.clone(),
             api_addr: config.api_advertise.clone(),
             pg_addr: pg_advertise(&config),
-            tags: Tags::default(),
+            tags: config.tags.clone(),
         },
         token: plan.token,
     };
@@ -354,6 +358,7 @@ async fn update_member_record(handle: RaftHandle, config: NodeConfig, shutdown: 
                 peer_addr: config.peer_advertise.clone(),
                 api_addr: config.api_advertise.clone(),
                 pg_addr: pg_advertise(&config),
+                tags: config.tags.clone(),
                 ..member.clone()
             };
             if wanted == member {

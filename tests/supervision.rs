@@ -148,3 +148,124 @@ fn a_replica_is_promoted_when_the_primary_host_is_lost() {
         Ok("t")
     );
 }
+
+#[test]
+fn postgres_killed_on_the_primary_is_restarted_in_place() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = TestCluster::start_with_postgres(3);
+    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    let epoch = cluster.node(1).list()["lease"]["epoch"].as_u64().unwrap();
+    let pid = cluster
+        .node(primary)
+        .postmaster_pid()
+        .expect("postmaster.pid");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    eventually(FAILOVER, "the same member is writable again", || {
+        let now = cluster.node(primary).postmaster_pid();
+        match (
+            now,
+            cluster
+                .node(primary)
+                .sql("select pg_is_in_recovery()")
+                .as_deref(),
+        ) {
+            (Some(new_pid), Ok("f")) if new_pid != pid => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    eprintln!("restarted in place after {:?}", killed.elapsed());
+    // Same tenure: nobody took over.
+    let view = cluster.node(1).list();
+    assert_eq!(view["lease"]["epoch"].as_u64(), Some(epoch), "{view}");
+    assert_eq!(writable(&cluster), Ok(primary));
+}
+
+#[test]
+fn a_replica_tagged_nofailover_is_never_promoted() {
+    if !require_postgres() {
+        return;
+    }
+    // n2 and n3 both carry nofailover: with n1 gone nobody may be promoted.
+    let mut cluster =
+        TestCluster::start_with_postgres_tagged(3, &[2, 3], "[tags]\nnofailover = true\n");
+    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    assert_eq!(primary, 1, "only n1 may be primary");
+    eventually(FORMATION, "replicas stream", || {
+        replicas_streaming(&cluster, 1)
+    });
+    cluster.node_mut(1).kill();
+    // Several ttls (2 s each) pass without any promotion, and the survivors say why.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        for i in [2, 3] {
+            assert_eq!(
+                cluster.node(i).sql("select pg_is_in_recovery()").as_deref(),
+                Ok("t"),
+                "n{i} must stay a replica"
+            );
+        }
+        std::thread::park_timeout(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&cluster.node(2).log_path).unwrap();
+    assert!(
+        log.contains("nofailover"),
+        "n2's log says why it is not promoted"
+    );
+}
+
+#[test]
+fn the_old_primary_rejoins_on_the_new_timeline_after_a_failover() {
+    if !require_postgres() {
+        return;
+    }
+    let mut cluster = TestCluster::start_with_postgres(3);
+    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "replicas stream", || {
+        replicas_streaming(&cluster, old)
+    });
+    cluster
+        .node(old)
+        .sql("create table t (v int primary key)")
+        .unwrap();
+    cluster.node_mut(old).kill();
+    let survivors: Vec<usize> = cluster.running();
+    let new = eventually(FAILOVER, "a survivor accepts a write", || {
+        for &i in &survivors {
+            if cluster.node(i).sql("insert into t values (1)").is_ok() {
+                return Ok(i);
+            }
+        }
+        Err("no survivor accepts writes yet".to_string())
+    });
+    // The old primary's host comes back with its data.
+    cluster.node_mut(old).start();
+    eventually(
+        FORMATION,
+        "the old primary streams from the new one",
+        || {
+            let node = cluster.node(old);
+            match (
+                node.sql("select pg_is_in_recovery()").as_deref(),
+                node.sql("select count(*) from t").as_deref(),
+                node.sql("select status from pg_stat_wal_receiver")
+                    .as_deref(),
+            ) {
+                (Ok("t"), Ok("1"), Ok("streaming")) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    let timeline = cluster
+        .node(old)
+        .sql("select received_tli from pg_stat_wal_receiver")
+        .unwrap();
+    assert!(
+        timeline.parse::<u32>().unwrap() >= 2,
+        "on the new timeline: {timeline}"
+    );
+    assert_eq!(writable(&cluster), Ok(new));
+}

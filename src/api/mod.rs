@@ -2,24 +2,40 @@
 //! endpoints that change the cluster, which need `Authorization: Bearer <admin token>` (the
 //! token is in the node's state directory, readable only by the daemon's user).
 //!
-//! Read-only handlers serve this node's committed view; changes are proposed through Raft
-//! like everything else. Errors are one JSON shape: `{"error": "..."}`.
+//! Read-only handlers serve this node's committed view and the statuses it knows (its own
+//! from the HA loop, the others' from the status exchange); changes are proposed through
+//! Raft like everything else. Errors are one JSON shape: `{"error": "..."}`.
+//!
+//! Open: the Patroni-compatible health checks (see [`health`], GET, HEAD and OPTIONS),
+//! `/liveness`, `/cluster`, `/metrics` (see [`metrics`]) and `/history`.
+
+pub mod health;
+pub mod metrics;
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Command, CommandResult, JoinToken, Lease};
+use crate::cluster::{Command, CommandResult, JoinToken, Lease, Member, NodeId, Tags};
+use crate::ha::PeerStatus;
 use crate::lease::LeaseClock;
+use crate::peers::PeerStatuses;
+use crate::postgres::{Lsn, PgStatus};
+use crate::raft::ClusterView;
 use crate::raft::RaftHandle;
 use crate::secret::Secret;
 
@@ -31,6 +47,10 @@ pub struct AppState {
     pub admin_token: Secret<String>,
     pub ca_sha256: String,
     pub name: String,
+    /// This member's own status (None for a witness, or before the first HA cycle).
+    pub local_status: watch::Receiver<Option<PeerStatus>>,
+    /// The other members' statuses with the instant each answer arrived.
+    pub peer_statuses: watch::Receiver<Arc<PeerStatuses>>,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -39,9 +59,18 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/liveness", get(liveness))
+    let mut app = Router::new();
+    for (path, endpoint) in health::Endpoint::PATHS {
+        app = app.route(path, health_route(*endpoint));
+    }
+    let app = app
+        .route(
+            "/liveness",
+            get(liveness).options(|state| async { liveness(state).await.status() }),
+        )
         .route("/cluster", get(cluster))
+        .route("/metrics", get(metrics))
+        .route("/history", get(history))
         .route("/admin/lease/{action}", post(lease))
         .route("/admin/members/{name}", delete(remove_member))
         .route("/admin/tokens", post(create_token))
@@ -102,6 +131,105 @@ async fn liveness(State(state): State<AppState>) -> Response {
     }
 }
 
+/// What the read-only handlers look at, taken once per request so that one answer is
+/// consistent with itself.
+struct Snapshot {
+    me: NodeId,
+    view: Arc<ClusterView>,
+    /// Every member's PostgreSQL status known now (see [`health::known_statuses`]).
+    statuses: BTreeMap<NodeId, PgStatus>,
+    /// The lease holder's WAL position, if it is a running primary with a fresh status.
+    primary_position: Option<Lsn>,
+}
+
+impl Snapshot {
+    fn take(state: &AppState) -> Snapshot {
+        let me = NodeId(state.handle.id());
+        let view = state.handle.view().borrow().clone();
+        let local = state.local_status.borrow().clone();
+        let peers = state.peer_statuses.borrow().clone();
+        let statuses =
+            health::known_statuses(local.as_ref(), &peers, &view.state.config, Instant::now());
+        let primary_position = health::primary_position(view.state.lease.as_ref(), &statuses);
+        Snapshot {
+            me,
+            view,
+            statuses,
+            primary_position,
+        }
+    }
+
+    fn health_input(&self, name: &str) -> health::HealthInput {
+        let member = self.view.state.member(self.me);
+        health::HealthInput {
+            me: self.me,
+            name: name.to_string(),
+            witness: member.is_some_and(is_witness),
+            pg: self.statuses.get(&self.me).cloned(),
+            lease: self.view.state.lease,
+            tags: member.map(|m| m.tags.clone()).unwrap_or_default(),
+            primary_position: self.primary_position,
+            maximum_lag_on_failover: self.view.state.config.maximum_lag_on_failover,
+        }
+    }
+}
+
+/// A member without PostgreSQL (it registered no PostgreSQL address).
+fn is_witness(member: &Member) -> bool {
+    member.pg_addr.is_empty()
+}
+
+/// The route of one health check: GET answers the status code and the status document,
+/// HEAD (axum drops the body) and OPTIONS the status code only, as HAProxy's
+/// `option httpchk OPTIONS /primary` expects.
+fn health_route(endpoint: health::Endpoint) -> MethodRouter<AppState> {
+    let answer = move |state: AppState, query: Vec<(String, String)>| {
+        let input = Snapshot::take(&state).health_input(&state.name);
+        health::check(endpoint, &query, &input)
+    };
+    get(
+        move |State(state): State<AppState>, Query(query): Query<Vec<(String, String)>>| async move {
+            let (code, body) = answer(state, query);
+            (code, Json(body))
+        },
+    )
+    .options(
+        move |State(state): State<AppState>, Query(query): Query<Vec<(String, String)>>| async move {
+            answer(state, query).0
+        },
+    )
+}
+
+/// `GET /metrics`: Prometheus text format (see [`metrics`]).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snapshot = Snapshot::take(&state);
+    let raft = state.handle.metrics();
+    let health = snapshot.health_input(&state.name);
+    let cluster = &snapshot.view.state;
+    let input = metrics::MetricsInput {
+        cluster_id: cluster.cluster_id.clone(),
+        name: state.name.clone(),
+        raft_term: raft.current_term,
+        raft_leader: raft.current_leader == Some(snapshot.me.0),
+        lease_epoch: cluster.lease.map_or(cluster.last_epoch, |l| l.epoch).0,
+        lease_holder: cluster.lease.is_some_and(|l| l.holder == snapshot.me),
+        members: cluster.members.len(),
+        replication_lag: health.replica_lag(),
+        pg: health.pg,
+    };
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&input),
+    )
+        .into_response()
+}
+
+/// `GET /history`: Patroni's timeline history. No timeline history is recorded yet, so the
+/// list is empty.
+async fn history() -> Json<serde_json::Value> {
+    Json(json!([]))
+}
+
 /// One member in `/cluster`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MemberReport {
@@ -109,9 +237,32 @@ pub struct MemberReport {
     pub name: String,
     pub peer_addr: String,
     pub api_addr: String,
+    /// Where clients and replicas reach its PostgreSQL; empty for a witness.
+    #[serde(default)]
+    pub pg_addr: String,
     /// `leader`, `voter` or `learner` in Raft; `registered` if not (yet) in Raft membership.
     pub raft_role: String,
     pub lease_holder: bool,
+    /// As `patronictl list`: `Leader` for the lease holder, `Replica`, `Sync Standby`
+    /// (reserved: no synchronous set is recorded yet); `Primary (no lease)` for a writable
+    /// PostgreSQL without the lease; empty for a witness.
+    #[serde(default)]
+    pub role: String,
+    /// `running`, `streaming` (a replica receiving WAL), `stopped`, or `unknown` when the
+    /// answering member has no fresh status of it; empty for a witness.
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub timeline: Option<u32>,
+    /// How far the member's received WAL is behind the lease holder's position, in MiB with
+    /// one decimal (the measure `maximum_lag_on_failover` uses); null for the holder, a
+    /// witness, or when a position is unknown.
+    #[serde(default)]
+    pub lag_mb: Option<f64>,
+    #[serde(default)]
+    pub pending_restart: bool,
+    #[serde(default)]
+    pub tags: Tags,
 }
 
 /// The body of `GET /cluster`, as seen by the answering member.
@@ -125,12 +276,62 @@ pub struct ClusterReport {
     pub leader: Option<u64>,
     pub last_applied: Option<u64>,
     pub lease: Option<Lease>,
+    /// The epoch of the current lease, or of the last one when it is free.
+    #[serde(default)]
+    pub lease_epoch: u64,
     pub members: Vec<MemberReport>,
+}
+
+/// Role, state, timeline, lag and pending restart of `member` from its status `pg` (`None`:
+/// no fresh status), against the holder's position `primary_position`.
+fn describe_member(
+    member: &Member,
+    raft_role: &str,
+    lease_holder: bool,
+    pg: Option<&PgStatus>,
+    primary_position: Option<Lsn>,
+) -> MemberReport {
+    let (role, state) = match pg {
+        _ if is_witness(member) => ("", ""),
+        _ if lease_holder => ("Leader", pg_state(pg)),
+        Some(pg) if pg.running && !pg.in_recovery => ("Primary (no lease)", "running"),
+        _ => ("Replica", pg_state(pg)),
+    };
+    let running = pg.filter(|pg| pg.running && !is_witness(member));
+    let lag_mb = running
+        .filter(|pg| pg.in_recovery && !lease_holder)
+        .and_then(|pg| Some(primary_position?.bytes_after(pg.wal_position?)))
+        .map(|bytes| (bytes as f64 / (1u64 << 20) as f64 * 10.0).round() / 10.0);
+    MemberReport {
+        id: member.id.0,
+        name: member.name.clone(),
+        peer_addr: member.peer_addr.clone(),
+        api_addr: member.api_addr.clone(),
+        pg_addr: member.pg_addr.clone(),
+        raft_role: raft_role.into(),
+        lease_holder,
+        role: role.into(),
+        state: state.into(),
+        timeline: running.map(|pg| pg.timeline).filter(|tl| *tl != 0),
+        lag_mb,
+        pending_restart: running.is_some_and(|pg| pg.pending_restart),
+        tags: member.tags.clone(),
+    }
+}
+
+fn pg_state(pg: Option<&PgStatus>) -> &'static str {
+    match pg {
+        None => "unknown",
+        Some(pg) if !pg.running => "stopped",
+        Some(pg) if pg.in_recovery && pg.streaming => "streaming",
+        Some(_) => "running",
+    }
 }
 
 async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
     let metrics = state.handle.metrics();
-    let view = state.handle.view().borrow().clone();
+    let snapshot = Snapshot::take(&state);
+    let view = &snapshot.view;
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let members = view
@@ -148,14 +349,13 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
             } else {
                 "registered"
             };
-            MemberReport {
-                id,
-                name: m.name.clone(),
-                peer_addr: m.peer_addr.clone(),
-                api_addr: m.api_addr.clone(),
-                raft_role: raft_role.into(),
-                lease_holder: view.state.lease.as_ref().is_some_and(|l| l.holder == m.id),
-            }
+            describe_member(
+                m,
+                raft_role,
+                view.state.lease.as_ref().is_some_and(|l| l.holder == m.id),
+                snapshot.statuses.get(&m.id),
+                snapshot.primary_position,
+            )
         })
         .collect();
     Json(ClusterReport {
@@ -166,6 +366,11 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
         leader: metrics.current_leader,
         last_applied: metrics.last_applied.map(|l| l.index),
         lease: view.state.lease,
+        lease_epoch: view
+            .state
+            .lease
+            .map_or(view.state.last_epoch, |l| l.epoch)
+            .0,
         members,
     })
 }
@@ -278,4 +483,81 @@ async fn create_token(
         return Err(ApiError(StatusCode::CONFLICT, rejection.to_string()));
     }
     Ok((StatusCode::OK, Json(json!({ "token": token.to_string() }))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(pg_addr: &str) -> Member {
+        Member {
+            id: NodeId(2),
+            name: "n2".into(),
+            peer_addr: "10.0.0.2:7400".into(),
+            api_addr: "10.0.0.2:8008".into(),
+            pg_addr: pg_addr.into(),
+            tags: Tags::default(),
+        }
+    }
+
+    fn pg(in_recovery: bool, streaming: bool, position: u64) -> PgStatus {
+        PgStatus {
+            running: true,
+            in_recovery,
+            timeline: 1,
+            wal_position: Some(Lsn(position)),
+            replayed: in_recovery.then_some(Lsn(position)),
+            streaming,
+            pending_restart: false,
+        }
+    }
+
+    #[test]
+    fn members_are_described_as_patronictl_list_does() {
+        const MB: u64 = 1 << 20;
+        let primary = Some(Lsn(100 * MB));
+        let stopped = PgStatus::default();
+        let restart = PgStatus {
+            pending_restart: true,
+            ..pg(true, true, 100 * MB)
+        };
+        /// role, state, timeline, lag_mb, pending_restart
+        type Row<'a> = (&'a str, &'a str, Option<u32>, Option<f64>, bool);
+        /// name, pg_addr, lease holder, status, holder's position, expected
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            bool,
+            Option<PgStatus>,
+            Option<Lsn>,
+            Row<'a>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("holder, writable", "pg:5432", true, Some(pg(false, false, 100 * MB)), primary, ("Leader", "running", Some(1), None, false)),
+            ("holder, crashed", "pg:5432", true, Some(stopped.clone()), None, ("Leader", "stopped", None, None, false)),
+            ("holder, no status", "pg:5432", true, None, None, ("Leader", "unknown", None, None, false)),
+            ("streaming replica", "pg:5432", false, Some(pg(true, true, 100 * MB)), primary, ("Replica", "streaming", Some(1), Some(0.0), false)),
+            ("replica 2.5 MB behind", "pg:5432", false, Some(pg(true, true, 97 * MB + MB / 2)), primary, ("Replica", "streaming", Some(1), Some(2.5), false)),
+            ("replica not streaming", "pg:5432", false, Some(pg(true, false, 100 * MB)), primary, ("Replica", "running", Some(1), Some(0.0), false)),
+            ("replica, holder unknown", "pg:5432", false, Some(pg(true, true, 100 * MB)), None, ("Replica", "streaming", Some(1), None, false)),
+            ("replica needing a restart", "pg:5432", false, Some(restart.clone()), primary, ("Replica", "streaming", Some(1), Some(0.0), true)),
+            ("stopped replica", "pg:5432", false, Some(stopped.clone()), primary, ("Replica", "stopped", None, None, false)),
+            ("silent member", "pg:5432", false, None, primary, ("Replica", "unknown", None, None, false)),
+            ("writable without the lease", "pg:5432", false, Some(pg(false, false, 100 * MB)), primary, ("Primary (no lease)", "running", Some(1), None, false)),
+            ("witness", "", false, None, primary, ("", "", None, None, false)),
+            ("witness holding the lease", "", true, None, primary, ("", "", None, None, false)),
+        ];
+        for (name, pg_addr, holder, status, position, want) in cases {
+            let m = describe_member(&member(pg_addr), "voter", holder, status.as_ref(), position);
+            let got = (
+                m.role.as_str(),
+                m.state.as_str(),
+                m.timeline,
+                m.lag_mb,
+                m.pending_restart,
+            );
+            assert_eq!(got, want, "{name}");
+        }
+    }
 }

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::api::ClusterReport;
+use crate::api::{ClusterReport, MemberReport};
+use crate::cluster::Tags;
 use crate::config::NodeConfig;
 
 pub fn line(text: &str) {
@@ -40,48 +41,48 @@ pub fn config_ok(config: &NodeConfig) {
     );
 }
 
-/// A `patronictl list`-style table: one row per member.
+/// A `patronictl list`-style table, one row per member:
+///
+/// ```text
+/// + Cluster: 7f3a… (lease epoch 3, raft term 2) as seen by n2 +
+/// +--------+----------------+---------+-----------+----+-----------+-----------------+--------+------+
+/// | Member | Host           | Role    | State     | TL | Lag in MB | Pending restart | Raft   | Tags |
+/// ```
+///
+/// Host is the member's PostgreSQL address, or its peer address for a witness. Lag is
+/// empty for the leader and `unknown` for a replica whose lag cannot be computed.
 pub fn cluster_table(report: &ClusterReport) {
-    let lease = match &report.lease {
-        Some(l) => format!(
-            "held by node {} (epoch {}, renewal {})",
-            l.holder, l.epoch, l.seq
-        ),
-        None => "free".to_string(),
-    };
-    println!(
-        "+ Cluster: {} (term {}, lease {}) as seen by {} +",
+    println!("{}", render_cluster_table(report));
+}
+
+fn render_cluster_table(report: &ClusterReport) -> String {
+    let mut out = format!(
+        "+ Cluster: {} (lease epoch {}, raft term {}) as seen by {} +\n",
         if report.cluster_id.is_empty() {
             "-"
         } else {
             &report.cluster_id
         },
+        report.lease_epoch,
         report.term,
-        lease,
         report.answered_by
     );
-    let rows: Vec<[String; 5]> = report
-        .members
-        .iter()
-        .map(|m| {
-            [
-                m.name.clone(),
-                m.id.to_string(),
-                m.peer_addr.clone(),
-                m.raft_role.clone(),
-                if m.lease_holder {
-                    "*".into()
-                } else {
-                    String::new()
-                },
-            ]
-        })
-        .collect();
-    let header = ["Member", "Id", "Peer", "Raft", "Lease"];
+    let rows: Vec<[String; 9]> = report.members.iter().map(member_row).collect();
+    let header = [
+        "Member",
+        "Host",
+        "Role",
+        "State",
+        "TL",
+        "Lag in MB",
+        "Pending restart",
+        "Raft",
+        "Tags",
+    ];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count());
         }
     }
     let sep: String = widths
@@ -97,11 +98,108 @@ pub fn cluster_table(report: &ClusterReport) {
             .collect::<Vec<_>>()
             .join("|")
     };
-    println!("+{sep}+");
-    println!("|{}|", fmt_row(&header.map(String::from)));
-    println!("+{sep}+");
+    out += &format!("+{sep}+\n");
+    out += &format!("|{}|\n", fmt_row(&header.map(String::from)));
+    out += &format!("+{sep}+\n");
     for row in &rows {
-        println!("|{}|", fmt_row(row));
+        out += &format!("|{}|\n", fmt_row(row));
     }
-    println!("+{sep}+");
+    out += &format!("+{sep}+");
+    out
+}
+
+fn member_row(m: &MemberReport) -> [String; 9] {
+    let witness = m.pg_addr.is_empty();
+    let lag = match m.lag_mb {
+        Some(mb) => format!("{mb:.1}"),
+        None if !witness && !m.lease_holder && m.state != "stopped" => "unknown".into(),
+        None => String::new(),
+    };
+    let defaults = Tags::default();
+    let mut tags = Vec::new();
+    if m.tags.nofailover != defaults.nofailover {
+        tags.push(format!("nofailover: {}", m.tags.nofailover));
+    }
+    if m.tags.noloadbalance != defaults.noloadbalance {
+        tags.push(format!("noloadbalance: {}", m.tags.noloadbalance));
+    }
+    if m.tags.failover_priority != defaults.failover_priority {
+        tags.push(format!("failover_priority: {}", m.tags.failover_priority));
+    }
+    [
+        m.name.clone(),
+        if witness {
+            m.peer_addr.clone()
+        } else {
+            m.pg_addr.clone()
+        },
+        m.role.clone(),
+        m.state.clone(),
+        m.timeline.map(|tl| tl.to_string()).unwrap_or_default(),
+        lag,
+        if m.pending_restart { "*" } else { "" }.into(),
+        m.raft_role.clone(),
+        tags.join(", "),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, role: &str, state: &str, lag_mb: Option<f64>) -> MemberReport {
+        MemberReport {
+            id: 1,
+            name: name.into(),
+            peer_addr: format!("{name}:7400"),
+            api_addr: format!("{name}:8008"),
+            pg_addr: if role.is_empty() {
+                String::new()
+            } else {
+                format!("{name}:5432")
+            },
+            raft_role: "voter".into(),
+            lease_holder: role == "Leader",
+            role: role.into(),
+            state: state.into(),
+            timeline: (!role.is_empty() && state != "stopped").then_some(1),
+            lag_mb,
+            pending_restart: false,
+            tags: Tags::default(),
+        }
+    }
+
+    #[test]
+    fn the_table_reads_like_patronictl_list() {
+        let mut replica = member("n2", "Replica", "streaming", Some(0.0));
+        replica.pending_restart = true;
+        replica.tags.nofailover = true;
+        let report = ClusterReport {
+            cluster_id: "c1".into(),
+            answered_by: "n2".into(),
+            raft_state: "Follower".into(),
+            term: 2,
+            leader: Some(1),
+            last_applied: Some(10),
+            lease: None,
+            lease_epoch: 3,
+            members: vec![
+                member("n1", "Leader", "running", None),
+                replica,
+                member("n3", "Replica", "streaming", None),
+                member("w", "", "", None),
+            ],
+        };
+        let expected = "\
++ Cluster: c1 (lease epoch 3, raft term 2) as seen by n2 +
++--------+---------+---------+-----------+----+-----------+-----------------+-------+------------------+
+| Member | Host    | Role    | State     | TL | Lag in MB | Pending restart | Raft  | Tags             |
++--------+---------+---------+-----------+----+-----------+-----------------+-------+------------------+
+| n1     | n1:5432 | Leader  | running   | 1  |           |                 | voter |                  |
+| n2     | n2:5432 | Replica | streaming | 1  | 0.0       | *               | voter | nofailover: true |
+| n3     | n3:5432 | Replica | streaming | 1  | unknown   |                 | voter |                  |
+| w      | w:7400  |         |           |    |           |                 | voter |                  |
++--------+---------+---------+-----------+----+-----------+-----------------+-------+------------------+";
+        assert_eq!(render_cluster_table(&report), expected);
+    }
 }

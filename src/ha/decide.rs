@@ -69,6 +69,9 @@ pub enum Decision {
     /// Running replica whose upstream is not the holder, and the holder runs a writable
     /// primary: re-point to it.
     Follow { leader: NodeId },
+    /// My data directory was last a primary's and `source` (the holder) now runs a writable
+    /// primary: stop, rewind from it with pg_rewind, and start following it.
+    Rewind { source: NodeId },
     /// The lease is free or expired, a database exists, I am a running replica and the
     /// healthiest eligible member: take the lease (compare-and-set on `expected`; `None`
     /// when free).
@@ -340,6 +343,23 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
             "data directory belongs to another database (system id {system_id}, the cluster's \
              is {db}); it needs `pgquorum reinit`"
         ));
+    }
+    if let Some(reason) = &obs.rejoin_blocked {
+        return wait(format!(
+            "cannot rejoin automatically: {reason}; the data directory is left as it is \
+             (see `pgquorum reinit`)"
+        ));
+    }
+    if obs.needs_rewind {
+        if let Some(source) = primary {
+            let text = format!(
+                "data directory was last a primary's; rewinding from {} (lease epoch {}) \
+                 before following it",
+                name(obs, source),
+                epoch(obs)
+            );
+            return say(obs, Decision::Rewind { source }, text);
+        }
     }
     if !obs.pg.running {
         let upstream = match primary {

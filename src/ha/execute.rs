@@ -12,12 +12,17 @@ use tokio::time::Instant;
 
 use super::{Decision, HolderClock, Observation};
 use crate::cluster::{Command, CommandResult, NodeId};
-use crate::postgres::{ConfigChange, DataDir, Postgres, Role, StopMode, Upstream};
+use crate::postgres::{
+    ConfigChange, DataDir, Error as PgError, Postgres, Role, StopMode, Upstream,
+};
 use crate::raft::RaftHandle;
 
 /// How long PostgreSQL may take to start or stop before the action counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait before trying again a rewind that failed without touching anything
+/// (the source unreachable, a password not yet replicated).
+const REWIND_RETRY: Duration = Duration::from_secs(5);
 
 /// The name of the replication slot of member `id` on the primary.
 pub fn slot_name(id: NodeId) -> String {
@@ -33,17 +38,81 @@ pub struct Executor {
     following: Option<NodeId>,
     /// The slots last made to exist on our primary; recomputed when membership changes.
     slots: Option<BTreeSet<String>>,
+    /// When a rewind that failed without touching anything may be tried again.
+    rewind_retry_at: Option<Instant>,
 }
 
 impl Executor {
     pub fn new(me: NodeId, handle: RaftHandle, postgres: Arc<Postgres>) -> Self {
-        Self {
+        let executor = Self {
             me,
             handle,
             postgres,
             holder_clock: HolderClock::default(),
             following: None,
             slots: None,
+            rewind_retry_at: None,
+        };
+        // A data directory without standby.signal was last a primary's: whatever it wrote
+        // after the last failover may be missing on the new primary.
+        let data_dir = &executor.postgres.settings().data_dir;
+        if matches!(
+            executor.postgres.data_dir_state(),
+            DataDir::Initialised { .. }
+        ) && !data_dir.join("standby.signal").exists()
+        {
+            executor.set_needs_rewind(true);
+        }
+        executor
+    }
+
+    /// The marker that this data directory must be rewound before following a primary.
+    /// A file next to the data directory, so that a restart of the daemon keeps it.
+    fn rewind_marker(&self) -> std::path::PathBuf {
+        self.postgres
+            .settings()
+            .data_dir
+            .with_extension("needs-rewind")
+    }
+
+    pub fn needs_rewind(&self) -> bool {
+        self.rewind_marker().exists()
+    }
+
+    fn set_needs_rewind(&self, needed: bool) {
+        let marker = self.rewind_marker();
+        let result = if needed {
+            std::fs::write(&marker, b"last used by a primary\n")
+        } else {
+            match std::fs::remove_file(&marker) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(marker = %marker.display(), error = %e, "recording whether a rewind is needed");
+        }
+    }
+
+    /// A file next to the data directory that says why this member may not rejoin on its
+    /// own (a rewind that failed part-way). Kept across restarts; `pgquorum reinit` (or the
+    /// operator) removes it together with the data directory.
+    fn block_marker(&self) -> std::path::PathBuf {
+        self.postgres
+            .settings()
+            .data_dir
+            .with_extension("rejoin-blocked")
+    }
+
+    pub fn rejoin_blocked(&self) -> Option<String> {
+        std::fs::read_to_string(self.block_marker())
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    fn block_rejoin(&self, reason: &str) {
+        if let Err(e) = std::fs::write(self.block_marker(), format!("{reason}\n")) {
+            tracing::error!(error = %e, "recording why this member may not rejoin");
         }
     }
 
@@ -98,6 +167,7 @@ impl Executor {
                 })
                 .await?;
                 self.following = None;
+                self.set_needs_rewind(false);
                 self.record_database(obs).await?;
                 tracing::info!("bootstrapped the cluster's database as its first primary");
                 Ok(true)
@@ -126,6 +196,21 @@ impl Executor {
                 })?;
                 self.following = None;
                 self.slots = None;
+                self.set_needs_rewind(false);
+                // Idempotent; makes sure the replication and rewind roles match this
+                // version's expectations, so the old primary can rewind from us.
+                if let Err(e) = self.postgres.create_replication_user().await {
+                    tracing::warn!(error = %e, "refreshing the replication roles after promotion");
+                }
+                // The control file names the new timeline only after a checkpoint, and
+                // pg_rewind on the old primary reads it; checkpoint in the background so the
+                // loop keeps renewing meanwhile.
+                let pg = self.postgres.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pg.execute("CHECKPOINT").await {
+                        tracing::warn!(error = %e, "checkpoint after promotion");
+                    }
+                });
                 tracing::info!(epoch = ?obs.lease.map(|l| l.epoch.0), "promoted to primary");
                 self.renew(obs).await?;
                 self.after_renewal(obs).await?;
@@ -164,6 +249,53 @@ impl Executor {
                     .context("pg_basebackup")?;
                 self.start_replica(Some(*source), obs).await?;
                 Ok(true)
+            }
+            Decision::Rewind { source } => {
+                let upstream = self.upstream(*source, obs)?;
+                if self.postgres.is_running() {
+                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                }
+                tracing::info!(source = %source, "rewinding with pg_rewind");
+                if self.rewind_retry_at.is_some_and(|at| Instant::now() < at) {
+                    return Ok(false);
+                }
+                match self.postgres.rewind(&upstream).await {
+                    Ok(outcome) => {
+                        tracing::info!(?outcome, source = %source, "rewind done");
+                        self.rewind_retry_at = None;
+                        self.set_needs_rewind(false);
+                        self.start_replica(Some(*source), obs).await?;
+                        Ok(true)
+                    }
+                    Err(PgError::RecoveryUnfinished { .. }) => {
+                        // A standby that crashed mid-recovery: pg_rewind cannot finish that
+                        // recovery itself. Let PostgreSQL finish it as a standby, stop it
+                        // cleanly, and rewind on the next cycle.
+                        tracing::info!("finishing crash recovery as a standby before rewinding");
+                        self.postgres
+                            .write_config(&Role::Replica { upstream: None })?;
+                        self.postgres.start(START_TIMEOUT).await?;
+                        self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                        Ok(true)
+                    }
+                    Err(
+                        e @ PgError::RewindFailed {
+                            may_be_damaged: true,
+                            ..
+                        },
+                    ) => {
+                        let reason = format!("pg_rewind from node {source} failed part-way: {e}");
+                        tracing::error!(%reason, "this member stays out of the cluster");
+                        self.block_rejoin(&reason);
+                        Ok(false)
+                    }
+                    Err(e) => {
+                        self.rewind_retry_at = Some(Instant::now() + REWIND_RETRY);
+                        Err(e).with_context(|| {
+                            format!("pg_rewind from node {source}; retrying in {REWIND_RETRY:?}")
+                        })
+                    }
+                }
             }
             Decision::StartReplica { follow } => {
                 self.start_replica(*follow, obs).await?;

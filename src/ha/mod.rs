@@ -162,6 +162,8 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
                 .unwrap_or_default(),
             switchover: view.state.switchover.clone(),
             paused: false,
+            needs_rewind: executor.needs_rewind(),
+            rejoin_blocked: executor.rejoin_blocked(),
         };
         let outcome = decide(&obs);
         if outcome.sentence != last_sentence {

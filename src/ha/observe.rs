@@ -61,6 +61,13 @@ pub struct Observation {
     pub switchover: Option<Switchover>,
     /// Maintenance mode: no automatic actions.
     pub paused: bool,
+    /// My data directory was last used by a primary (no `standby.signal` when the daemon
+    /// started, or fenced since): it may hold WAL a new primary never had, so it must be
+    /// rewound from the new primary before following it.
+    pub needs_rewind: bool,
+    /// Why this member cannot rejoin automatically (a failed rewind), if so. Nothing is
+    /// deleted: the operator decides (`pgquorum reinit`).
+    pub rejoin_blocked: Option<String>,
 }
 
 /// Why a member is not eligible for promotion; shown in logs and `list`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use super::{Error, Lsn, PgStatus, Postgres};
+use super::{Error, Lsn, PgStatus, Postgres, REWIND_USER};
 
 /// Bound on opening a connection (socket connect and startup).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -18,6 +18,15 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prefix of the slots pgquorum manages; others are left alone.
 pub const SLOT_PREFIX: &str = "pgquorum_";
+
+/// What `pg_rewind` calls on the source server: with `EXECUTE` on these a role needs no
+/// superuser rights (PostgreSQL documentation, pg_rewind, "Notes").
+const REWIND_FUNCTIONS: &[&str] = &[
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+];
 
 /// One query that reads everything [`PgStatus`] needs, as text. On a primary the timeline is
 /// that of the WAL file being written (`pg_control_checkpoint()` lags a promotion until the
@@ -109,23 +118,45 @@ impl Postgres {
         }
     }
 
-    /// Creates the replication role, or updates its password, on a running primary. The
-    /// statement carries a SCRAM-SHA-256 verifier computed here (not the password) when the
-    /// password is ASCII, and server logging of the statement is switched off for the
-    /// session, so the password reaches neither the network nor the server log.
+    /// On a running primary, creates (or updates the password of) the replication role and
+    /// [`REWIND_USER`], the role `pg_rewind` uses: same password, `LOGIN` only, plus `EXECUTE`
+    /// on the four file functions pg_rewind calls. Idempotent. Each statement carries a
+    /// SCRAM-SHA-256 verifier computed here (not the password) when the password is ASCII,
+    /// and server logging of statements is switched off for the session, so the password
+    /// reaches neither the network nor the server log. Both roles replicate to the standbys,
+    /// so a promoted standby already has them.
     pub async fn create_replication_user(&self) -> Result<(), Error> {
-        let user = &self.creds.user;
         let client = self.connect().await?;
-        let action = format!("creating or updating role {user}");
         sql(
-            &action,
+            "creating the replication roles",
             client
                 .batch_execute("SET log_statement = 'none'; SET log_min_error_statement = 'panic'"),
         )
         .await?;
+        self.create_role(&client, &self.creds.user, "REPLICATION LOGIN", &[])
+            .await?;
+        self.create_role(
+            &client,
+            REWIND_USER,
+            "LOGIN NOSUPERUSER NOREPLICATION NOCREATEDB NOCREATEROLE",
+            REWIND_FUNCTIONS,
+        )
+        .await
+    }
+
+    /// Creates role `user` with `options` and the replication password, or brings an existing
+    /// one to that state, and grants it `EXECUTE` on `functions`.
+    async fn create_role(
+        &self,
+        client: &Client,
+        user: &str,
+        options: &str,
+        functions: &[&str],
+    ) -> Result<(), Error> {
+        let action = format!("creating or updating role {user}");
         let exists = sql(
             &action,
-            client.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[user]),
+            client.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]),
         )
         .await?
         .is_some();
@@ -136,13 +167,19 @@ impl Postgres {
             password.clone()
         };
         let verb = if exists { "ALTER" } else { "CREATE" };
-        let statement = format!(
-            "{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+        let mut statement = format!(
+            "{verb} ROLE {} WITH {options} PASSWORD {};",
             quote_ident(user),
             quote_literal(&secret)
         );
+        for function in functions {
+            statement.push_str(&format!(
+                "\nGRANT EXECUTE ON FUNCTION {function} TO {};",
+                quote_ident(user)
+            ));
+        }
         sql(&action, client.batch_execute(&statement)).await?;
-        tracing::info!(user = %user, created = !exists, "replication role ready");
+        tracing::info!(user = %user, created = !exists, "role ready");
         Ok(())
     }
 

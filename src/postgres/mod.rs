@@ -6,7 +6,8 @@
 //!                           ├─ bootstrap  data_dir_state, initdb, pg_basebackup (atomic)
 //!                           ├─ conf       pgquorum.conf, pg_hba.conf, standby.signal (pure)
 //!                           ├─ process    postmaster child: start/adopt, stop, is_running
-//!                           └─ client     status, promote, slots, roles over the unix socket
+//!                           ├─ client     status, promote, slots, roles over the unix socket
+//!                           └─ rewind     pg_rewind a former primary onto the new one
 //! ```
 //!
 //! When the daemon runs as root, every PostgreSQL program runs as `Settings::os_user`
@@ -20,6 +21,7 @@ mod bootstrap;
 mod client;
 mod conf;
 mod process;
+mod rewind;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -32,7 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use conf::ConfigChange;
+pub use conf::{ConfigChange, REWIND_USER};
+pub use rewind::RewindOutcome;
 pub use status::{DataDir, Lsn, PgStatus};
 
 use crate::secret::Secret;
@@ -56,7 +59,8 @@ pub struct Settings {
     /// Whom PostgreSQL runs as when the daemon runs as root; ignored otherwise.
     pub os_user: String,
     /// A libpq passfile (0600, owned by `os_user`) written by [`Postgres::new`] with the
-    /// replication password, so no password appears on a command line or in a config file.
+    /// replication password (for the replication role and for [`REWIND_USER`]), so no
+    /// password appears on a command line or in a config file.
     pub passfile: PathBuf,
     /// PostgreSQL's stderr (and stdout) are appended here.
     pub log_file: PathBuf,
@@ -65,7 +69,8 @@ pub struct Settings {
 /// The role replicas (and `pg_basebackup`) authenticate as.
 #[derive(Debug, Clone)]
 pub struct ReplicationCredentials {
-    /// A plain identifier, e.g. `pgquorum_replicator` (checked by [`Postgres::new`]).
+    /// A plain identifier, e.g. `pgquorum_replicator`, other than [`REWIND_USER`] (checked by
+    /// [`Postgres::new`]).
     pub user: String,
     pub password: Secret<String>,
 }
@@ -116,8 +121,8 @@ pub enum Error {
         user: String,
         blocked: PathBuf,
     },
-    #[error("replication user {user:?} is not a plain identifier (letters, digits, underscore)")]
-    BadReplicationUser { user: String },
+    #[error("replication user {user:?} {why}")]
+    BadReplicationUser { user: String, why: &'static str },
     #[error("{action}")]
     Io {
         action: String,
@@ -174,6 +179,25 @@ pub enum Error {
     },
     #[error("promotion did not finish within {waited:?}")]
     PromoteTimedOut { waited: Duration },
+    #[error("{action} in {}: PostgreSQL is running there; stop it first", data_dir.display())]
+    Running {
+        action: &'static str,
+        data_dir: PathBuf,
+    },
+    #[error("pg_rewind of {} from {from} failed ({status}); {}; pg_rewind said:\n{output}", data_dir.display(), rewind::consequence(*may_be_damaged))]
+    RewindFailed {
+        data_dir: PathBuf,
+        /// `host:port` of the source server.
+        from: String,
+        status: String,
+        /// The tail of pg_rewind's output.
+        output: String,
+        /// pg_rewind had reached the point where it changes the data directory: it may be
+        /// unusable now, and only a fresh clone is safe.
+        may_be_damaged: bool,
+    },
+    #[error("cannot rewind {}: it was not shut down cleanly while in recovery (cluster state {state:?}), and pg_rewind cannot finish a standby's recovery itself; start it as a replica until it accepts connections, stop it with a fast shutdown, then rewind. Nothing was changed", data_dir.display())]
+    RecoveryUnfinished { data_dir: PathBuf, state: String },
 }
 
 fn describe(state: &DataDir) -> String {
@@ -224,7 +248,16 @@ impl Postgres {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(Error::BadReplicationUser { user: creds.user });
+            return Err(Error::BadReplicationUser {
+                user: creds.user,
+                why: "is not a plain identifier (letters, digits, underscore)",
+            });
+        }
+        if creds.user == REWIND_USER {
+            return Err(Error::BadReplicationUser {
+                user: creds.user,
+                why: "is reserved for pg_rewind; choose another name",
+            });
         }
         let bin = Binaries::find(settings.bin_dir.as_deref())?;
         let account = if process::is_root() {
@@ -259,8 +292,8 @@ impl Postgres {
             postmaster: Mutex::new(Postmaster::default()),
             lifecycle: tokio::sync::Mutex::new(()),
         };
-        let line = conf::passfile_line(&pg.creds.user, pg.creds.password.expose());
-        pg.write_file(&pg.settings.passfile, line.as_bytes())?;
+        let passfile = conf::passfile(&pg.creds.user, pg.creds.password.expose());
+        pg.write_file(&pg.settings.passfile, passfile.as_bytes())?;
         Ok(pg)
     }
 

@@ -32,7 +32,7 @@ use super::{io_error, Error, Postgres, StopMode};
 const POLL: Duration = Duration::from_millis(50);
 
 /// How much of the server log an error quotes.
-const LOG_TAIL_LINES: usize = 15;
+pub(super) const LOG_TAIL_LINES: usize = 15;
 
 pub use sys::is_root;
 
@@ -159,6 +159,25 @@ impl Postgres {
         args: &[&OsStr],
         env: &[(&str, &OsStr)],
     ) -> Result<String, Error> {
+        let (rendered, output) = self.run_unchecked(program, args, env).await?;
+        if !output.status.success() {
+            return Err(Error::CommandFailed {
+                command: rendered,
+                status: output.status.to_string(),
+                output: tail(&combined(&output), LOG_TAIL_LINES),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// [`run`](Self::run) without judging the exit status: the rendered command line (for
+    /// messages) and everything the program returned.
+    pub(super) async fn run_unchecked(
+        &self,
+        program: &str,
+        args: &[&OsStr],
+        env: &[(&str, &OsStr)],
+    ) -> Result<(String, std::process::Output), Error> {
         let mut cmd = self.command(program);
         cmd.args(args).envs(env.iter().copied());
         let rendered = render_command(program, args);
@@ -167,16 +186,7 @@ impl Postgres {
             .output()
             .await
             .map_err(io_error(format!("running {rendered}")))?;
-        if !output.status.success() {
-            let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
-            text.push_str(&String::from_utf8_lossy(&output.stdout));
-            return Err(Error::CommandFailed {
-                command: rendered,
-                status: output.status.to_string(),
-                output: tail(&text, LOG_TAIL_LINES),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok((rendered, output))
     }
 
     /// Whether the postmaster is alive: our child has not exited, or `postmaster.pid` names
@@ -368,8 +378,15 @@ impl Postgres {
     }
 }
 
+/// A program's stderr followed by its stdout, as text.
+pub(super) fn combined(output: &std::process::Output) -> String {
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    text
+}
+
 /// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
+pub(super) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -35,12 +35,25 @@ impl TestCluster {
         Self::start_opts(n, true)
     }
 
+    /// Like [`TestCluster::start_with_postgres`], with `extra` config appended on the
+    /// members whose 1-based index is in `tagged` (e.g. a `[tags]` section).
+    pub fn start_with_postgres_tagged(n: usize, tagged: &[usize], extra: &str) -> TestCluster {
+        Self::start_full(n, true, tagged, extra)
+    }
+
     fn start_opts(n: usize, postgres: bool) -> TestCluster {
+        Self::start_full(n, postgres, &[], "")
+    }
+
+    fn start_full(n: usize, postgres: bool, tagged: &[usize], extra: &str) -> TestCluster {
         assert!(n >= 1);
         let test = test_name();
         let mut first = Node::new(&test, "n1");
         if postgres {
             first = first.with_postgres();
+        }
+        if tagged.contains(&1) {
+            first.append_config(extra);
         }
         let uses = (n - 1).max(1).to_string();
         let init_token = first.init(&["--token-uses", &uses]);
@@ -64,6 +77,9 @@ impl TestCluster {
         };
         for i in 2..=n {
             let mut node = cluster.new_node(&format!("n{i}"));
+            if tagged.contains(&i) {
+                node.append_config(extra);
+            }
             let output = node.join(&cluster.nodes[0].peer_addr(), &cluster.init_token);
             assert_success(&output, &format!("join of n{i}"));
             node.start();

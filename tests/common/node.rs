@@ -134,6 +134,14 @@ impl Node {
         self
     }
 
+    /// Appends `text` (TOML) to this node's config file.
+    pub fn append_config(&self, text: &str) {
+        let mut current = std::fs::read_to_string(&self.config_path).expect("reading the config");
+        current.push('\n');
+        current.push_str(text);
+        self.write_config(&current);
+    }
+
     /// Runs `query` with psql through this node's unix socket as `postgres`; returns the
     /// unaligned, tuples-only output, trimmed.
     pub fn sql(&self, query: &str) -> Result<String, String> {
@@ -336,6 +344,23 @@ impl Node {
         http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, self.api_port)), path)
     }
 
+    /// A plain HTTP/1.1 request with `method` (`HEAD`, `OPTIONS`, ...) to this node's API:
+    /// (status, body).
+    pub fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        http_request(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, self.api_port)),
+            method,
+            path,
+        )
+    }
+
+    /// The pid of this node's postmaster, from the first line of `postmaster.pid` in the
+    /// default data directory (`<state_dir>/pgdata`); `None` if PostgreSQL is not running.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.state_dir.join("pgdata/postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// Appends a harness line to this node's log, between the daemon's lines.
     pub fn note(&self, text: &str) {
         if let Ok(mut log) = OpenOptions::new().append(true).open(&self.log_path) {
@@ -366,6 +391,20 @@ impl Drop for Node {
         }
         if std::thread::panicking() {
             self.print_log_tail();
+            // PostgreSQL's own log, when this node supervised one.
+            let pg_log = self.state_dir.join("postgresql.log");
+            if let Ok(text) = std::fs::read_to_string(&pg_log) {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(30)..];
+                eprintln!(
+                    "---- {} postgresql.log (last {} lines) ----",
+                    self.name,
+                    tail.len()
+                );
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
 }
@@ -417,13 +456,19 @@ pub fn test_name() -> String {
 
 /// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path)
+}
+
+/// A minimal HTTP/1.1 request without a body over a fresh connection: (status, body). The
+/// body is everything after the headers until the server closes the connection.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let timeout = Duration::from_secs(2);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

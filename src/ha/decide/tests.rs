@@ -73,6 +73,8 @@ fn obs(me: u64) -> Observation {
         down_for: Duration::ZERO,
         switchover: None,
         paused: false,
+        needs_rewind: false,
+        rejoin_blocked: None,
     }
 }
 
@@ -174,6 +176,8 @@ trait Build: Sized {
     fn paused(self) -> Self;
     fn sync_mode(self, mode: SynchronousMode) -> Self;
     fn lag_limit(self, bytes: u64) -> Self;
+    fn needs_rewind(self) -> Self;
+    fn blocked(self, reason: &str) -> Self;
 }
 
 impl Build for Observation {
@@ -256,6 +260,14 @@ impl Build for Observation {
     }
     fn paused(mut self) -> Self {
         self.paused = true;
+        self
+    }
+    fn needs_rewind(mut self) -> Self {
+        self.needs_rewind = true;
+        self
+    }
+    fn blocked(mut self, reason: &str) -> Self {
+        self.rejoin_blocked = Some(reason.to_string());
         self
     }
     fn sync_mode(mut self, mode: SynchronousMode) -> Self {
@@ -343,6 +355,19 @@ fn decisions() {
         ("paused holder does not restart a stopped postgres",
             obs(1).lease(mine()).paused(),
             D::Paused, "PostgreSQL stopped"),
+        // rejoin of a former primary
+        ("a stopped former primary rewinds from the new primary before following it",
+            obs(1).needs_rewind().lease(held_by_other(2)).peer(2, primary(P)),
+            D::Rewind { source: n(2) }, "rewinding from n2"),
+        ("a running former primary in recovery rewinds from the new primary",
+            obs(1).replica_of(3, P).needs_rewind().lease(held_by_other(2)).peer(2, primary(P)),
+            D::Rewind { source: n(2) }, "rewinding from n2"),
+        ("a former primary with no new primary yet starts as a standby to join the race",
+            obs(1).needs_rewind().lease(expired(2)),
+            D::StartReplica { follow: None }, "no primary to follow yet"),
+        ("a failed rewind blocks rejoin and says why",
+            obs(1).needs_rewind().blocked("pg_rewind failed").lease(held_by_other(2)).peer(2, primary(P)),
+            D::Wait, "cannot rejoin automatically: pg_rewind failed"),
         // 3. the holder
         ("holder with no database and an empty data dir bootstraps",
             obs(1).no_database().data(Missing).lease(mine()),

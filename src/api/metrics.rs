@@ -1,0 +1,238 @@
+//! `GET /metrics`: this member's view in the Prometheus text format (version 0.0.4),
+//! formatted by hand by the pure [`render`]. Every sample carries `cluster` and `member`
+//! labels; a metric whose value is unknown (no PostgreSQL, no status yet, not a replica) is
+//! left out rather than reported as 0.
+
+use std::fmt::Write;
+
+use crate::postgres::PgStatus;
+
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What `/metrics` reports, gathered by the API for each scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsInput {
+    pub cluster_id: String,
+    pub name: String,
+    pub raft_term: u64,
+    pub raft_leader: bool,
+    /// The epoch of the current lease, or of the last one when the lease is free.
+    pub lease_epoch: u64,
+    pub lease_holder: bool,
+    pub members: usize,
+    /// This member's PostgreSQL as of the last HA cycle; `None` for a witness or before the
+    /// first cycle.
+    pub pg: Option<PgStatus>,
+    /// Bytes of WAL this replica has not replayed yet compared with the lease holder's
+    /// position; `None` on a primary or when either position is unknown.
+    pub replication_lag: Option<u64>,
+}
+
+/// The exposition text: for each known metric a `# HELP`, a `# TYPE` and one sample line.
+pub fn render(input: &MetricsInput) -> String {
+    let labels = format!(
+        "{{cluster=\"{}\",member=\"{}\"}}",
+        escape(&input.cluster_id),
+        escape(&input.name)
+    );
+    let flag = |b: bool| Some(u64::from(b));
+    let pg = input.pg.as_ref();
+    let metrics: [(&str, &str, Option<u64>); 11] = [
+        (
+            "pgquorum_up",
+            "Whether the pgquorum daemon answers (always 1).",
+            Some(1),
+        ),
+        (
+            "pgquorum_raft_term",
+            "The current Raft term.",
+            Some(input.raft_term),
+        ),
+        (
+            "pgquorum_raft_leader",
+            "Whether this member is the Raft leader.",
+            flag(input.raft_leader),
+        ),
+        (
+            "pgquorum_lease_epoch",
+            "The fencing epoch of the leader lease (of the last one when it is free).",
+            Some(input.lease_epoch),
+        ),
+        (
+            "pgquorum_lease_holder",
+            "Whether this member holds the leader lease.",
+            flag(input.lease_holder),
+        ),
+        (
+            "pgquorum_members",
+            "Members in the committed cluster state.",
+            Some(input.members as u64),
+        ),
+        (
+            "pgquorum_postgres_running",
+            "Whether this member's PostgreSQL accepts connections.",
+            flag(pg.is_some_and(|pg| pg.running)),
+        ),
+        (
+            "pgquorum_postgres_primary",
+            "Whether this member's PostgreSQL runs out of recovery (writable).",
+            flag(pg.is_some_and(|pg| pg.running && !pg.in_recovery)),
+        ),
+        (
+            "pgquorum_postgres_timeline",
+            "The timeline of this member's PostgreSQL.",
+            pg.map(|pg| u64::from(pg.timeline)).filter(|tl| *tl != 0),
+        ),
+        (
+            "pgquorum_postgres_wal_position_bytes",
+            "WAL position of this member's PostgreSQL: current on a primary, highest of \
+             received and replayed on a replica.",
+            pg.and_then(|pg| pg.wal_position).map(|lsn| lsn.0),
+        ),
+        (
+            "pgquorum_replication_lag_bytes",
+            "Bytes of WAL this replica has not replayed compared with the lease holder.",
+            input.replication_lag,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in metrics {
+        if let Some(value) = value {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    }
+    out
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::Lsn;
+
+    fn input() -> MetricsInput {
+        MetricsInput {
+            cluster_id: "c1".into(),
+            name: "n2".into(),
+            raft_term: 4,
+            raft_leader: false,
+            lease_epoch: 3,
+            lease_holder: false,
+            members: 3,
+            pg: Some(PgStatus {
+                running: true,
+                in_recovery: true,
+                timeline: 2,
+                wal_position: Some(Lsn(0x3000060)),
+                replayed: Some(Lsn(0x3000000)),
+                streaming: true,
+                pending_restart: false,
+            }),
+            replication_lag: Some(96),
+        }
+    }
+
+    /// The sample lines of `text`, as (name, value).
+    fn samples(text: &str) -> Vec<(String, String)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (name, rest) = l.split_once('{').expect("labels");
+                let (_, value) = rest.rsplit_once("} ").expect("a value after the labels");
+                (name.to_string(), value.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_reports_every_metric_with_help_type_and_labels() {
+        let text = render(&input());
+        let expected = [
+            ("pgquorum_up", "1"),
+            ("pgquorum_raft_term", "4"),
+            ("pgquorum_raft_leader", "0"),
+            ("pgquorum_lease_epoch", "3"),
+            ("pgquorum_lease_holder", "0"),
+            ("pgquorum_members", "3"),
+            ("pgquorum_postgres_running", "1"),
+            ("pgquorum_postgres_primary", "0"),
+            ("pgquorum_postgres_timeline", "2"),
+            ("pgquorum_postgres_wal_position_bytes", "50331744"),
+            ("pgquorum_replication_lag_bytes", "96"),
+        ];
+        assert_eq!(
+            samples(&text),
+            expected.map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+        assert!(text.contains(
+            "# HELP pgquorum_raft_term The current Raft term.\n\
+             # TYPE pgquorum_raft_term gauge\n\
+             pgquorum_raft_term{cluster=\"c1\",member=\"n2\"} 4\n"
+        ));
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn unknown_values_are_left_out() {
+        let primary = MetricsInput {
+            raft_leader: true,
+            lease_holder: true,
+            pg: Some(PgStatus {
+                in_recovery: false,
+                replayed: None,
+                ..input().pg.unwrap()
+            }),
+            replication_lag: None,
+            ..input()
+        };
+        let names = |i: &MetricsInput| -> Vec<String> {
+            samples(&render(i)).into_iter().map(|(n, _)| n).collect()
+        };
+        let got = samples(&render(&primary));
+        assert!(got.contains(&("pgquorum_postgres_primary".into(), "1".into())));
+        assert!(got.contains(&("pgquorum_lease_holder".into(), "1".into())));
+        assert!(!names(&primary).contains(&"pgquorum_replication_lag_bytes".to_string()));
+
+        let witness = MetricsInput {
+            pg: None,
+            replication_lag: None,
+            ..input()
+        };
+        assert_eq!(
+            names(&witness),
+            [
+                "pgquorum_up",
+                "pgquorum_raft_term",
+                "pgquorum_raft_leader",
+                "pgquorum_lease_epoch",
+                "pgquorum_lease_holder",
+                "pgquorum_members",
+                "pgquorum_postgres_running",
+                "pgquorum_postgres_primary",
+            ]
+        );
+        assert!(
+            render(&witness).contains("pgquorum_postgres_running{cluster=\"c1\",member=\"n2\"} 0")
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let odd = MetricsInput {
+            cluster_id: "a\"b\\c\nd".into(),
+            ..input()
+        };
+        assert!(render(&odd).contains(r#"pgquorum_up{cluster="a\"b\\c\nd",member="n2"} 1"#));
+    }
+}
