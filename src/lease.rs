@@ -49,6 +49,14 @@ impl LeaseObservation {
         }
     }
 
+    /// How long the lease has been unchanged as of `now` (zero if never observed).
+    pub fn unchanged_for(&self, now: Instant) -> Duration {
+        self.last
+            .as_ref()
+            .map(|(_, at)| now.duration_since(*at))
+            .unwrap_or_default()
+    }
+
     /// The compare-and-set value for an `AcquireLease` by `candidate`, if a takeover is
     /// allowed: the lease is free, or has not changed for `ttl`.
     pub fn takeover(
@@ -107,6 +115,12 @@ impl LeaseClock {
             }
         });
         clock
+    }
+
+    /// See [`LeaseObservation::unchanged_for`], at the current instant.
+    pub fn unchanged_for(&self) -> Duration {
+        let observation = self.observation.lock().expect("lease observation poisoned");
+        observation.unchanged_for(Instant::now())
     }
 
     /// See [`LeaseObservation::takeover`], at the current instant.

@@ -269,3 +269,97 @@ fn the_old_primary_rejoins_on_the_new_timeline_after_a_failover() {
     );
     assert_eq!(writable(&cluster), Ok(new));
 }
+
+#[test]
+fn a_planned_switchover_hands_over_without_losing_an_acknowledged_write() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = TestCluster::start_with_postgres(3);
+    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "replicas stream", || {
+        replicas_streaming(&cluster, old)
+    });
+    cluster
+        .node(old)
+        .sql("create table t (v int primary key)")
+        .unwrap();
+    let candidate = cluster.running().into_iter().find(|&i| i != old).unwrap();
+    let candidate_name = cluster.node(candidate).name.clone();
+
+    // A client commits every 20 ms to whichever member accepts writes, and records each
+    // acknowledged value with the instant it was acknowledged.
+    let mut acknowledged: Vec<(i64, Instant)> = Vec::new();
+    let mut next = 1i64;
+    let mut commit = |cluster: &TestCluster, acknowledged: &mut Vec<(i64, Instant)>| {
+        for i in cluster.running() {
+            if cluster
+                .node(i)
+                .sql(&format!("insert into t values ({next})"))
+                .is_ok()
+            {
+                acknowledged.push((next, Instant::now()));
+                break;
+            }
+        }
+        next += 1;
+        std::thread::park_timeout(Duration::from_millis(20));
+    };
+    for _ in 0..10 {
+        commit(&cluster, &mut acknowledged);
+    }
+    let requested = cluster
+        .node(old)
+        .cli(&["switchover", "--candidate", &candidate_name]);
+    common::assert_success(&requested, "switchover");
+    let started = Instant::now();
+    while writable(&cluster) != Ok(candidate) {
+        assert!(
+            started.elapsed() < FAILOVER,
+            "the candidate is not primary after {FAILOVER:?}"
+        );
+        commit(&cluster, &mut acknowledged);
+    }
+    for _ in 0..10 {
+        commit(&cluster, &mut acknowledged);
+    }
+    let gap = acknowledged
+        .windows(2)
+        .map(|w| w[1].1.duration_since(w[0].1))
+        .max()
+        .unwrap();
+    eprintln!("switchover: longest gap between acknowledged writes {gap:?}");
+
+    // Every acknowledged write is on the new primary.
+    let rows: Vec<i64> = cluster
+        .node(candidate)
+        .sql("select v from t order by v")
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    for (v, _) in &acknowledged {
+        assert!(
+            rows.contains(v),
+            "acknowledged write {v} lost; rows: {rows:?}"
+        );
+    }
+    // The old primary follows the new one.
+    eventually(
+        FORMATION,
+        "the old primary streams from the candidate",
+        || match cluster
+            .node(old)
+            .sql("select status from pg_stat_wal_receiver")
+            .as_deref()
+        {
+            Ok("streaming") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let view = cluster.node(1).list();
+    assert!(
+        view["switchover"].is_null() || view.get("switchover").is_none(),
+        "{view}"
+    );
+}

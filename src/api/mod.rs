@@ -74,6 +74,10 @@ pub async fn serve(
         .route("/admin/lease/{action}", post(lease))
         .route("/admin/members/{name}", delete(remove_member))
         .route("/admin/tokens", post(create_token))
+        .route(
+            "/admin/switchover",
+            post(request_switchover).delete(cancel_switchover),
+        )
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -452,6 +456,68 @@ async fn remove_member(
         Json(json!({ "removed": name, "id": member.id.0 })),
     )
         .into_response())
+}
+
+/// The body of `POST /admin/switchover`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct SwitchoverRequest {
+    /// The member to hand over to; the best eligible replica when absent.
+    #[serde(default)]
+    pub candidate: Option<String>,
+}
+
+/// `POST /admin/switchover`: asks the current primary to hand over, once the candidate has
+/// caught up (planned: no acknowledged commit is lost).
+async fn request_switchover(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<SwitchoverRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let view = state.handle.view().borrow().clone();
+    let lease = view.state.lease.ok_or_else(|| {
+        ApiError(
+            StatusCode::CONFLICT,
+            "no member holds the lease, so there is no primary to switch over from; use \
+             failover instead"
+                .into(),
+        )
+    })?;
+    let to = match &request.candidate {
+        Some(name) => Some(
+            view.state
+                .member_by_name(name)
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::NOT_FOUND,
+                        format!("no member named {name:?}; see `pgquorum list`"),
+                    )
+                })?
+                .id,
+        ),
+        None => None,
+    };
+    let switchover = crate::cluster::Switchover {
+        from: lease.holder,
+        to,
+        at_unix_ms: None,
+    };
+    let result = state
+        .handle
+        .propose(Command::RequestSwitchover { switchover })
+        .await?;
+    Ok(command_response(result))
+}
+
+/// `DELETE /admin/switchover`: cancels a pending switchover.
+async fn cancel_switchover(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(command_response(
+        state.handle.propose(Command::ClearSwitchover).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

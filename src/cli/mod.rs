@@ -57,6 +57,16 @@ pub enum Command {
     /// Inspect the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Hand the primary role over to another member, once it has caught up (planned: no
+    /// acknowledged commit is lost).
+    Switchover {
+        /// The member to hand over to; default: the best eligible replica.
+        #[arg(long)]
+        candidate: Option<String>,
+        /// Cancel a pending switchover instead.
+        #[arg(long, conflicts_with = "candidate")]
+        cancel: bool,
+    },
     /// Low-level lease operations for this member. The supervisor does this itself; these
     /// exist for operators and tests.
     #[command(subcommand)]
@@ -153,6 +163,29 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             let reply: serde_json::Value =
                 client(&config, true)?.post("/admin/tokens", &body).await?;
             output::line(reply["token"].as_str().unwrap_or_default());
+        }
+        Command::Switchover { candidate, cancel } => {
+            let client = client(&config, true)?;
+            let _: serde_json::Value = if cancel {
+                client
+                    .delete("/admin/switchover")
+                    .await
+                    .context("cancelling the switchover")?
+            } else {
+                let body = crate::api::SwitchoverRequest {
+                    candidate: candidate.clone(),
+                };
+                client
+                    .post("/admin/switchover", &body)
+                    .await
+                    .context("requesting a switchover")?
+            };
+            output::line(if cancel {
+                "switchover cancelled"
+            } else {
+                "switchover requested; the primary hands over once the candidate has caught up \
+                 (watch `pgquorum list`)"
+            });
         }
         Command::Lease(command) => {
             let action = match command {

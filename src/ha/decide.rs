@@ -76,6 +76,10 @@ pub enum Decision {
     /// healthiest eligible member: take the lease (compare-and-set on `expected`; `None`
     /// when free).
     TakeOver { expected: Option<LeaseRef> },
+    /// Planned switchover: I hold the lease, run a writable primary, and the candidate has
+    /// caught up. Stop PostgreSQL (a fast shutdown sends the remaining WAL to connected
+    /// standbys), then release the lease for the candidate.
+    HandOver { to: NodeId },
     /// Waiting; the sentence says for what.
     Wait,
 }
@@ -255,6 +259,11 @@ fn as_holder(obs: &Observation) -> Outcome {
     } else {
         ""
     };
+    if is_writable(&obs.pg) && obs.lease_clock == LeaseClockView::HeldByMe {
+        if let Some(outcome) = switchover(obs) {
+            return outcome;
+        }
+    }
     if is_writable(&obs.pg) {
         let record = if obs.database.is_none() {
             ", recording the database"
@@ -376,6 +385,66 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
     }
 }
 
+/// The holder's side of a planned switchover requested from it: hand over once the
+/// candidate (named, or the best eligible replica) streams and has caught up; until then
+/// keep renewing. `None` when no switchover concerns me.
+fn switchover(obs: &Observation) -> Option<Outcome> {
+    let switchover = obs.switchover.as_ref().filter(|s| s.from == obs.me)?;
+    let epoch = epoch(obs);
+    let mine = obs.pg.wal_position;
+    let target = match switchover.to {
+        Some(to) => Some(to),
+        None => obs
+            .peers
+            .values()
+            .filter_map(|p| candidate(obs, p))
+            .max_by_key(|(_, rank)| *rank)
+            .map(|(node, _)| node),
+    };
+    let Some(target) = target else {
+        let text = format!(
+            "primary, renewing lease epoch {epoch}; switchover requested but no eligible \
+             replica answers"
+        );
+        return Some(say(obs, Decision::RenewLease, text));
+    };
+    let peer = obs.peers.get(&target);
+    let caught_up = match (peer, mine) {
+        (Some(p), Some(mine)) => {
+            p.pg.running
+                && p.pg.in_recovery
+                && p.pg.streaming
+                && p.following == Some(obs.me)
+                && p.pg
+                    .wal_position
+                    .is_some_and(|theirs| mine.bytes_after(theirs) <= SWITCHOVER_SLACK)
+        }
+        _ => false,
+    };
+    if caught_up {
+        let text = format!(
+            "primary, handing lease epoch {epoch} over to {} (switchover): stopping PostgreSQL, \
+             then releasing the lease",
+            name(obs, target)
+        );
+        return Some(say(obs, Decision::HandOver { to: target }, text));
+    }
+    let behind = match (peer.and_then(|p| p.pg.wal_position), mine) {
+        (Some(theirs), Some(mine)) => format!("{} B behind", mine.bytes_after(theirs)),
+        _ => "position unknown".to_string(),
+    };
+    let text = format!(
+        "primary, renewing lease epoch {epoch}; switchover to {} waits for it to catch up \
+         ({behind})",
+        name(obs, target)
+    );
+    Some(say(obs, Decision::RenewLease, text))
+}
+
+/// How far behind (bytes) a switchover candidate may be when the primary stops: the fast
+/// shutdown sends it the rest, so this only bounds how long that takes.
+const SWITCHOVER_SLACK: u64 = 16 * 1024 * 1024;
+
 /// A running replica while `holder` holds the lease.
 fn replica(obs: &Observation, holder: NodeId, holder_is_primary: bool) -> Outcome {
     let leader = name(obs, holder);
@@ -419,6 +488,29 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
         Ok(mine) => mine,
         Err(why) => return wait(format!("not eligible: {why}")),
     };
+    // A planned switchover reserves a freshly released lease for its candidate (or, with
+    // none named, for anyone but the old primary) until ttl has passed.
+    if let Some(switchover) = &obs.switchover {
+        if obs.lease_unchanged_for < obs.config.ttl {
+            match switchover.to {
+                Some(to) if to == obs.me => {
+                    let text = format!(
+                        "{}; taking over as the switchover candidate ({mine})",
+                        vacancy.what
+                    );
+                    let expected = vacancy.expected;
+                    return say(obs, Decision::TakeOver { expected }, text);
+                }
+                Some(to) => {
+                    return wait(format!("switchover to {} in progress", name(obs, to)));
+                }
+                None if switchover.from == obs.me => {
+                    return wait("I am the old primary of a switchover".to_string());
+                }
+                None => {}
+            }
+        }
+    }
     if let Some(writable) = obs.peers.values().find(|p| is_writable(&p.pg)) {
         return wait(format!(
             "{} still reports itself writable",

@@ -227,6 +227,29 @@ impl Executor {
                 self.following = None;
                 Ok(true)
             }
+            Decision::HandOver { to } => {
+                let lease = obs.lease.ok_or_else(|| anyhow!("no lease to hand over"))?;
+                tracing::info!(to = %to, epoch = lease.epoch.0, "switchover: stopping PostgreSQL");
+                // Not writable from here on; the fast shutdown sends connected standbys the
+                // rest of the WAL before it completes.
+                self.set_needs_rewind(true);
+                self.postgres
+                    .stop(StopMode::Fast, STOP_TIMEOUT)
+                    .await
+                    .context("switchover")?;
+                self.following = None;
+                self.propose(
+                    Command::ReleaseLease {
+                        holder: self.me,
+                        epoch: lease.epoch,
+                    },
+                    obs,
+                )
+                .await
+                .context("switchover: releasing the lease")?;
+                tracing::info!(to = %to, "switchover: lease released");
+                Ok(true)
+            }
             Decision::ReleaseLease { reason } => {
                 let lease = obs.lease.ok_or_else(|| anyhow!("no lease to release"))?;
                 tracing::warn!(%reason, epoch = lease.epoch.0, "releasing the lease");

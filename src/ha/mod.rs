@@ -162,6 +162,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
                 .unwrap_or_default(),
             switchover: view.state.switchover.clone(),
             paused: false,
+            lease_unchanged_for: deps.lease_clock.unchanged_for(),
             needs_rewind: executor.needs_rewind(),
             rejoin_blocked: executor.rejoin_blocked(),
         };
@@ -190,9 +191,33 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}
+            _ = tenure_changed(deps.handle.view(), &view) => {}
         }
     }
     executor.shutdown().await;
+}
+
+/// Resolves when the committed lease changes hands (holder or epoch) or a switchover is
+/// requested or cleared, compared with `seen`. Renewals (a new `seq` only) do not count:
+/// otherwise every renewal would wake its own holder at once.
+async fn tenure_changed(mut view: watch::Receiver<Arc<ClusterView>>, seen: &ClusterView) {
+    let key = |v: &ClusterView| {
+        (
+            v.state.lease.map(|l| (l.holder, l.epoch)),
+            v.state.switchover.clone(),
+            v.state.database,
+        )
+    };
+    let before = key(seen);
+    loop {
+        if key(&view.borrow_and_update()) != before {
+            return;
+        }
+        if view.changed().await.is_err() {
+            // The state machine is gone (shutdown): never resolve.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ pub struct Observation {
     /// started, or fenced since): it may hold WAL a new primary never had, so it must be
     /// rewound from the new primary before following it.
     pub needs_rewind: bool,
+    /// How long the committed lease (holder, epoch, renewal) has been unchanged, on my clock.
+    /// During a switchover, only the named candidate may take a freshly released lease;
+    /// after `ttl` anyone eligible may, so a dead candidate cannot stall the cluster.
+    pub lease_unchanged_for: Duration,
     /// Why this member cannot rejoin automatically (a failed rewind), if so. Nothing is
     /// deleted: the operator decides (`pgquorum reinit`).
     pub rejoin_blocked: Option<String>,

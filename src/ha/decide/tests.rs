@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::cluster::SynchronousMode::{On, Quorum};
-use crate::cluster::{DynamicConfig, Epoch, Lease, Member, Tags};
+use crate::cluster::{DynamicConfig, Epoch, Lease, Member, Switchover, Tags};
 use crate::postgres::DataDir::{Foreign, Initialised, Missing};
 use crate::postgres::PgStatus;
 
@@ -75,6 +75,7 @@ fn obs(me: u64) -> Observation {
         paused: false,
         needs_rewind: false,
         rejoin_blocked: None,
+        lease_unchanged_for: Duration::ZERO,
     }
 }
 
@@ -144,6 +145,23 @@ fn replica(at: &str) -> PeerStatus {
     peer_with(recovering_pg(at))
 }
 
+/// A peer streaming at `at` from `upstream`.
+fn replica_following(at: &str, upstream: u64) -> PeerStatus {
+    PeerStatus {
+        following: Some(n(upstream)),
+        ..replica(at)
+    }
+}
+
+/// A switchover requested from `from`, to `to` if given.
+fn switchover(from: u64, to: Option<u64>) -> Switchover {
+    Switchover {
+        from: n(from),
+        to: to.map(n),
+        at_unix_ms: None,
+    }
+}
+
 /// A peer whose PostgreSQL is down but last reached `at`.
 fn stopped(at: &str) -> PeerStatus {
     peer_with(PgStatus {
@@ -178,6 +196,8 @@ trait Build: Sized {
     fn lag_limit(self, bytes: u64) -> Self;
     fn needs_rewind(self) -> Self;
     fn blocked(self, reason: &str) -> Self;
+    fn switching(self, switchover: Switchover) -> Self;
+    fn unchanged_for_ms(self, ms: u64) -> Self;
 }
 
 impl Build for Observation {
@@ -270,6 +290,14 @@ impl Build for Observation {
         self.rejoin_blocked = Some(reason.to_string());
         self
     }
+    fn switching(mut self, switchover: Switchover) -> Self {
+        self.switchover = Some(switchover);
+        self
+    }
+    fn unchanged_for_ms(mut self, ms: u64) -> Self {
+        self.lease_unchanged_for = Duration::from_millis(ms);
+        self
+    }
     fn sync_mode(mut self, mode: SynchronousMode) -> Self {
         self.config.synchronous_mode = mode;
         self
@@ -355,6 +383,33 @@ fn decisions() {
         ("paused holder does not restart a stopped postgres",
             obs(1).lease(mine()).paused(),
             D::Paused, "PostgreSQL stopped"),
+        // planned switchover
+        ("the primary hands over once the named candidate streams from it and caught up",
+            obs(1).primary().lease(mine()).switching(switchover(1, Some(2)))
+                .peer(2, replica_following(P, 1)).peer(3, replica_following(P, 1)),
+            D::HandOver { to: n(2) }, "handing lease epoch 7 over to n2"),
+        ("the primary keeps renewing while the candidate is far behind",
+            obs(1).primary().lease(mine()).switching(switchover(1, Some(2)))
+                .peer(2, replica_following("0/1000000", 1)),
+            D::RenewLease, "waits for it to catch up (67108864 B behind)"),
+        ("the primary keeps renewing while the candidate streams from someone else",
+            obs(1).primary().lease(mine()).switching(switchover(1, Some(2)))
+                .peer(2, replica_following(P, 3)),
+            D::RenewLease, "waits for it to catch up"),
+        ("with no candidate named the best replica is chosen",
+            obs(1).primary().lease(mine()).switching(switchover(1, None))
+                .peer(2, replica_following("0/4FFFFFF", 1)).peer(3, replica_following(P, 1)),
+            D::HandOver { to: n(3) }, "over to n3"),
+        ("the named candidate takes the freshly released lease",
+            obs(2).replica_of(1, P).lease(free()).switching(switchover(1, Some(2))),
+            D::TakeOver { expected: None }, "taking over as the switchover candidate"),
+        ("another replica leaves a freshly released lease to the candidate",
+            obs(3).replica_of(1, "0/6000000").lease(free()).switching(switchover(1, Some(2))),
+            D::Wait, "switchover to n2 in progress"),
+        ("after ttl the reservation lapses and the healthiest replica takes over",
+            obs(3).replica_of(1, P).lease(free()).switching(switchover(1, Some(2)))
+                .unchanged_for_ms(2000),
+            D::TakeOver { expected: None }, "taking over as the healthiest replica"),
         // rejoin of a former primary
         ("a stopped former primary rewinds from the new primary before following it",
             obs(1).needs_rewind().lease(held_by_other(2)).peer(2, primary(P)),
