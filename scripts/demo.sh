@@ -9,6 +9,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --locked --bin pgquorum
 bin="$PWD/target/debug/pgquorum"
 dir=$(mktemp -d /tmp/pgquorum-demo.XXXXXX)
+# PostgreSQL runs as user postgres when this runs as root: it must reach its data inside.
+chmod 711 "$dir"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -28,6 +30,9 @@ listen = "127.0.0.1:740$i"
 
 [api]
 listen = "127.0.0.1:810$i"
+
+[postgresql]
+listen = "127.0.0.1:544$i"
 TOML
 done
 
@@ -40,20 +45,25 @@ for i in 2 3; do
   "$bin" node join 127.0.0.1:7401 --token "$token" -c "$dir/n$i.toml" >/dev/null
   "$bin" run -c "$dir/n$i.toml" 2> "$dir/n$i.log" & pids+=($!)
 done
-for _ in $(seq 200); do
-  voters=$("$bin" list --json -c "$dir/n1.toml" 2>/dev/null | grep -cE '"raft_role": "(leader|voter)"' || true)
-  [ "$voters" = 3 ] && break
+# Wait for one primary and two streaming replicas.
+for _ in $(seq 600); do
+  json=$("$bin" list --json -c "$dir/n1.toml" 2>/dev/null || true)
+  leaders=$(grep -c '"role": "Leader"' <<<"$json" || true)
+  streaming=$(grep -c '"state": "streaming"' <<<"$json" || true)
+  [ "$leaders" = 1 ] && [ "$streaming" = 2 ] && break
   sleep 0.1
 done
 
 "$bin" list -c "$dir/n1.toml"
 cat <<TEXT
 
-A three-member cluster is running in $dir (logs: $dir/n*.log).
+A three-member PostgreSQL cluster is running in $dir (logs: $dir/n*.log).
 Try, in another shell:
   $bin list -c $dir/n2.toml
-  $bin lease acquire -c $dir/n2.toml      # node 2 takes the leader lease
-  kill -9 \$(pgrep -f 'run -c $dir/n1.toml')   # kill a member; the others keep a leader
+  curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:8101/primary   # 200 on the primary
+  psql -h $dir/n1/run -p 5441 -U postgres        # (the primary's unix socket; n2: 5442, n3: 5443)
+  $bin switchover -c $dir/n1.toml                # hand the primary role to a replica
+  kill -9 \$(pgrep -f 'run -c $dir/n1.toml')     # lose a member's daemon (its PostgreSQL dies with it)
 Press Ctrl-C to stop everything and remove the directory.
 TEXT
 wait
