@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, require_postgres, TestCluster};
+use common::{eventually, require_postgres, OutputExt, TestCluster};
 
 /// Formation, initdb and two base backups.
 const FORMATION: Duration = Duration::from_secs(60);
@@ -362,4 +362,40 @@ fn a_planned_switchover_hands_over_without_losing_an_acknowledged_write() {
         view["switchover"].is_null() || view.get("switchover").is_none(),
         "{view}"
     );
+}
+
+#[test]
+fn no_failover_happens_in_maintenance_mode_until_resume() {
+    if !require_postgres() {
+        return;
+    }
+    let mut cluster = TestCluster::start_with_postgres(3);
+    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "replicas stream", || {
+        replicas_streaming(&cluster, old)
+    });
+    let survivor = cluster.running().into_iter().find(|&i| i != old).unwrap();
+    common::assert_success(&cluster.node(survivor).cli(&["pause"]), "pause");
+    assert!(cluster
+        .node(survivor)
+        .cli(&["list"])
+        .stdout_text()
+        .contains("Maintenance mode: on"));
+    cluster.node_mut(old).kill();
+    // Several ttls pass and nobody is promoted.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        for i in cluster.running() {
+            assert_eq!(
+                cluster.node(i).sql("select pg_is_in_recovery()").as_deref(),
+                Ok("t"),
+                "n{i} was promoted in maintenance mode"
+            );
+        }
+        std::thread::park_timeout(Duration::from_millis(200));
+    }
+    common::assert_success(&cluster.node(survivor).cli(&["resume"]), "resume");
+    eventually(FAILOVER, "a survivor is promoted after resume", || {
+        writable(&cluster)
+    });
 }

@@ -78,6 +78,8 @@ pub async fn serve(
             "/admin/switchover",
             post(request_switchover).delete(cancel_switchover),
         )
+        .route("/admin/pause", post(pause))
+        .route("/admin/resume", post(resume))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -283,6 +285,12 @@ pub struct ClusterReport {
     /// The epoch of the current lease, or of the last one when it is free.
     #[serde(default)]
     pub lease_epoch: u64,
+    /// Maintenance mode (`pgquorum pause`).
+    #[serde(default)]
+    pub paused: bool,
+    /// A pending planned switchover.
+    #[serde(default)]
+    pub switchover: Option<crate::cluster::Switchover>,
     pub members: Vec<MemberReport>,
 }
 
@@ -375,6 +383,8 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
             .lease
             .map_or(view.state.last_epoch, |l| l.epoch)
             .0,
+        paused: view.state.paused,
+        switchover: view.state.switchover.clone(),
         members,
     })
 }
@@ -505,6 +515,26 @@ async fn request_switchover(
     let result = state
         .handle
         .propose(Command::RequestSwitchover { switchover })
+        .await?;
+    Ok(command_response(result))
+}
+
+/// `POST /admin/pause`: maintenance mode on; no automatic action until `resume`.
+async fn pause(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let result = state
+        .handle
+        .propose(Command::SetPaused { paused: true })
+        .await?;
+    Ok(command_response(result))
+}
+
+/// `POST /admin/resume`: maintenance mode off.
+async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let result = state
+        .handle
+        .propose(Command::SetPaused { paused: false })
         .await?;
     Ok(command_response(result))
 }

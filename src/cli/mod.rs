@@ -67,6 +67,11 @@ pub enum Command {
         #[arg(long, conflicts_with = "candidate")]
         cancel: bool,
     },
+    /// Maintenance mode: no automatic failover or other action until `resume`. A primary
+    /// keeps its lease; `list` shows the mode.
+    Pause,
+    /// Leave maintenance mode.
+    Resume,
     /// Low-level lease operations for this member. The supervisor does this itself; these
     /// exist for operators and tests.
     #[command(subcommand)]
@@ -163,6 +168,20 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             let reply: serde_json::Value =
                 client(&config, true)?.post("/admin/tokens", &body).await?;
             output::line(reply["token"].as_str().unwrap_or_default());
+        }
+        Command::Pause | Command::Resume => {
+            let pausing = matches!(cli.command, Command::Pause);
+            let path = if pausing {
+                "/admin/pause"
+            } else {
+                "/admin/resume"
+            };
+            let _: serde_json::Value = client(&config, true)?.post(path, &()).await?;
+            output::line(if pausing {
+                "maintenance mode on: no automatic action until `pgquorum resume`"
+            } else {
+                "maintenance mode off"
+            });
         }
         Command::Switchover { candidate, cancel } => {
             let client = client(&config, true)?;

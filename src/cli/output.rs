@@ -105,6 +105,15 @@ fn render_cluster_table(report: &ClusterReport) -> String {
         out += &format!("|{}|\n", fmt_row(row));
     }
     out += &format!("+{sep}+");
+    if report.paused {
+        out += "\n Maintenance mode: on";
+    }
+    if let Some(switchover) = &report.switchover {
+        let to = switchover
+            .to
+            .map_or("the best replica".to_string(), |id| format!("node {id}"));
+        out += &format!("\n Switchover pending: node {} to {to}", switchover.from);
+    }
     out
 }
 
@@ -183,6 +192,8 @@ mod tests {
             last_applied: Some(10),
             lease: None,
             lease_epoch: 3,
+            paused: false,
+            switchover: None,
             members: vec![
                 member("n1", "Leader", "running", None),
                 replica,

@@ -66,6 +66,9 @@ pub enum Command {
         epoch: Epoch,
         system_id: u64,
     },
+    /// Maintenance mode on or off: while paused, supervisors take no automatic action
+    /// (a primary keeps renewing its lease; fencing still applies).
+    SetPaused { paused: bool },
 }
 
 /// What applying a command did. Identical on every node for the same log.

@@ -53,6 +53,8 @@ pub struct ClusterState {
     pub tokens: BTreeMap<String, JoinToken>,
     /// The system identifier of the cluster's PostgreSQL database, once initdb has run.
     pub database: Option<u64>,
+    /// Maintenance mode (`pgquorum pause`): no automatic failover or other action.
+    pub paused: bool,
 }
 
 impl Default for ClusterState {
@@ -67,6 +69,7 @@ impl Default for ClusterState {
             switchover: None,
             tokens: BTreeMap::new(),
             database: None,
+            paused: false,
         }
     }
 }
@@ -187,6 +190,10 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
                     offered: *system_id,
                 }),
             }
+        }
+        Command::SetPaused { paused } => {
+            state.paused = *paused;
+            Ok(CommandResult::Applied)
         }
         Command::ClearSwitchover => {
             state.switchover = None;

@@ -596,6 +596,13 @@ fn cases() -> Vec<Case> {
             change: unchanged,
         },
         Case {
+            name: "pause turns maintenance mode on",
+            given: state(),
+            command: Command::SetPaused { paused: true },
+            result: CommandResult::Applied,
+            change: |s| s.paused = true,
+        },
+        Case {
             name: "the holder records the database once",
             given: state().with_lease(1, 3, 7),
             command: Command::RecordDatabase {

@@ -161,7 +161,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
                 .map(|t| now.duration_since(t))
                 .unwrap_or_default(),
             switchover: view.state.switchover.clone(),
-            paused: false,
+            paused: view.state.paused,
             lease_unchanged_for: deps.lease_clock.unchanged_for(),
             needs_rewind: executor.needs_rewind(),
             rejoin_blocked: executor.rejoin_blocked(),
