@@ -15,6 +15,8 @@ pub mod proto;
 pub mod service;
 pub mod state_machine;
 pub mod store;
+#[cfg(test)]
+mod store_tests;
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -104,13 +104,21 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens the log and meta trees of `db`.
+    /// Opens the log and meta trees of `db`, and finishes a purge that a crash interrupted.
     pub fn open(db: &sled::Db) -> Result<Self, io::Error> {
-        Ok(Self {
+        let store = Self {
             db: db.clone(),
             log: db.open_tree("log").map_err(io::Error::other)?,
             meta: db.open_tree("meta").map_err(io::Error::other)?,
-        })
+        };
+        // `purge` makes last_purged durable before it deletes; a crash in between leaves
+        // entries at or below last_purged. Delete them now so the log starts right after
+        // last_purged again. Not flushed: redoing this after another crash is harmless.
+        let last_purged: Option<LogId<NodeId>> = store.read_meta(KEY_LAST_PURGED)?;
+        if let Some(last_purged) = last_purged {
+            store.remove_range(..=index_key(last_purged.index))?;
+        }
+        Ok(store)
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {

@@ -1,0 +1,1176 @@
+//! PostgreSQL supervision on real PostgreSQL: three `pgquorum run` daemons on loopback, each
+//! supervising its own PostgreSQL, with the default LAN Raft timings and the default dynamic
+//! config (ttl 2s, loop_wait 500ms). Three metrics, `RUNS` runs each (default 5):
+//!
+//! 1. formation: from `pgquorum init` on n1 to one writable primary and two replicas whose
+//!    `pg_stat_wal_receiver.status` is `streaming`. n1 is initialised and run; as soon as its
+//!    API answers, n2 and n3 join (retried every 20 ms until the CLI succeeds) and run. A fresh
+//!    cluster per run; polled every 20 ms.
+//! 2. unplanned failover: SIGKILL the primary's host (the daemon's process group and its
+//!    postmaster's, which the daemon puts in a group of its own); time until the first
+//!    successful `insert` on a survivor, both tried every 20 ms with psql over the unix socket
+//!    (connect_timeout 1). Then the killed node is restarted on its state dir and the run ends
+//!    when it streams again (rejoin). One cluster for all runs.
+//! 3. planned switchover: a client commits every 20 ms to whichever member is writable while
+//!    `pgquorum switchover --candidate <replica>` runs; reports the longest gap between
+//!    consecutive acknowledged commits and how many acknowledged commits are missing on the
+//!    new primary afterwards (must be 0). One cluster for all runs.
+//!
+//! `cargo bench --bench supervision`; env: `RUNS` (default 5), `PGQUORUM_BIN` (default: the
+//! binary cargo builds for the bench, `target/release/pgquorum`). Needs PostgreSQL server
+//! binaries in `/usr/lib/postgresql/*/bin`; as root, PostgreSQL runs as OS user `postgres`.
+//! Every daemon and PostgreSQL is stopped and every temp dir removed at the end, on a panic
+//! and on SIGINT/SIGTERM/SIGHUP (best effort).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Every poll and every client attempt in this bench is paced at this period.
+const POLL: Duration = Duration::from_millis(20);
+/// The longest any single wait may take before the bench gives up (and panics).
+const LIMIT: Duration = Duration::from_secs(120);
+/// psql's connect_timeout, in seconds.
+const CONNECT_TIMEOUT: &str = "1";
+/// How long the switchover client commits before the request and after the handover.
+const CLIENT_MARGIN: Duration = Duration::from_secs(1);
+
+const FORMATION_GOAL_MS: f64 = 5000.0;
+const FAILOVER_GOAL_MS: f64 = 3000.0;
+const FAILOVER_LIMIT_MS: f64 = 5000.0;
+const SWITCHOVER_GOAL_MS: f64 = 1000.0;
+
+fn main() {
+    install_signal_cleanup();
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5);
+    let bin = binary();
+    let pg_bin = pg_bin_dir().expect("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin");
+    let pg_version = command_output(&pg_bin.join("postgres"), &["--version"]);
+
+    println!(
+        "supervision benchmark: 3 pgquorum members on 127.0.0.1, each with its own PostgreSQL"
+    );
+    println!("binary:   {}", describe_binary(&bin));
+    println!("postgres: {pg_version} ({})", pg_bin.display());
+    println!("machine:  {}", machine());
+    println!("load:     {} (at start)", load_average());
+    println!(
+        "settings: node config [raft] profile = \"lan\" (heartbeat 100 ms, election timeout \
+         400-800 ms), nothing else set; dynamic config defaults: ttl 2s, loop_wait 500ms, \
+         retry_timeout 1s, member_timeout 1s, maximum_lag_on_failover 1 MiB, \
+         synchronous_mode off (asynchronous streaming), primary_start_timeout 5s"
+    );
+    println!(
+        "method:   polls and client attempts every {} ms; psql -U postgres over <state_dir>/run \
+         with connect_timeout {CONNECT_TIMEOUT} s; RUNS={runs}",
+        POLL.as_millis()
+    );
+    println!();
+
+    let env = Env {
+        bin,
+        psql: pg_bin.join("psql"),
+    };
+    let formation = bench_formation(&env, runs);
+    let failover = bench_failover(&env, runs);
+    let switchover = bench_switchover(&env, runs);
+
+    println!();
+    println!("load:     {} (at end)", load_average());
+    println!();
+    println!(
+        "{:<44} {:>4} {:>9} {:>9} {:>9}  goal",
+        "metric (ms)", "runs", "median", "min", "max"
+    );
+    let row = |name: &str, values: &[f64], goal: String| {
+        let (median, min, max) = stats(values);
+        println!(
+            "{name:<44} {:>4} {median:>9.0} {min:>9.0} {max:>9.0}  {goal}",
+            values.len()
+        );
+    };
+    let (f_median, _, f_max) = stats(&formation.total);
+    row(
+        "formation: init -> healthy 3 members",
+        &formation.total,
+        format!(
+            "<= {FORMATION_GOAL_MS:.0} (Patroni+etcd: 7200): {}",
+            verdict(f_median <= FORMATION_GOAL_MS && f_max <= FORMATION_GOAL_MS)
+        ),
+    );
+    row(
+        "  of which: init -> n1 primary writable",
+        &formation.primary,
+        String::new(),
+    );
+    let (o_median, _, o_max) = stats(&failover.failover);
+    row(
+        "unplanned failover: kill -> first write",
+        &failover.failover,
+        format!(
+            "median <= {FAILOVER_GOAL_MS:.0}, max <= {FAILOVER_LIMIT_MS:.0}: {}",
+            verdict(o_median <= FAILOVER_GOAL_MS && o_max <= FAILOVER_LIMIT_MS)
+        ),
+    );
+    row(
+        "  then: restart -> killed node streams",
+        &failover.rejoin,
+        String::new(),
+    );
+    let (s_median, _, _) = stats(&switchover.gap);
+    row(
+        "switchover: longest commit gap",
+        &switchover.gap,
+        format!(
+            "median <= {SWITCHOVER_GOAL_MS:.0}: {}",
+            verdict(s_median <= SWITCHOVER_GOAL_MS)
+        ),
+    );
+    row(
+        "  request -> first commit on candidate",
+        &switchover.handover,
+        String::new(),
+    );
+    row(
+        "  request -> old primary streams",
+        &switchover.rejoin,
+        String::new(),
+    );
+    let lost: usize = switchover.lost.iter().sum();
+    let acked: usize = switchover.acked.iter().sum();
+    println!(
+        "{:<44} {:>4} {:>9}  must be 0: {}",
+        "switchover: acknowledged commits lost",
+        switchover.lost.len(),
+        format!("{lost}/{acked}"),
+        verdict(lost == 0)
+    );
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Formation
+
+struct FormationResults {
+    total: Vec<f64>,
+    primary: Vec<f64>,
+}
+
+fn bench_formation(env: &Env, runs: usize) -> FormationResults {
+    println!("1. formation (a fresh cluster per run)");
+    println!(
+        "{:>3} {:>10} {:>10} {:>12} {:>10}",
+        "run", "n1 API", "joined", "n1 writable", "healthy"
+    );
+    let mut results = FormationResults {
+        total: Vec::new(),
+        primary: Vec::new(),
+    };
+    for run in 1..=runs {
+        let (cluster, times) = Cluster::form(env);
+        println!(
+            "{run:>3} {:>10.0} {:>10.0} {:>12.0} {:>10.0}",
+            ms(times.api),
+            ms(times.joined),
+            ms(times.primary),
+            ms(times.healthy)
+        );
+        results.total.push(ms(times.healthy));
+        results.primary.push(ms(times.primary));
+        drop(cluster);
+    }
+    println!("(ms since `pgquorum init` started on n1; healthy = 1 writable + 2 streaming)");
+    println!();
+    results
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Unplanned failover
+
+struct FailoverResults {
+    failover: Vec<f64>,
+    rejoin: Vec<f64>,
+}
+
+fn bench_failover(env: &Env, runs: usize) -> FailoverResults {
+    println!("2. unplanned failover (one cluster; the killed node is restarted after each run)");
+    let (mut cluster, _) = Cluster::form(env);
+    let mut primary = cluster.wait_healthy("a healthy cluster");
+    cluster.nodes[primary]
+        .pg
+        .sql(
+            env,
+            "create table t (v bigint primary key, at timestamptz default now())",
+        )
+        .expect("create table");
+    println!(
+        "{:>3} {:>7} {:>11} {:>13} {:>8} {:>11}",
+        "run", "killed", "new primary", "failover", "attempts", "rejoin"
+    );
+    let mut results = FailoverResults {
+        failover: Vec::new(),
+        rejoin: Vec::new(),
+    };
+    let mut value = 0i64;
+    for run in 1..=runs {
+        let killed = primary;
+        let survivors: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != killed).collect();
+        let started = Instant::now();
+        cluster.nodes[killed].kill_host();
+        let mut attempts = 0;
+        let new_primary = loop {
+            let tick = Instant::now();
+            attempts += 1;
+            let queries: Vec<(&Pg, String)> = survivors
+                .iter()
+                .map(|&i| {
+                    value += 1;
+                    (
+                        &cluster.nodes[i].pg,
+                        format!("insert into t (v) values ({value})"),
+                    )
+                })
+                .collect();
+            let answers = sql_parallel(env, &queries);
+            let ok: Vec<usize> = survivors
+                .iter()
+                .zip(&answers)
+                .filter(|(_, a)| a.is_ok())
+                .map(|(&i, _)| i)
+                .collect();
+            if ok.len() > 1 {
+                panic!("two survivors accepted writes at once: {ok:?}");
+            }
+            if let Some(&i) = ok.first() {
+                break i;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "no survivor accepted a write within {LIMIT:?} of the kill: {answers:?}"
+            );
+            sleep_until(tick + POLL);
+        };
+        let failover = started.elapsed();
+
+        let restarted = Instant::now();
+        cluster.nodes[killed].start();
+        primary = cluster.wait_healthy("the killed node to stream again");
+        let rejoin = restarted.elapsed();
+        assert_eq!(
+            primary, new_primary,
+            "the primary changed during the rejoin"
+        );
+        println!(
+            "{run:>3} {:>7} {:>11} {:>10.0} ms {attempts:>8} {:>8.0} ms",
+            cluster.nodes[killed].name,
+            cluster.nodes[new_primary].name,
+            ms(failover),
+            ms(rejoin)
+        );
+        results.failover.push(ms(failover));
+        results.rejoin.push(ms(rejoin));
+    }
+    println!(
+        "(failover: SIGKILL of the primary's daemon and postmaster process groups -> first \
+         acknowledged insert on a survivor; rejoin: restart -> it streams from the new primary)"
+    );
+    println!();
+    results
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Planned switchover
+
+struct SwitchoverResults {
+    gap: Vec<f64>,
+    handover: Vec<f64>,
+    rejoin: Vec<f64>,
+    lost: Vec<usize>,
+    acked: Vec<usize>,
+}
+
+/// One acknowledged commit: its value, when psql returned success, and on which member.
+#[derive(Clone, Copy)]
+struct Ack {
+    value: i64,
+    at: Instant,
+    node: usize,
+}
+
+fn bench_switchover(env: &Env, runs: usize) -> SwitchoverResults {
+    println!("3. planned switchover (one cluster; a client commits every 20 ms meanwhile)");
+    let (cluster, _) = Cluster::form(env);
+    let mut primary = cluster.wait_healthy("a healthy cluster");
+    cluster.nodes[primary]
+        .pg
+        .sql(
+            env,
+            "create table t (v bigint primary key, at timestamptz default now())",
+        )
+        .expect("create table");
+    println!(
+        "{:>3} {:>4} {:>9} {:>8} {:>10} {:>10} {:>9} {:>10} {:>5}",
+        "run", "from", "candidate", "commits", "usual gap", "max gap", "handover", "rejoin", "lost"
+    );
+    let mut results = SwitchoverResults {
+        gap: Vec::new(),
+        handover: Vec::new(),
+        rejoin: Vec::new(),
+        lost: Vec::new(),
+        acked: Vec::new(),
+    };
+    for run in 1..=runs {
+        let old = primary;
+        let candidate = (1..cluster.nodes.len())
+            .map(|k| (old + k) % cluster.nodes.len())
+            .next()
+            .expect("a replica");
+        let candidate_name = cluster.nodes[candidate].name.clone();
+        let first_value = run as i64 * 1_000_000;
+
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = {
+            let pgs: Vec<Pg> = cluster.nodes.iter().map(|n| n.pg.clone()).collect();
+            let (env, acks, stop) = (env.clone(), acks.clone(), stop.clone());
+            thread::spawn(move || commit_loop(&env, &pgs, old, first_value, &acks, &stop))
+        };
+        thread::sleep(CLIENT_MARGIN);
+        let requested = Instant::now();
+        let output = cluster.nodes[old].cli(env, &["switchover", "--candidate", &candidate_name]);
+        if !output.status.success() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = client.join();
+            panic!("switchover refused: {}", output_text(&output));
+        }
+        let on_candidate = wait_for(LIMIT, "a commit acknowledged by the candidate", || {
+            acks.lock()
+                .expect("acks")
+                .iter()
+                .find(|a| a.node == candidate && a.at >= requested)
+                .map(|a| a.at)
+        });
+        thread::sleep(CLIENT_MARGIN);
+        stop.store(true, Ordering::Relaxed);
+        client.join().expect("the client thread panicked");
+        let acks = acks.lock().expect("acks").clone();
+
+        let gaps: Vec<f64> = acks.windows(2).map(|w| ms(w[1].at - w[0].at)).collect();
+        let max_gap = gaps.iter().copied().fold(0.0, f64::max);
+        let (usual_gap, _, _) = stats(&gaps);
+        let present: HashSet<i64> = cluster.nodes[candidate]
+            .pg
+            .sql(
+                env,
+                &format!(
+                    "select v from t where v >= {first_value} and v < {}",
+                    first_value + 1_000_000
+                ),
+            )
+            .expect("reading back the commits on the new primary")
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let lost: Vec<i64> = acks
+            .iter()
+            .map(|a| a.value)
+            .filter(|v| !present.contains(v))
+            .collect();
+        if !lost.is_empty() {
+            println!("    LOST acknowledged commits: {lost:?}");
+        }
+        primary = cluster.wait_healthy("the old primary to stream from the new one");
+        let rejoin = requested.elapsed();
+        assert_eq!(primary, candidate, "the candidate is not the primary");
+        let handover = on_candidate - requested;
+        println!(
+            "{run:>3} {:>4} {:>9} {:>8} {:>7.0} ms {:>7.0} ms {:>6.0} ms {:>7.0} ms {:>5}",
+            cluster.nodes[old].name,
+            candidate_name,
+            acks.len(),
+            usual_gap,
+            max_gap,
+            ms(handover),
+            ms(rejoin),
+            lost.len()
+        );
+        results.gap.push(max_gap);
+        results.handover.push(ms(handover));
+        results.rejoin.push(ms(rejoin));
+        results.lost.push(lost.len());
+        results.acked.push(acks.len());
+    }
+    println!(
+        "(usual gap: median between consecutive acknowledged commits; max gap: the longest, \
+         around the switchover; handover: request -> first commit acknowledged by the \
+         candidate; rejoin: request -> the old primary streams; lost: acknowledged commits \
+         missing on the new primary)"
+    );
+    println!();
+    results
+}
+
+/// Commits one row every [`POLL`] to whichever member accepts it, trying the member that
+/// accepted the last one first; records every acknowledged commit until `stop`.
+fn commit_loop(
+    env: &Env,
+    pgs: &[Pg],
+    mut writable: usize,
+    first_value: i64,
+    acks: &Mutex<Vec<Ack>>,
+    stop: &AtomicBool,
+) {
+    let mut value = first_value;
+    let mut tick = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        for k in 0..pgs.len() {
+            let i = (writable + k) % pgs.len();
+            value += 1;
+            if pgs[i]
+                .sql(env, &format!("insert into t (v) values ({value})"))
+                .is_ok()
+            {
+                acks.lock().expect("acks").push(Ack {
+                    value,
+                    at: Instant::now(),
+                    node: i,
+                });
+                writable = i;
+                break;
+            }
+        }
+        tick += POLL;
+        if tick < Instant::now() {
+            tick = Instant::now();
+        }
+        sleep_until(tick);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+#[derive(Clone)]
+struct Env {
+    bin: PathBuf,
+    psql: PathBuf,
+}
+
+/// How to reach one member's PostgreSQL with psql.
+#[derive(Clone, Debug)]
+struct Pg {
+    socket_dir: PathBuf,
+    port: u16,
+}
+
+impl Pg {
+    fn command(&self, env: &Env, query: &str) -> Command {
+        let mut cmd = Command::new(&env.psql);
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(["-U", "postgres", "-d", "postgres"])
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(query)
+            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT)
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGUSER")
+            .env_remove("PGDATABASE")
+            .env_remove("PGSERVICE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs `query`; the unaligned, tuples-only output, trimmed, or psql's error.
+    fn sql(&self, env: &Env, query: &str) -> Result<String, String> {
+        psql_result(self.command(env, query).output())
+    }
+}
+
+fn psql_result(output: std::io::Result<Output>) -> Result<String, String> {
+    match output {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().into()),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Err(e) => Err(format!("running psql: {e}")),
+    }
+}
+
+/// Runs each query against its member at the same time; the answers in order.
+fn sql_parallel(env: &Env, queries: &[(&Pg, String)]) -> Vec<Result<String, String>> {
+    let children: Vec<std::io::Result<Child>> = queries
+        .iter()
+        .map(|(pg, query)| pg.command(env, query).spawn())
+        .collect();
+    children
+        .into_iter()
+        .map(|child| psql_result(child.and_then(Child::wait_with_output)))
+        .collect()
+}
+
+struct Node {
+    name: String,
+    config: PathBuf,
+    state_dir: PathBuf,
+    api_port: u16,
+    peer_addr: String,
+    log: PathBuf,
+    pg: Pg,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(root: &Path, name: &str) -> Node {
+        let state_dir = root.join(name);
+        let (peer_port, api_port, pg_port) = (free_port(), free_port(), free_port());
+        let config = root.join(format!("{name}.toml"));
+        let text = format!(
+            "[node]\nname = \"{name}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \
+             \"127.0.0.1:{peer_port}\"\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n[raft]\n\
+             profile = \"lan\"\n\n[postgresql]\nlisten = \"127.0.0.1:{pg_port}\"\n",
+            state_dir.display()
+        );
+        fs::write(&config, text).expect("writing a config file");
+        Node {
+            name: name.to_string(),
+            log: root.join(format!("{name}.log")),
+            config,
+            api_port,
+            peer_addr: format!("127.0.0.1:{peer_port}"),
+            pg: Pg {
+                socket_dir: state_dir.join("run"),
+                port: pg_port,
+            },
+            state_dir,
+            child: None,
+        }
+    }
+
+    /// `pgquorum <args> --config <config>`, its output also appended to the node's log.
+    fn cli(&self, env: &Env, args: &[&str]) -> Output {
+        let output = cli_command(env, &self.config, args)
+            .output()
+            .expect("running pgquorum");
+        self.note(&format!(
+            "$ pgquorum {} -> {}\n{}",
+            args.join(" "),
+            output.status,
+            output_text(&output)
+        ));
+        output
+    }
+
+    /// `pgquorum run` in a process group of its own, logging to `<root>/<name>.log`.
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        self.note("=== bench: start ===");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the node log");
+        let bin = binary();
+        let child = Command::new(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("PGQUORUM_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawning pgquorum run");
+        registry().daemons.push(child.id() as i32);
+        self.child = Some(child);
+    }
+
+    /// Whether the API answers `GET /liveness` with 200.
+    fn live(&self) -> bool {
+        http_status(self.api_port, "/liveness") == Some(200)
+    }
+
+    /// Host loss: SIGKILL to the daemon's process group and to its postmaster's (the daemon
+    /// starts PostgreSQL in a process group of its own) at once; waits until both are gone.
+    fn kill_host(&mut self) {
+        let postmaster = postmaster_pid(&self.state_dir);
+        let mut child = self.child.take().expect("kill_host: not running");
+        self.note("=== bench: SIGKILL of the daemon's and the postmaster's process groups ===");
+        // SAFETY: kill(2) has no memory-safety preconditions. The daemon is our unreaped
+        // child, so its pid (= its process group id) cannot have been reused; the postmaster
+        // pid was checked to be a live `postgres` process just above.
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGKILL);
+            if let Some(pid) = postmaster {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let _ = child.wait();
+        unregister_daemon(child.id() as i32);
+        if let Some(pid) = postmaster {
+            wait_for(LIMIT, "the killed postmaster to be gone", || {
+                (!process_alive(pid)).then_some(())
+            });
+        }
+    }
+
+    /// SIGTERM to the daemon, without waiting.
+    fn terminate(&self) {
+        if let Some(child) = &self.child {
+            self.note("=== bench: SIGTERM ===");
+            // SAFETY: kill(2) has no memory-safety preconditions; our unreaped child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+    }
+
+    /// Waits up to `grace` for the daemon to exit after [`Node::terminate`], then SIGKILLs
+    /// its process group; then the same for its postmaster.
+    fn reap(&mut self, grace: Duration) {
+        let postmaster = postmaster_pid(&self.state_dir);
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + grace;
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                thread::sleep(POLL);
+            }
+            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped
+            // yet (or was reaped by try_wait just now, and its group is then empty).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            unregister_daemon(child.id() as i32);
+        }
+        if let Some(pid) = postmaster {
+            let deadline = Instant::now() + grace;
+            while process_alive(pid) && Instant::now() < deadline {
+                thread::sleep(POLL);
+            }
+            if process_alive(pid) {
+                // SAFETY: as above; `pid` is a live postgres process (checked just now).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    fn note(&self, text: &str) {
+        if let Ok(mut log) = OpenOptions::new().create(true).append(true).open(&self.log) {
+            let _ = writeln!(log, "{}", text.trim_end());
+        }
+    }
+
+    fn print_log_tail(&self) {
+        for (what, path) in [
+            ("daemon log", self.log.clone()),
+            ("postgresql.log", self.state_dir.join("postgresql.log")),
+        ] {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "----- {} {what} (last {} lines) -----",
+                self.name,
+                tail.len()
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.terminate();
+        self.reap(Duration::from_secs(15));
+    }
+}
+
+/// Milestones of a formation, measured from the start of `pgquorum init` on n1.
+struct FormationTimes {
+    api: Duration,
+    joined: Duration,
+    primary: Duration,
+    healthy: Duration,
+}
+
+/// Three members in a temp dir (mode 0711, so that PostgreSQL, running as `postgres`, can
+/// reach its data directory). Dropping it stops everything and removes the dir.
+struct Cluster {
+    nodes: Vec<Node>,
+    root: Option<TempDir>,
+    env: Env,
+}
+
+impl Cluster {
+    fn form(env: &Env) -> (Cluster, FormationTimes) {
+        let root = tempfile::Builder::new()
+            .prefix("pgq-bench-supervision-")
+            .tempdir()
+            .expect("creating a temp dir");
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o711))
+            .expect("chmod 0711 of the temp dir");
+        registry().roots.push(root.path().to_path_buf());
+        let nodes = (1..=3)
+            .map(|i| Node::new(root.path(), &format!("n{i}")))
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            root: Some(root),
+            env: env.clone(),
+        };
+
+        let started = Instant::now();
+        let output = cluster.nodes[0].cli(env, &["init", "--token-uses", "2"]);
+        assert!(
+            output.status.success(),
+            "init failed: {}",
+            output_text(&output)
+        );
+        let token = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("pgq1."))
+            .expect("init printed a join token")
+            .to_string();
+        cluster.nodes[0].start();
+        wait_for(LIMIT, "n1's API to answer", || {
+            cluster.nodes[0].live().then_some(())
+        });
+        let api = started.elapsed();
+
+        // Both joins at once, each retried until the CLI succeeds; each node runs as soon as
+        // its join is done.
+        let (done, joined) = mpsc::channel();
+        for i in 1..cluster.nodes.len() {
+            let (env, config) = (env.clone(), cluster.nodes[i].config.clone());
+            let (seed, token, done) = (
+                cluster.nodes[0].peer_addr.clone(),
+                token.clone(),
+                done.clone(),
+            );
+            thread::spawn(move || {
+                let begun = Instant::now();
+                let result = loop {
+                    let tick = Instant::now();
+                    let output =
+                        cli_command(&env, &config, &["node", "join", &seed, "--token", &token])
+                            .output()
+                            .expect("running pgquorum node join");
+                    if output.status.success() {
+                        break Ok(());
+                    }
+                    if begun.elapsed() > LIMIT {
+                        break Err(output_text(&output));
+                    }
+                    sleep_until(tick + POLL);
+                };
+                let _ = done.send((i, result));
+            });
+        }
+        drop(done);
+        for (i, result) in joined {
+            if let Err(e) = result {
+                panic!(
+                    "{} could not join within {LIMIT:?}: {e}",
+                    cluster.nodes[i].name
+                );
+            }
+            cluster.nodes[i].note("=== bench: joined ===");
+            cluster.nodes[i].start();
+        }
+        let joined = started.elapsed();
+
+        let mut primary = None;
+        wait_for(LIMIT, "a healthy cluster", || {
+            let states = cluster.states();
+            if primary.is_none() && states.contains(&PgState::Writable) {
+                primary = Some(started.elapsed());
+            }
+            healthy(&states)
+        });
+        let healthy = started.elapsed();
+        let times = FormationTimes {
+            api,
+            joined,
+            primary: primary.unwrap_or(healthy),
+            healthy,
+        };
+        (cluster, times)
+    }
+
+    /// The state of every member's PostgreSQL, all asked at once.
+    fn states(&self) -> Vec<PgState> {
+        let queries: Vec<(&Pg, String)> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    &n.pg,
+                    "select pg_is_in_recovery(), current_setting('transaction_read_only'), \
+                     coalesce((select status from pg_stat_wal_receiver limit 1), '-')"
+                        .to_string(),
+                )
+            })
+            .collect();
+        sql_parallel(&self.env, &queries)
+            .into_iter()
+            .map(|answer| match answer.as_deref() {
+                Ok("f|off|-") => PgState::Writable,
+                Ok("t|on|streaming") | Ok("t|off|streaming") => PgState::Streaming,
+                _ => PgState::Other,
+            })
+            .collect()
+    }
+
+    /// Waits (polling every 20 ms) until one member is writable and the others stream;
+    /// returns the writable one.
+    fn wait_healthy(&self, what: &str) -> usize {
+        wait_for(LIMIT, what, || healthy(&self.states()))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            for node in &self.nodes {
+                node.print_log_tail();
+            }
+        }
+        for node in &self.nodes {
+            node.terminate();
+        }
+        for node in &mut self.nodes {
+            node.reap(Duration::from_secs(15));
+        }
+        if let Some(root) = self.root.take() {
+            let path = root.path().to_path_buf();
+            let _ = root.close();
+            registry().roots.retain(|r| *r != path);
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum PgState {
+    /// Not in recovery and not read-only.
+    Writable,
+    /// In recovery with its WAL receiver streaming.
+    Streaming,
+    Other,
+}
+
+/// The writable member if exactly one is and every other one streams.
+fn healthy(states: &[PgState]) -> Option<usize> {
+    let writable: Vec<usize> = (0..states.len())
+        .filter(|&i| states[i] == PgState::Writable)
+        .collect();
+    let streaming = states.iter().filter(|s| **s == PgState::Streaming).count();
+    match writable.as_slice() {
+        [one] if streaming == states.len() - 1 => Some(*one),
+        _ => None,
+    }
+}
+
+fn cli_command(env: &Env, config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&env.bin);
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PGQUORUM_CONFIG")
+        .env_remove("PGQUORUM_JOIN_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+    .trim()
+    .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes, cleanup on signals
+
+/// What a signal handler must clean up: daemons' process groups and temp dirs (whose state
+/// dirs name the postmasters).
+struct Registry {
+    daemons: Vec<i32>,
+    roots: Vec<PathBuf>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    daemons: Vec::new(),
+    roots: Vec::new(),
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unregister_daemon(pgid: i32) {
+    registry().daemons.retain(|&p| p != pgid);
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (threads inherit the mask; std resets it
+/// in spawned programs) and waits for them in a thread of its own, which kills every daemon
+/// and postmaster, removes the temp dirs and exits with 128 + the signal.
+fn install_signal_cleanup() {
+    // SAFETY: plain libc calls on a local, initialised sigset_t; done before any thread starts.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` and `sig` are valid for the call.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        eprintln!("signal {sig}: stopping every daemon and PostgreSQL, removing temp dirs");
+        let reg = registry();
+        for &pgid in &reg.daemons {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        for root in &reg.roots {
+            for i in 1..=3 {
+                if let Some(pid) = postmaster_pid(&root.join(format!("n{i}"))) {
+                    // SAFETY: as above; a live postgres process.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(500));
+        for root in &reg.roots {
+            let _ = fs::remove_dir_all(root);
+        }
+        // SAFETY: _exit(2) ends the process at once; nothing of ours needs unwinding.
+        unsafe { libc::_exit(128 + sig) };
+    });
+}
+
+/// The postmaster of the data dir `<state_dir>/pgdata`, if `postmaster.pid` names a live
+/// `postgres` process.
+fn postmaster_pid(state_dir: &Path) -> Option<i32> {
+    let text = fs::read_to_string(state_dir.join("pgdata/postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "postgres" && process_alive(pid)).then_some(pid)
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The daemon binary: `PGQUORUM_BIN`, or the one cargo built for this bench (the bench
+/// profile builds the package's binaries in `target/release`).
+fn binary() -> PathBuf {
+    match std::env::var_os("PGQUORUM_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_pgquorum")),
+    }
+}
+
+fn describe_binary(bin: &Path) -> String {
+    let version = command_output(bin, &["--version"]);
+    let built = fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(String::new, |d| {
+            format!(
+                ", modified {} s before the run",
+                unix_now().saturating_sub(d.as_secs())
+            )
+        });
+    format!("{} ({version}{built})", bin.display())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn command_output(program: &Path, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("{}: {e}", program.display()))
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with a `postgres` in it.
+fn pg_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("postgres").exists() && bin.join("psql").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().map(|(_, bin)| bin)
+}
+
+/// A loopback port nobody listens on right now, never the same one twice in this process.
+fn free_port() -> u16 {
+    static USED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if USED.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The status of a plain HTTP/1.1 GET on 127.0.0.1:`port`.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let addr = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .ok()?;
+    let mut head = [0u8; 16];
+    let mut read = 0;
+    while read < head.len() {
+        match stream.read(&mut head[read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    std::str::from_utf8(&head[..read])
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing and reporting
+
+/// Calls `check` every [`POLL`] (start to start) until it returns `Some`; panics after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        let tick = Instant::now();
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        sleep_until(tick + POLL);
+    }
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        thread::sleep(at - now);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// (median, min, max); the median of an even count is the mean of the middle two.
+fn stats(values: &[f64]) -> (f64, f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    (median, sorted[0], sorted[n - 1])
+}
+
+/// CPUs, CPU model, memory and kernel.
+fn machine() -> String {
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, v)| v.trim());
+    let mem_kb: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "nproc {cpus}, {model}, {:.1} GiB RAM, Linux {}",
+        mem_kb as f64 / 1024.0 / 1024.0,
+        kernel.trim()
+    )
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
