@@ -78,6 +78,7 @@ pub async fn serve(
             "/admin/switchover",
             post(request_switchover).delete(cancel_switchover),
         )
+        .route("/config", get(show_config).patch(patch_config))
         .route("/admin/pause", post(pause))
         .route("/admin/resume", post(resume))
         .with_state(state);
@@ -516,6 +517,57 @@ async fn request_switchover(
         .handle
         .propose(Command::RequestSwitchover { switchover })
         .await?;
+    Ok(command_response(result))
+}
+
+/// `GET /config`: the dynamic (cluster-wide) configuration, as committed.
+async fn show_config(State(state): State<AppState>) -> Json<crate::cluster::DynamicConfig> {
+    Json(state.handle.view().borrow().state.config.clone())
+}
+
+/// Keys of the dynamic configuration that `PATCH /config` refuses for now, with why.
+const NOT_YET_APPLIED: &[(&str, &str)] = &[(
+    "postgresql_parameters",
+    "PostgreSQL parameters from the dynamic configuration are not applied to the members yet",
+)];
+
+/// `PATCH /config` (admin): merges the given keys into the dynamic configuration; the
+/// result is validated when applied, and a rejection names the key and the fix.
+async fn patch_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    for (key, why) in NOT_YET_APPLIED {
+        if patch.contains_key(*key) {
+            return Err(ApiError(StatusCode::BAD_REQUEST, format!("{key}: {why}")));
+        }
+    }
+    if let Some(mode) = patch.get("synchronous_mode").and_then(|v| v.as_str()) {
+        if mode != "off" {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "synchronous_mode = {mode:?}: synchronous replication is not managed yet; \
+                     only \"off\" is accepted"
+                ),
+            ));
+        }
+    }
+    let current = state.handle.view().borrow().state.config.clone();
+    let mut merged = serde_json::to_value(&current)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Some(object) = merged.as_object_mut() {
+        object.extend(patch);
+    }
+    let config: crate::cluster::DynamicConfig = serde_json::from_value(merged).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid configuration: {e}"),
+        )
+    })?;
+    let result = state.handle.propose(Command::SetConfig { config }).await?;
     Ok(command_response(result))
 }
 

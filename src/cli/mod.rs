@@ -106,6 +106,15 @@ pub enum TokenCommand {
 pub enum ConfigCommand {
     /// Validate the config file without starting anything or binding any port.
     Check,
+    /// Show the dynamic (cluster-wide) configuration held in Raft.
+    Show,
+    /// Change keys of the dynamic configuration, e.g. `ttl=3s loop_wait=1s`.
+    Set {
+        /// `key=value` pairs; values are JSON when they parse as JSON (numbers, true/false),
+        /// strings otherwise.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +156,27 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
         }
         Command::Config(ConfigCommand::Check) => {
             output::config_ok(&config);
+        }
+        Command::Config(ConfigCommand::Show) => {
+            let dynamic: serde_json::Value = client(&config, false)?.get("/config").await?;
+            output::json(&dynamic);
+        }
+        Command::Config(ConfigCommand::Set { pairs }) => {
+            let mut patch = serde_json::Map::new();
+            for pair in &pairs {
+                let (key, value) = pair.split_once('=').ok_or_else(|| Failure {
+                    code: 2,
+                    error: anyhow::anyhow!("{pair:?} is not key=value, e.g. ttl=3s"),
+                })?;
+                let value = serde_json::from_str(value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+                patch.insert(key.trim().to_string(), value);
+            }
+            let _: serde_json::Value = client(&config, true)?
+                .patch("/config", &patch)
+                .await
+                .context("changing the dynamic configuration")?;
+            output::line("dynamic configuration updated");
         }
         Command::List { json } => {
             let report: ClusterReport = client(&config, false)?.get("/cluster").await?;

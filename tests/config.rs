@@ -1,0 +1,56 @@
+//! The dynamic (cluster-wide) configuration through the CLI: shown the same on every member,
+//! changed through Raft, refused with the key named when invalid.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_error, assert_success, eventually, OutputExt, TestCluster};
+
+fn ttl_on(cluster: &TestCluster, i: usize) -> Result<String, String> {
+    let output = cluster.node(i).cli(&["config", "show"]);
+    let value: serde_json::Value =
+        serde_json::from_str(&output.stdout_text()).map_err(|e| e.to_string())?;
+    value["ttl"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or(output.stdout_text())
+}
+
+#[test]
+fn dynamic_configuration_is_changed_on_one_member_and_seen_on_all() {
+    let cluster = TestCluster::start(3);
+    assert_eq!(ttl_on(&cluster, 2).as_deref(), Ok("2s"));
+    assert_success(
+        &cluster
+            .node(1)
+            .cli(&["config", "set", "ttl=3s", "loop_wait=1s"]),
+        "set",
+    );
+    for i in 1..=3 {
+        eventually(
+            Duration::from_secs(10),
+            &format!("n{i} shows ttl 3s"),
+            || match ttl_on(&cluster, i) {
+                Ok(ttl) if ttl == "3s" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    // Refused, naming the key and the fix; nothing changes.
+    let refused = cluster.node(2).cli(&["config", "set", "loop_wait=2s"]);
+    assert_error(
+        &refused,
+        1,
+        "loop_wait (2s) must be at most a third of ttl (3s)",
+    );
+    let unknown = cluster.node(2).cli(&["config", "set", "tll=3s"]);
+    assert_error(&unknown, 1, "unknown field `tll`");
+    let not_pair = cluster.node(2).cli(&["config", "set", "ttl"]);
+    assert_error(&not_pair, 2, "is not key=value");
+    let sync = cluster
+        .node(2)
+        .cli(&["config", "set", "synchronous_mode=quorum"]);
+    assert_error(&sync, 1, "synchronous replication is not managed yet");
+    assert_eq!(ttl_on(&cluster, 3).as_deref(), Ok("3s"));
+}
