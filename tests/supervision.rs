@@ -399,3 +399,58 @@ fn no_failover_happens_in_maintenance_mode_until_resume() {
         writable(&cluster)
     });
 }
+
+#[test]
+fn postgresql_parameters_from_the_dynamic_config_reach_every_member() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = TestCluster::start_with_postgres(3);
+    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "replicas stream", || {
+        replicas_streaming(&cluster, primary)
+    });
+    let set = cluster
+        .node(2)
+        .cli(&["config", "set", "postgresql_parameters.work_mem=77MB"]);
+    common::assert_success(&set, "config set work_mem");
+    for i in cluster.running() {
+        eventually(
+            Duration::from_secs(10),
+            &format!("n{i} runs with work_mem 77MB"),
+            || match cluster.node(i).sql("show work_mem").as_deref() {
+                Ok("77MB") => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    // A parameter that needs a restart is written and reported, not applied by a restart.
+    let set = cluster
+        .node(1)
+        .cli(&["config", "set", "postgresql_parameters.shared_buffers=48MB"]);
+    common::assert_success(&set, "config set shared_buffers");
+    eventually(
+        Duration::from_secs(10),
+        "every member reports a pending restart",
+        || {
+            let view = cluster.node(1).list();
+            let pending = view["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["pending_restart"].as_bool() == Some(true))
+                .count();
+            if pending == 3 {
+                Ok(())
+            } else {
+                Err(view.to_string())
+            }
+        },
+    );
+    assert_eq!(writable(&cluster), Ok(primary), "no restart, no failover");
+    // Parameters pgquorum manages are refused, naming the key.
+    let refused = cluster
+        .node(3)
+        .cli(&["config", "set", "postgresql_parameters.port=1"]);
+    common::assert_error(&refused, 1, "\"port\" is managed by pgquorum");
+}

@@ -525,12 +525,6 @@ async fn show_config(State(state): State<AppState>) -> Json<crate::cluster::Dyna
     Json(state.handle.view().borrow().state.config.clone())
 }
 
-/// Keys of the dynamic configuration that `PATCH /config` refuses for now, with why.
-const NOT_YET_APPLIED: &[(&str, &str)] = &[(
-    "postgresql_parameters",
-    "PostgreSQL parameters from the dynamic configuration are not applied to the members yet",
-)];
-
 /// `PATCH /config` (admin): merges the given keys into the dynamic configuration; the
 /// result is validated when applied, and a rejection names the key and the fix.
 async fn patch_config(
@@ -539,11 +533,6 @@ async fn patch_config(
     Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    for (key, why) in NOT_YET_APPLIED {
-        if patch.contains_key(*key) {
-            return Err(ApiError(StatusCode::BAD_REQUEST, format!("{key}: {why}")));
-        }
-    }
     if let Some(mode) = patch.get("synchronous_mode").and_then(|v| v.as_str()) {
         if mode != "off" {
             return Err(ApiError(
@@ -558,8 +547,25 @@ async fn patch_config(
     let current = state.handle.view().borrow().state.config.clone();
     let mut merged = serde_json::to_value(&current)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Merged one level deep, so `{"postgresql_parameters": {"work_mem": "64MB"}}` adds one
+    // parameter; a null value removes a parameter.
     if let Some(object) = merged.as_object_mut() {
-        object.extend(patch);
+        for (key, value) in patch {
+            match (object.get_mut(&key), value) {
+                (Some(serde_json::Value::Object(current)), serde_json::Value::Object(changes)) => {
+                    for (name, value) in changes {
+                        if value.is_null() {
+                            current.remove(&name);
+                        } else {
+                            current.insert(name, value);
+                        }
+                    }
+                }
+                (_, value) => {
+                    object.insert(key, value);
+                }
+            }
+        }
     }
     let config: crate::cluster::DynamicConfig = serde_json::from_value(merged).map_err(|e| {
         ApiError(

@@ -108,7 +108,8 @@ pub enum ConfigCommand {
     Check,
     /// Show the dynamic (cluster-wide) configuration held in Raft.
     Show,
-    /// Change keys of the dynamic configuration, e.g. `ttl=3s loop_wait=1s`.
+    /// Change keys of the dynamic configuration, e.g. `ttl=3s loop_wait=1s` or
+    /// `postgresql_parameters.work_mem=64MB` (applied on every member).
     Set {
         /// `key=value` pairs; values are JSON when they parse as JSON (numbers, true/false),
         /// strings otherwise.
@@ -168,9 +169,27 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
                     code: 2,
                     error: anyhow::anyhow!("{pair:?} is not key=value, e.g. ttl=3s"),
                 })?;
-                let value = serde_json::from_str(value)
-                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-                patch.insert(key.trim().to_string(), value);
+                let key = key.trim();
+                // PostgreSQL parameters are strings as written; other values are JSON when
+                // they parse (numbers, true/false), strings otherwise.
+                let value = match key.split_once('.') {
+                    Some(_) => serde_json::Value::String(value.to_string()),
+                    None => serde_json::from_str(value)
+                        .unwrap_or_else(|_| serde_json::Value::String(value.to_string())),
+                };
+                match key.split_once('.') {
+                    Some((section, name)) => {
+                        let entry = patch
+                            .entry(section.to_string())
+                            .or_insert_with(|| serde_json::json!({}));
+                        if let Some(object) = entry.as_object_mut() {
+                            object.insert(name.to_string(), value);
+                        }
+                    }
+                    None => {
+                        patch.insert(key.to_string(), value);
+                    }
+                }
             }
             let _: serde_json::Value = client(&config, true)?
                 .patch("/config", &patch)

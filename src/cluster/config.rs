@@ -69,6 +69,30 @@ impl Default for DynamicConfig {
     }
 }
 
+/// PostgreSQL parameters that pgquorum sets itself and a user may not override.
+pub const MANAGED_PARAMETERS: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "unix_socket_permissions",
+    "wal_level",
+    "hot_standby",
+    "wal_log_hints",
+    "max_wal_senders",
+    "max_replication_slots",
+    "wal_keep_size",
+    "wal_keep_segments",
+    "hot_standby_feedback",
+    "synchronous_standby_names",
+    "primary_conninfo",
+    "primary_slot_name",
+    "recovery_target_timeline",
+    "data_directory",
+    "config_file",
+    "hba_file",
+    "ident_file",
+];
+
 impl DynamicConfig {
     /// Checks the rules that keep the lease safe and the parameters well-formed. Returns the
     /// first violation as a message that names the key, its value and the fix.
@@ -115,6 +139,12 @@ impl DynamicConfig {
             ));
         }
         for name in self.postgresql_parameters.keys() {
+            if MANAGED_PARAMETERS.contains(&name.as_str()) {
+                return Err(format!(
+                    "postgresql_parameters key {name:?} is managed by pgquorum itself \
+                     (replication, addresses, files); remove it"
+                ));
+            }
             let valid = !name.is_empty()
                 && name
                     .bytes()

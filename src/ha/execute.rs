@@ -40,6 +40,8 @@ pub struct Executor {
     slots: Option<BTreeSet<String>>,
     /// When a rewind that failed without touching anything may be tried again.
     rewind_retry_at: Option<Instant>,
+    /// The user parameters last applied to the running server.
+    applied_parameters: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Executor {
@@ -52,6 +54,7 @@ impl Executor {
             following: None,
             slots: None,
             rewind_retry_at: None,
+            applied_parameters: None,
         };
         // A data directory without standby.signal was last a primary's: whatever it wrote
         // after the last failover may be missing on the new primary.
@@ -122,6 +125,47 @@ impl Executor {
 
     pub fn holder_clock(&self) -> &HolderClock {
         &self.holder_clock
+    }
+
+    /// Applies changed user parameters (the dynamic configuration's `postgresql_parameters`)
+    /// to the running server: rewrites `pgquorum.conf` and reloads. A parameter that needs a
+    /// restart then shows as pending restart (`pg_settings`); restarting stays the operator's
+    /// call. Skipped while the server's role is not known, so that a replica's upstream is
+    /// never written away; a server that is not running gets them when it is next started.
+    pub async fn apply_parameters(&mut self, obs: &Observation) {
+        let wanted = &obs.config.postgresql_parameters;
+        self.postgres.set_parameters(wanted);
+        if self.applied_parameters.as_ref() == Some(wanted) || !obs.pg.running {
+            return;
+        }
+        let upstream = match (obs.pg.in_recovery, self.following) {
+            (false, _) => None,
+            (true, Some(leader)) => match self.upstream(leader, obs) {
+                Ok(upstream) => Some(upstream),
+                Err(_) => return,
+            },
+            (true, None) => return,
+        };
+        let role = match &upstream {
+            None => Role::Primary {
+                synchronous_standby_names: None,
+            },
+            Some(upstream) => Role::Replica {
+                upstream: Some(upstream),
+            },
+        };
+        let result = match self.postgres.write_config(&role) {
+            Ok(ConfigChange::Unchanged) => Ok(()),
+            Ok(_) => self.postgres.reload().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(parameters = ?wanted, "applied PostgreSQL parameters");
+                self.applied_parameters = Some(wanted.clone());
+            }
+            Err(e) => tracing::warn!(error = %e, "applying PostgreSQL parameters; retrying"),
+        }
     }
 
     /// Carries out `decision`. Returns true when the loop should run its next cycle at once

@@ -174,6 +174,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             tracing::debug!("{}", outcome.sentence);
         }
         let again_now = executor.execute(&outcome.decision, &obs).await;
+        executor.apply_parameters(&obs).await;
 
         // Sleep until the next cycle, but wake at the holder's deadline: fencing must not
         // wait for a cycle.

@@ -235,6 +235,8 @@ pub struct Postgres {
     spawner: Spawner,
     /// Serialises start and stop.
     lifecycle: tokio::sync::Mutex<()>,
+    /// User parameters from the dynamic configuration, written into `pgquorum.conf`.
+    parameters: Mutex<BTreeMap<String, String>>,
 }
 
 impl Postgres {
@@ -291,6 +293,7 @@ impl Postgres {
             locale,
             postmaster: Mutex::new(Postmaster::default()),
             lifecycle: tokio::sync::Mutex::new(()),
+            parameters: Mutex::new(BTreeMap::new()),
         };
         let passfile = conf::passfile(&pg.creds.user, pg.creds.password.expose());
         pg.write_file(&pg.settings.passfile, passfile.as_bytes())?;
@@ -312,6 +315,17 @@ impl Postgres {
     /// `postgresql.conf` once, rewrites `pgquorum.conf` and `pg_hba.conf` atomically when
     /// they differ, and creates or removes `standby.signal`. Does not reload or restart
     /// anything. Errors if the data directory has no `postgresql.conf`.
+    /// Sets the user parameters (from the dynamic configuration) that the next
+    /// [`write_config`](Self::write_config) writes. Returns whether they changed.
+    pub fn set_parameters(&self, parameters: &BTreeMap<String, String>) -> bool {
+        let mut current = self.parameters.lock().expect("parameters lock poisoned");
+        if *current == *parameters {
+            return false;
+        }
+        *current = parameters.clone();
+        true
+    }
+
     pub fn write_config(&self, role: &Role) -> Result<ConfigChange, Error> {
         self.write_config_in(&self.settings.data_dir, role)
     }
@@ -335,7 +349,12 @@ impl Postgres {
             replication_user: &self.creds.user,
             version: self.bin.version,
         };
-        let rendered = conf::render(&inputs, role);
+        let parameters = self
+            .parameters
+            .lock()
+            .expect("parameters lock poisoned")
+            .clone();
+        let rendered = conf::render(&inputs, role, &parameters);
         let path = dir.join(conf::FILE);
         let old = match fs::read_to_string(&path) {
             Ok(old) => Some(old),
