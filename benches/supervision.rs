@@ -17,11 +17,14 @@
 //!    new primary afterwards (must be 0). One cluster for all runs.
 //!
 //! `cargo bench --bench supervision`; env: `RUNS` (default 5), `PGQUORUM_BIN` (default: the
-//! binary cargo builds for the bench, `target/release/pgquorum`). Needs PostgreSQL server
-//! binaries in `/usr/lib/postgresql/*/bin`; as root, PostgreSQL runs as OS user `postgres`.
+//! binary cargo builds for the bench, `target/release/pgquorum`), `PGQ_BENCH_POLL=psql` (health
+//! polls with a psql per member per poll instead of long-lived connections: on 2 cores that
+//! alone slowed formation from ~3 s to ~5 s). Needs PostgreSQL server binaries in
+//! `/usr/lib/postgresql/*/bin`; as root, PostgreSQL runs as OS user `postgres`.
 //! Every daemon and PostgreSQL is stopped and every temp dir removed at the end, on a panic
 //! and on SIGINT/SIGTERM/SIGHUP (best effort).
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -76,8 +79,10 @@ fn main() {
          synchronous_mode off (asynchronous streaming), primary_start_timeout 5s"
     );
     println!(
-        "method:   polls and client attempts every {} ms; psql -U postgres over <state_dir>/run \
-         with connect_timeout {CONNECT_TIMEOUT} s; RUNS={runs}",
+        "method:   every {} ms; health (writable / WAL receiver streaming) over one long-lived \
+         connection per member; failover inserts and switchover commits: a new `psql -U \
+         postgres -h <state_dir>/run` per attempt, connect_timeout {CONNECT_TIMEOUT} s; \
+         RUNS={runs}",
         POLL.as_millis()
     );
     println!();
@@ -114,7 +119,7 @@ fn main() {
         ),
     );
     row(
-        "  of which: init -> n1 primary writable",
+        "  of which: init -> first member writable",
         &formation.primary,
         String::new(),
     );
@@ -181,8 +186,8 @@ struct FormationResults {
 fn bench_formation(env: &Env, runs: usize) -> FormationResults {
     println!("1. formation (a fresh cluster per run)");
     println!(
-        "{:>3} {:>10} {:>10} {:>12} {:>10}",
-        "run", "n1 API", "joined", "n1 writable", "healthy"
+        "{:>3} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "run", "n1 API", "joined", "writable", "healthy", "primary"
     );
     let mut results = FormationResults {
         total: Vec::new(),
@@ -191,17 +196,22 @@ fn bench_formation(env: &Env, runs: usize) -> FormationResults {
     for run in 1..=runs {
         let (cluster, times) = Cluster::form(env);
         println!(
-            "{run:>3} {:>10.0} {:>10.0} {:>12.0} {:>10.0}",
+            "{run:>3} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8}",
             ms(times.api),
             ms(times.joined),
             ms(times.primary),
-            ms(times.healthy)
+            ms(times.healthy),
+            cluster.nodes[times.primary_index].name
         );
         results.total.push(ms(times.healthy));
         results.primary.push(ms(times.primary));
         drop(cluster);
     }
-    println!("(ms since `pgquorum init` started on n1; healthy = 1 writable + 2 streaming)");
+    println!(
+        "(ms since `pgquorum init` started on n1: n1's API answers, both joins done and their \
+         daemons started, the first member writable, 1 writable + 2 streaming; primary: the \
+         member that bootstrapped)"
+    );
     println!();
     results
 }
@@ -717,6 +727,8 @@ struct FormationTimes {
     joined: Duration,
     primary: Duration,
     healthy: Duration,
+    /// The member that ended up primary.
+    primary_index: usize,
 }
 
 /// Three members in a temp dir (mode 0711, so that PostgreSQL, running as `postgres`, can
@@ -725,6 +737,7 @@ struct Cluster {
     nodes: Vec<Node>,
     root: Option<TempDir>,
     env: Env,
+    observer: RefCell<Observer>,
 }
 
 impl Cluster {
@@ -743,6 +756,7 @@ impl Cluster {
             nodes,
             root: Some(root),
             env: env.clone(),
+            observer: RefCell::new(Observer::new()),
         };
 
         let started = Instant::now();
@@ -807,7 +821,7 @@ impl Cluster {
         let joined = started.elapsed();
 
         let mut primary = None;
-        wait_for(LIMIT, "a healthy cluster", || {
+        let primary_index = wait_for(LIMIT, "a healthy cluster", || {
             let states = cluster.states();
             if primary.is_none() && states.contains(&PgState::Writable) {
                 primary = Some(started.elapsed());
@@ -819,33 +833,28 @@ impl Cluster {
             api,
             joined,
             primary: primary.unwrap_or(healthy),
+            primary_index,
             healthy,
         };
         (cluster, times)
     }
 
-    /// The state of every member's PostgreSQL, all asked at once.
+    /// The state of every member's PostgreSQL, all asked at once, through the observer's
+    /// connections.
     fn states(&self) -> Vec<PgState> {
-        let queries: Vec<(&Pg, String)> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                (
-                    &n.pg,
-                    "select pg_is_in_recovery(), current_setting('transaction_read_only'), \
-                     coalesce((select status from pg_stat_wal_receiver limit 1), '-')"
-                        .to_string(),
-                )
-            })
-            .collect();
-        sql_parallel(&self.env, &queries)
-            .into_iter()
-            .map(|answer| match answer.as_deref() {
-                Ok("f|off|-") => PgState::Writable,
-                Ok("t|on|streaming") | Ok("t|off|streaming") => PgState::Streaming,
-                _ => PgState::Other,
-            })
-            .collect()
+        if std::env::var("PGQ_BENCH_POLL").as_deref() == Ok("psql") {
+            let queries: Vec<(&Pg, String)> = self
+                .nodes
+                .iter()
+                .map(|n| (&n.pg, STATE_QUERY.to_string()))
+                .collect();
+            return sql_parallel(&self.env, &queries)
+                .into_iter()
+                .map(|answer| PgState::parse(answer.ok().as_deref()))
+                .collect();
+        }
+        let pgs: Vec<&Pg> = self.nodes.iter().map(|n| &n.pg).collect();
+        self.observer.borrow_mut().states(&pgs)
     }
 
     /// Waits (polling every 20 ms) until one member is writable and the others stream;
@@ -876,6 +885,80 @@ impl Drop for Cluster {
     }
 }
 
+/// One row: recovery, read-only, and the WAL receiver's status (`-` without one).
+const STATE_QUERY: &str = "select case when pg_is_in_recovery() then 't' else 'f' end, \
+     current_setting('transaction_read_only'), \
+     coalesce((select status from pg_stat_wal_receiver limit 1), '-')";
+
+/// Watches every member's PostgreSQL over one long-lived connection each (reconnecting after
+/// any error), so that polling every 20 ms costs neither a psql process nor a backend fork
+/// per poll: on 2 cores those would slow down the very initdb and base backups being timed.
+struct Observer {
+    runtime: tokio::runtime::Runtime,
+    clients: Vec<Option<tokio_postgres::Client>>,
+}
+
+impl Observer {
+    fn new() -> Observer {
+        Observer {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime"),
+            clients: Vec::new(),
+        }
+    }
+
+    fn states(&mut self, pgs: &[&Pg]) -> Vec<PgState> {
+        self.clients.resize_with(pgs.len(), || None);
+        let clients = &mut self.clients;
+        self.runtime.block_on(async {
+            let checks = clients.iter_mut().zip(pgs).map(|(slot, pg)| async move {
+                if slot.is_none() {
+                    *slot = Observer::connect(pg).await;
+                }
+                let client = slot.as_ref()?;
+                let query = client.query_one(STATE_QUERY, &[]);
+                match tokio::time::timeout(Duration::from_secs(1), query).await {
+                    Ok(Ok(row)) => Some(format!(
+                        "{}|{}|{}",
+                        row.get::<_, String>(0),
+                        row.get::<_, String>(1),
+                        row.get::<_, String>(2)
+                    )),
+                    _ => {
+                        *slot = None;
+                        None
+                    }
+                }
+            });
+            futures_util::future::join_all(checks)
+                .await
+                .into_iter()
+                .map(|answer| PgState::parse(answer.as_deref()))
+                .collect()
+        })
+    }
+
+    async fn connect(pg: &Pg) -> Option<tokio_postgres::Client> {
+        if !pg.socket_dir.join(format!(".s.PGSQL.{}", pg.port)).exists() {
+            return None;
+        }
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(&pg.socket_dir)
+            .port(pg.port)
+            .user("postgres")
+            .dbname("postgres")
+            .application_name("pgquorum-bench-observer")
+            .connect_timeout(Duration::from_secs(1))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        Some(client)
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum PgState {
     /// Not in recovery and not read-only.
@@ -883,6 +966,17 @@ enum PgState {
     /// In recovery with its WAL receiver streaming.
     Streaming,
     Other,
+}
+
+impl PgState {
+    /// From [`STATE_QUERY`]'s row as `recovery|read_only|receiver` (`None`: no answer).
+    fn parse(answer: Option<&str>) -> PgState {
+        match answer {
+            Some("f|off|-") => PgState::Writable,
+            Some("t|on|streaming") | Some("t|off|streaming") => PgState::Streaming,
+            _ => PgState::Other,
+        }
+    }
 }
 
 /// The writable member if exactly one is and every other one streams.
