@@ -49,6 +49,17 @@ fn replicas_streaming(cluster: &TestCluster, primary: usize) -> Result<(), Strin
     Ok(())
 }
 
+/// A three-member cluster with PostgreSQL, once it has one writable primary and two
+/// replicas streaming through their slots; returns it with the primary's index.
+fn healthy_cluster() -> (TestCluster, usize) {
+    let cluster = TestCluster::start_with_postgres(3);
+    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "two replicas stream through their slots", || {
+        replicas_streaming(&cluster, primary)
+    });
+    (cluster, primary)
+}
+
 #[test]
 fn three_members_form_one_primary_and_two_streaming_replicas() {
     if !require_postgres() {
@@ -88,11 +99,7 @@ fn a_replica_is_promoted_when_the_primary_host_is_lost() {
     if !require_postgres() {
         return;
     }
-    let mut cluster = TestCluster::start_with_postgres(3);
-    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
-    eventually(FORMATION, "replicas stream", || {
-        replicas_streaming(&cluster, old)
-    });
+    let (mut cluster, old) = healthy_cluster();
     cluster
         .node(old)
         .sql("create table t (v int primary key)")
@@ -222,11 +229,7 @@ fn the_old_primary_rejoins_on_the_new_timeline_after_a_failover() {
     if !require_postgres() {
         return;
     }
-    let mut cluster = TestCluster::start_with_postgres(3);
-    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
-    eventually(FORMATION, "replicas stream", || {
-        replicas_streaming(&cluster, old)
-    });
+    let (mut cluster, old) = healthy_cluster();
     cluster
         .node(old)
         .sql("create table t (v int primary key)")
@@ -275,11 +278,7 @@ fn a_planned_switchover_hands_over_without_losing_an_acknowledged_write() {
     if !require_postgres() {
         return;
     }
-    let cluster = TestCluster::start_with_postgres(3);
-    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
-    eventually(FORMATION, "replicas stream", || {
-        replicas_streaming(&cluster, old)
-    });
+    let (cluster, old) = healthy_cluster();
     cluster
         .node(old)
         .sql("create table t (v int primary key)")
@@ -369,11 +368,7 @@ fn no_failover_happens_in_maintenance_mode_until_resume() {
     if !require_postgres() {
         return;
     }
-    let mut cluster = TestCluster::start_with_postgres(3);
-    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
-    eventually(FORMATION, "replicas stream", || {
-        replicas_streaming(&cluster, old)
-    });
+    let (mut cluster, old) = healthy_cluster();
     let survivor = cluster.running().into_iter().find(|&i| i != old).unwrap();
     common::assert_success(&cluster.node(survivor).cli(&["pause"]), "pause");
     assert!(cluster
@@ -405,11 +400,7 @@ fn postgresql_parameters_from_the_dynamic_config_reach_every_member() {
     if !require_postgres() {
         return;
     }
-    let cluster = TestCluster::start_with_postgres(3);
-    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
-    eventually(FORMATION, "replicas stream", || {
-        replicas_streaming(&cluster, primary)
-    });
+    let (cluster, primary) = healthy_cluster();
     let set = cluster
         .node(2)
         .cli(&["config", "set", "postgresql_parameters.work_mem=77MB"]);
