@@ -202,7 +202,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
                 tokio::select! {
                     _ = token.cancelled() => return,
                     result = handle.request_voter(seed, deadline) => match result {
-                        Ok(()) => tracing::info!("this member is now a voter"),
+                        // The leader answers only once we are a voter; our own metrics may
+                        // lag behind, so stop here rather than ask again.
+                        Ok(()) => {
+                            tracing::info!("this member is now a voter");
+                            return;
+                        }
                         Err(e) => tracing::warn!(error = %e, "not yet a voter; retrying"),
                     }
                 }

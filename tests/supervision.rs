@@ -121,7 +121,8 @@ fn a_replica_is_promoted_when_the_primary_host_is_lost() {
         );
     }
 
-    // Host loss: the daemon and its PostgreSQL die together (one process group).
+    // Host loss: the daemon is SIGKILLed and its PostgreSQL dies with it (the postmaster
+    // gets SIGQUIT from its parent-death signal).
     let killed = Instant::now();
     cluster.node_mut(old).kill();
     let new = eventually(FAILOVER, "a survivor accepts a write", || {
