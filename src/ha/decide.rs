@@ -306,6 +306,29 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
     let wait = |text: String| say(obs, Decision::Wait, text);
     let system_id = match (obs.data_dir, obs.database, &lease) {
         (DataDir::Missing, None, NotMine::Vacant(v)) => {
+            // Who bootstraps: an eligible member (a nofailover member never becomes primary,
+            // not even the first time), and among those that answer, the lowest id — the
+            // host that ran `init` while it is up — so members do not race for it.
+            if !may_be_primary(obs, obs.me) {
+                return wait(format!(
+                    "no database exists and {}; not bootstrapping: this member may never be \
+                     primary (nofailover or failover_priority 0)",
+                    v.what
+                ));
+            }
+            let first = obs
+                .peers
+                .keys()
+                .copied()
+                .filter(|id| *id < obs.me && may_be_primary(obs, *id))
+                .min();
+            if let Some(first) = first {
+                return wait(format!(
+                    "no database exists and {}; leaving the bootstrap to {}",
+                    v.what,
+                    name(obs, first)
+                ));
+            }
             let text = format!(
                 "no database exists and {}; taking the lease to bootstrap",
                 v.what
@@ -641,6 +664,14 @@ fn epoch(obs: &Observation) -> String {
 
 fn priority(obs: &Observation, id: NodeId) -> u32 {
     obs.members.get(&id).map_or(0, |m| m.tags.failover_priority)
+}
+
+/// Whether member `id` may ever become primary: registered, not `nofailover`, and
+/// `failover_priority` above 0.
+fn may_be_primary(obs: &Observation, id: NodeId) -> bool {
+    obs.members
+        .get(&id)
+        .is_some_and(|m| !m.tags.nofailover && m.tags.failover_priority > 0)
 }
 
 fn is_writable(pg: &PgStatus) -> bool {

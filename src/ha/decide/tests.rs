@@ -383,6 +383,22 @@ fn decisions() {
         ("paused holder does not restart a stopped postgres",
             obs(1).lease(mine()).paused(),
             D::Paused, "PostgreSQL stopped"),
+        // bootstrap: one eligible member, the lowest id that answers
+        ("the lowest answering eligible member bootstraps",
+            obs(1).no_database().data(Missing).lease(free()).peer(2, stopped(P)),
+            D::AcquireLease { expected: None }, "taking the lease to bootstrap"),
+        ("a higher id leaves the bootstrap to a lower one that answers",
+            obs(2).no_database().data(Missing).lease(free()).peer(1, stopped(P)),
+            D::Wait, "leaving the bootstrap to n1"),
+        ("a higher id bootstraps when the lower one does not answer",
+            obs(2).no_database().data(Missing).lease(free()).peer(3, stopped(P)),
+            D::AcquireLease { expected: None }, "taking the lease to bootstrap"),
+        ("a nofailover member never bootstraps",
+            obs(1).no_database().data(Missing).lease(free()).tag_nofailover(),
+            D::Wait, "may never be primary"),
+        ("a nofailover lower id does not hold back the bootstrap",
+            obs(2).no_database().data(Missing).lease(free()).peer(1, stopped(P)).tags(1, true, 1),
+            D::AcquireLease { expected: None }, "taking the lease to bootstrap"),
         // planned switchover
         ("the primary hands over once the named candidate streams from it and caught up",
             obs(1).primary().lease(mine()).switching(switchover(1, Some(2)))
