@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,20 +18,35 @@ use crate::ha::PeerStatus;
 use crate::raft::proto::pb;
 use crate::raft::RaftHandle;
 
-/// Peer statuses with the instant each answer arrived.
-pub type PeerStatuses = BTreeMap<NodeId, (PeerStatus, Instant)>;
+/// One peer's latest answer.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    pub status: PeerStatus,
+    /// When the answer arrived.
+    pub received: Instant,
+    /// No later than when the peer took the status, on our clock: when we asked, minus the
+    /// age the peer reported. A failover in synchronous mode trusts only statuses taken after
+    /// the old primary stopped being writable.
+    pub taken: Instant,
+}
+
+/// Peer statuses by member.
+pub type PeerStatuses = BTreeMap<NodeId, PeerReport>;
+
+/// This member's own latest status and when it was taken, as the HA loop publishes it.
+pub type LocalStatus = Option<(PeerStatus, Instant)>;
 
 /// The gRPC side: answers with this member's latest status.
 pub struct StatusService {
     handle: RaftHandle,
-    local: watch::Receiver<Option<PeerStatus>>,
+    local: watch::Receiver<LocalStatus>,
 }
 
 impl StatusService {
     /// The service, ready to be added to the peer server's routes.
     pub fn routes(
         handle: RaftHandle,
-        local: watch::Receiver<Option<PeerStatus>>,
+        local: watch::Receiver<LocalStatus>,
     ) -> tonic::service::Routes {
         tonic::service::Routes::new(pb::status_server::StatusServer::new(Self { handle, local }))
     }
@@ -42,13 +59,15 @@ impl pb::status_server::Status for StatusService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
         crate::raft::service::authorize_member(&self.handle, &request)?;
-        let status = match self.local.borrow().as_ref() {
-            Some(status) => {
-                serde_json::to_vec(status).map_err(|e| Status::internal(e.to_string()))?
-            }
-            None => Vec::new(),
+        let (status, age) = match self.local.borrow().as_ref() {
+            Some((status, taken)) => (
+                serde_json::to_vec(status).map_err(|e| Status::internal(e.to_string()))?,
+                taken.elapsed(),
+            ),
+            None => (Vec::new(), Duration::ZERO),
         };
-        Ok(Response::new(pb::StatusReply { status }))
+        let age_us = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
+        Ok(Response::new(pb::StatusReply { status, age_us }))
     }
 }
 
@@ -80,11 +99,15 @@ pub fn spawn_poller(
                     async move {
                         let mut request = Request::new(pb::StatusRequest {});
                         request.set_timeout(timeout);
+                        let asked = Instant::now();
                         let reply = tokio::time::timeout(timeout, client.get(request)).await;
                         let status = match reply {
                             Ok(Ok(reply)) if !reply.get_ref().status.is_empty() => {
-                                serde_json::from_slice::<PeerStatus>(&reply.into_inner().status)
+                                let reply = reply.into_inner();
+                                let age = Duration::from_micros(reply.age_us);
+                                serde_json::from_slice::<PeerStatus>(&reply.status)
                                     .ok()
+                                    .and_then(|status| Some((status, asked.checked_sub(age)?)))
                             }
                             Ok(Err(status)) => {
                                 tracing::debug!(node = %id, %status, "status poll failed");
@@ -95,11 +118,18 @@ pub fn spawn_poller(
                         (id, status)
                     }
                 });
-            let results = futures_util::future::join_all(polls).await;
-            let now = Instant::now();
-            for (id, status) in results {
-                if let Some(status) = status {
-                    statuses.insert(id, (status, now));
+            // Each answer is published as it arrives: a member that does not answer (a host cut
+            // off) must not delay the others' statuses by member_timeout.
+            let mut polls: futures_util::stream::FuturesUnordered<_> = polls.collect();
+            while let Some((id, status)) = polls.next().await {
+                if let Some((status, taken)) = status {
+                    let report = PeerReport {
+                        status,
+                        received: Instant::now(),
+                        taken,
+                    };
+                    statuses.insert(id, report);
+                    tx.send_replace(Arc::new(statuses.clone()));
                 }
             }
             statuses.retain(|id, _| view.state.members.contains_key(id));

@@ -50,7 +50,11 @@ fn dynamic_configuration_is_changed_on_one_member_and_seen_on_all() {
     assert_error(&not_pair, 2, "is not key=value");
     let sync = cluster
         .node(2)
-        .cli(&["config", "set", "synchronous_mode=quorum"]);
-    assert_error(&sync, 1, "synchronous replication is not managed yet");
+        .cli(&["config", "set", "synchronous_mode=always"]);
+    assert_error(&sync, 1, "unknown variant `always`");
+    let count = cluster
+        .node(2)
+        .cli(&["config", "set", "synchronous_node_count=0"]);
+    assert_error(&count, 1, "synchronous_node_count (0) must be at least 1");
     assert_eq!(ttl_on(&cluster, 3).as_deref(), Ok("3s"));
 }

@@ -4,61 +4,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pg::{healthy_cluster, replicas_streaming, writable};
 use common::{eventually, require_postgres, OutputExt, TestCluster};
 
 /// Formation, initdb and two base backups.
 const FORMATION: Duration = Duration::from_secs(60);
 /// From a lost primary to a writable new one.
 const FAILOVER: Duration = Duration::from_secs(20);
-
-/// The index of the one member whose PostgreSQL is writable, if exactly one is.
-fn writable(cluster: &TestCluster) -> Result<usize, String> {
-    let mut found = Vec::new();
-    let mut seen = Vec::new();
-    for i in cluster.running() {
-        let answer = cluster.node(i).sql("select pg_is_in_recovery()");
-        if answer.as_deref() == Ok("f") {
-            found.push(i);
-        }
-        seen.push(format!("n{i}: {answer:?}"));
-    }
-    match found.as_slice() {
-        [one] => Ok(*one),
-        _ => Err(format!("writable members {found:?}; {}", seen.join(", "))),
-    }
-}
-
-fn replicas_streaming(cluster: &TestCluster, primary: usize) -> Result<(), String> {
-    let slots = cluster
-        .node(primary)
-        .sql("select count(*) from pg_replication_slots where active")?;
-    let expected = (cluster.running().len() - 1).to_string();
-    if slots != expected {
-        return Err(format!(
-            "{slots} active slots on n{primary}, want {expected}"
-        ));
-    }
-    for i in cluster.running().into_iter().filter(|&i| i != primary) {
-        let status = cluster
-            .node(i)
-            .sql("select status from pg_stat_wal_receiver")?;
-        if status != "streaming" {
-            return Err(format!("n{i} wal receiver: {status:?}"));
-        }
-    }
-    Ok(())
-}
-
-/// A three-member cluster with PostgreSQL, once it has one writable primary and two
-/// replicas streaming through their slots; returns it with the primary's index.
-fn healthy_cluster() -> (TestCluster, usize) {
-    let cluster = TestCluster::start_with_postgres(3);
-    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
-    eventually(FORMATION, "two replicas stream through their slots", || {
-        replicas_streaming(&cluster, primary)
-    });
-    (cluster, primary)
-}
 
 #[test]
 fn three_members_form_one_primary_and_two_streaming_replicas() {

@@ -6,9 +6,10 @@
 //! |------------------------------------------|--------------------------------------------------------------|
 //! | `/`, `/primary`, `/read-write`           | holds the lease (committed view), PostgreSQL runs, not in recovery |
 //! | `/leader`                                | holds the lease (whatever PostgreSQL does); never on a witness |
-//! | `/replica`, `/async`, `/asynchronous`    | PostgreSQL runs in recovery, no `noloadbalance` tag, `?lag=` met |
+//! | `/replica`                               | PostgreSQL runs in recovery, no `noloadbalance` tag, `?lag=` met |
+//! | `/async`, `/asynchronous`                | `/replica` and not a recorded synchronous standby             |
 //! | `/read-only`                             | `/primary` or `/replica`                                      |
-//! | `/sync`, `/synchronous`                  | never: no synchronous set is recorded yet                    |
+//! | `/sync`, `/synchronous`                  | `/replica` and a recorded synchronous standby (`cluster::sync`) |
 //! | `/health`                                | PostgreSQL runs                                              |
 //! | `/readiness`                             | `/primary`, or a running replica within `?lag=` (default `maximum_lag_on_failover`) |
 //! | `/patroni`                               | always (the status document)                                 |
@@ -22,8 +23,8 @@
 //! from its status when fresh, minus this replica's: when the holder's position is unknown
 //! (holder down or silent for `member_timeout + loop_wait`), a check with a lag limit fails.
 //!
-//! Synchronous replication: the cluster does not record a synchronous set yet, so
-//! `/sync` is always 503 and `/async` answers exactly like `/replica`.
+//! Synchronous standbys are the members of the rule the primary recorded for its tenure;
+//! in asynchronous mode there are none, so `/sync` is 503 and `/async` is `/replica`.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +88,8 @@ pub struct HealthInput {
     /// [`primary_position`]); `None` when unknown.
     pub primary_position: Option<Lsn>,
     pub maximum_lag_on_failover: u64,
+    /// This member is a recorded synchronous standby (synchronous or quorum mode).
+    pub synchronous: bool,
 }
 
 impl HealthInput {
@@ -229,9 +232,10 @@ pub fn check(
     let healthy = match endpoint {
         Endpoint::Primary => input.is_primary(),
         Endpoint::Leader => input.holds_lease(),
-        Endpoint::Replica | Endpoint::Asynchronous => replica(),
+        Endpoint::Replica => replica(),
+        Endpoint::Asynchronous => replica() && !input.synchronous,
         Endpoint::ReadOnly => input.is_primary() || replica(),
-        Endpoint::Synchronous => false,
+        Endpoint::Synchronous => replica() && input.synchronous,
         Endpoint::Health => input.running(),
         Endpoint::Readiness => {
             let limit = query.lag.unwrap_or(input.maximum_lag_on_failover);
@@ -342,8 +346,8 @@ pub fn known_statuses(
     let horizon = config.member_timeout + config.loop_wait;
     peers
         .iter()
-        .filter(|(_, (_, at))| now.saturating_duration_since(*at) <= horizon)
-        .map(|(id, (status, _))| (*id, status.pg.clone()))
+        .filter(|(_, report)| now.saturating_duration_since(report.received) <= horizon)
+        .map(|(id, report)| (*id, report.status.pg.clone()))
         .chain(local.map(|s| (s.node_id, s.pg.clone())))
         .collect()
 }

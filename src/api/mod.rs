@@ -30,10 +30,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Command, CommandResult, JoinToken, Lease, Member, NodeId, Tags};
-use crate::ha::PeerStatus;
+use crate::cluster::{
+    Command, CommandResult, JoinToken, Lease, Member, NodeId, SynchronousMode, Tags,
+};
 use crate::lease::LeaseClock;
-use crate::peers::PeerStatuses;
+use crate::peers::{LocalStatus, PeerStatuses};
 use crate::postgres::{Lsn, PgStatus};
 use crate::raft::ClusterView;
 use crate::raft::RaftHandle;
@@ -48,7 +49,7 @@ pub struct AppState {
     pub ca_sha256: String,
     pub name: String,
     /// This member's own status (None for a witness, or before the first HA cycle).
-    pub local_status: watch::Receiver<Option<PeerStatus>>,
+    pub local_status: watch::Receiver<LocalStatus>,
     /// The other members' statuses with the instant each answer arrived.
     pub peer_statuses: watch::Receiver<Arc<PeerStatuses>>,
 }
@@ -153,7 +154,7 @@ impl Snapshot {
     fn take(state: &AppState) -> Snapshot {
         let me = NodeId(state.handle.id());
         let view = state.handle.view().borrow().clone();
-        let local = state.local_status.borrow().clone();
+        let local = state.local_status.borrow().as_ref().map(|(s, _)| s.clone());
         let peers = state.peer_statuses.borrow().clone();
         let statuses =
             health::known_statuses(local.as_ref(), &peers, &view.state.config, Instant::now());
@@ -177,6 +178,7 @@ impl Snapshot {
             tags: member.map(|m| m.tags.clone()).unwrap_or_default(),
             primary_position: self.primary_position,
             maximum_lag_on_failover: self.view.state.config.maximum_lag_on_failover,
+            synchronous: self.view.state.synchronous_members().contains(&self.me),
         }
     }
 }
@@ -303,12 +305,17 @@ fn describe_member(
     lease_holder: bool,
     pg: Option<&PgStatus>,
     primary_position: Option<Lsn>,
+    synchronous: Option<SynchronousMode>,
 ) -> MemberReport {
     let (role, state) = match pg {
         _ if is_witness(member) => ("", ""),
         _ if lease_holder => ("Leader", pg_state(pg)),
         Some(pg) if pg.running && !pg.in_recovery => ("Primary (no lease)", "running"),
-        _ => ("Replica", pg_state(pg)),
+        _ => match synchronous {
+            Some(SynchronousMode::Quorum) => ("Quorum Standby", pg_state(pg)),
+            Some(_) => ("Sync Standby", pg_state(pg)),
+            None => ("Replica", pg_state(pg)),
+        },
     };
     let running = pg.filter(|pg| pg.running && !is_witness(member));
     let lag_mb = running
@@ -347,6 +354,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
     let view = &snapshot.view;
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
+    let synchronous = view.state.synchronous_members();
     let members = view
         .state
         .members
@@ -368,6 +376,9 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
                 view.state.lease.as_ref().is_some_and(|l| l.holder == m.id),
                 snapshot.statuses.get(&m.id),
                 snapshot.primary_position,
+                synchronous
+                    .contains(&m.id)
+                    .then_some(view.state.config.synchronous_mode),
             )
         })
         .collect();
@@ -533,17 +544,6 @@ async fn patch_config(
     Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    if let Some(mode) = patch.get("synchronous_mode").and_then(|v| v.as_str()) {
-        if mode != "off" {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "synchronous_mode = {mode:?}: synchronous replication is not managed yet; \
-                     only \"off\" is accepted"
-                ),
-            ));
-        }
-    }
     let current = state.handle.view().borrow().state.config.clone();
     let mut merged = serde_json::to_value(&current)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -703,7 +703,14 @@ mod tests {
             ("witness holding the lease", "", true, None, primary, ("", "", None, None, false)),
         ];
         for (name, pg_addr, holder, status, position, want) in cases {
-            let m = describe_member(&member(pg_addr), "voter", holder, status.as_ref(), position);
+            let m = describe_member(
+                &member(pg_addr),
+                "voter",
+                holder,
+                status.as_ref(),
+                position,
+                None,
+            );
             let got = (
                 m.role.as_str(),
                 m.state.as_str(),

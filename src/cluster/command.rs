@@ -6,6 +6,7 @@ use super::config::DynamicConfig;
 use super::lease::{Epoch, Lease, LeaseRef};
 use super::member::{Member, NodeId, Tags};
 use super::state::{JoinToken, Switchover};
+use super::sync::SyncRule;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
@@ -69,6 +70,13 @@ pub enum Command {
     /// Maintenance mode on or off: while paused, supervisors take no automatic action
     /// (a primary keeps renewing its lease; fencing still applies).
     SetPaused { paused: bool },
+    /// Records the synchronous rules of the holder's tenure (see `cluster::sync`); an empty
+    /// list clears the record (asynchronous mode). Only the lease holder may record them.
+    SetSynchronous {
+        holder: NodeId,
+        epoch: Epoch,
+        rules: Vec<SyncRule>,
+    },
 }
 
 /// What applying a command did. Identical on every node for the same log.

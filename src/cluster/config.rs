@@ -15,9 +15,12 @@ pub enum SynchronousMode {
     /// Asynchronous replication only.
     #[default]
     Off,
-    /// One synchronous standby (`FIRST 1 (..)`).
+    /// `synchronous_node_count` named standbys, each of which must confirm every commit
+    /// (Patroni's `synchronous_mode: on`); failover only to one of them.
     On,
-    /// Quorum commit (`ANY k (..)`).
+    /// Quorum commit: every streaming standby is listed and `synchronous_node_count` of them
+    /// confirm each commit (`ANY k (..)`); failover to the most advanced member of any
+    /// group that must hold every commit.
     Quorum,
 }
 
@@ -44,6 +47,8 @@ pub struct DynamicConfig {
     /// In synchronous mode, block writes rather than fall back to asynchronous replication
     /// when no synchronous standby is available.
     pub synchronous_mode_strict: bool,
+    /// How many standbys confirm each commit in synchronous or quorum mode.
+    pub synchronous_node_count: u32,
     /// PostgreSQL parameters applied on every member.
     pub postgresql_parameters: BTreeMap<String, String>,
     /// How long the lease holder tries to restart a crashed PostgreSQL in place before it
@@ -63,6 +68,7 @@ impl Default for DynamicConfig {
             maximum_lag_on_failover: 1024 * 1024,
             synchronous_mode: SynchronousMode::Off,
             synchronous_mode_strict: false,
+            synchronous_node_count: 1,
             postgresql_parameters: BTreeMap::new(),
             primary_start_timeout: Duration::from_secs(5),
         }
@@ -137,6 +143,13 @@ impl DynamicConfig {
                  restart attempt; raise primary_start_timeout",
                 format_duration(self.primary_start_timeout)
             ));
+        }
+        if self.synchronous_node_count == 0 {
+            return Err(
+                "synchronous_node_count (0) must be at least 1; to replicate \
+                        asynchronously set synchronous_mode = \"off\" instead"
+                    .to_string(),
+            );
         }
         for name in self.postgresql_parameters.keys() {
             if MANAGED_PARAMETERS.contains(&name.as_str()) {

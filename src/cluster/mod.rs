@@ -19,12 +19,14 @@ mod config;
 mod lease;
 mod member;
 mod state;
+mod sync;
 
 pub use command::{Command, CommandResult, Rejection};
 pub use config::{DynamicConfig, SynchronousMode};
 pub use lease::{Epoch, Lease, LeaseRef};
 pub use member::{Member, NodeId, Tags};
 pub use state::{apply, ClusterState, JoinToken, Switchover};
+pub use sync::{SyncRule, SyncState};
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use super::command::{Command, CommandResult, Rejection};
 use super::config::DynamicConfig;
 use super::lease::{Epoch, Lease, LeaseRef};
 use super::member::{Member, NodeId, Tags};
+use super::sync::SyncState;
 
 /// A join token as stored in Raft: only the hash of its secret is replicated.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct ClusterState {
     pub database: Option<u64>,
     /// Maintenance mode (`pgquorum pause`): no automatic failover or other action.
     pub paused: bool,
+    /// The synchronous set as the primary recorded it; `None` in asynchronous mode.
+    pub sync: Option<SyncState>,
 }
 
 impl Default for ClusterState {
@@ -70,6 +73,7 @@ impl Default for ClusterState {
             tokens: BTreeMap::new(),
             database: None,
             paused: false,
+            sync: None,
         }
     }
 }
@@ -93,6 +97,29 @@ impl ClusterState {
     /// The member allowed to be the writable primary, if any.
     pub fn lease_holder(&self) -> Option<NodeId> {
         self.lease.map(|lease| lease.holder)
+    }
+
+    /// The members recorded as synchronous standbys of the current tenure: those in every
+    /// recorded rule (so none while a rule without standby is recorded, and during a change
+    /// only those synchronous before and after it); empty in asynchronous mode.
+    pub fn synchronous_members(&self) -> std::collections::BTreeSet<NodeId> {
+        let current = self.lease.map_or(self.last_epoch, |l| l.epoch);
+        let Some(sync) = self.sync.as_ref().filter(|s| {
+            self.config.synchronous_mode != super::SynchronousMode::Off && s.epoch == current
+        }) else {
+            return Default::default();
+        };
+        let mut rules = sync.rules.iter();
+        let Some(first) = rules.next().filter(|r| r.quorum > 0) else {
+            return Default::default();
+        };
+        rules.fold(first.members.clone(), |acc, rule| {
+            if rule.quorum == 0 {
+                Default::default()
+            } else {
+                acc.intersection(&rule.members).copied().collect()
+            }
+        })
     }
 
     /// See [`apply`].
@@ -193,6 +220,18 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
         }
         Command::SetPaused { paused } => {
             state.paused = *paused;
+            Ok(CommandResult::Applied)
+        }
+        Command::SetSynchronous {
+            holder,
+            epoch,
+            rules,
+        } => {
+            current_lease(state, *holder, *epoch)?;
+            state.sync = (!rules.is_empty()).then(|| SyncState {
+                epoch: *epoch,
+                rules: rules.clone(),
+            });
             Ok(CommandResult::Applied)
         }
         Command::ClearSwitchover => {

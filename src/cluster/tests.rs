@@ -603,6 +603,59 @@ fn cases() -> Vec<Case> {
             change: |s| s.paused = true,
         },
         Case {
+            name: "the holder records its synchronous rules in its epoch",
+            given: state().with_lease(1, 3, 7),
+            command: Command::SetSynchronous {
+                holder: NodeId(1),
+                epoch: Epoch(3),
+                rules: vec![crate::cluster::SyncRule {
+                    members: [NodeId(2)].into_iter().collect(),
+                    quorum: 1,
+                }],
+            },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.sync = Some(crate::cluster::SyncState {
+                    epoch: Epoch(3),
+                    rules: vec![crate::cluster::SyncRule {
+                        members: [NodeId(2)].into_iter().collect(),
+                        quorum: 1,
+                    }],
+                })
+            },
+        },
+        Case {
+            name: "synchronous rules from an old tenure are rejected",
+            given: state().with_lease(1, 4, 0),
+            command: Command::SetSynchronous {
+                holder: NodeId(1),
+                epoch: Epoch(3),
+                rules: Vec::new(),
+            },
+            result: rejected(Rejection::LeaseNotHeld {
+                current: Some(lease(1, 4, 0)),
+            }),
+            change: unchanged,
+        },
+        Case {
+            name: "an empty list clears the synchronous record",
+            given: {
+                let mut s = state().with_lease(1, 3, 7);
+                s.sync = Some(crate::cluster::SyncState {
+                    epoch: Epoch(2),
+                    rules: vec![crate::cluster::SyncRule::none()],
+                });
+                s
+            },
+            command: Command::SetSynchronous {
+                holder: NodeId(1),
+                epoch: Epoch(3),
+                rules: Vec::new(),
+            },
+            result: CommandResult::Applied,
+            change: |s| s.sync = None,
+        },
+        Case {
             name: "the holder records the database once",
             given: state().with_lease(1, 3, 7),
             command: Command::RecordDatabase {

@@ -464,6 +464,10 @@ fn switchover(obs: &Observation) -> Option<Outcome> {
     Some(say(obs, Decision::RenewLease, text))
 }
 
+/// How long a replica of the primary may stay on an older timeline without streaming before
+/// it is rewound: following a new timeline normally takes well under a second.
+const STALLED_BEHIND_TIMELINE: Duration = Duration::from_secs(3);
+
 /// How far behind (bytes) a switchover candidate may be when the primary stops: the fast
 /// shutdown sends it the rest, so this only bounds how long that takes.
 const SWITCHOVER_SLACK: u64 = 16 * 1024 * 1024;
@@ -474,6 +478,24 @@ fn replica(obs: &Observation, holder: NodeId, holder_is_primary: bool) -> Outcom
     let epoch = epoch(obs);
     let upstream = obs.following.map_or("nobody".to_string(), |f| name(obs, f));
     if obs.following == Some(holder) {
+        // A replica that received more of the old timeline than the new primary had when it
+        // was promoted cannot follow it: its WAL forked off before its position. pg_rewind
+        // brings it back (or finds nothing to do).
+        let holder_timeline = obs.peers.get(&holder).map(|p| p.pg.timeline);
+        if holder_is_primary
+            && !obs.pg.streaming
+            && holder_timeline.is_some_and(|tl| obs.pg.timeline < tl)
+            && obs.not_streaming_for >= STALLED_BEHIND_TIMELINE
+        {
+            let text = format!(
+                "replica of {leader} on timeline {} while {leader} is on timeline {}, not \
+                 streaming for {}; rewinding from it",
+                obs.pg.timeline,
+                holder_timeline.unwrap_or_default(),
+                human(obs.not_streaming_for)
+            );
+            return say(obs, Decision::Rewind { source: holder }, text);
+        }
         let streaming = if obs.pg.streaming {
             "streaming"
         } else {
@@ -540,6 +562,24 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
             name(obs, writable.node_id)
         ));
     }
+    // Compare positions only once every replica that answers has reported one taken after the
+    // old primary stopped writing: an older report may understate how far it got, and
+    // promoting a member behind another leaves that one unable to follow without a rewind.
+    let since = since_writable(obs);
+    let stale = obs.peers.values().find(|p| {
+        p.pg.running
+            && p.pg.in_recovery
+            && obs
+                .status_age
+                .get(&p.node_id)
+                .is_none_or(|age| *age >= since)
+    });
+    if let Some(stale) = stale {
+        return wait(format!(
+            "waiting for a position from {} taken after the old primary stopped",
+            name(obs, stale.node_id)
+        ));
+    }
     let my_rank = (mine, priority(obs, obs.me), std::cmp::Reverse(obs.me));
     let best = obs
         .peers
@@ -584,11 +624,7 @@ fn my_position_if_eligible(obs: &Observation) -> Result<Lsn, String> {
     let Some(mine) = obs.pg.wal_position else {
         return Err("my WAL position is unknown".to_string());
     };
-    if obs.config.synchronous_mode != SynchronousMode::Off {
-        let rule = "in synchronous mode only a member of the recorded synchronous set may be \
-                    promoted; none is recorded";
-        return Err(rule.to_string());
-    }
+    synchronous_guard(obs, mine)?;
     let limit = obs.config.maximum_lag_on_failover;
     let highest = highest_position(obs).unwrap_or(mine);
     let lag = highest.bytes_after(mine);
@@ -599,6 +635,78 @@ fn my_position_if_eligible(obs: &Observation) -> Result<Lsn, String> {
         ));
     }
     Ok(mine)
+}
+
+/// In synchronous or quorum mode, whether my taking over keeps every acknowledged commit:
+/// for every recorded rule, enough of its members answered with a status taken after the
+/// old primary stopped being writable, and none of them is ahead of me (`cluster::sync`).
+fn synchronous_guard(obs: &Observation, mine: Lsn) -> Result<(), String> {
+    if obs.config.synchronous_mode == SynchronousMode::Off {
+        return Ok(());
+    }
+    let rules = obs.sync_rules();
+    if rules.is_empty() {
+        return Err(
+            "in synchronous mode only a member of the recorded synchronous set may be \
+                    promoted; none is recorded"
+                .to_string(),
+        );
+    }
+    let since_writable = since_writable(obs);
+    let position = |id: NodeId| -> Option<Lsn> {
+        if id == obs.me {
+            return Some(mine);
+        }
+        let fresh = obs
+            .status_age
+            .get(&id)
+            .is_some_and(|age| *age < since_writable);
+        let peer = obs.peers.get(&id).filter(|_| fresh)?;
+        peer.pg.wal_position.filter(|_| peer.pg.running)
+    };
+    for rule in &rules {
+        let Some(needed) = rule.needed_answers() else {
+            return Err(format!(
+                "the primary recorded \"{rule}\" (synchronous mode), so no member is known to \
+                 hold every acknowledged commit; waiting for it or for `pgquorum failover`"
+            ));
+        };
+        let answered: Vec<(NodeId, Lsn)> = rule
+            .members
+            .iter()
+            .filter_map(|id| Some((*id, position(*id)?)))
+            .collect();
+        if answered.len() < needed {
+            let names: Vec<String> = rule.members.iter().map(|id| name(obs, *id)).collect();
+            return Err(format!(
+                "synchronous set [{}] needs {needed} of its members to report a position taken \
+                 after the old primary stopped, {} did",
+                names.join(", "),
+                answered.len()
+            ));
+        }
+        if let Some((id, theirs)) = answered.iter().find(|(_, lsn)| *lsn > mine) {
+            return Err(format!(
+                "synchronous member {} is ahead ({theirs}; I am at {mine})",
+                name(obs, *id)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How long ago, at the latest, the old primary stopped being writable: a status taken less
+/// long ago than this shows every WAL position it reached. A released lease was released
+/// only after that; an expired one's holder gave up at the latest `ttl - margin` after the
+/// renewal I saw last.
+fn since_writable(obs: &Observation) -> Duration {
+    let ttl = obs.config.ttl;
+    match obs.lease_clock {
+        LeaseClockView::Expired { .. } => obs
+            .lease_unchanged_for
+            .saturating_sub(ttl - super::safety_margin(ttl)),
+        _ => obs.lease_unchanged_for,
+    }
 }
 
 /// A peer's rank if it could take the lease: a registered member not tagged nofailover,

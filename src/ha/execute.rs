@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use tokio::time::Instant;
 
 use super::{Decision, HolderClock, Observation};
-use crate::cluster::{Command, CommandResult, NodeId};
+use crate::cluster::{Command, CommandResult, Epoch, NodeId, SyncRule, SynchronousMode};
 use crate::postgres::{
     ConfigChange, DataDir, Error as PgError, Postgres, Role, StopMode, Upstream,
 };
@@ -24,9 +24,49 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// (the source unreachable, a password not yet replicated).
 const REWIND_RETRY: Duration = Duration::from_secs(5);
 
-/// The name of the replication slot of member `id` on the primary.
+/// A `synchronous_standby_names` no standby ever answers to: commits wait (and so are not
+/// acknowledged) until the name is replaced. Used while the lease's quorum is out of reach.
+const NO_STANDBY: &str = "pgquorum_writes_blocked";
+
+/// The name of the replication slot of member `id` on the primary, which is also its
+/// `application_name` (what `synchronous_standby_names` lists).
 pub fn slot_name(id: NodeId) -> String {
     format!("pgquorum_{}", id.0)
+}
+
+/// The member whose `application_name` is `name`, if it is one of ours.
+fn member_of_slot(name: &str) -> Option<NodeId> {
+    name.strip_prefix("pgquorum_")?.parse().ok().map(NodeId)
+}
+
+/// A rule with member names, for the log: `ANY 1 of [n2, n3]`.
+fn describe_rule(rule: &SyncRule, obs: &Observation) -> String {
+    if rule.members.is_empty() || rule.quorum == 0 {
+        return "none".to_string();
+    }
+    let names: Vec<String> = rule
+        .members
+        .iter()
+        .map(|id| {
+            obs.members
+                .get(id)
+                .map_or(format!("n{id}"), |m| m.name.clone())
+        })
+        .collect();
+    format!("ANY {} of [{}]", rule.quorum, names.join(", "))
+}
+
+/// The synchronous rule this primary's PostgreSQL runs, within one lease tenure.
+#[derive(Debug, Default)]
+struct SyncInForce {
+    /// The tenure it belongs to; a new tenure starts from nothing.
+    epoch: Option<Epoch>,
+    /// What `synchronous_standby_names` says now; `None` when nothing synchronous is set.
+    rule: Option<SyncRule>,
+    /// When `rule` was last changed, and the WAL position every commit acknowledged under
+    /// an earlier rule is below (read one loop_wait after the change, once every WAL sender
+    /// has reloaded).
+    switched: Option<(Instant, Option<crate::postgres::Lsn>)>,
 }
 
 pub struct Executor {
@@ -42,6 +82,11 @@ pub struct Executor {
     rewind_retry_at: Option<Instant>,
     /// The user parameters last applied to the running server.
     applied_parameters: Option<std::collections::BTreeMap<String, String>>,
+    /// The synchronous rule in force on our primary (synchronous and quorum modes).
+    sync: SyncInForce,
+    /// Commits wait for a standby that does not exist: a lease renewal did not commit in
+    /// time, so this primary may be cut off from the quorum (see [`Executor::renew`]).
+    writes_blocked: bool,
 }
 
 impl Executor {
@@ -55,6 +100,8 @@ impl Executor {
             slots: None,
             rewind_retry_at: None,
             applied_parameters: None,
+            sync: SyncInForce::default(),
+            writes_blocked: false,
         };
         // A data directory without standby.signal was last a primary's: whatever it wrote
         // after the last failover may be missing on the new primary.
@@ -146,9 +193,10 @@ impl Executor {
             },
             (true, None) => return,
         };
+        let names = self.standby_names();
         let role = match &upstream {
             None => Role::Primary {
-                synchronous_standby_names: None,
+                synchronous_standby_names: names,
             },
             Some(upstream) => Role::Replica {
                 upstream: Some(upstream),
@@ -212,19 +260,23 @@ impl Executor {
                 .await?;
                 self.following = None;
                 self.set_needs_rewind(false);
+                self.begin_tenure(obs);
+                self.apply_primary_config().await?;
                 self.record_database(obs).await?;
                 tracing::info!("bootstrapped the cluster's database as its first primary");
                 Ok(true)
             }
             Decision::StartPrimary => {
                 self.renew(obs).await?;
+                self.begin_tenure(obs);
                 self.postgres.write_config(&Role::Primary {
-                    synchronous_standby_names: None,
+                    synchronous_standby_names: self.standby_names(),
                 })?;
                 let pg = self.postgres.clone();
                 self.with_renewals(obs, async move { pg.start(START_TIMEOUT).await })
                     .await?;
                 self.following = None;
+                self.set_needs_rewind(false);
                 self.renew(obs).await?;
                 Ok(true)
             }
@@ -235,9 +287,11 @@ impl Executor {
                 let timeout = START_TIMEOUT;
                 self.with_renewals(obs, async move { pg.promote(timeout).await })
                     .await?;
-                self.postgres.write_config(&Role::Primary {
-                    synchronous_standby_names: None,
-                })?;
+                // Strict synchronous mode: from the first commits on, wait for a standby.
+                // (Between the promotion and this reload the new primary acknowledges alone;
+                // the recorded rules block any failover until a standby has caught up.)
+                self.begin_tenure(obs);
+                self.apply_primary_config().await?;
                 self.following = None;
                 self.slots = None;
                 self.set_needs_rewind(false);
@@ -264,6 +318,9 @@ impl Executor {
                 // Fencing: nothing may write here any more. Stop first; restarting as a
                 // replica is the next cycle's job.
                 tracing::warn!(?follow, "fencing: stopping the writable PostgreSQL");
+                // It may have written WAL the next primary never gets: rewind before
+                // following anyone.
+                self.set_needs_rewind(true);
                 self.postgres
                     .stop(StopMode::Fast, STOP_TIMEOUT)
                     .await
@@ -479,15 +536,55 @@ impl Executor {
             holder: self.me,
             epoch: lease.epoch,
         };
-        match tokio::time::timeout_at(limit, self.handle.propose(command)).await {
+        let handle = self.handle.clone();
+        let proposal = handle.propose(command);
+        tokio::pin!(proposal);
+        // A writable primary whose renewal has not committed within half a loop_wait may be
+        // cut off from the quorum: its commits wait from now on (they are not acknowledged)
+        // until a renewal commits, rather than until the deadline demotes it.
+        let contact = sent + obs.config.loop_wait / 2;
+        let writable = obs.pg.running && !obs.pg.in_recovery;
+        let mut early = None;
+        if writable && !self.writes_blocked && contact < limit {
+            match tokio::time::timeout_at(contact, &mut proposal).await {
+                Ok(result) => early = Some(result),
+                Err(_) => self.block_writes(obs).await,
+            }
+        }
+        let outcome = match early {
+            Some(result) => Ok(result),
+            None => tokio::time::timeout_at(limit, &mut proposal).await,
+        };
+        match outcome {
             Ok(Ok(CommandResult::Lease { lease })) => {
                 self.holder_clock.committed(lease.epoch, sent);
+                if self.writes_blocked {
+                    self.writes_blocked = false;
+                    if writable {
+                        self.apply_primary_config().await?;
+                        tracing::info!("lease renewed again: commits no longer wait");
+                    }
+                }
                 Ok(())
             }
             Ok(Ok(CommandResult::Rejected { rejection })) => bail!("renewal rejected: {rejection}"),
             Ok(Ok(other)) => bail!("unexpected result {other:?}"),
             Ok(Err(e)) => Err(e).context("renewing the lease"),
             Err(_) => bail!("renewal not committed before the lease deadline"),
+        }
+    }
+
+    /// Makes commits on this primary wait for a standby that does not exist, so that none
+    /// is acknowledged while this member may have lost the quorum (DESIGN §3: fence writers
+    /// at the first missed contact, before the lease deadline demotes PostgreSQL).
+    async fn block_writes(&mut self, obs: &Observation) {
+        self.writes_blocked = true;
+        tracing::warn!(
+            after = ?obs.config.loop_wait / 2,
+            "lease renewal not committed in time: commits wait until it is (cut off from the quorum?)"
+        );
+        if let Err(e) = self.apply_primary_config().await {
+            tracing::warn!(error = %format!("{e:#}"), "blocking commits");
         }
     }
 
@@ -528,6 +625,167 @@ impl Executor {
         }
         if obs.database.is_none() {
             self.record_database(obs).await?;
+        }
+        self.manage_sync(obs)
+            .await
+            .context("synchronous replication")
+    }
+
+    /// `synchronous_standby_names` as it should be now.
+    fn standby_names(&self) -> Option<String> {
+        if self.writes_blocked {
+            return Some(NO_STANDBY.to_string());
+        }
+        self.sync.rule.as_ref()?.standby_names(slot_name)
+    }
+
+    /// Starts the synchronous bookkeeping of this member's tenure as primary (once per
+    /// epoch): nothing is synchronous until a standby streams, except in strict mode, which
+    /// waits for any eligible member from the first commit on.
+    fn begin_tenure(&mut self, obs: &Observation) {
+        let epoch = obs.lease.map(|l| l.epoch);
+        if epoch.is_some() && self.sync.epoch == epoch {
+            return;
+        }
+        let rule = super::sync::desired_rule(
+            &obs.config,
+            self.me,
+            &obs.members,
+            &std::collections::BTreeMap::new(),
+            &SyncRule::none(),
+        );
+        self.sync = SyncInForce {
+            epoch,
+            rule: rule.filter(|r| *r != SyncRule::none()),
+            switched: None,
+        };
+        self.writes_blocked = false;
+    }
+
+    /// Rewrites the primary's configuration (user parameters and synchronous standbys) and
+    /// reloads if it changed.
+    async fn apply_primary_config(&mut self) -> anyhow::Result<()> {
+        let role = Role::Primary {
+            synchronous_standby_names: self.standby_names(),
+        };
+        match self.postgres.write_config(&role)? {
+            ConfigChange::Unchanged => Ok(()),
+            _ => Ok(self.postgres.reload().await?),
+        }
+    }
+
+    /// Keeps the synchronous rule of this primary and its record in Raft in step, in the
+    /// order `cluster::sync` requires: record the new rule next to the old, then switch
+    /// PostgreSQL to it, then drop the old one from the record once enough members of the
+    /// new one have flushed past every commit acknowledged under the old.
+    async fn manage_sync(&mut self, obs: &Observation) -> anyhow::Result<()> {
+        let lease = obs.lease.ok_or_else(|| anyhow!("no lease"))?;
+        if self.sync.epoch != Some(lease.epoch) {
+            self.begin_tenure(obs);
+        }
+        if obs.config.synchronous_mode == SynchronousMode::Off {
+            if self.sync.rule.take().is_some() {
+                self.apply_primary_config().await?;
+                tracing::info!("synchronous replication off");
+            }
+            if obs.sync.is_some() {
+                self.record_sync(Vec::new(), obs).await?;
+            }
+            return Ok(());
+        }
+        let flushed: std::collections::BTreeMap<NodeId, crate::postgres::Lsn> = self
+            .postgres
+            .standbys()
+            .await?
+            .into_iter()
+            .filter(|s| s.streaming)
+            .filter_map(|s| Some((member_of_slot(&s.application_name)?, s.flushed?)))
+            .collect();
+        let current = self.sync.rule.clone().unwrap_or_default();
+        let Some(wanted) =
+            super::sync::desired_rule(&obs.config, self.me, &obs.members, &flushed, &current)
+        else {
+            return Ok(());
+        };
+        let recorded = obs
+            .sync
+            .as_ref()
+            .filter(|s| s.epoch == lease.epoch)
+            .map(|s| s.rules.clone());
+        if current != wanted {
+            // A new tenure's first record keeps failover blocked until a rule covers
+            // everything this primary acknowledged since its promotion.
+            let mut rules = recorded.clone().unwrap_or_else(|| vec![SyncRule::none()]);
+            for rule in [current.clone(), wanted.clone()] {
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+            if recorded.as_ref() != Some(&rules) {
+                self.record_sync(rules, obs).await?;
+            }
+            self.sync.rule = Some(wanted.clone()).filter(|r| *r != SyncRule::none());
+            self.sync.switched = Some((Instant::now(), None));
+            self.apply_primary_config().await?;
+            tracing::info!(
+                "synchronous standbys now {} (was {})",
+                describe_rule(&wanted, obs),
+                describe_rule(&current, obs)
+            );
+            return Ok(());
+        }
+        if recorded.as_deref() == Some(std::slice::from_ref(&wanted)) {
+            self.sync.switched = None;
+            return Ok(());
+        }
+        if recorded.is_none() && wanted == SyncRule::none() {
+            // Nothing recorded in this tenure already blocks failover (`rules_for`).
+            return Ok(());
+        }
+        let (switched_at, target) = self.sync.switched.get_or_insert((Instant::now(), None));
+        if switched_at.elapsed() < obs.config.loop_wait {
+            return Ok(());
+        }
+        let target = match target {
+            Some(target) => *target,
+            None => {
+                let lsn = self.postgres.current_wal_lsn().await?;
+                *target = Some(lsn);
+                lsn
+            }
+        };
+        let caught_up = wanted
+            .members
+            .iter()
+            .filter(|id| flushed.get(id).is_some_and(|f| *f >= target))
+            .count();
+        if caught_up >= wanted.quorum as usize {
+            self.record_sync(vec![wanted.clone()], obs).await?;
+            self.sync.switched = None;
+            if wanted.quorum > 0 {
+                tracing::info!(
+                    "recorded synchronous standbys {}: they hold every acknowledged commit",
+                    describe_rule(&wanted, obs)
+                );
+            } else {
+                tracing::warn!(
+                    "recorded no synchronous standby: automatic failover is blocked until a \
+                     standby streams and catches up"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_sync(&self, rules: Vec<SyncRule>, obs: &Observation) -> anyhow::Result<()> {
+        let lease = obs.lease.ok_or_else(|| anyhow!("no lease"))?;
+        let command = Command::SetSynchronous {
+            holder: self.me,
+            epoch: lease.epoch,
+            rules,
+        };
+        if let CommandResult::Rejected { rejection } = self.propose(command, obs).await? {
+            bail!("recording the synchronous set: {rejection}");
         }
         Ok(())
     }

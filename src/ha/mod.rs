@@ -16,6 +16,7 @@
 pub mod decide;
 pub mod execute;
 pub mod observe;
+pub mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub use observe::{LeaseClockView, Observation, PeerStatus};
 
 use crate::cluster::{Epoch, Lease, NodeId};
 use crate::lease::{LeaseClock, TakeoverRefused};
-use crate::peers::PeerStatuses;
+use crate::peers::{LocalStatus, PeerReport, PeerStatuses};
 use crate::postgres::Postgres;
 use crate::raft::{ClusterView, RaftHandle};
 
@@ -41,7 +42,7 @@ pub struct Deps {
     pub lease_clock: LeaseClock,
     pub peers: watch::Receiver<Arc<PeerStatuses>>,
     /// Where this member publishes its own status for the status exchange and the API.
-    pub local_status: watch::Sender<Option<PeerStatus>>,
+    pub local_status: watch::Sender<LocalStatus>,
 }
 
 /// The holder's memory of its last committed renewal: the epoch and when it was *sent*.
@@ -109,9 +110,12 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let mut executor = execute::Executor::new(me, deps.handle.clone(), deps.postgres.clone());
     let mut last_sentence = String::new();
     let mut down_since: Option<Instant> = None;
+    let mut stalled_since: Option<Instant> = None;
     loop {
         let view: Arc<ClusterView> = deps.handle.view().borrow().clone();
         let config = view.state.config.clone();
+        // The status describes PostgreSQL as of no earlier than this.
+        let taken = Instant::now();
         let pg = deps.postgres.status().await;
         let data_dir = deps.postgres.data_dir_state();
         let following = executor.following();
@@ -121,18 +125,31 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             data_dir,
             following,
         };
-        deps.local_status.send_replace(Some(status));
-
         let now = Instant::now();
-        let peers: BTreeMap<NodeId, PeerStatus> = deps
+        deps.local_status.send_replace(Some((status, taken)));
+
+        let reports: Vec<(NodeId, PeerReport)> = deps
             .peers
             .borrow()
             .iter()
-            .filter(|(_, (_, at))| {
-                now.duration_since(*at) <= config.member_timeout + config.loop_wait
+            .filter(|(_, report)| {
+                now.duration_since(report.received) <= config.member_timeout + config.loop_wait
             })
-            .map(|(id, (status, _))| (*id, status.clone()))
+            .map(|(id, report)| (*id, report.clone()))
             .collect();
+        let status_age = reports
+            .iter()
+            .map(|(id, report)| (*id, now.saturating_duration_since(report.taken)))
+            .collect();
+        let peers: BTreeMap<NodeId, PeerStatus> = reports
+            .into_iter()
+            .map(|(id, report)| (id, report.status))
+            .collect();
+        stalled_since = if pg.running && pg.in_recovery && !pg.streaming {
+            stalled_since.or(Some(now))
+        } else {
+            None
+        };
         down_since = if pg.running {
             None
         } else {
@@ -154,10 +171,14 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             config: config.clone(),
             members: view.state.members.clone(),
             peers,
+            status_age,
             data_dir,
             pg,
             following,
             down_for: down_since
+                .map(|t| now.duration_since(t))
+                .unwrap_or_default(),
+            not_streaming_for: stalled_since
                 .map(|t| now.duration_since(t))
                 .unwrap_or_default(),
             switchover: view.state.switchover.clone(),
@@ -165,6 +186,8 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             lease_unchanged_for: deps.lease_clock.unchanged_for(),
             needs_rewind: executor.needs_rewind(),
             rejoin_blocked: executor.rejoin_blocked(),
+            sync: view.state.sync.clone(),
+            last_epoch: view.state.last_epoch,
         };
         let outcome = decide(&obs);
         if outcome.sentence != last_sentence {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{DynamicConfig, Lease, LeaseRef, Member, NodeId, Switchover};
+use crate::cluster::{
+    DynamicConfig, Epoch, Lease, LeaseRef, Member, NodeId, Switchover, SyncRule, SyncState,
+};
 use crate::postgres::{DataDir, Lsn, PgStatus};
 
 /// What one member reports of itself through the peer status exchange.
@@ -50,6 +52,8 @@ pub struct Observation {
     pub members: BTreeMap<NodeId, Member>,
     /// Peer statuses that answered within `member_timeout` this cycle (not including me).
     pub peers: BTreeMap<NodeId, PeerStatus>,
+    /// For each of `peers`, at most how long ago it took its status (my clock).
+    pub status_age: BTreeMap<NodeId, Duration>,
     /// My own PostgreSQL.
     pub data_dir: DataDir,
     pub pg: PgStatus,
@@ -58,6 +62,8 @@ pub struct Observation {
     /// How long my PostgreSQL has been down while it should be running (for the crash
     /// restart budget); zero when running.
     pub down_for: Duration,
+    /// How long my PostgreSQL has run as a replica without streaming; zero otherwise.
+    pub not_streaming_for: Duration,
     pub switchover: Option<Switchover>,
     /// Maintenance mode: no automatic actions.
     pub paused: bool,
@@ -72,6 +78,22 @@ pub struct Observation {
     /// Why this member cannot rejoin automatically (a failed rewind), if so. Nothing is
     /// deleted: the operator decides (`pgquorum reinit`).
     pub rejoin_blocked: Option<String>,
+    /// The synchronous rules as recorded (`cluster::sync`), `None` in asynchronous mode.
+    pub sync: Option<SyncState>,
+    /// The epoch of the current lease, or of the last one when the lease is free.
+    pub last_epoch: Epoch,
+}
+
+impl Observation {
+    /// The epoch of the current lease, or of the last one when it is free.
+    pub fn current_epoch(&self) -> Epoch {
+        self.lease.map_or(self.last_epoch, |l| l.epoch)
+    }
+
+    /// The synchronous rules a failover must satisfy now (see [`SyncState::rules_for`]).
+    pub fn sync_rules(&self) -> Vec<SyncRule> {
+        SyncState::rules_for(self.sync.as_ref(), self.current_epoch())
+    }
 }
 
 /// Why a member is not eligible for promotion; shown in logs and `list`.

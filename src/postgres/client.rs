@@ -264,6 +264,40 @@ impl Postgres {
         Ok(())
     }
 
+    /// On a primary: each connected standby's `application_name`, whether it streams, and
+    /// the position it has flushed (what synchronous replication waits for).
+    pub async fn standbys(&self) -> Result<Vec<Standby>, Error> {
+        let client = self.connect().await?;
+        let rows = sql(
+            "reading pg_stat_replication",
+            client.query(
+                "SELECT application_name::text, state::text, (flush_lsn - '0/0')::bigint \
+                 FROM pg_stat_replication",
+                &[],
+            ),
+        )
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Standby {
+                application_name: row.get::<_, Option<String>>(0).unwrap_or_default(),
+                streaming: row.get::<_, Option<String>>(1).as_deref() == Some("streaming"),
+                flushed: row.get::<_, Option<i64>>(2).map(|bytes| Lsn(bytes as u64)),
+            })
+            .collect())
+    }
+
+    /// On a primary: `pg_current_wal_lsn()`.
+    pub async fn current_wal_lsn(&self) -> Result<Lsn, Error> {
+        let client = self.connect().await?;
+        let row = sql(
+            "reading the current WAL position",
+            client.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[]),
+        )
+        .await?;
+        Ok(Lsn(row.get::<_, i64>(0) as u64))
+    }
+
     /// Runs `sql` (one or more statements, simple protocol) and discards any rows.
     pub async fn execute(&self, sql_text: &str) -> Result<(), Error> {
         let client = self.connect().await?;
@@ -273,6 +307,14 @@ impl Postgres {
         )
         .await
     }
+}
+
+/// One standby connected to this primary (`pg_stat_replication`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standby {
+    pub application_name: String,
+    pub streaming: bool,
+    pub flushed: Option<Lsn>,
 }
 
 /// Awaits a query, naming what it was for in the error.

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use client::Standby;
 pub use conf::{ConfigChange, REWIND_USER};
 pub use rewind::RewindOutcome;
 pub use status::{DataDir, Lsn, PgStatus};

@@ -20,6 +20,8 @@ pub struct TestCluster {
     init_token: String,
     /// Whether new nodes supervise a PostgreSQL.
     postgres: bool,
+    /// `(namespace, address)` of each host when members run on `netns::Hosts`.
+    hosts: Vec<(String, String)>,
 }
 
 impl TestCluster {
@@ -41,14 +43,35 @@ impl TestCluster {
         Self::start_full(n, true, tagged, extra)
     }
 
+    /// One member on each of `hosts` (network namespaces), each supervising PostgreSQL.
+    pub fn start_on_hosts(hosts: &super::netns::Hosts) -> TestCluster {
+        let hosts: Vec<(String, String)> = (1..=hosts.len())
+            .map(|i| (hosts.netns(i), hosts.ip(i)))
+            .collect();
+        Self::start_full_on(hosts.len(), true, &[], "", hosts)
+    }
+
     fn start_opts(n: usize, postgres: bool) -> TestCluster {
         Self::start_full(n, postgres, &[], "")
     }
 
     fn start_full(n: usize, postgres: bool, tagged: &[usize], extra: &str) -> TestCluster {
+        Self::start_full_on(n, postgres, tagged, extra, Vec::new())
+    }
+
+    fn start_full_on(
+        n: usize,
+        postgres: bool,
+        tagged: &[usize],
+        extra: &str,
+        hosts: Vec<(String, String)>,
+    ) -> TestCluster {
         assert!(n >= 1);
         let test = test_name();
-        let mut first = Node::new(&test, "n1");
+        let mut first = match hosts.first() {
+            Some((ns, ip)) => Node::on_host(&test, "n1", ns, ip),
+            None => Node::new(&test, "n1"),
+        };
         if postgres {
             first = first.with_postgres();
         }
@@ -74,6 +97,7 @@ impl TestCluster {
             nodes: vec![first],
             init_token,
             postgres,
+            hosts,
         };
         for i in 2..=n {
             let mut node = cluster.new_node(&format!("n{i}"));
@@ -91,7 +115,11 @@ impl TestCluster {
 
     /// A node of this test that is not (yet) a member: for refused joins.
     pub fn new_node(&self, name: &str) -> Node {
-        let node = Node::new(&self.test, name);
+        let index = self.nodes.len();
+        let node = match self.hosts.get(index) {
+            Some((ns, ip)) => Node::on_host(&self.test, name, ns, ip),
+            None => Node::new(&self.test, name),
+        };
         if self.postgres {
             node.with_postgres()
         } else {

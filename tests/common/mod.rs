@@ -3,9 +3,12 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+pub mod netns;
 pub mod node;
+pub mod pg;
 pub mod ports;
 pub mod wait;
+pub mod writer;
 
 pub use cluster::{member_names, TestCluster, ELECTION, FORMATION};
 pub use node::{assert_error, assert_success, require_postgres, Node, OutputExt};

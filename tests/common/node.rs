@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,11 @@ pub struct Node {
     /// Inside the temp dir; created by `init` or `node join`, not by the harness.
     pub state_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The address the node listens on: 127.0.0.1, or its host's address in a network
+    /// namespace.
+    pub host_ip: String,
+    /// The network namespace the daemon and CLI run in (see `netns::Hosts`), if any.
+    pub netns: Option<String>,
     child: Option<Child>,
     starts: u32,
     dir: TempDir,
@@ -83,6 +88,15 @@ impl Node {
     /// A node named `name` with fresh ports and a config file; nothing is run yet. Its log
     /// goes to `target/test-logs/<test>/<name>.log`.
     pub fn new(test: &str, name: &str) -> Node {
+        Self::new_at(test, name, "127.0.0.1", None)
+    }
+
+    /// A node on host `netns` (a network namespace) with address `ip`, on the standard ports.
+    pub fn on_host(test: &str, name: &str, netns: &str, ip: &str) -> Node {
+        Self::new_at(test, name, ip, Some(netns.to_string()))
+    }
+
+    fn new_at(test: &str, name: &str, ip: &str, netns: Option<String>) -> Node {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pgq-{name}-"))
             .tempdir()
@@ -95,11 +109,17 @@ impl Node {
         std::fs::create_dir_all(&log_dir).expect("creating the log dir");
         let log_path = log_dir.join(format!("{name}.log"));
         File::create(&log_path).expect("creating the node log");
+        let (peer_port, api_port, pg_port) = match netns {
+            Some(_) => (7400, 8008, 5432),
+            None => (free_port(), free_port(), free_port()),
+        };
         let node = Node {
             name: name.to_string(),
-            peer_port: free_port(),
-            api_port: free_port(),
-            pg_port: free_port(),
+            peer_port,
+            api_port,
+            pg_port,
+            host_ip: ip.to_string(),
+            netns,
             config_path: dir.path().join(format!("{name}.toml")),
             state_dir: dir.path().join("state"),
             log_path,
@@ -126,8 +146,9 @@ impl Node {
     /// Rewrites the config so this node supervises a PostgreSQL on its own port.
     pub fn with_postgres(self) -> Node {
         let text = format!(
-            "{}\n[postgresql]\nlisten = \"127.0.0.1:{}\"\n",
+            "{}\n[postgresql]\nlisten = \"{}:{}\"\n",
             self.default_config(),
+            self.host_ip,
             self.pg_port
         );
         self.write_config(&text);
@@ -178,17 +199,42 @@ impl Node {
         }
     }
 
+    /// Where a client reaches this node's PostgreSQL: its unix socket.
+    pub fn pg_target(&self) -> super::writer::Target {
+        super::writer::Target {
+            name: self.name.clone(),
+            socket_dir: self.state_dir.join("run"),
+            port: self.pg_port,
+        }
+    }
+
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config_path, text).expect("writing the config file");
     }
 
-    /// `127.0.0.1:<peer port>`, what `node join` takes.
+    /// `<host ip>:<peer port>`, what `node join` takes.
     pub fn peer_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_port)
+        format!("{}:{}", self.host_ip, self.peer_port)
     }
 
     pub fn api_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.api_port)
+        format!("{}:{}", self.host_ip, self.api_port)
+    }
+
+    /// `pgquorum`, run inside this node's network namespace if it has one.
+    fn command(&self) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        }
+    }
+
+    fn api_socket(&self) -> SocketAddr {
+        self.api_addr().parse().expect("the API address is ip:port")
     }
 
     /// Runs `pgquorum <args> -c <config>` to completion (killed and a panic after
@@ -198,7 +244,8 @@ impl Node {
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
         let out_path = self.dir.path().join(format!("cli-{call}.out"));
         let err_path = self.dir.path().join(format!("cli-{call}.err"));
-        let mut child = Command::new(BIN)
+        let mut child = self
+            .command()
             .args(args)
             .arg("-c")
             .arg(&self.config_path)
@@ -263,7 +310,8 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .expect("opening the node log");
-        let child = Command::new(BIN)
+        let child = self
+            .command()
             .arg("run")
             .arg("-c")
             .arg(&self.config_path)
@@ -341,17 +389,13 @@ impl Node {
 
     /// A plain HTTP/1.1 GET to this node's API: (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, self.api_port)), path)
+        http_get(self.api_socket(), path)
     }
 
     /// A plain HTTP/1.1 request with `method` (`HEAD`, `OPTIONS`, ...) to this node's API:
     /// (status, body).
     pub fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-        http_request(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, self.api_port)),
-            method,
-            path,
-        )
+        http_request(self.api_socket(), method, path)
     }
 
     /// The pid of this node's postmaster, from the first line of `postmaster.pid` in the

@@ -34,6 +34,7 @@ fn primary() -> HealthInput {
         tags: Tags::default(),
         primary_position: Some(Lsn(100 * MB)),
         maximum_lag_on_failover: MB,
+        synchronous: false,
     }
 }
 
@@ -138,6 +139,10 @@ fn each_kind_of_member_answers_as_patroni_does() {
         //                                  pri  lead rep  rep1 ro   ro1  sync async as1 hlth ready status
         ("primary", primary(), [200, 200, 503, 503, 200, 200, 503, 503, 503, 200, 200, 200]),
         ("replica", replica(), [503, 503, 200, 200, 200, 200, 503, 200, 200, 200, 200, 200]),
+        ("synchronous standby", HealthInput { synchronous: true, ..replica() },
+            [503, 503, 200, 200, 200, 200, 200, 503, 503, 200, 200, 200]),
+        ("stopped synchronous standby", stopped(HealthInput { synchronous: true, ..replica() }),
+            [503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 200]),
         ("lagging replica", lagging(), [503, 503, 200, 503, 200, 503, 503, 200, 503, 200, 503, 200]),
         ("stopped replica", stopped(replica()), [503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 200]),
         ("stopped lease holder", stopped(primary()), [503, 200, 503, 503, 503, 503, 503, 503, 503, 503, 503, 200]),
@@ -287,10 +292,18 @@ fn stale_peer_statuses_are_unknown_and_the_holder_position_needs_a_running_prima
     };
     let horizon = config.member_timeout + config.loop_wait;
     let mut peers = PeerStatuses::new();
-    peers.insert(NodeId(1), (status(1, primary().pg.unwrap()), now - horizon));
+    let report = |status, received| crate::peers::PeerReport {
+        status,
+        received,
+        taken: received,
+    };
+    peers.insert(
+        NodeId(1),
+        report(status(1, primary().pg.unwrap()), now - horizon),
+    );
     peers.insert(
         NodeId(3),
-        (
+        report(
             status(3, replica().pg.unwrap()),
             now - horizon - Duration::from_millis(1),
         ),

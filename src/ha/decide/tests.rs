@@ -67,15 +67,20 @@ fn obs(me: u64) -> Observation {
         config: DynamicConfig::default(),
         members: (1..=3).map(|id| (n(id), member(id))).collect(),
         peers: BTreeMap::new(),
+        status_age: BTreeMap::new(),
         data_dir: Initialised { system_id: DB },
         pg: PgStatus::default(),
         following: None,
         down_for: Duration::ZERO,
+        not_streaming_for: Duration::ZERO,
         switchover: None,
         paused: false,
         needs_rewind: false,
         rejoin_blocked: None,
-        lease_unchanged_for: Duration::ZERO,
+        // Unchanged for ttl: a status taken in the last 500 ms is fresh (see `aged`).
+        lease_unchanged_for: Duration::from_secs(2),
+        sync: None,
+        last_epoch: Epoch(EPOCH),
     }
 }
 
@@ -198,6 +203,10 @@ trait Build: Sized {
     fn blocked(self, reason: &str) -> Self;
     fn switching(self, switchover: Switchover) -> Self;
     fn unchanged_for_ms(self, ms: u64) -> Self;
+    /// Synchronous rules recorded in lease epoch `epoch`: `(members, quorum)` each.
+    fn synced(self, epoch: u64, rules: &[(&[u64], u32)]) -> Self;
+    /// Peer `id`'s status was taken `ms` ago.
+    fn aged(self, id: u64, ms: u64) -> Self;
 }
 
 impl Build for Observation {
@@ -248,6 +257,7 @@ impl Build for Observation {
         self
     }
     fn peer(mut self, id: u64, status: PeerStatus) -> Self {
+        self.status_age.insert(n(id), Duration::from_millis(100));
         self.peers.insert(
             n(id),
             PeerStatus {
@@ -296,6 +306,24 @@ impl Build for Observation {
     }
     fn unchanged_for_ms(mut self, ms: u64) -> Self {
         self.lease_unchanged_for = Duration::from_millis(ms);
+        self
+    }
+    fn synced(mut self, epoch: u64, rules: &[(&[u64], u32)]) -> Self {
+        let rules = rules
+            .iter()
+            .map(|(members, quorum)| crate::cluster::SyncRule {
+                members: members.iter().map(|id| n(*id)).collect(),
+                quorum: *quorum,
+            })
+            .collect();
+        self.sync = Some(crate::cluster::SyncState {
+            epoch: Epoch(epoch),
+            rules,
+        });
+        self
+    }
+    fn aged(mut self, id: u64, ms: u64) -> Self {
+        self.status_age.insert(n(id), Duration::from_millis(ms));
         self
     }
     fn sync_mode(mut self, mode: SynchronousMode) -> Self {
@@ -417,10 +445,12 @@ fn decisions() {
                 .peer(2, replica_following("0/4FFFFFF", 1)).peer(3, replica_following(P, 1)),
             D::HandOver { to: n(3) }, "over to n3"),
         ("the named candidate takes the freshly released lease",
-            obs(2).replica_of(1, P).lease(free()).switching(switchover(1, Some(2))),
+            obs(2).replica_of(1, P).lease(free()).switching(switchover(1, Some(2)))
+                .unchanged_for_ms(100),
             D::TakeOver { expected: None }, "taking over as the switchover candidate"),
         ("another replica leaves a freshly released lease to the candidate",
-            obs(3).replica_of(1, "0/6000000").lease(free()).switching(switchover(1, Some(2))),
+            obs(3).replica_of(1, "0/6000000").lease(free()).switching(switchover(1, Some(2)))
+                .unchanged_for_ms(100),
             D::Wait, "switchover to n2 in progress"),
         ("after ttl the reservation lapses and the healthiest replica takes over",
             obs(3).replica_of(1, P).lease(free()).switching(switchover(1, Some(2)))
@@ -567,6 +597,66 @@ fn decisions() {
         ("quorum mode without a recorded synchronous set: no takeover",
             obs(3).replica_of(2, P).lease(expired(2)).sync_mode(Quorum),
             D::Wait, "synchronous set"),
+        // Synchronous modes: the recorded rules (epoch 7 is the expired lease's). The lease
+        // expired 2 s after it was last seen renewed; its holder stopped 0.5 s before, so
+        // statuses younger than 500 ms are fresh.
+        ("on: the recorded synchronous standby takes over alone",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(On).synced(EPOCH, &[(&[3], 1)])
+                .unchanged_for_ms(2000),
+            D::TakeOver { expected: seen() }, "taking over as the healthiest replica"),
+        ("on: a member outside the set may take over when the set's member is behind it",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(On).synced(EPOCH, &[(&[1], 1)])
+                .peer(1, replica("0/4000000")).aged(1, 100).unchanged_for_ms(2000),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("on: the synchronous standby is ahead: it must take over, not me",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(On).synced(EPOCH, &[(&[1], 1)])
+                .peer(1, replica(AHEAD)).aged(1, 100).unchanged_for_ms(2000),
+            D::Wait, "synchronous member n1 is ahead (0/5000100; I am at 0/5000000)"),
+        ("on: the synchronous standby did not answer: no takeover",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(On).synced(EPOCH, &[(&[1], 1)])
+                .unchanged_for_ms(2000),
+            D::Wait, "synchronous set [n1] needs 1 of its members to report a position taken \
+                      after the old primary stopped, 0 did"),
+        ("quorum: a status taken before the old primary stopped does not count",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[1, 3], 1)]).peer(1, replica(P)).aged(1, 600)
+                .unchanged_for_ms(2000),
+            D::Wait, "needs 2 of its members"),
+        ("quorum: both members of ANY 1 answered fresh; the most advanced takes over",
+            obs(3).replica_of(2, AHEAD).lease(expired(2)).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[1, 3], 1)]).peer(1, replica(P)).aged(1, 400)
+                .unchanged_for_ms(2000),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("quorum: while the set changes, every recorded rule must be met",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[3], 1), (&[1, 3], 1)]).unchanged_for_ms(2000),
+            D::Wait, "synchronous set [n1, n3] needs 2"),
+        ("a recorded rule without synchronous standby blocks failover",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[], 0)]).unchanged_for_ms(2000),
+            D::Wait, "recorded \"no synchronous standby\" (synchronous mode), so no member is \
+                      known to hold every acknowledged commit"),
+        ("rules of an earlier tenure do not cover what the new primary acknowledged",
+            obs(3).replica_of(2, P).lease(expired(2)).sync_mode(On).synced(EPOCH - 1, &[(&[3], 1)])
+                .unchanged_for_ms(2000),
+            D::Wait, "no synchronous standby"),
+        ("a released lease: statuses taken after the release count",
+            obs(3).replica_of(2, AHEAD).sync_mode(Quorum).synced(EPOCH, &[(&[1, 3], 1)])
+                .peer(1, replica(P)).aged(1, 100).unchanged_for_ms(200),
+            D::TakeOver { expected: None }, "taking over"),
+        ("a replica waits for the others' positions taken after the old primary stopped",
+            obs(3).replica_of(2, AHEAD).lease(expired(2)).peer(1, replica(P)).aged(1, 600),
+            D::Wait, "waiting for a position from n1 taken after the old primary stopped"),
+        ("a replica behind the new primary's timeline that does not stream is rewound",
+            Observation { not_streaming_for: Duration::from_secs(3), ..obs(3).replica_of(2, P)
+                .not_streaming().lease(held_by_other(2))
+                .peer(2, peer_with(PgStatus { timeline: 2, ..writable_pg(P) })) },
+            D::Rewind { source: n(2) }, "on timeline 1 while n2 is on timeline 2"),
+        ("a replica briefly not streaming after a timeline switch is left alone",
+            Observation { not_streaming_for: Duration::from_secs(1), ..obs(3).replica_of(2, P)
+                .not_streaming().lease(held_by_other(2))
+                .peer(2, peer_with(PgStatus { timeline: 2, ..writable_pg(P) })) },
+            D::Idle, "replica of n2, not streaming"),
         ("replica lagging beyond maximum_lag_on_failover does not take over",
             obs(3).replica_of(2, P).lease(expired(2)).peer(2, stopped("0/6000000")),
             D::Wait, "16777216 B behind the highest known position 0/6000000, more than \
