@@ -134,9 +134,24 @@ pub fn spawn_poller(
             }
             statuses.retain(|id, _| view.state.members.contains_key(id));
             tx.send_replace(Arc::new(statuses.clone()));
+            // Poll again after loop_wait, or at once when the lease changes hands or the
+            // database is recorded: members act on the new primary's status.
+            let mut changes = handle.view();
+            let key = |v: &crate::raft::ClusterView| {
+                (v.state.lease.map(|l| (l.holder, l.epoch)), v.state.database)
+            };
+            let seen = key(&view);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(config.loop_wait) => {}
+                _ = async {
+                    while changes.changed().await.is_ok() {
+                        if key(&changes.borrow_and_update()) != seen {
+                            return;
+                        }
+                    }
+                    std::future::pending::<()>().await
+                } => {}
             }
         }
     });

@@ -109,9 +109,14 @@ fn quorum_mode_loses_no_acknowledged_commit_across_20_failovers() {
     }
     const FAILOVERS: usize = 20;
     let (mut cluster, first) = healthy_cluster();
-    let set = cluster
-        .node(first)
-        .cli(&["config", "set", "synchronous_mode=quorum"]);
+    // Unattended: a former primary whose rewind fails part-way (its source restarted, say)
+    // is cloned afresh instead of staying out.
+    let set = cluster.node(first).cli(&[
+        "config",
+        "set",
+        "synchronous_mode=quorum",
+        "remove_data_directory_on_rewind_failure=true",
+    ]);
     assert_success(&set, "config set synchronous_mode=quorum");
     wait_for_role(&cluster, first, "Quorum Standby", 2);
     cluster
@@ -120,7 +125,7 @@ fn quorum_mode_loses_no_acknowledged_commit_across_20_failovers() {
         .unwrap();
 
     let targets = (1..=3).map(|i| cluster.node(i).pg_target()).collect();
-    let writer = Writer::start("t", targets, Duration::from_millis(5));
+    let writer = Writer::start("t", targets, Duration::from_millis(10));
     let mut primary = first;
     let mut times = Vec::new();
     for round in 1..=FAILOVERS {

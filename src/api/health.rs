@@ -343,12 +343,23 @@ pub fn known_statuses(
     config: &DynamicConfig,
     now: Instant,
 ) -> BTreeMap<NodeId, PgStatus> {
+    known(local, peers, config, now, |s| s.pg.clone())
+}
+
+/// [`known_statuses`], reading `part` of each status.
+pub fn known<T>(
+    local: Option<&PeerStatus>,
+    peers: &PeerStatuses,
+    config: &DynamicConfig,
+    now: Instant,
+    part: impl Fn(&PeerStatus) -> T,
+) -> BTreeMap<NodeId, T> {
     let horizon = config.member_timeout + config.loop_wait;
     peers
         .iter()
         .filter(|(_, report)| now.saturating_duration_since(report.received) <= horizon)
-        .map(|(id, report)| (*id, report.status.pg.clone()))
-        .chain(local.map(|s| (s.node_id, s.pg.clone())))
+        .map(|(id, report)| (*id, part(&report.status)))
+        .chain(local.map(|s| (s.node_id, part(s))))
         .collect()
 }
 

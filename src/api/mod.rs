@@ -148,6 +148,8 @@ struct Snapshot {
     statuses: BTreeMap<NodeId, PgStatus>,
     /// The lease holder's WAL position, if it is a running primary with a fresh status.
     primary_position: Option<Lsn>,
+    /// Each member's last HA sentence, from fresh statuses.
+    summaries: BTreeMap<NodeId, String>,
 }
 
 impl Snapshot {
@@ -156,14 +158,16 @@ impl Snapshot {
         let view = state.handle.view().borrow().clone();
         let local = state.local_status.borrow().as_ref().map(|(s, _)| s.clone());
         let peers = state.peer_statuses.borrow().clone();
-        let statuses =
-            health::known_statuses(local.as_ref(), &peers, &view.state.config, Instant::now());
+        let (config, now) = (&view.state.config, Instant::now());
+        let statuses = health::known_statuses(local.as_ref(), &peers, config, now);
+        let summaries = health::known(local.as_ref(), &peers, config, now, |s| s.summary.clone());
         let primary_position = health::primary_position(view.state.lease.as_ref(), &statuses);
         Snapshot {
             me,
             view,
             statuses,
             primary_position,
+            summaries,
         }
     }
 
@@ -252,8 +256,8 @@ pub struct MemberReport {
     /// `leader`, `voter` or `learner` in Raft; `registered` if not (yet) in Raft membership.
     pub raft_role: String,
     pub lease_holder: bool,
-    /// As `patronictl list`: `Leader` for the lease holder, `Replica`, `Sync Standby`
-    /// (reserved: no synchronous set is recorded yet); `Primary (no lease)` for a writable
+    /// As `patronictl list`: `Leader` for the lease holder, `Replica`, `Sync Standby` or
+    /// `Quorum Standby` (a recorded synchronous standby); `Primary (no lease)` for a writable
     /// PostgreSQL without the lease; empty for a witness.
     #[serde(default)]
     pub role: String,
@@ -272,6 +276,9 @@ pub struct MemberReport {
     pub pending_restart: bool,
     #[serde(default)]
     pub tags: Tags,
+    /// The member's last HA sentence, saying what it does or waits for; empty when unknown.
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// The body of `GET /cluster`, as seen by the answering member.
@@ -336,6 +343,7 @@ fn describe_member(
         lag_mb,
         pending_restart: running.is_some_and(|pg| pg.pending_restart),
         tags: member.tags.clone(),
+        summary: String::new(),
     }
 }
 
@@ -380,6 +388,14 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
                     .contains(&m.id)
                     .then_some(view.state.config.synchronous_mode),
             )
+        })
+        .map(|mut report| {
+            report.summary = snapshot
+                .summaries
+                .get(&NodeId(report.id))
+                .cloned()
+                .unwrap_or_default();
+            report
         })
         .collect();
     Json(ClusterReport {

@@ -108,6 +108,22 @@ fn render_cluster_table(report: &ClusterReport) -> String {
     if report.paused {
         out += "\n Maintenance mode: on";
     }
+    // No running primary: say what each member waits for (its last HA sentence).
+    let primary_runs = report
+        .members
+        .iter()
+        .any(|m| m.role == "Leader" && m.state == "running");
+    if !primary_runs {
+        out += "\n No primary. What each member says:";
+        for m in &report.members {
+            let summary = if m.summary.is_empty() {
+                format!("{}: no status", m.name)
+            } else {
+                m.summary.clone()
+            };
+            out += &format!("\n   {summary}");
+        }
+    }
     if let Some(switchover) = &report.switchover {
         let to = switchover
             .to
@@ -175,6 +191,7 @@ mod tests {
             lag_mb,
             pending_restart: false,
             tags: Tags::default(),
+            summary: format!("{name}: ..."),
         }
     }
 
@@ -212,5 +229,37 @@ mod tests {
 | w      | w:7400  |         |           |    |           |                 | voter |                  |
 +--------+---------+---------+-----------+----+-----------+-----------------+-------+------------------+";
         assert_eq!(render_cluster_table(&report), expected);
+    }
+
+    #[test]
+    fn without_a_running_primary_the_table_says_what_each_member_waits_for() {
+        let mut n2 = member("n2", "Replica", "streaming", None);
+        n2.summary = "n2: lease of n1 expired (epoch 3); not eligible: tagged nofailover".into();
+        let mut n3 = member("n3", "Replica", "streaming", None);
+        n3.summary = String::new();
+        let report = ClusterReport {
+            cluster_id: "c1".into(),
+            answered_by: "n2".into(),
+            raft_state: "Follower".into(),
+            term: 2,
+            leader: Some(1),
+            last_applied: Some(10),
+            lease: None,
+            lease_epoch: 3,
+            paused: false,
+            switchover: None,
+            members: vec![member("n1", "Leader", "stopped", None), n2, n3],
+        };
+        let table = render_cluster_table(&report);
+        let tail: Vec<&str> = table.lines().rev().take(4).collect();
+        assert_eq!(
+            tail,
+            vec![
+                "   n3: no status",
+                "   n2: lease of n1 expired (epoch 3); not eligible: tagged nofailover",
+                "   n1: ...",
+                " No primary. What each member says:",
+            ]
+        );
     }
 }

@@ -51,6 +51,11 @@ pub struct DynamicConfig {
     pub synchronous_node_count: u32,
     /// PostgreSQL parameters applied on every member.
     pub postgresql_parameters: BTreeMap<String, String>,
+    /// When pg_rewind cannot bring a former primary back (it failed part-way), clone it
+    /// afresh from the primary. The old data directory is moved aside (renamed
+    /// `<data dir>.rewind-failed-<unix time>`), never deleted. Off: the member stays out
+    /// and `list` and the log say why (Patroni's key, same default).
+    pub remove_data_directory_on_rewind_failure: bool,
     /// How long the lease holder tries to restart a crashed PostgreSQL in place before it
     /// releases the lease so another member takes over (Patroni's primary_start_timeout,
     /// whose 300 s default is what users complain about).
@@ -70,6 +75,7 @@ impl Default for DynamicConfig {
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
             postgresql_parameters: BTreeMap::new(),
+            remove_data_directory_on_rewind_failure: false,
             primary_start_timeout: Duration::from_secs(5),
         }
     }

@@ -76,6 +76,9 @@ pub enum Decision {
     /// healthiest eligible member: take the lease (compare-and-set on `expected`; `None`
     /// when free).
     TakeOver { expected: Option<LeaseRef> },
+    /// My data directory could not be rewound and the configuration allows a fresh clone:
+    /// move it aside and clone from `source` (the holder, a writable primary).
+    Reclone { source: NodeId },
     /// Planned switchover: I hold the lease, run a writable primary, and the candidate has
     /// caught up. Stop PostgreSQL (a fast shutdown sends the remaining WAL to connected
     /// standbys), then release the lease for the candidate.
@@ -377,9 +380,20 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
         ));
     }
     if let Some(reason) = &obs.rejoin_blocked {
+        if obs.config.remove_data_directory_on_rewind_failure {
+            if let Some(source) = primary {
+                let text = format!(
+                    "cannot rejoin by rewind ({reason}); moving the data directory aside and \
+                     cloning from {} (remove_data_directory_on_rewind_failure)",
+                    name(obs, source)
+                );
+                return say(obs, Decision::Reclone { source }, text);
+            }
+        }
         return wait(format!(
             "cannot rejoin automatically: {reason}; the data directory is left as it is \
-             (see `pgquorum reinit`)"
+             (set remove_data_directory_on_rewind_failure to re-clone it, or see `pgquorum \
+             reinit`)"
         ));
     }
     if obs.needs_rewind {

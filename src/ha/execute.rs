@@ -421,6 +421,35 @@ impl Executor {
                     }
                 }
             }
+            Decision::Reclone { source } => {
+                let upstream = self.upstream(*source, obs)?;
+                if self.postgres.is_running() {
+                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                }
+                let data_dir = self.postgres.settings().data_dir.clone();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = data_dir.with_extension(format!("rewind-failed-{now}"));
+                std::fs::rename(&data_dir, &aside).with_context(|| {
+                    format!("moving {} aside to {}", data_dir.display(), aside.display())
+                })?;
+                tracing::warn!(
+                    from = %data_dir.display(),
+                    to = %aside.display(),
+                    "moved the data directory that could not be rewound aside; cloning afresh"
+                );
+                self.set_needs_rewind(false);
+                if let Err(e) = std::fs::remove_file(self.block_marker()) {
+                    tracing::warn!(error = %e, "removing the rejoin-blocked marker");
+                }
+                self.postgres
+                    .basebackup(&upstream)
+                    .await
+                    .context("pg_basebackup")?;
+                self.start_replica(Some(*source), obs).await?;
+                Ok(true)
+            }
             Decision::StartReplica { follow } => {
                 self.start_replica(*follow, obs).await?;
                 Ok(false)

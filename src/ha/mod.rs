@@ -111,6 +111,8 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let mut last_sentence = String::new();
     let mut down_since: Option<Instant> = None;
     let mut stalled_since: Option<Instant> = None;
+    // The current (or last) holder's highest position as a primary, by epoch.
+    let mut primary_seen: Option<(Epoch, crate::postgres::Lsn)> = None;
     loop {
         let view: Arc<ClusterView> = deps.handle.view().borrow().clone();
         let config = view.state.config.clone();
@@ -124,6 +126,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             pg: pg.clone(),
             data_dir,
             following,
+            summary: last_sentence.clone(),
         };
         let now = Instant::now();
         deps.local_status.send_replace(Some((status, taken)));
@@ -156,6 +159,16 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             down_since.or(Some(now))
         };
         let lease = view.state.lease;
+        let epoch = lease.map_or(view.state.last_epoch, |l| l.epoch);
+        let holder_position = lease
+            .and_then(|l| peers.get(&l.holder))
+            .filter(|p| p.pg.running && !p.pg.in_recovery)
+            .and_then(|p| p.pg.wal_position);
+        primary_seen = match (primary_seen, holder_position) {
+            (Some((e, seen)), Some(now)) if e == epoch => Some((e, seen.max(now))),
+            (Some((e, seen)), None) if e == epoch => Some((e, seen)),
+            (_, now) => now.map(|now| (epoch, now)),
+        };
         let obs = Observation {
             me,
             lease,
@@ -188,6 +201,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             rejoin_blocked: executor.rejoin_blocked(),
             sync: view.state.sync.clone(),
             last_epoch: view.state.last_epoch,
+            last_primary_position: primary_seen.map(|(_, lsn)| lsn),
         };
         let outcome = decide(&obs);
         if outcome.sentence != last_sentence {
@@ -212,13 +226,38 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         if again_now {
             continue;
         }
+        let holder = view.state.lease.map(|l| l.holder).filter(|h| *h != me);
+        let holder_was_primary = holder
+            .and_then(|h| obs.peers.get(&h))
+            .is_some_and(|p| p.pg.running && !p.pg.in_recovery);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}
             _ = tenure_changed(deps.handle.view(), &view) => {}
+            _ = turned_primary(deps.peers.clone(), holder), if !holder_was_primary => {}
         }
     }
     executor.shutdown().await;
+}
+
+/// Resolves when `holder`'s status first shows a writable primary (a new primary is up:
+/// replicas clone from it or follow it without waiting a cycle). Never without a holder.
+async fn turned_primary(mut peers: watch::Receiver<Arc<PeerStatuses>>, holder: Option<NodeId>) {
+    let Some(holder) = holder else {
+        return std::future::pending().await;
+    };
+    loop {
+        let primary = peers
+            .borrow_and_update()
+            .get(&holder)
+            .is_some_and(|r| r.status.pg.running && !r.status.pg.in_recovery);
+        if primary {
+            return;
+        }
+        if peers.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Resolves when the committed lease changes hands (holder or epoch) or a switchover is

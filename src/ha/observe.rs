@@ -19,6 +19,10 @@ pub struct PeerStatus {
     pub data_dir: DataDir,
     /// The node this member's PostgreSQL streams from, if it is a replica.
     pub following: Option<NodeId>,
+    /// The member's last HA sentence ("n2: replica of n1, streaming, 0 B behind"): what
+    /// `list` shows to say why nothing happens.
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// The lease as this member judges it on its own clock.
@@ -82,6 +86,10 @@ pub struct Observation {
     pub sync: Option<SyncState>,
     /// The epoch of the current lease, or of the last one when the lease is free.
     pub last_epoch: Epoch,
+    /// The highest WAL position the lease holder of the current (or last) epoch reported as
+    /// a primary: after it is lost, replicas are measured against it for
+    /// `maximum_lag_on_failover` (as Patroni measures against the leader's last position).
+    pub last_primary_position: Option<Lsn>,
 }
 
 impl Observation {
@@ -112,5 +120,6 @@ pub fn highest_position(obs: &Observation) -> Option<Lsn> {
         .values()
         .filter_map(|p| p.pg.wal_position)
         .chain(obs.pg.wal_position)
+        .chain(obs.last_primary_position)
         .max()
 }

@@ -289,6 +289,7 @@ fn stale_peer_statuses_are_unknown_and_the_holder_position_needs_a_running_prima
         pg,
         data_dir: DataDir::Missing,
         following: None,
+        summary: String::new(),
     };
     let horizon = config.member_timeout + config.loop_wait;
     let mut peers = PeerStatuses::new();

@@ -81,6 +81,7 @@ fn obs(me: u64) -> Observation {
         lease_unchanged_for: Duration::from_secs(2),
         sync: None,
         last_epoch: Epoch(EPOCH),
+        last_primary_position: None,
     }
 }
 
@@ -137,6 +138,7 @@ fn peer_with(pg: PgStatus) -> PeerStatus {
         pg,
         data_dir: Initialised { system_id: DB },
         following: None,
+        summary: String::new(),
     }
 }
 
@@ -657,10 +659,23 @@ fn decisions() {
                 .not_streaming().lease(held_by_other(2))
                 .peer(2, peer_with(PgStatus { timeline: 2, ..writable_pg(P) })) },
             D::Idle, "replica of n2, not streaming"),
+        ("a member that could not be rewound stays out by default",
+            obs(3).replica_of(1, P).lease(held_by_other(2)).peer(2, primary(P))
+                .blocked("pg_rewind failed part-way"),
+            D::Wait, "cannot rejoin automatically: pg_rewind failed part-way"),
+        ("with remove_data_directory_on_rewind_failure it is cloned afresh",
+            Observation { config: DynamicConfig { remove_data_directory_on_rewind_failure: true,
+                ..DynamicConfig::default() }, ..obs(3).lease(held_by_other(2))
+                .peer(2, primary(P)).blocked("pg_rewind failed part-way") },
+            D::Reclone { source: n(2) }, "moving the data directory aside and cloning from n2"),
         ("replica lagging beyond maximum_lag_on_failover does not take over",
             obs(3).replica_of(2, P).lease(expired(2)).peer(2, stopped("0/6000000")),
             D::Wait, "16777216 B behind the highest known position 0/6000000, more than \
                       maximum_lag_on_failover (1048576 B)"),
+        ("replicas are measured against the lost primary's last known position",
+            Observation { last_primary_position: Some(lsn("0/6000000")),
+                ..obs(3).replica_of(2, P).lease(expired(2)) },
+            D::Wait, "16777216 B behind the highest known position 0/6000000"),
         ("replica lagging exactly maximum_lag_on_failover may take over",
             obs(3).replica_of(2, P).lease(expired(2)).lag_limit(0x1000)
                 .peer(2, stopped("0/5001000")),
