@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pg::{healthy_cluster, replicas_streaming, writable};
+use common::pg::{healthy_cluster, replicas_streaming, resume_receiving, stop_receiving, writable};
 use common::{eventually, require_postgres, OutputExt, TestCluster};
 
 /// Formation, initdb and two base backups.
@@ -196,17 +196,9 @@ fn a_replica_lagging_beyond_maximum_lag_on_failover_is_passed_over() {
         .cli(&["config", "set", "maximum_lag_on_failover=65536"]);
     common::assert_success(&set, "config set maximum_lag_on_failover");
     let replicas: Vec<usize> = (1..=3).filter(|&i| i != primary).collect();
-    // The lower id would win a tie: make it the one that lags, by freezing its WAL receiver.
+    // The lower id would win a tie: make it the one that lags.
     let (lagging, good) = (replicas[0], replicas[1]);
-    let receiver: i32 = cluster
-        .node(lagging)
-        .sql("select pid from pg_stat_wal_receiver")
-        .unwrap()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is the lagging replica's
-    // WAL receiver, a process of this test's PostgreSQL.
-    unsafe { libc::kill(receiver, libc::SIGSTOP) };
+    stop_receiving(cluster.node(lagging));
     let p = cluster.node(primary);
     p.sql("create table t (v int, pad text)").unwrap();
     p.sql("insert into t select g, repeat('x', 1000) from generate_series(1, 2000) g")
@@ -221,8 +213,7 @@ fn a_replica_lagging_beyond_maximum_lag_on_failover_is_passed_over() {
     });
     cluster.node_mut(primary).kill();
     let new = eventually(FAILOVER, "a survivor is writable", || writable(&cluster));
-    // SAFETY: as above.
-    unsafe { libc::kill(receiver, libc::SIGCONT) };
+    resume_receiving(cluster.node(lagging));
     assert_eq!(
         new, good,
         "the replica within maximum_lag_on_failover is promoted"

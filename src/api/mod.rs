@@ -79,6 +79,12 @@ pub async fn serve(
             "/admin/switchover",
             post(request_switchover).delete(cancel_switchover),
         )
+        .route(
+            "/admin/failover",
+            post(request_failover).delete(cancel_failover),
+        )
+        .route("/admin/restart", post(request_restart))
+        .route("/admin/reinit", post(request_reinit))
         .route("/config", get(show_config).patch(patch_config))
         .route("/admin/pause", post(pause))
         .route("/admin/resume", post(resume))
@@ -502,6 +508,150 @@ pub struct SwitchoverRequest {
     /// The member to hand over to; the best eligible replica when absent.
     #[serde(default)]
     pub candidate: Option<String>,
+    /// Not before this time (RFC 3339, e.g. `2026-11-24T02:00:00Z`); now when absent.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// The body of `POST /admin/failover`, `/admin/restart` and `/admin/reinit`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct MemberRequest {
+    /// The member concerned (for restart: none means every member).
+    #[serde(default)]
+    pub member: Option<String>,
+}
+
+/// The member named `name`, or 404 naming it.
+fn member_named(view: &ClusterView, name: &str) -> Result<Member, ApiError> {
+    view.state.member_by_name(name).cloned().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no member named {name:?}; see `pgquorum list`"),
+        )
+    })
+}
+
+/// `POST /admin/failover`: makes the named member take the lease as soon as it is vacant,
+/// whatever lag or the synchronous set say (forced; acknowledged commits the lost primary
+/// had may be lost). Refused while a healthy primary holds the lease: that is a switchover.
+async fn request_failover(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<MemberRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let snapshot = Snapshot::take(&state);
+    let name = request.member.as_deref().ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "a failover needs a candidate: `pgquorum failover --candidate <member>`".into(),
+        )
+    })?;
+    let candidate = member_named(&snapshot.view, name)?;
+    if let Some(lease) = snapshot.view.state.lease {
+        let healthy = snapshot
+            .statuses
+            .get(&lease.holder)
+            .is_some_and(|pg| pg.running && !pg.in_recovery);
+        if healthy {
+            let holder = snapshot
+                .view
+                .state
+                .member(lease.holder)
+                .map_or(lease.holder.to_string(), |m| m.name.clone());
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "{holder} is a healthy primary (lease epoch {}); a failover is for a cluster \
+                     without one: use `pgquorum switchover --candidate {name}`",
+                    lease.epoch
+                ),
+            ));
+        }
+    }
+    let failover = crate::cluster::Failover { to: candidate.id };
+    let result = state
+        .handle
+        .propose(Command::RequestFailover { failover })
+        .await?;
+    Ok(command_response(result))
+}
+
+/// `DELETE /admin/failover`: cancels a pending forced failover.
+async fn cancel_failover(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(command_response(
+        state.handle.propose(Command::ClearFailover).await?,
+    ))
+}
+
+/// `POST /admin/restart`: restarts PostgreSQL on the named member, or on every member.
+async fn request_restart(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<MemberRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let view = state.handle.view().borrow().clone();
+    let members: Vec<Member> = match request.member.as_deref() {
+        Some(name) => vec![member_named(&view, name)?],
+        None => view.state.members.values().cloned().collect(),
+    };
+    let mut result = CommandResult::Applied;
+    for member in members.iter().filter(|m| !is_witness(m)) {
+        let action = crate::cluster::MemberAction::Restart;
+        result = state
+            .handle
+            .propose(Command::RequestAction {
+                member: member.id,
+                action,
+            })
+            .await?;
+        if result.is_rejected() {
+            break;
+        }
+    }
+    Ok(command_response(result))
+}
+
+/// `POST /admin/reinit`: replaces the named replica's data directory with a fresh clone of
+/// the primary. Refused for the lease holder and for a witness.
+async fn request_reinit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<MemberRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let view = state.handle.view().borrow().clone();
+    let name = request.member.as_deref().unwrap_or_default();
+    let member = member_named(&view, name)?;
+    if view.state.lease_holder() == Some(member.id) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "{name} is the primary; it is never re-initialised (switch over first with \
+                 `pgquorum switchover`)"
+            ),
+        ));
+    }
+    if is_witness(&member) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{name} is a witness: it has no PostgreSQL to re-initialise"),
+        ));
+    }
+    let action = crate::cluster::MemberAction::Reinit;
+    let result = state
+        .handle
+        .propose(Command::RequestAction {
+            member: member.id,
+            action,
+        })
+        .await?;
+    Ok(command_response(result))
 }
 
 /// `POST /admin/switchover`: asks the current primary to hand over, once the candidate has
@@ -535,10 +685,28 @@ async fn request_switchover(
         ),
         None => None,
     };
+    let at_unix_ms = match request.at.as_deref() {
+        None => None,
+        Some(text) => {
+            let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "switchover time {text:?} is not a time ({e}); write it as RFC 3339, \
+                         e.g. 2026-11-24T02:00:00Z"
+                    ),
+                )
+            })?;
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            Some(ms)
+        }
+    };
     let switchover = crate::cluster::Switchover {
         from: lease.holder,
         to,
-        at_unix_ms: None,
+        at_unix_ms,
     };
     let result = state
         .handle

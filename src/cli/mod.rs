@@ -63,9 +63,30 @@ pub enum Command {
         /// The member to hand over to; default: the best eligible replica.
         #[arg(long)]
         candidate: Option<String>,
+        /// Not before this time (RFC 3339, e.g. 2026-11-24T02:00:00Z); judged by the primary.
+        #[arg(long)]
+        at: Option<String>,
         /// Cancel a pending switchover instead.
+        #[arg(long, conflicts_with_all = ["candidate", "at"])]
+        cancel: bool,
+    },
+    /// Make CANDIDATE the primary when there is no healthy one, even if it lags or is not
+    /// in the synchronous set (commits only the lost primary had are then lost).
+    Failover {
+        #[arg(long, required_unless_present = "cancel")]
+        candidate: Option<String>,
+        /// Cancel a pending failover instead.
         #[arg(long, conflicts_with = "candidate")]
         cancel: bool,
+    },
+    /// Restart PostgreSQL on MEMBER, or on every member (a primary keeps its lease).
+    Restart { member: Option<String> },
+    /// Replace a replica's data directory with a fresh clone of the primary. Its current
+    /// data is deleted: `--force` says you mean it.
+    Reinit {
+        member: String,
+        #[arg(long)]
+        force: bool,
     },
     /// Maintenance mode: no automatic failover or other action until `resume`. A primary
     /// keeps its lease; `list` shows the mode.
@@ -232,7 +253,66 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
                 "maintenance mode off"
             });
         }
-        Command::Switchover { candidate, cancel } => {
+        Command::Failover { candidate, cancel } => {
+            let client = client(&config, true)?;
+            let _: serde_json::Value = if cancel {
+                client
+                    .delete("/admin/failover")
+                    .await
+                    .context("cancelling the failover")?
+            } else {
+                let body = crate::api::MemberRequest { member: candidate };
+                client
+                    .post("/admin/failover", &body)
+                    .await
+                    .context("requesting a failover")?
+            };
+            output::line(if cancel {
+                "failover cancelled"
+            } else {
+                "failover requested; the candidate takes the lease once it is vacant (watch \
+                 `pgquorum list`)"
+            });
+        }
+        Command::Restart { member } => {
+            let body = crate::api::MemberRequest {
+                member: member.clone(),
+            };
+            let _: serde_json::Value = client(&config, true)?
+                .post("/admin/restart", &body)
+                .await
+                .context("requesting a restart")?;
+            output::line(&format!(
+                "restart requested of {}",
+                member.as_deref().unwrap_or("every member")
+            ));
+        }
+        Command::Reinit { member, force } => {
+            if !force {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(
+                        "reinit deletes {member}'s data directory and clones the primary \
+                         afresh; run again with --force if that is what you want"
+                    ),
+                });
+            }
+            let body = crate::api::MemberRequest {
+                member: Some(member.clone()),
+            };
+            let _: serde_json::Value = client(&config, true)?
+                .post("/admin/reinit", &body)
+                .await
+                .context("requesting a reinit")?;
+            output::line(&format!(
+                "reinit of {member} requested: it clones the primary afresh"
+            ));
+        }
+        Command::Switchover {
+            candidate,
+            at,
+            cancel,
+        } => {
             let client = client(&config, true)?;
             let _: serde_json::Value = if cancel {
                 client
@@ -242,6 +322,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             } else {
                 let body = crate::api::SwitchoverRequest {
                     candidate: candidate.clone(),
+                    at: at.clone(),
                 };
                 client
                     .post("/admin/switchover", &body)

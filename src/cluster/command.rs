@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::config::DynamicConfig;
 use super::lease::{Epoch, Lease, LeaseRef};
 use super::member::{Member, NodeId, Tags};
-use super::state::{JoinToken, Switchover};
+use super::state::{Failover, JoinToken, MemberAction, Switchover};
 use super::sync::SyncRule;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
@@ -70,6 +70,21 @@ pub enum Command {
     /// Maintenance mode on or off: while paused, supervisors take no automatic action
     /// (a primary keeps renewing its lease; fencing still applies).
     SetPaused { paused: bool },
+    /// Asks `failover.to` to take the lease as soon as it is vacant, whatever the automatic
+    /// rules say (operator's decision). Refused for a member tagged nofailover.
+    RequestFailover { failover: Failover },
+    /// Cancels a pending forced failover.
+    ClearFailover,
+    /// Asks `member` to carry out `action` on its PostgreSQL; replaces a pending one.
+    RequestAction {
+        member: NodeId,
+        action: MemberAction,
+    },
+    /// `member` finished `action` (clears it if still pending).
+    ActionDone {
+        member: NodeId,
+        action: MemberAction,
+    },
     /// Records the synchronous rules of the holder's tenure (see `cluster::sync`); an empty
     /// list clears the record (asynchronous mode). Only the lease holder may record them.
     SetSynchronous {

@@ -25,7 +25,7 @@ pub use command::{Command, CommandResult, Rejection};
 pub use config::{DynamicConfig, SynchronousMode};
 pub use lease::{Epoch, Lease, LeaseRef};
 pub use member::{Member, NodeId, Tags};
-pub use state::{apply, ClusterState, JoinToken, Switchover};
+pub use state::{apply, ClusterState, Failover, JoinToken, MemberAction, Switchover};
 pub use sync::{SyncRule, SyncState};
 
 #[cfg(test)]

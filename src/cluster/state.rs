@@ -33,6 +33,24 @@ pub struct Switchover {
     pub at_unix_ms: Option<u64>,
 }
 
+/// A forced failover requested by an operator (`pgquorum failover --candidate`): `to`
+/// takes a vacant lease even if the automatic rules would not let it (lag, synchronous
+/// set), accepting that it may lack commits the lost primary acknowledged.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Failover {
+    pub to: NodeId,
+}
+
+/// An operation an operator asked one member to carry out on its PostgreSQL.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberAction {
+    /// Restart PostgreSQL in its current role (a primary keeps its lease).
+    Restart,
+    /// Replace a replica's data directory with a fresh clone of the primary.
+    Reinit,
+}
+
 /// Everything Raft replicates (DESIGN §2). Changed only by [`apply`]; every node that has
 /// applied the same log prefix holds an identical value, and its JSON is the snapshot.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -58,6 +76,10 @@ pub struct ClusterState {
     pub paused: bool,
     /// The synchronous set as the primary recorded it; `None` in asynchronous mode.
     pub sync: Option<SyncState>,
+    /// A pending forced failover.
+    pub failover: Option<Failover>,
+    /// Operations requested of members, until each reports it done.
+    pub actions: BTreeMap<NodeId, MemberAction>,
 }
 
 impl Default for ClusterState {
@@ -74,6 +96,8 @@ impl Default for ClusterState {
             database: None,
             paused: false,
             sync: None,
+            failover: None,
+            actions: BTreeMap::new(),
         }
     }
 }
@@ -234,6 +258,38 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             });
             Ok(CommandResult::Applied)
         }
+        Command::RequestFailover { failover } => {
+            match state.member(failover.to) {
+                None => return Err(Rejection::UnknownMember { id: failover.to }),
+                Some(m) if m.tags.nofailover => {
+                    return Err(Rejection::InvalidSwitchover(format!(
+                        "{} (node {}) is tagged nofailover; choose another candidate or clear \
+                         the tag",
+                        m.name, m.id
+                    )))
+                }
+                Some(_) => {}
+            }
+            state.failover = Some(failover.clone());
+            Ok(CommandResult::Applied)
+        }
+        Command::ClearFailover => {
+            state.failover = None;
+            Ok(CommandResult::Applied)
+        }
+        Command::RequestAction { member, action } => {
+            if state.member(*member).is_none() {
+                return Err(Rejection::UnknownMember { id: *member });
+            }
+            state.actions.insert(*member, *action);
+            Ok(CommandResult::Applied)
+        }
+        Command::ActionDone { member, action } => {
+            if state.actions.get(member) == Some(action) {
+                state.actions.remove(member);
+            }
+            Ok(CommandResult::Applied)
+        }
         Command::ClearSwitchover => {
             state.switchover = None;
             Ok(CommandResult::Applied)
@@ -347,6 +403,10 @@ fn remove_member(state: &mut ClusterState, id: NodeId) -> Result<CommandResult, 
     {
         state.switchover = None;
     }
+    if state.failover.as_ref().is_some_and(|f| f.to == id) {
+        state.failover = None;
+    }
+    state.actions.remove(&id);
     Ok(CommandResult::Applied)
 }
 
@@ -378,6 +438,9 @@ fn acquire_lease(
     });
     if fulfils_switchover {
         state.switchover = None;
+    }
+    if state.failover.as_ref().is_some_and(|f| f.to == candidate) {
+        state.failover = None;
     }
     Ok(CommandResult::Lease { lease })
 }

@@ -596,6 +596,81 @@ fn cases() -> Vec<Case> {
             change: unchanged,
         },
         Case {
+            name: "a forced failover is recorded for a member",
+            given: state().with_member(2),
+            command: Command::RequestFailover {
+                failover: crate::cluster::Failover { to: NodeId(2) },
+            },
+            result: CommandResult::Applied,
+            change: |s| s.failover = Some(crate::cluster::Failover { to: NodeId(2) }),
+        },
+        Case {
+            name: "a forced failover to a nofailover member is refused",
+            given: state().with_member(2).with_tags(
+                2,
+                Tags {
+                    nofailover: true,
+                    ..Tags::default()
+                },
+            ),
+            command: Command::RequestFailover {
+                failover: crate::cluster::Failover { to: NodeId(2) },
+            },
+            result: rejected(Rejection::InvalidSwitchover(
+                "node2 (node 2) is tagged nofailover; choose another candidate or clear the tag"
+                    .into(),
+            )),
+            change: unchanged,
+        },
+        Case {
+            name: "the failover's candidate taking the lease clears the failover",
+            given: {
+                let mut s = state().with_member(2).with_lease(1, 3, 4);
+                s.failover = Some(crate::cluster::Failover { to: NodeId(2) });
+                s
+            },
+            command: Command::AcquireLease {
+                candidate: NodeId(2),
+                expected: Some(LeaseRef {
+                    epoch: Epoch(3),
+                    seq: 4,
+                }),
+            },
+            result: granted(2, 4, 0),
+            change: |s| {
+                s.lease = Some(lease(2, 4, 0));
+                s.last_epoch = Epoch(4);
+                s.failover = None;
+            },
+        },
+        Case {
+            name: "an action is requested of a member and cleared when done",
+            given: {
+                let mut s = state().with_member(2);
+                s.actions
+                    .insert(NodeId(2), crate::cluster::MemberAction::Restart);
+                s
+            },
+            command: Command::ActionDone {
+                member: NodeId(2),
+                action: crate::cluster::MemberAction::Restart,
+            },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.actions.remove(&NodeId(2));
+            },
+        },
+        Case {
+            name: "an action for an unknown member is refused",
+            given: state(),
+            command: Command::RequestAction {
+                member: NodeId(9),
+                action: crate::cluster::MemberAction::Reinit,
+            },
+            result: rejected(Rejection::UnknownMember { id: NodeId(9) }),
+            change: unchanged,
+        },
+        Case {
             name: "pause turns maintenance mode on",
             given: state(),
             command: Command::SetPaused { paused: true },

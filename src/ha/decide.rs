@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 
-use crate::cluster::{LeaseRef, NodeId, SynchronousMode};
+use crate::cluster::{LeaseRef, MemberAction, NodeId, SynchronousMode};
 use crate::postgres::{DataDir, Lsn, PgStatus};
 
 use super::observe::{highest_position, LeaseClockView, Observation, PeerStatus};
@@ -83,6 +83,17 @@ pub enum Decision {
     /// caught up. Stop PostgreSQL (a fast shutdown sends the remaining WAL to connected
     /// standbys), then release the lease for the candidate.
     HandOver { to: NodeId },
+    /// An operator asked for a restart: restart PostgreSQL in its current role (a primary
+    /// keeps renewing its lease meanwhile).
+    Restart { primary: bool },
+    /// An operator asked to re-initialise this replica: remove its data directory and clone
+    /// `source` (the holder, a writable primary) afresh.
+    Reinit { source: NodeId },
+    /// An operator's request that cannot or need not be carried out: clear it.
+    DropAction {
+        action: MemberAction,
+        reason: String,
+    },
     /// Waiting; the sentence says for what.
     Wait,
 }
@@ -111,6 +122,9 @@ pub struct Outcome {
 pub fn decide(obs: &Observation) -> Outcome {
     if let Some(fence) = fence(obs) {
         return fence;
+    }
+    if let Some(outcome) = member_action(obs) {
+        return outcome;
     }
     if obs.paused {
         return paused(obs);
@@ -191,6 +205,52 @@ fn fence(obs: &Observation) -> Option<Outcome> {
         Decision::Fence { follow },
         format!("writable without the lease ({why}); fencing (demoting) now{then}"),
     ))
+}
+
+/// An operator's restart or reinit of this member (also while paused: it is the
+/// operator's own action). Reached only when rule 1 did not fence, so a writable member here
+/// holds a fresh lease.
+fn member_action(obs: &Observation) -> Option<Outcome> {
+    let action = obs.action?;
+    let holder = obs.lease.is_some_and(|l| l.holder == obs.me);
+    Some(match action {
+        MemberAction::Restart if !obs.pg.running => {
+            let reason = "PostgreSQL is not running".to_string();
+            let text = format!("restart requested but {reason}; nothing to restart");
+            say(obs, Decision::DropAction { action, reason }, text)
+        }
+        MemberAction::Restart => {
+            let primary = is_writable(&obs.pg);
+            let role = if primary {
+                format!("primary, keeping lease epoch {}", epoch(obs))
+            } else {
+                "replica".to_string()
+            };
+            let text = format!("restart requested; restarting PostgreSQL as {role}");
+            say(obs, Decision::Restart { primary }, text)
+        }
+        MemberAction::Reinit if holder => {
+            let reason = "this member holds the lease (the primary is never re-initialised; \
+                          switch over first)"
+                .to_string();
+            let text = format!("reinit refused: {reason}");
+            say(obs, Decision::DropAction { action, reason }, text)
+        }
+        MemberAction::Reinit => match obs.lease.map(|l| l.holder) {
+            Some(source) if runs_primary(obs, source) => {
+                let text = format!(
+                    "reinit requested; removing my data directory and cloning from {}",
+                    name(obs, source)
+                );
+                say(obs, Decision::Reinit { source }, text)
+            }
+            _ => say(
+                obs,
+                Decision::Wait,
+                "reinit requested; waiting for a primary to clone from".to_string(),
+            ),
+        },
+    })
 }
 
 /// Rule 2: maintenance mode. Reached only when rule 1 did not fence, so a writable member
@@ -428,6 +488,14 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
 fn switchover(obs: &Observation) -> Option<Outcome> {
     let switchover = obs.switchover.as_ref().filter(|s| s.from == obs.me)?;
     let epoch = epoch(obs);
+    if let Some(at) = switchover.at_unix_ms.filter(|at| *at > obs.now_unix_ms) {
+        let when = std::time::UNIX_EPOCH + Duration::from_millis(at);
+        let text = format!(
+            "primary, renewing lease epoch {epoch}; switchover scheduled at {}",
+            humantime_serde::re::humantime::format_rfc3339_seconds(when)
+        );
+        return Some(say(obs, Decision::RenewLease, text));
+    }
     let mine = obs.pg.wal_position;
     let target = match switchover.to {
         Some(to) => Some(to),
@@ -543,6 +611,36 @@ fn replica(obs: &Observation, holder: NodeId, holder_is_primary: bool) -> Outcom
 /// healthiest eligible one.
 fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
     let wait = |why: String| say(obs, Decision::Wait, format!("{}; {why}", vacancy.what));
+    let still_writable = obs.peers.values().find(|p| is_writable(&p.pg)).map(|p| {
+        wait(format!(
+            "{} still reports itself writable",
+            name(obs, p.node_id)
+        ))
+    });
+    // A forced failover names who takes the lease, whatever lag or the synchronous set
+    // say: the operator accepts the loss. Others leave it to the candidate for 2 x ttl.
+    if let Some(failover) = &obs.failover {
+        if failover.to == obs.me {
+            let eligible = obs.database.is_some()
+                && obs.members.get(&obs.me).is_some_and(|m| !m.tags.nofailover);
+            if let Some(outcome) = &still_writable {
+                return outcome.clone();
+            }
+            if let (true, Some(mine)) = (eligible, obs.pg.wal_position) {
+                let text = format!(
+                    "{}; taking over as the candidate of a forced failover ({mine})",
+                    vacancy.what
+                );
+                let expected = vacancy.expected;
+                return say(obs, Decision::TakeOver { expected }, text);
+            }
+        } else if obs.lease_unchanged_for < obs.config.ttl * 2 {
+            return wait(format!(
+                "forced failover to {} requested",
+                name(obs, failover.to)
+            ));
+        }
+    }
     let mine = match my_position_if_eligible(obs) {
         Ok(mine) => mine,
         Err(why) => return wait(format!("not eligible: {why}")),
@@ -570,11 +668,8 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
             }
         }
     }
-    if let Some(writable) = obs.peers.values().find(|p| is_writable(&p.pg)) {
-        return wait(format!(
-            "{} still reports itself writable",
-            name(obs, writable.node_id)
-        ));
+    if let Some(outcome) = still_writable {
+        return outcome;
     }
     // Compare positions only once every replica that answers has reported one taken after the
     // old primary stopped writing: an older report may understate how far it got, and

@@ -450,6 +450,57 @@ impl Executor {
                 self.start_replica(Some(*source), obs).await?;
                 Ok(true)
             }
+            Decision::Restart { primary } => {
+                if *primary {
+                    self.renew(obs).await?;
+                    self.postgres.write_config(&Role::Primary {
+                        synchronous_standby_names: self.standby_names(),
+                    })?;
+                    let pg = self.postgres.clone();
+                    self.with_renewals(obs, async move {
+                        pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                        pg.start(START_TIMEOUT).await
+                    })
+                    .await
+                    .context("restarting the primary")?;
+                } else {
+                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                    self.start_replica(self.following, obs).await?;
+                }
+                tracing::info!(primary, "restarted PostgreSQL as requested");
+                self.action_done(crate::cluster::MemberAction::Restart, obs)
+                    .await?;
+                Ok(true)
+            }
+            Decision::Reinit { source } => {
+                let upstream = self.upstream(*source, obs)?;
+                if self.postgres.is_running() {
+                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                }
+                let data_dir = self.postgres.settings().data_dir.clone();
+                match std::fs::remove_dir_all(&data_dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", data_dir.display()));
+                    }
+                    _ => {}
+                }
+                tracing::warn!(data_dir = %data_dir.display(), "reinit: removed the data directory as requested");
+                self.set_needs_rewind(false);
+                let _ = std::fs::remove_file(self.block_marker());
+                self.postgres
+                    .basebackup(&upstream)
+                    .await
+                    .context("pg_basebackup")?;
+                self.start_replica(Some(*source), obs).await?;
+                self.action_done(crate::cluster::MemberAction::Reinit, obs)
+                    .await?;
+                Ok(true)
+            }
+            Decision::DropAction { action, reason } => {
+                tracing::warn!(?action, %reason, "operator's request not carried out");
+                self.action_done(*action, obs).await?;
+                Ok(false)
+            }
             Decision::StartReplica { follow } => {
                 self.start_replica(*follow, obs).await?;
                 Ok(false)
@@ -803,6 +854,19 @@ impl Executor {
                 );
             }
         }
+        Ok(())
+    }
+
+    async fn action_done(
+        &self,
+        action: crate::cluster::MemberAction,
+        obs: &Observation,
+    ) -> anyhow::Result<()> {
+        let command = Command::ActionDone {
+            member: self.me,
+            action,
+        };
+        self.propose(command, obs).await?;
         Ok(())
     }
 

@@ -202,6 +202,11 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             sync: view.state.sync.clone(),
             last_epoch: view.state.last_epoch,
             last_primary_position: primary_seen.map(|(_, lsn)| lsn),
+            failover: view.state.failover.clone(),
+            action: view.state.actions.get(&me).copied(),
+            now_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         };
         let outcome = decide(&obs);
         if outcome.sentence != last_sentence {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
-    DynamicConfig, Epoch, Lease, LeaseRef, Member, NodeId, Switchover, SyncRule, SyncState,
+    DynamicConfig, Epoch, Failover, Lease, LeaseRef, Member, MemberAction, NodeId, Switchover,
+    SyncRule, SyncState,
 };
 use crate::postgres::{DataDir, Lsn, PgStatus};
 
@@ -90,6 +91,12 @@ pub struct Observation {
     /// a primary: after it is lost, replicas are measured against it for
     /// `maximum_lag_on_failover` (as Patroni measures against the leader's last position).
     pub last_primary_position: Option<Lsn>,
+    /// A pending forced failover (`pgquorum failover`).
+    pub failover: Option<Failover>,
+    /// An operation an operator asked of this member (`pgquorum restart`, `reinit`).
+    pub action: Option<MemberAction>,
+    /// The wall clock, milliseconds since the Unix epoch: only for a scheduled switchover.
+    pub now_unix_ms: u64,
 }
 
 impl Observation {

@@ -56,3 +56,30 @@ pub fn healthy_cluster() -> (TestCluster, usize) {
     });
     (cluster, primary)
 }
+
+/// Makes replica `node` stop receiving WAL (its WAL receiver gets an empty
+/// `primary_conninfo` through `ALTER SYSTEM`, which overrides the supervisor's file), so
+/// that it falls behind while it keeps running and reporting its position.
+pub fn stop_receiving(node: &super::node::Node) {
+    node.sql("alter system set primary_conninfo = ''")
+        .and_then(|_| node.sql("select pg_reload_conf()"))
+        .expect("stopping the WAL receiver");
+    eventually(
+        Duration::from_secs(10),
+        "the WAL receiver stops",
+        || match node
+            .sql("select count(*) from pg_stat_wal_receiver")
+            .as_deref()
+        {
+            Ok("0") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
+/// Undoes [`stop_receiving`].
+pub fn resume_receiving(node: &super::node::Node) {
+    node.sql("alter system reset primary_conninfo")
+        .and_then(|_| node.sql("select pg_reload_conf()"))
+        .expect("resuming the WAL receiver");
+}
