@@ -114,8 +114,7 @@ fn postgres_killed_on_the_primary_is_restarted_in_place() {
     if !require_postgres() {
         return;
     }
-    let cluster = TestCluster::start_with_postgres(3);
-    let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    let (cluster, primary) = healthy_cluster();
     let epoch = cluster.node(1).list()["lease"]["epoch"].as_u64().unwrap();
     let pid = cluster
         .node(primary)

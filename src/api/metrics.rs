@@ -27,6 +27,8 @@ pub struct MetricsInput {
     /// Bytes of WAL this replica has not replayed yet compared with the lease holder's
     /// position; `None` on a primary or when either position is unknown.
     pub replication_lag: Option<u64>,
+    /// This member is a recorded synchronous standby.
+    pub synchronous: bool,
 }
 
 /// The exposition text: for each known metric a `# HELP`, a `# TYPE` and one sample line.
@@ -38,7 +40,7 @@ pub fn render(input: &MetricsInput) -> String {
     );
     let flag = |b: bool| Some(u64::from(b));
     let pg = input.pg.as_ref();
-    let metrics: [(&str, &str, Option<u64>); 11] = [
+    let metrics: [(&str, &str, Option<u64>); 13] = [
         (
             "pgquorum_up",
             "Whether the pgquorum daemon answers (always 1).",
@@ -58,6 +60,12 @@ pub fn render(input: &MetricsInput) -> String {
             "pgquorum_lease_epoch",
             "The fencing epoch of the leader lease (of the last one when it is free).",
             Some(input.lease_epoch),
+        ),
+        (
+            "pgquorum_lease_changes_total",
+            "Times the leader lease went to a new tenure after the first (failovers and \
+             switchovers; the same on every member).",
+            Some(input.lease_epoch.saturating_sub(1)),
         ),
         (
             "pgquorum_lease_holder",
@@ -95,13 +103,23 @@ pub fn render(input: &MetricsInput) -> String {
             "Bytes of WAL this replica has not replayed compared with the lease holder.",
             input.replication_lag,
         ),
+        (
+            "pgquorum_synchronous_standby",
+            "Whether this member is a recorded synchronous standby.",
+            flag(input.synchronous),
+        ),
     ];
     let mut out = String::new();
     for (name, help, value) in metrics {
         if let Some(value) = value {
             // Writing to a String cannot fail.
             let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     }
@@ -140,6 +158,7 @@ mod tests {
                 pending_restart: false,
             }),
             replication_lag: Some(96),
+            synchronous: false,
         }
     }
 
@@ -163,6 +182,7 @@ mod tests {
             ("pgquorum_raft_term", "4"),
             ("pgquorum_raft_leader", "0"),
             ("pgquorum_lease_epoch", "3"),
+            ("pgquorum_lease_changes_total", "2"),
             ("pgquorum_lease_holder", "0"),
             ("pgquorum_members", "3"),
             ("pgquorum_postgres_running", "1"),
@@ -170,6 +190,7 @@ mod tests {
             ("pgquorum_postgres_timeline", "2"),
             ("pgquorum_postgres_wal_position_bytes", "50331744"),
             ("pgquorum_replication_lag_bytes", "96"),
+            ("pgquorum_synchronous_standby", "0"),
         ];
         assert_eq!(
             samples(&text),
@@ -180,6 +201,7 @@ mod tests {
              # TYPE pgquorum_raft_term gauge\n\
              pgquorum_raft_term{cluster=\"c1\",member=\"n2\"} 4\n"
         ));
+        assert!(text.contains("# TYPE pgquorum_lease_changes_total counter\n"));
         assert!(text.ends_with('\n'));
     }
 
@@ -216,10 +238,12 @@ mod tests {
                 "pgquorum_raft_term",
                 "pgquorum_raft_leader",
                 "pgquorum_lease_epoch",
+                "pgquorum_lease_changes_total",
                 "pgquorum_lease_holder",
                 "pgquorum_members",
                 "pgquorum_postgres_running",
                 "pgquorum_postgres_primary",
+                "pgquorum_synchronous_standby",
             ]
         );
         assert!(

@@ -234,6 +234,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         lease_holder: cluster.lease.is_some_and(|l| l.holder == snapshot.me),
         members: cluster.members.len(),
         replication_lag: health.replica_lag(),
+        synchronous: health.synchronous,
         pg: health.pg,
     };
     (

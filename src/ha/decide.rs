@@ -372,6 +372,13 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
             // Who bootstraps: an eligible member (a nofailover member never becomes primary,
             // not even the first time), and among those that answer, the lowest id — the
             // host that ran `init` while it is up — so members do not race for it.
+            if !obs.members.contains_key(&obs.me) {
+                return wait(format!(
+                    "no database exists and {}; not bootstrapping: this member is not \
+                     registered yet",
+                    v.what
+                ));
+            }
             if !may_be_primary(obs, obs.me) {
                 return wait(format!(
                     "no database exists and {}; not bootstrapping: this member may never be \
@@ -379,13 +386,7 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
                     v.what
                 ));
             }
-            let first = obs
-                .peers
-                .keys()
-                .copied()
-                .filter(|id| *id < obs.me && may_be_primary(obs, *id))
-                .min();
-            if let Some(first) = first {
+            if let Some(first) = first_eligible_below_me(obs) {
                 return wait(format!(
                     "no database exists and {}; leaving the bootstrap to {}",
                     v.what,
@@ -429,6 +430,36 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
         (DataDir::Foreign, _, _) => {
             return wait(
                 "data directory is not a PostgreSQL data directory; left untouched".to_string(),
+            );
+        }
+        (DataDir::Initialised { .. }, None, NotMine::Vacant(v)) => {
+            // A bootstrap interrupted before the database was recorded (PostgreSQL died,
+            // the lease was released): nobody else has this data yet, so the member that
+            // ran initdb finishes it rather than leaving the cluster without a database.
+            if !may_be_primary(obs, obs.me) {
+                return wait(format!(
+                    "no database is recorded and {}; this member may never be primary",
+                    v.what
+                ));
+            }
+            if let Some(first) = first_eligible_below_me(obs) {
+                return wait(format!(
+                    "no database is recorded and {}; leaving the bootstrap to {}",
+                    v.what,
+                    name(obs, first)
+                ));
+            }
+            let text = format!(
+                "no database is recorded and {}; taking the lease to finish the bootstrap \
+                 with my initialised data directory",
+                v.what
+            );
+            return say(
+                obs,
+                Decision::AcquireLease {
+                    expected: v.expected,
+                },
+                text,
             );
         }
         (DataDir::Initialised { system_id }, _, _) => system_id,
@@ -889,6 +920,16 @@ fn may_be_primary(obs: &Observation, id: NodeId) -> bool {
     obs.members
         .get(&id)
         .is_some_and(|m| !m.tags.nofailover && m.tags.failover_priority > 0)
+}
+
+/// The lowest-id member that answers, may be primary and has a lower id than mine: who
+/// bootstraps instead of me.
+fn first_eligible_below_me(obs: &Observation) -> Option<NodeId> {
+    obs.peers
+        .keys()
+        .copied()
+        .filter(|id| *id < obs.me && may_be_primary(obs, *id))
+        .min()
 }
 
 fn is_writable(pg: &PgStatus) -> bool {

@@ -704,6 +704,11 @@ impl Executor {
             self.slots = Some(wanted);
         }
         if obs.database.is_none() {
+            // A bootstrap that was interrupted may not have created the roles yet.
+            self.postgres
+                .create_replication_user()
+                .await
+                .context("creating the replication roles")?;
             self.record_database(obs).await?;
         }
         self.manage_sync(obs)

@@ -216,6 +216,18 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             tracing::debug!("{}", outcome.sentence);
         }
         let again_now = executor.execute(&outcome.decision, &obs).await;
+        // Building a data directory (initdb, a clone) is not PostgreSQL being down: the
+        // restart budget (primary_start_timeout) starts after it.
+        if matches!(
+            outcome.decision,
+            Decision::Bootstrap
+                | Decision::Clone { .. }
+                | Decision::Rewind { .. }
+                | Decision::Reinit { .. }
+                | Decision::Reclone { .. }
+        ) {
+            down_since = None;
+        }
         executor.apply_parameters(&obs).await;
 
         // Sleep until the next cycle, but wake at the holder's deadline: fencing must not
