@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the partition test (tests/partition.rs: the primary's host, a network namespace, is cut
-# off from both others while a client next to it commits as fast as it can, asynchronous
+# Runs the partition test (tests/partition.rs, debug build as in the test suite: the
+# primary's host, a network namespace, is cut off from both others while a client next to it commits as fast as it can, asynchronous
 # mode) RUNS times and prints a table of what the cut-off primary acknowledged after the cut
 # and when each side changed. Needs root (network namespaces).
 #
@@ -8,11 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-5}
-cargo test --release --test partition --no-run >/dev/null 2>&1
+cargo test --test partition --no-run >/dev/null 2>&1
 printf '%-4s %8s %10s %6s %12s %12s\n' run acked last-ms lost demoted-ms new-ms
 declare -a window demoted newp
 for i in $(seq 1 "$runs"); do
-  line=$(CI=true cargo test --release --test partition -- --nocapture 2>&1 | grep '^partition (async mode)' || true)
+  line=$(CI=true cargo test --test partition -- --nocapture 2>&1 | grep '^partition (async mode)' || true)
   if [ -z "$line" ]; then
     echo "run $i: the test failed" >&2
     exit 1

@@ -57,4 +57,28 @@ fn dynamic_configuration_is_changed_on_one_member_and_seen_on_all() {
         .cli(&["config", "set", "synchronous_node_count=0"]);
     assert_error(&count, 1, "synchronous_node_count (0) must be at least 1");
     assert_eq!(ttl_on(&cluster, 3).as_deref(), Ok("3s"));
+
+    // `config edit` in an editor (here a sed script): applied when valid ...
+    let edit = |script: &str| {
+        let editor = format!("sed -i '{script}'");
+        cluster
+            .node(3)
+            .cli_with_env(&[("EDITOR", &editor), ("VISUAL", "")], &["config", "edit"])
+    };
+    assert_success(&edit("s/^ttl = .*/ttl = \"4s\"/"), "config edit");
+    eventually(
+        Duration::from_secs(10),
+        "n1 shows ttl 4s",
+        || match ttl_on(&cluster, 1) {
+            Ok(ttl) if ttl == "4s" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // ... refused with the key named when not, and nothing changes.
+    let bad = edit("s/^ttl = /tll = /");
+    assert_error(&bad, 2, "unknown field `tll`");
+    let unchanged = edit("s/^nothing-matches$//");
+    assert_success(&unchanged, "config edit without change");
+    assert!(unchanged.stdout_text().contains("no change"));
+    assert_eq!(ttl_on(&cluster, 2).as_deref(), Ok("4s"));
 }

@@ -85,7 +85,10 @@ pub async fn serve(
         )
         .route("/admin/restart", post(request_restart))
         .route("/admin/reinit", post(request_reinit))
-        .route("/config", get(show_config).patch(patch_config))
+        .route(
+            "/config",
+            get(show_config).patch(patch_config).put(replace_config),
+        )
         .route("/admin/pause", post(pause))
         .route("/admin/resume", post(resume))
         .with_state(state);
@@ -758,6 +761,18 @@ async fn patch_config(
             format!("invalid configuration: {e}"),
         )
     })?;
+    let result = state.handle.propose(Command::SetConfig { config }).await?;
+    Ok(command_response(result))
+}
+
+/// `PUT /config` (admin): replaces the whole dynamic configuration (what `config edit`
+/// sends); validated when applied.
+async fn replace_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(config): Json<crate::cluster::DynamicConfig>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
     let result = state.handle.propose(Command::SetConfig { config }).await?;
     Ok(command_response(result))
 }

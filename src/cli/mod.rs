@@ -129,6 +129,9 @@ pub enum ConfigCommand {
     Check,
     /// Show the dynamic (cluster-wide) configuration held in Raft.
     Show,
+    /// Edit the dynamic configuration in $VISUAL or $EDITOR (default vi), as TOML; it is
+    /// applied when the editor exits, if it changed and is valid.
+    Edit,
     /// Change keys of the dynamic configuration, e.g. `ttl=3s loop_wait=1s` or
     /// `postgresql_parameters.work_mem=64MB` (applied on every member).
     Set {
@@ -182,6 +185,20 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
         Command::Config(ConfigCommand::Show) => {
             let dynamic: serde_json::Value = client(&config, false)?.get("/config").await?;
             output::json(&dynamic);
+        }
+        Command::Config(ConfigCommand::Edit) => {
+            let client = client(&config, true)?;
+            let current: crate::cluster::DynamicConfig = client.get("/config").await?;
+            match edit_config(&current)? {
+                None => output::line("no change"),
+                Some(edited) => {
+                    let _: serde_json::Value = client
+                        .put("/config", &edited)
+                        .await
+                        .context("changing the dynamic configuration")?;
+                    output::line("dynamic configuration updated");
+                }
+            }
         }
         Command::Config(ConfigCommand::Set { pairs }) => {
             let mut patch = serde_json::Map::new();
@@ -362,4 +379,70 @@ fn client(config: &NodeConfig, admin: bool) -> anyhow::Result<Client> {
         None
     };
     Ok(Client::new(&config.api_advertise, token))
+}
+
+/// Lets the user edit `current` as TOML in their editor; `None` when nothing changed.
+/// A file that does not parse (an unknown key, a bad duration) is an error naming it.
+fn edit_config(
+    current: &crate::cluster::DynamicConfig,
+) -> Result<Option<crate::cluster::DynamicConfig>, Failure> {
+    let fail = |code: u8, error: anyhow::Error| Failure { code, error };
+    let text = toml::to_string(current).map_err(|e| fail(1, e.into()))?;
+    let path = std::env::temp_dir().join(format!(
+        "pgquorum-config-{}-{}.toml",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let _cleanup = RemoveOnDrop(path.clone());
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| fail(1, e.into()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| fail(1, e.into()))?;
+    }
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let editor = set("VISUAL")
+        .or_else(|| set("EDITOR"))
+        .unwrap_or_else(|| "vi".to_string());
+    // Through the shell, so that EDITOR may carry arguments ("code --wait").
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status()
+        .map_err(|e| fail(1, anyhow::anyhow!("running the editor {editor:?}: {e}")))?;
+    if !status.success() {
+        return Err(fail(
+            1,
+            anyhow::anyhow!("the editor {editor:?} exited with {status}; nothing changed"),
+        ));
+    }
+    let edited = std::fs::read_to_string(&path).map_err(|e| fail(1, e.into()))?;
+    if edited == text {
+        return Ok(None);
+    }
+    let parsed: crate::cluster::DynamicConfig = toml::from_str(&edited).map_err(|e| {
+        fail(
+            2,
+            anyhow::anyhow!(
+                "the edited configuration is not valid: {}; nothing changed",
+                e.message().trim()
+            ),
+        )
+    })?;
+    Ok(Some(parsed))
+}
+
+/// Removes a file when dropped (the edited copy of the configuration).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -240,6 +240,11 @@ impl Node {
     /// Runs `pgquorum <args> -c <config>` to completion (killed and a panic after
     /// [`CLI_DEADLINE`]). The call and its output are appended to this node's log.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_env(&[], args)
+    }
+
+    /// [`Node::cli`] with extra environment variables.
+    pub fn cli_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         static CALLS: AtomicU64 = AtomicU64::new(0);
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
         let out_path = self.dir.path().join(format!("cli-{call}.out"));
@@ -252,6 +257,7 @@ impl Node {
             .env_remove("RUST_LOG")
             .env_remove("PGQUORUM_CONFIG")
             .env_remove("PGQUORUM_JOIN_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(&out_path).expect("creating the stdout file"))
             .stderr(File::create(&err_path).expect("creating the stderr file"))
