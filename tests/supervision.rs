@@ -144,6 +144,49 @@ fn postgres_killed_on_the_primary_is_restarted_in_place() {
 }
 
 #[test]
+fn a_primary_whose_postgresql_cannot_start_hands_over_at_once() {
+    if !require_postgres() {
+        return;
+    }
+    let (cluster, primary) = healthy_cluster();
+    let epoch = cluster.node(1).list()["lease"]["epoch"].as_u64().unwrap();
+    // A setting PostgreSQL refuses at start, where no supervisor file overrides it.
+    let auto = cluster
+        .node(primary)
+        .state_dir
+        .join("pgdata/postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap();
+    text.push_str("shared_buffers = 'plenty'\n");
+    std::fs::write(&auto, text).unwrap();
+    let pid = cluster
+        .node(primary)
+        .postmaster_pid()
+        .expect("postmaster.pid");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let new = eventually(
+        FAILOVER,
+        "another member is the writable primary",
+        || match writable(&cluster) {
+            Ok(i) if i != primary => Ok(i),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    eprintln!(
+        "PostgreSQL could not start on n{primary}: n{new} writable after {:?}",
+        killed.elapsed()
+    );
+    let view = cluster.node(new).list();
+    assert!(view["lease"]["epoch"].as_u64() > Some(epoch), "{view}");
+    let log = std::fs::read_to_string(&cluster.node(primary).log_path).unwrap();
+    assert!(
+        log.contains("PostgreSQL failed to start 2 times in a row"),
+        "the old primary's log says why it released the lease"
+    );
+}
+
+#[test]
 fn a_replica_tagged_nofailover_is_never_promoted() {
     if !require_postgres() {
         return;

@@ -341,6 +341,15 @@ fn as_holder(obs: &Observation) -> Outcome {
     } else if obs.pg.running {
         let text = format!("holding lease epoch {epoch} as a replica; promoting{expiring}");
         say(obs, Decision::Promote, text)
+    } else if let Some(failure) = obs
+        .start_failure
+        .as_ref()
+        .filter(|f| f.attempts >= START_ATTEMPTS)
+    {
+        release(format!(
+            "PostgreSQL failed to start {} times in a row (last: {})",
+            failure.attempts, failure.error
+        ))
     } else if obs.down_for < obs.config.primary_start_timeout {
         let text = format!(
             "holding lease epoch {epoch}, PostgreSQL down for {}; starting it as primary \
@@ -576,6 +585,11 @@ fn switchover(obs: &Observation) -> Option<Outcome> {
     );
     Some(say(obs, Decision::RenewLease, text))
 }
+
+/// How many failed attempts to start PostgreSQL as primary make the holder release the lease
+/// at once (a start that fails, rather than one that hangs, is not going to get better; two
+/// tolerate a transient failure such as the old postmaster's children still exiting).
+const START_ATTEMPTS: u32 = 2;
 
 /// How long a replica of the primary may stay on an older timeline without streaming before
 /// it is rewound: following a new timeline normally takes well under a second.

@@ -84,6 +84,9 @@ pub struct Executor {
     applied_parameters: Option<std::collections::BTreeMap<String, String>>,
     /// The synchronous rule in force on our primary (synchronous and quorum modes).
     sync: SyncInForce,
+    /// Consecutive failed starts of PostgreSQL as primary, with the last error; cleared once
+    /// it runs.
+    start_failure: Option<super::observe::StartFailure>,
     /// Commits wait for a standby that does not exist: a lease renewal did not commit in
     /// time, so this primary may be cut off from the quorum (see [`Executor::renew`]).
     writes_blocked: bool,
@@ -101,6 +104,7 @@ impl Executor {
             rewind_retry_at: None,
             applied_parameters: None,
             sync: SyncInForce::default(),
+            start_failure: None,
             writes_blocked: false,
         };
         // A data directory without standby.signal was last a primary's: whatever it wrote
@@ -164,6 +168,15 @@ impl Executor {
         if let Err(e) = std::fs::write(self.block_marker(), format!("{reason}\n")) {
             tracing::error!(error = %e, "recording why this member may not rejoin");
         }
+    }
+
+    pub fn start_failure(&self) -> Option<super::observe::StartFailure> {
+        self.start_failure.clone()
+    }
+
+    /// Forgets failed starts (PostgreSQL runs, or this member no longer holds the lease).
+    pub fn clear_start_failure(&mut self) {
+        self.start_failure = None;
     }
 
     pub fn following(&self) -> Option<NodeId> {
@@ -273,8 +286,18 @@ impl Executor {
                     synchronous_standby_names: self.standby_names(),
                 })?;
                 let pg = self.postgres.clone();
-                self.with_renewals(obs, async move { pg.start(START_TIMEOUT).await })
-                    .await?;
+                let started = self
+                    .with_renewals(obs, async move { pg.start(START_TIMEOUT).await })
+                    .await;
+                if let Err(e) = started {
+                    let attempts = self.start_failure.as_ref().map_or(0, |f| f.attempts) + 1;
+                    self.start_failure = Some(super::observe::StartFailure {
+                        attempts,
+                        error: format!("{e:#}"),
+                    });
+                    return Err(e.context("starting PostgreSQL as primary"));
+                }
+                self.start_failure = None;
                 self.following = None;
                 self.set_needs_rewind(false);
                 self.renew(obs).await?;

@@ -153,6 +153,9 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         } else {
             None
         };
+        if pg.running || view.state.lease.is_none_or(|l| l.holder != me) {
+            executor.clear_start_failure();
+        }
         down_since = if pg.running {
             None
         } else {
@@ -191,6 +194,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             down_for: down_since
                 .map(|t| now.duration_since(t))
                 .unwrap_or_default(),
+            start_failure: executor.start_failure(),
             not_streaming_for: stalled_since
                 .map(|t| now.duration_since(t))
                 .unwrap_or_default(),

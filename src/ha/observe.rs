@@ -67,6 +67,8 @@ pub struct Observation {
     /// How long my PostgreSQL has been down while it should be running (for the crash
     /// restart budget); zero when running.
     pub down_for: Duration,
+    /// Consecutive failed attempts to start my PostgreSQL as primary, and the last error.
+    pub start_failure: Option<StartFailure>,
     /// How long my PostgreSQL has run as a replica without streaming; zero otherwise.
     pub not_streaming_for: Duration,
     pub switchover: Option<Switchover>,
@@ -109,6 +111,13 @@ impl Observation {
     pub fn sync_rules(&self) -> Vec<SyncRule> {
         SyncState::rules_for(self.sync.as_ref(), self.current_epoch())
     }
+}
+
+/// Failed attempts to start PostgreSQL (as primary), counted by the executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    pub attempts: u32,
+    pub error: String,
 }
 
 /// Why a member is not eligible for promotion; shown in logs and `list`.
