@@ -22,6 +22,7 @@ pub mod identity;
 pub mod lease;
 pub mod peers;
 pub mod postgres;
+pub mod proxy;
 pub mod raft;
 pub mod secret;
 pub mod tls;
