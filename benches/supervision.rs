@@ -563,8 +563,11 @@ impl Node {
         let text = format!(
             "[node]\nname = \"{name}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \
              \"127.0.0.1:{peer_port}\"\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n[raft]\n\
-             profile = \"lan\"\n\n[postgresql]\nlisten = \"127.0.0.1:{pg_port}\"\n",
-            state_dir.display()
+             profile = \"lan\"\n\n[postgresql]\nlisten = \"127.0.0.1:{pg_port}\"\n\n[proxy]\n\
+             writer_listen = \"127.0.0.1:{}\"\nreader_listen = \"127.0.0.1:{}\"\n",
+            state_dir.display(),
+            free_port(),
+            free_port()
         );
         fs::write(&config, text).expect("writing a config file");
         Node {

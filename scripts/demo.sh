@@ -31,6 +31,10 @@ listen = "127.0.0.1:740$i"
 [api]
 listen = "127.0.0.1:810$i"
 
+[proxy]
+writer_listen = "127.0.0.1:50${i}0"
+reader_listen = "127.0.0.1:50${i}1"
+
 [postgresql]
 listen = "127.0.0.1:544$i"
 TOML
@@ -62,6 +66,8 @@ Try, in another shell:
   $bin list -c $dir/n2.toml
   curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:8101/primary   # 200 on the primary
   psql -h $dir/n1/run -p 5441 -U postgres        # (the primary's unix socket; n2: 5442, n3: 5443)
+  # every member proxies: writer port 5010 (n1), 5020, 5030 -> the primary; reader 5011, 5021,
+  # 5031 -> replicas (TCP needs a password: create a role first)
   $bin switchover -c $dir/n1.toml                # hand the primary role to a replica
   kill -9 \$(pgrep -f 'run -c $dir/n1.toml')     # lose a member's daemon (its PostgreSQL dies with it)
 Press Ctrl-C to stop everything and remove the directory.

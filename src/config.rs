@@ -50,6 +50,27 @@ pub struct FileConfig {
     /// Patroni's member tags.
     #[serde(default)]
     pub tags: TagsSection,
+    /// The writer/reader proxy.
+    #[serde(default)]
+    pub proxy: ProxySection,
+}
+
+/// `[proxy]`: the built-in writer/reader TCP proxy (on unless `enabled = false`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    pub enabled: Option<bool>,
+    pub writer_listen: Option<SocketAddr>,
+    pub reader_listen: Option<SocketAddr>,
+    /// Client connections per port; more are refused with a PostgreSQL error.
+    pub max_connections: Option<usize>,
+    /// How long a new writer connection waits for a primary when there is none.
+    #[serde(default, with = "humantime_serde")]
+    pub primary_wait: Option<Duration>,
+    /// Bytes of WAL a replica may have left to replay and still take reader connections.
+    pub reader_max_lag: Option<u64>,
+    /// With no replica within the lag limit, send readers to the primary.
+    pub reader_fallback_to_primary: Option<bool>,
 }
 
 /// `[tags]`: like Patroni's. Kept apart from `cluster::Tags` so that the file refuses unknown
@@ -181,6 +202,23 @@ pub struct NodeConfig {
     pub postgresql: Option<PostgresqlConfig>,
     /// This member's tags, published in the cluster state.
     pub tags: crate::cluster::Tags,
+    /// The writer/reader proxy; `None` when disabled.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// The validated `[proxy]` section.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Default `0.0.0.0:5000`.
+    pub writer_listen: SocketAddr,
+    /// Default `0.0.0.0:5001`.
+    pub reader_listen: SocketAddr,
+    /// Default 1000 per port.
+    pub max_connections: usize,
+    /// Default 10 s.
+    pub primary_wait: Duration,
+    /// Reader lag limit (default 16 MiB), hysteresis a quarter of it, fallback on.
+    pub policy: crate::proxy::Policy,
 }
 
 /// The validated `[postgresql]` section.
@@ -322,6 +360,53 @@ impl NodeConfig {
                 })
             }
         };
+        let proxy = match file.proxy.enabled {
+            Some(false) => None,
+            _ => {
+                let p = &file.proxy;
+                let writer_listen = p
+                    .writer_listen
+                    .unwrap_or_else(|| "0.0.0.0:5000".parse().expect("literal"));
+                let reader_listen = p
+                    .reader_listen
+                    .unwrap_or_else(|| "0.0.0.0:5001".parse().expect("literal"));
+                let mut taken = vec![("[peer] listen", peer_listen), ("[api] listen", api_listen)];
+                if let Some(pg) = &postgresql {
+                    taken.push(("[postgresql] listen", pg.listen));
+                }
+                taken.push(("[proxy] writer_listen", writer_listen));
+                for (key, addr) in [
+                    ("[proxy] writer_listen", writer_listen),
+                    ("[proxy] reader_listen", reader_listen),
+                ] {
+                    if let Some((other, _)) = taken.iter().find(|(k, a)| *a == addr && *k != key) {
+                        return Err(invalid(format!(
+                            "{key} = {addr} collides with {other}; choose another port"
+                        )));
+                    }
+                }
+                let max_connections = p.max_connections.unwrap_or(1000);
+                if max_connections == 0 {
+                    return Err(invalid(
+                        "[proxy] max_connections must be at least 1; to turn the proxy off set \
+                         enabled = false"
+                            .into(),
+                    ));
+                }
+                let max_lag = p.reader_max_lag.unwrap_or(16 * 1024 * 1024);
+                Some(ProxyConfig {
+                    writer_listen,
+                    reader_listen,
+                    max_connections,
+                    primary_wait: p.primary_wait.unwrap_or(Duration::from_secs(10)),
+                    policy: crate::proxy::Policy {
+                        max_lag,
+                        hysteresis: max_lag / 4,
+                        fallback_to_primary: p.reader_fallback_to_primary.unwrap_or(true),
+                    },
+                })
+            }
+        };
         let level = file.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(invalid(format!(
@@ -340,6 +425,7 @@ impl NodeConfig {
             log_format: file.log.format.unwrap_or(LogFormat::Human),
             log_level: level,
             postgresql,
+            proxy,
             tags: {
                 let default = crate::cluster::Tags::default();
                 crate::cluster::Tags {

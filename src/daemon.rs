@@ -77,6 +77,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let api_listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("binding the API port {} ([api] listen)", config.api_listen))?;
+    let proxy_listeners = match &config.proxy {
+        Some(proxy) => Some(crate::proxy::server::bind(proxy).await?),
+        None => None,
+    };
 
     let db = raft::store::open_db(&state.raft_dir())?;
     let log_store = LogStore::open(&db)?;
@@ -146,6 +150,15 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         };
         tokio::spawn(ha::run(deps, ha_shutdown.clone()))
     });
+    if let (Some(proxy), Some(listeners)) = (config.proxy.clone(), proxy_listeners) {
+        let deps = crate::proxy::server::Deps {
+            handle: handle.clone(),
+            lease_clock: lease_clock.clone(),
+            peers: peer_statuses.clone(),
+            local: local_status_for_api.clone(),
+        };
+        crate::proxy::server::spawn(proxy, listeners, deps, serve_shutdown.clone(), &tasks);
+    }
     tasks.spawn(update_member_record(
         handle.clone(),
         config.clone(),

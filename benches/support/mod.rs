@@ -52,8 +52,11 @@ impl Node {
         let config = root.join(format!("{name}.toml"));
         let text = format!(
             "[node]\nname = \"{name}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \"{peer_addr}\"\n\n\
-             [api]\nlisten = \"{api_addr}\"\n\n[raft]\n{raft_toml}\n",
-            state_dir.display()
+             [api]\nlisten = \"{api_addr}\"\n\n[proxy]\nwriter_listen = \"127.0.0.1:{}\"\n\
+             reader_listen = \"127.0.0.1:{}\"\n\n[raft]\n{raft_toml}\n",
+            state_dir.display(),
+            free_port(),
+            free_port()
         );
         fs::write(&config, text).expect("write config");
         Node {

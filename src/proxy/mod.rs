@@ -2,8 +2,11 @@
 //! the current primary, the reader port the replicas within a lag limit. Routing follows the
 //! committed cluster state through the watch channel, never a polling health check.
 //!
-//! Built in steps (issue 4): so far the routing table ([`routes`]), pure and table-tested.
+//! ```text
+//!  view, peer statuses, lease clock ─► routes() ─► watch<Routes> ─► writer / reader connections
+//! ```
 
 pub mod routes;
+pub mod server;
 
 pub use routes::{routes, Inputs, Policy, Routes, Target};

@@ -70,6 +70,9 @@ pub struct Node {
     pub api_port: u16,
     /// Used only when the node runs PostgreSQL (see [`Node::with_postgres`]).
     pub pg_port: u16,
+    /// The proxy's writer and reader ports.
+    pub writer_port: u16,
+    pub reader_port: u16,
     pub config_path: PathBuf,
     /// Inside the temp dir; created by `init` or `node join`, not by the harness.
     pub state_dir: PathBuf,
@@ -109,15 +112,23 @@ impl Node {
         std::fs::create_dir_all(&log_dir).expect("creating the log dir");
         let log_path = log_dir.join(format!("{name}.log"));
         File::create(&log_path).expect("creating the node log");
-        let (peer_port, api_port, pg_port) = match netns {
-            Some(_) => (7400, 8008, 5432),
-            None => (free_port(), free_port(), free_port()),
+        let (peer_port, api_port, pg_port, writer_port, reader_port) = match netns {
+            Some(_) => (7400, 8008, 5432, 5000, 5001),
+            None => (
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            ),
         };
         let node = Node {
             name: name.to_string(),
             peer_port,
             api_port,
             pg_port,
+            writer_port,
+            reader_port,
             host_ip: ip.to_string(),
             netns,
             config_path: dir.path().join(format!("{name}.toml")),
@@ -131,15 +142,20 @@ impl Node {
         node
     }
 
-    /// The config the harness writes: name, state dir, both ports, LAN timings.
+    /// The config the harness writes: name, state dir, its ports (peer, API, proxy), LAN
+    /// timings.
     pub fn default_config(&self) -> String {
         format!(
             "[node]\nname = \"{}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \"{}\"\n\n[api]\n\
-             listen = \"{}\"\n\n[raft]\nprofile = \"lan\"\n",
+             listen = \"{}\"\n\n[raft]\nprofile = \"lan\"\n\n[proxy]\n\
+             writer_listen = \"{ip}:{}\"\nreader_listen = \"{ip}:{}\"\n",
             self.name,
             self.state_dir.display(),
             self.peer_addr(),
-            self.api_addr()
+            self.api_addr(),
+            self.writer_port,
+            self.reader_port,
+            ip = self.host_ip,
         )
     }
 
