@@ -107,16 +107,20 @@ fn a_forced_failover_promotes_the_named_member_when_none_is_eligible() {
     p.sql("create table t (v int, pad text)").unwrap();
     p.sql("insert into t select g, repeat('x', 1000) from generate_series(1, 2000) g")
         .unwrap();
-    eventually(ACTION, "both replicas are seen lagging", || {
-        let view = cluster.node(candidate).cluster_view()?;
-        let lagging = view["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["lag_mb"].as_f64().is_some_and(|lag| lag >= 1.0))
-            .count();
-        (lagging == 2).then_some(()).ok_or(view.to_string())
-    });
+    // Each survivor must have seen the primary's new position before it is lost: that is
+    // what it measures its lag against.
+    for &i in &replicas {
+        eventually(ACTION, "both replicas are seen lagging", || {
+            let view = cluster.node(i).cluster_view()?;
+            let lagging = view["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["lag_mb"].as_f64().is_some_and(|lag| lag >= 1.0))
+                .count();
+            (lagging == 2).then_some(()).ok_or(view.to_string())
+        });
+    }
     // ... and the primary is lost: nobody is promoted on their own ...
     cluster.node_mut(primary).kill();
     eventually(

@@ -144,3 +144,53 @@ fn writer_and_reader_ports_follow_the_primary_and_the_replicas() {
         killed.elapsed()
     );
 }
+
+/// Which members the reader port of member `via` sends `n` fresh connections to.
+fn readers_seen(cluster: &TestCluster, via: usize, n: usize) -> Result<Vec<usize>, String> {
+    let port = cluster.node(via).reader_port;
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        seen.push(served_by(cluster, port)?);
+    }
+    seen.sort();
+    seen.dedup();
+    Ok(seen)
+}
+
+#[test]
+fn a_replica_whose_replay_is_paused_past_the_lag_limit_gets_no_new_readers() {
+    if !require_postgres() {
+        return;
+    }
+    let (cluster, primary) = healthy_cluster();
+    let p = cluster.node(primary);
+    p.sql("create role app login password 'app'; create table t (v int, pad text)")
+        .unwrap();
+    let replicas: Vec<usize> = (1..=3).filter(|&i| i != primary).collect();
+    let (paused, other) = (replicas[0], replicas[1]);
+    eventually(FAILOVER, "reads reach both replicas", || {
+        let seen = readers_seen(&cluster, primary, 4)?;
+        (seen == replicas).then_some(()).ok_or(format!("{seen:?}"))
+    });
+    cluster
+        .node(paused)
+        .sql("select pg_wal_replay_pause()")
+        .unwrap();
+    // 20 MB of WAL: past the default 16 MiB limit.
+    p.sql("insert into t select g, repeat('x', 1000) from generate_series(1, 20000) g")
+        .unwrap();
+    eventually(FAILOVER, "the paused replica gets no new reader", || {
+        let seen = readers_seen(&cluster, primary, 4)?;
+        (seen == vec![other])
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+    cluster
+        .node(paused)
+        .sql("select pg_wal_replay_resume()")
+        .unwrap();
+    eventually(FAILOVER, "it gets readers again once caught up", || {
+        let seen = readers_seen(&cluster, primary, 4)?;
+        (seen == replicas).then_some(()).ok_or(format!("{seen:?}"))
+    });
+}
