@@ -81,6 +81,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         Some(proxy) => Some(crate::proxy::server::bind(proxy).await?),
         None => None,
     };
+    let proxy_stats = proxy_listeners
+        .as_ref()
+        .map(|_| Arc::new(crate::proxy::stats::Stats::default()));
 
     let db = raft::store::open_db(&state.raft_dir())?;
     let log_store = LogStore::open(&db)?;
@@ -157,7 +160,15 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             peers: peer_statuses.clone(),
             local: local_status_for_api.clone(),
         };
-        crate::proxy::server::spawn(proxy, listeners, deps, serve_shutdown.clone(), &tasks);
+        let stats = proxy_stats.clone().unwrap_or_default();
+        crate::proxy::server::spawn(
+            proxy,
+            listeners,
+            deps,
+            stats,
+            serve_shutdown.clone(),
+            &tasks,
+        );
     }
     tasks.spawn(update_member_record(
         handle.clone(),
@@ -173,6 +184,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             name: config.name.clone(),
             local_status: local_status_for_api,
             peer_statuses,
+            proxy_stats,
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {

@@ -34,16 +34,22 @@ fn a_primary_cut_off_from_both_others_is_fenced_and_rejoins_after_heal() {
     });
     cluster
         .node(old)
-        .sql("create table t (v bigint primary key); create table m (v bigint primary key)")
+        .sql(
+            "create table t (v bigint primary key); create table m (v bigint primary key); \
+             create table w (v bigint primary key); create role app login password 'app'; \
+             grant all on t, m, w to app",
+        )
         .unwrap();
     let survivors: Vec<usize> = (1..=3).filter(|&i| i != old).collect();
 
     // A client on each side: one next to the old primary (its unix socket) writing table t,
     // one committing to whichever survivor accepts, writing table m.
     let minority = Writer::start("t", vec![cluster.node(old).pg_target()], Duration::ZERO);
-    eventually(FAILOVER, "the minority client commits", || {
-        let n = minority.acks().len();
-        (n >= 20).then_some(()).ok_or(n)
+    // And one through the cut-off host's own proxy writer port, from inside that host.
+    let through_proxy = Writer::start("w", vec![cluster.node(old).writer_target()], Duration::ZERO);
+    eventually(FAILOVER, "the minority clients commit", || {
+        let (n, p) = (minority.acks().len(), through_proxy.acks().len());
+        (n >= 20 && p >= 5).then_some(()).ok_or((n, p))
     });
     let targets = survivors
         .iter()
@@ -92,6 +98,7 @@ fn a_primary_cut_off_from_both_others_is_fenced_and_rejoins_after_heal() {
         },
     );
     let minority_acks = minority.stop();
+    let proxy_acks = through_proxy.stop();
     let majority_acks = majority.stop();
 
     // No acknowledged write on the cut-off side once the majority's primary acknowledged one.
@@ -104,6 +111,17 @@ fn a_primary_cut_off_from_both_others_is_fenced_and_rejoins_after_heal() {
     assert!(
         late.is_empty(),
         "the cut-off primary acknowledged {late:?} after the new one started"
+    );
+    // The cut-off host's own writer port acknowledged nothing once its primary was demoted.
+    let demoted_at = cut + old_demoted.expect("the old primary was demoted");
+    let late: Vec<i64> = proxy_acks
+        .iter()
+        .filter(|a| a.at >= demoted_at)
+        .map(|a| a.value)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the cut-off writer port acknowledged {late:?} after fencing"
     );
     let after_cut: Vec<_> = minority_acks.iter().filter(|a| a.at > cut).collect();
     let window = after_cut.last().map(|a| a.at.duration_since(cut));
@@ -136,6 +154,10 @@ fn a_primary_cut_off_from_both_others_is_fenced_and_rejoins_after_heal() {
         "the majority's acknowledged writes are all there"
     );
     let lost_after_cut = lost(&minority_acks, &rows);
+    eprintln!(
+        "partition: through the cut-off host's writer port, {} writes acknowledged after the cut",
+        proxy_acks.iter().filter(|a| a.at > cut).count()
+    );
     eprintln!(
         "partition (async mode): {} writes acknowledged by the cut-off primary after the cut, \
          the last {:?} after it; {} of them lost; old primary not writable after {:?}; new \

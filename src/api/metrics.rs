@@ -29,6 +29,10 @@ pub struct MetricsInput {
     pub replication_lag: Option<u64>,
     /// This member is a recorded synchronous standby.
     pub synchronous: bool,
+    /// The proxy's counters, when it runs.
+    pub proxy: Option<crate::proxy::stats::Snapshot>,
+    /// Member names by id, for the proxy's `backend` label.
+    pub names: std::collections::BTreeMap<crate::cluster::NodeId, String>,
 }
 
 /// The exposition text: for each known metric a `# HELP`, a `# TYPE` and one sample line.
@@ -123,7 +127,81 @@ pub fn render(input: &MetricsInput) -> String {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     }
+    if let Some(proxy) = &input.proxy {
+        render_proxy(&mut out, input, proxy);
+    }
     out
+}
+
+/// A per-backend proxy metric: name, type, help, and how to read it.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::proxy::stats::Backend) -> u64,
+);
+
+/// The proxy's metrics, one sample per port and backend.
+fn render_proxy(out: &mut String, input: &MetricsInput, proxy: &crate::proxy::stats::Snapshot) {
+    let base = format!(
+        "cluster=\"{}\",member=\"{}\"",
+        escape(&input.cluster_id),
+        escape(&input.name)
+    );
+    let backend =
+        |id: &crate::cluster::NodeId| escape(input.names.get(id).map_or(&id.to_string(), |n| n));
+    let families: [Family; 4] = [
+        (
+            "pgquorum_proxy_connections_active",
+            "gauge",
+            "Open proxied connections, by port and backend member.",
+            |b| b.active,
+        ),
+        (
+            "pgquorum_proxy_connections_total",
+            "counter",
+            "Proxied connections opened, by port and backend member.",
+            |b| b.total,
+        ),
+        (
+            "pgquorum_proxy_bytes_to_backend_total",
+            "counter",
+            "Bytes relayed from clients to PostgreSQL (counted when a connection ends).",
+            |b| b.bytes_to_backend,
+        ),
+        (
+            "pgquorum_proxy_bytes_to_client_total",
+            "counter",
+            "Bytes relayed from PostgreSQL to clients (counted when a connection ends).",
+            |b| b.bytes_to_client,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for ((port, id), b) in &proxy.backends {
+            let _ = writeln!(
+                out,
+                "{name}{{{base},port=\"{}\",backend=\"{}\"}} {}",
+                port.label(),
+                backend(id),
+                value(b)
+            );
+        }
+    }
+    let name = "pgquorum_proxy_refused_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Client connections the proxy refused (no backend, too many, unreachable)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (port, n) in &proxy.refused {
+        let _ = writeln!(out, "{name}{{{base},port=\"{}\"}} {n}", port.label());
+    }
+    let name = "pgquorum_proxy_writer_changes_total";
+    let _ = writeln!(out, "# HELP {name} Times the writer route changed.");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name}{{{base}}} {}", proxy.writer_changes);
 }
 
 /// A label value as the text format wants it: backslash, double quote and newline escaped.
@@ -159,6 +237,8 @@ mod tests {
             }),
             replication_lag: Some(96),
             synchronous: false,
+            proxy: None,
+            names: Default::default(),
         }
     }
 
@@ -249,6 +329,32 @@ mod tests {
         assert!(
             render(&witness).contains("pgquorum_postgres_running{cluster=\"c1\",member=\"n2\"} 0")
         );
+    }
+
+    #[test]
+    fn proxy_counters_are_labelled_by_port_and_backend_name() {
+        use crate::proxy::stats::{Port, Stats};
+        let stats = Stats::default();
+        stats.opened(Port::Writer, crate::cluster::NodeId(1));
+        stats.refused(Port::Reader);
+        let with_proxy = MetricsInput {
+            proxy: Some(stats.snapshot()),
+            names: [(crate::cluster::NodeId(1), "n1".to_string())]
+                .into_iter()
+                .collect(),
+            ..input()
+        };
+        let text = render(&with_proxy);
+        for line in [
+            "pgquorum_proxy_connections_active{cluster=\"c1\",member=\"n2\",port=\"writer\",backend=\"n1\"} 1",
+            "pgquorum_proxy_connections_total{cluster=\"c1\",member=\"n2\",port=\"writer\",backend=\"n1\"} 1",
+            "pgquorum_proxy_refused_total{cluster=\"c1\",member=\"n2\",port=\"reader\"} 1",
+            "pgquorum_proxy_writer_changes_total{cluster=\"c1\",member=\"n2\"} 0",
+            "# TYPE pgquorum_proxy_connections_total counter",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!render(&input()).contains("pgquorum_proxy_"));
     }
 
     #[test]

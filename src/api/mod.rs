@@ -52,6 +52,8 @@ pub struct AppState {
     pub local_status: watch::Receiver<LocalStatus>,
     /// The other members' statuses with the instant each answer arrived.
     pub peer_statuses: watch::Receiver<Arc<PeerStatuses>>,
+    /// The proxy's counters, when it runs.
+    pub proxy_stats: Option<Arc<crate::proxy::stats::Stats>>,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -239,6 +241,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         replication_lag: health.replica_lag(),
         synchronous: health.synchronous,
         pg: health.pg,
+        proxy: state.proxy_stats.as_ref().map(|s| s.snapshot()),
+        names: cluster
+            .members
+            .values()
+            .map(|m| (m.id, m.name.clone()))
+            .collect(),
     };
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

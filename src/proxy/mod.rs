@@ -8,5 +8,6 @@
 
 pub mod routes;
 pub mod server;
+pub mod stats;
 
 pub use routes::{routes, Inputs, Policy, Routes, Target};

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::routes::{routes, Inputs, Routes, Target};
+use super::stats::{Port, Stats};
 use crate::cluster::NodeId;
 use crate::config::ProxyConfig;
 use crate::lease::LeaseClock;
@@ -65,12 +66,6 @@ pub async fn bind(config: &ProxyConfig) -> anyhow::Result<Listeners> {
     Ok(Listeners { writer, reader })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Port {
-    Writer,
-    Reader,
-}
-
 /// Shared by the connections of both ports.
 struct Shared {
     config: ProxyConfig,
@@ -80,6 +75,7 @@ struct Shared {
     /// Rotates among equally loaded readers, so short connections spread too.
     reader_turn: AtomicUsize,
     active: [AtomicUsize; 2],
+    stats: Arc<Stats>,
 }
 
 /// Starts the routing task and both accept loops on `tasks`; they stop with `shutdown`.
@@ -87,6 +83,7 @@ pub fn spawn(
     config: ProxyConfig,
     listeners: Listeners,
     deps: Deps,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
@@ -95,6 +92,7 @@ pub fn spawn(
         deps,
         config.policy.clone(),
         tx,
+        stats.clone(),
         shutdown.clone(),
     ));
     let shared = Arc::new(Shared {
@@ -103,6 +101,7 @@ pub fn spawn(
         reader_load: Mutex::new(BTreeMap::new()),
         reader_turn: AtomicUsize::new(0),
         active: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        stats,
     });
     for (listener, port) in [
         (listeners.writer, Port::Writer),
@@ -124,6 +123,7 @@ async fn maintain_routes(
     deps: Deps,
     policy: super::Policy,
     tx: watch::Sender<Routes>,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
     let mut view = deps.handle.view();
@@ -151,6 +151,7 @@ async fn maintain_routes(
         let next = routes(&inputs, &policy, &previous);
         if next != previous {
             if next.writer != previous.writer {
+                stats.writer_changed();
                 let name = |t: &Option<Target>| {
                     t.as_ref().map_or("none".to_string(), |t| {
                         current
@@ -214,13 +215,17 @@ async fn accept(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let slot = &shared.active[port as usize];
+            let slot = &shared.active[match port {
+                Port::Writer => 0,
+                Port::Reader => 1,
+            }];
             if slot.fetch_add(1, Ordering::Relaxed) >= shared.config.max_connections {
                 slot.fetch_sub(1, Ordering::Relaxed);
                 let message = format!(
                     "pgquorum proxy: too many connections (max_connections = {})",
                     shared.config.max_connections
                 );
+                shared.stats.refused(port);
                 refuse(client, "53300", &message).await;
                 return;
             }
@@ -256,6 +261,7 @@ async fn writer(client: TcpStream, shared: &Shared, shutdown: CancellationToken)
              over, see `pgquorum list`",
             humantime::format_duration(wait)
         );
+        shared.stats.refused(Port::Writer);
         refuse(client, "57P03", &message).await;
         return;
     };
@@ -270,7 +276,15 @@ async fn writer(client: TcpStream, shared: &Shared, shutdown: CancellationToken)
             }
         }
     };
-    relay(client, &target, deposed, shutdown).await;
+    relay(
+        client,
+        &target,
+        Port::Writer,
+        &shared.stats,
+        deposed,
+        shutdown,
+    )
+    .await;
 }
 
 /// A reader connection: to the reader with the fewest open connections.
@@ -290,6 +304,7 @@ async fn reader(client: TcpStream, shared: &Shared, shutdown: CancellationToken)
     let Some(target) = target else {
         let message = "pgquorum proxy: no replica within the lag limit and no primary to fall \
                        back to";
+        shared.stats.refused(Port::Reader);
         refuse(client, "57P03", message).await;
         return;
     };
@@ -299,7 +314,16 @@ async fn reader(client: TcpStream, shared: &Shared, shutdown: CancellationToken)
         *entry = entry.saturating_add_signed(delta);
     };
     change(1);
-    relay(client, &target, std::future::pending::<()>(), shutdown).await;
+    let never = std::future::pending::<()>();
+    relay(
+        client,
+        &target,
+        Port::Reader,
+        &shared.stats,
+        never,
+        shutdown,
+    )
+    .await;
     change(-1);
 }
 
@@ -308,6 +332,8 @@ async fn reader(client: TcpStream, shared: &Shared, shutdown: CancellationToken)
 async fn relay(
     mut client: TcpStream,
     target: &Target,
+    port: Port,
+    stats: &Stats,
     cut: impl std::future::Future<Output = ()>,
     shutdown: CancellationToken,
 ) {
@@ -315,11 +341,13 @@ async fn relay(
     let mut server = match server {
         Ok(Ok(server)) => server,
         Ok(Err(e)) => {
+            stats.refused(port);
             let message = format!("pgquorum proxy: cannot reach {}: {e}", target.addr);
             refuse(client, "08006", &message).await;
             return;
         }
         Err(_) => {
+            stats.refused(port);
             let message = format!(
                 "pgquorum proxy: {} did not accept the connection within {CONNECT_TIMEOUT:?}",
                 target.addr
@@ -330,12 +358,14 @@ async fn relay(
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    stats.opened(port, target.node);
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUFFER, BUFFER);
-    let cut_off = tokio::select! {
-        _ = copy => false,
-        _ = cut => true,
-        _ = shutdown.cancelled() => true,
+    let (copied, cut_off) = tokio::select! {
+        copied = copy => (copied.unwrap_or_default(), false),
+        _ = cut => ((0, 0), true),
+        _ = shutdown.cancelled() => ((0, 0), true),
     };
+    stats.closed(port, target.node, copied.0, copied.1);
     if cut_off {
         // A reset, not a clean close: the client learns at once that its session is gone.
         let _ = client.set_zero_linger();

@@ -221,6 +221,22 @@ impl Node {
             name: self.name.clone(),
             socket_dir: self.state_dir.join("run"),
             port: self.pg_port,
+            via: None,
+        }
+    }
+
+    /// This node's proxy writer port, reached from inside its own network namespace (so a
+    /// cut-off host's port stays reachable), as the password role `app`.
+    pub fn writer_target(&self) -> super::writer::Target {
+        let netns = self
+            .netns
+            .clone()
+            .expect("a node on a network namespace host");
+        super::writer::Target {
+            name: format!("{} writer port", self.name),
+            socket_dir: PathBuf::new(),
+            port: self.writer_port,
+            via: Some((netns, self.host_ip.clone())),
         }
     }
 

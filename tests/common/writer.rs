@@ -15,12 +15,15 @@ use super::node::psql;
 /// How long one commit may wait for its answer before the client gives up on it.
 pub const COMMIT_DEADLINE: Duration = Duration::from_secs(5);
 
-/// One server: its unix socket directory and port.
+/// One server: its unix socket directory and port, or (`via` set) a TCP address reached
+/// from inside a network namespace as the password role `app`/`app`.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub name: String,
     pub socket_dir: PathBuf,
     pub port: u16,
+    /// `(network namespace, host)`: connect over TCP from inside that namespace instead.
+    pub via: Option<(String, String)>,
 }
 
 /// An acknowledged commit: the value, the server that acknowledged it, and when.
@@ -100,16 +103,34 @@ impl Drop for Writer {
 
 /// Runs one statement with psql; true only if the server acknowledged it in time.
 fn commit(target: &Target, sql: &str) -> bool {
-    let child = Command::new(psql())
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d"])
+    let mut command = match &target.via {
+        Some((netns, _)) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(psql());
+            command
+        }
+        None => Command::new(psql()),
+    };
+    let host = match &target.via {
+        Some((_, host)) => std::ffi::OsString::from(host),
+        None => target.socket_dir.clone().into_os_string(),
+    };
+    let user = if target.via.is_some() {
+        "app"
+    } else {
+        "postgres"
+    };
+    let child = command
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", user, "-d"])
         .arg("postgres")
         .arg("-h")
-        .arg(&target.socket_dir)
+        .arg(host)
         .arg("-p")
         .arg(target.port.to_string())
         .arg("-c")
         .arg(sql)
         .env("PGCONNECT_TIMEOUT", "2")
+        .env("PGPASSWORD", "app")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
