@@ -39,6 +39,15 @@ fn member_of_slot(name: &str) -> Option<NodeId> {
     name.strip_prefix("pgquorum_")?.parse().ok().map(NodeId)
 }
 
+/// What [`Executor::clone_afresh`] does with the data directory it replaces.
+#[derive(Debug, Clone, Copy)]
+enum Discard {
+    /// Renamed `<data dir>.rewind-failed-<unix time>`: a failed rewind deletes nothing.
+    MoveAside,
+    /// Deleted: the operator asked for it (`pgquorum reinit --force`).
+    Remove,
+}
+
 /// A rule with member names, for the log: `ANY 1 of [n2, n3]`.
 fn describe_rule(rule: &SyncRule, obs: &Observation) -> String {
     if rule.members.is_empty() || rule.quorum == 0 {
@@ -445,32 +454,7 @@ impl Executor {
                 }
             }
             Decision::Reclone { source } => {
-                let upstream = self.upstream(*source, obs)?;
-                if self.postgres.is_running() {
-                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
-                }
-                let data_dir = self.postgres.settings().data_dir.clone();
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let aside = data_dir.with_extension(format!("rewind-failed-{now}"));
-                std::fs::rename(&data_dir, &aside).with_context(|| {
-                    format!("moving {} aside to {}", data_dir.display(), aside.display())
-                })?;
-                tracing::warn!(
-                    from = %data_dir.display(),
-                    to = %aside.display(),
-                    "moved the data directory that could not be rewound aside; cloning afresh"
-                );
-                self.set_needs_rewind(false);
-                if let Err(e) = std::fs::remove_file(self.block_marker()) {
-                    tracing::warn!(error = %e, "removing the rejoin-blocked marker");
-                }
-                self.postgres
-                    .basebackup(&upstream)
-                    .await
-                    .context("pg_basebackup")?;
-                self.start_replica(Some(*source), obs).await?;
+                self.clone_afresh(*source, Discard::MoveAside, obs).await?;
                 Ok(true)
             }
             Decision::Restart { primary } => {
@@ -496,25 +480,7 @@ impl Executor {
                 Ok(true)
             }
             Decision::Reinit { source } => {
-                let upstream = self.upstream(*source, obs)?;
-                if self.postgres.is_running() {
-                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
-                }
-                let data_dir = self.postgres.settings().data_dir.clone();
-                match std::fs::remove_dir_all(&data_dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(e).with_context(|| format!("removing {}", data_dir.display()));
-                    }
-                    _ => {}
-                }
-                tracing::warn!(data_dir = %data_dir.display(), "reinit: removed the data directory as requested");
-                self.set_needs_rewind(false);
-                let _ = std::fs::remove_file(self.block_marker());
-                self.postgres
-                    .basebackup(&upstream)
-                    .await
-                    .context("pg_basebackup")?;
-                self.start_replica(Some(*source), obs).await?;
+                self.clone_afresh(*source, Discard::Remove, obs).await?;
                 self.action_done(crate::cluster::MemberAction::Reinit, obs)
                     .await?;
                 Ok(true)
@@ -545,6 +511,55 @@ impl Executor {
                 Ok(false)
             }
         }
+    }
+
+    /// Replaces this member's data directory with a fresh clone of `source`: stops
+    /// PostgreSQL, moves the old directory aside or removes it (`discard`), forgets the
+    /// rewind and rejoin markers, runs pg_basebackup and starts the replica.
+    async fn clone_afresh(
+        &mut self,
+        source: NodeId,
+        discard: Discard,
+        obs: &Observation,
+    ) -> anyhow::Result<()> {
+        let upstream = self.upstream(source, obs)?;
+        if self.postgres.is_running() {
+            self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+        }
+        let data_dir = self.postgres.settings().data_dir.clone();
+        match discard {
+            Discard::MoveAside => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = data_dir.with_extension(format!("rewind-failed-{now}"));
+                std::fs::rename(&data_dir, &aside).with_context(|| {
+                    format!("moving {} aside to {}", data_dir.display(), aside.display())
+                })?;
+                tracing::warn!(from = %data_dir.display(), to = %aside.display(), "moved the data directory that could not be rewound aside; cloning afresh");
+            }
+            Discard::Remove => {
+                match std::fs::remove_dir_all(&data_dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", data_dir.display()));
+                    }
+                    _ => {}
+                }
+                tracing::warn!(data_dir = %data_dir.display(), "reinit: removed the data directory as requested");
+            }
+        }
+        self.set_needs_rewind(false);
+        match std::fs::remove_file(self.block_marker()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %e, "removing the rejoin-blocked marker");
+            }
+            _ => {}
+        }
+        self.postgres
+            .basebackup(&upstream)
+            .await
+            .context("pg_basebackup")?;
+        self.start_replica(Some(source), obs).await
     }
 
     async fn start_replica(
@@ -819,36 +834,27 @@ impl Executor {
             .sync
             .as_ref()
             .filter(|s| s.epoch == lease.epoch)
-            .map(|s| s.rules.clone());
-        if current != wanted {
-            // A new tenure's first record keeps failover blocked until a rule covers
-            // everything this primary acknowledged since its promotion.
-            let mut rules = recorded.clone().unwrap_or_else(|| vec![SyncRule::none()]);
-            for rule in [current.clone(), wanted.clone()] {
-                if !rules.contains(&rule) {
-                    rules.push(rule);
+            .map(|s| s.rules.as_slice());
+        match super::sync::next_step(&current, &wanted, recorded) {
+            super::sync::Step::InStep => {
+                self.sync.switched = None;
+                return Ok(());
+            }
+            super::sync::Step::Switch { record } => {
+                if let Some(rules) = record {
+                    self.record_sync(rules, obs).await?;
                 }
+                self.sync.rule = Some(wanted.clone()).filter(|r| *r != SyncRule::none());
+                self.sync.switched = Some((Instant::now(), None));
+                self.apply_primary_config().await?;
+                tracing::info!(
+                    "synchronous standbys now {} (was {})",
+                    describe_rule(&wanted, obs),
+                    describe_rule(&current, obs)
+                );
+                return Ok(());
             }
-            if recorded.as_ref() != Some(&rules) {
-                self.record_sync(rules, obs).await?;
-            }
-            self.sync.rule = Some(wanted.clone()).filter(|r| *r != SyncRule::none());
-            self.sync.switched = Some((Instant::now(), None));
-            self.apply_primary_config().await?;
-            tracing::info!(
-                "synchronous standbys now {} (was {})",
-                describe_rule(&wanted, obs),
-                describe_rule(&current, obs)
-            );
-            return Ok(());
-        }
-        if recorded.as_deref() == Some(std::slice::from_ref(&wanted)) {
-            self.sync.switched = None;
-            return Ok(());
-        }
-        if recorded.is_none() && wanted == SyncRule::none() {
-            // Nothing recorded in this tenure already blocks failover (`rules_for`).
-            return Ok(());
+            super::sync::Step::DropOld => {}
         }
         let (switched_at, target) = self.sync.switched.get_or_insert((Instant::now(), None));
         if switched_at.elapsed() < obs.config.loop_wait {
@@ -862,12 +868,7 @@ impl Executor {
                 lsn
             }
         };
-        let caught_up = wanted
-            .members
-            .iter()
-            .filter(|id| flushed.get(id).is_some_and(|f| *f >= target))
-            .count();
-        if caught_up >= wanted.quorum as usize {
+        if super::sync::covered(&wanted, &flushed, target) {
             self.record_sync(vec![wanted.clone()], obs).await?;
             self.sync.switched = None;
             if wanted.quorum > 0 {

@@ -72,6 +72,53 @@ pub fn desired_rule(
     })
 }
 
+/// The primary's next step towards running `wanted` with it alone recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// PostgreSQL runs `wanted` and the record says so (or nothing needs recording).
+    InStep,
+    /// Switch PostgreSQL to `wanted`, after recording `record` if it is `Some`: the rules
+    /// of the record plus the one in force and the new one, so every acknowledged commit
+    /// stays covered while the switch happens. A tenure's first record also keeps
+    /// [`SyncRule::none`], which blocks failover until the new rule covers everything.
+    Switch { record: Option<Vec<SyncRule>> },
+    /// PostgreSQL runs `wanted` but older rules are still recorded: record `wanted` alone
+    /// once `quorum` of its members have flushed past every commit acknowledged before.
+    DropOld,
+}
+
+/// What to do next, given the rule PostgreSQL runs (`current`), the one wanted and the
+/// rules recorded in this tenure (`None`: nothing recorded yet in this epoch).
+pub fn next_step(current: &SyncRule, wanted: &SyncRule, recorded: Option<&[SyncRule]>) -> Step {
+    if current != wanted {
+        let mut rules = recorded.map_or_else(|| vec![SyncRule::none()], <[_]>::to_vec);
+        for rule in [current, wanted] {
+            if !rules.contains(rule) {
+                rules.push(rule.clone());
+            }
+        }
+        let record = (recorded != Some(rules.as_slice())).then_some(rules);
+        return Step::Switch { record };
+    }
+    match recorded {
+        Some(rules) if rules == std::slice::from_ref(wanted) => Step::InStep,
+        // Nothing recorded in this tenure already blocks failover (`SyncState::rules_for`).
+        None if *wanted == SyncRule::none() => Step::InStep,
+        _ => Step::DropOld,
+    }
+}
+
+/// Whether `quorum` members of `wanted` have flushed to `target` (`flushed`: member →
+/// flushed position, as the primary's `pg_stat_replication` shows it).
+pub fn covered(wanted: &SyncRule, flushed: &BTreeMap<NodeId, Lsn>, target: Lsn) -> bool {
+    let caught_up = wanted
+        .members
+        .iter()
+        .filter(|id| flushed.get(id).is_some_and(|f| *f >= target))
+        .count();
+    caught_up >= wanted.quorum as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +158,86 @@ mod tests {
         Vec<u64>,
         Option<SyncRule>,
     );
+
+    #[test]
+    fn steps_keep_every_acknowledged_commit_covered() {
+        let none = SyncRule::none();
+        let (a, ab) = (rule(&[2], 1), rule(&[2, 3], 1));
+        #[rustfmt::skip]
+        // (case, current, wanted, recorded, want)
+        type StepCase<'a> = (&'a str, &'a SyncRule, &'a SyncRule, Option<Vec<SyncRule>>, Step);
+        let cases: Vec<StepCase> = vec![
+            (
+                "first rule of a tenure: recorded after none, which blocks failover",
+                &none,
+                &a,
+                None,
+                Step::Switch {
+                    record: Some(vec![none.clone(), a.clone()]),
+                },
+            ),
+            (
+                "a change records old and new together",
+                &a,
+                &ab,
+                Some(vec![a.clone()]),
+                Step::Switch {
+                    record: Some(vec![a.clone(), ab.clone()]),
+                },
+            ),
+            (
+                "already recorded (a retry after the reload failed): switch only",
+                &a,
+                &ab,
+                Some(vec![a.clone(), ab.clone()]),
+                Step::Switch { record: None },
+            ),
+            (
+                "running the wanted rule with older ones recorded: drop them once covered",
+                &ab,
+                &ab,
+                Some(vec![a.clone(), ab.clone()]),
+                Step::DropOld,
+            ),
+            (
+                "running and recorded alone: in step",
+                &ab,
+                &ab,
+                Some(vec![ab.clone()]),
+                Step::InStep,
+            ),
+            (
+                "no standby and nothing recorded this tenure: failover already blocked",
+                &none,
+                &none,
+                None,
+                Step::InStep,
+            ),
+            (
+                "degraded to none: recorded alone once covered",
+                &none,
+                &none,
+                Some(vec![a.clone(), none.clone()]),
+                Step::DropOld,
+            ),
+        ];
+        for (case, current, wanted, recorded, want) in cases {
+            assert_eq!(
+                next_step(current, wanted, recorded.as_deref()),
+                want,
+                "{case}"
+            );
+        }
+        let flushed: BTreeMap<NodeId, Lsn> = [(NodeId(2), Lsn(100)), (NodeId(3), Lsn(50))]
+            .into_iter()
+            .collect();
+        assert!(covered(&ab, &flushed, Lsn(100)), "one of two at the target");
+        assert!(
+            !covered(&rule(&[2, 3], 2), &flushed, Lsn(100)),
+            "two needed"
+        );
+        assert!(covered(&none, &flushed, Lsn(1000)), "none needs nobody");
+    }
 
     #[test]
     fn desired_rules() {
