@@ -589,15 +589,23 @@ async fn request_failover(
     Ok(command_response(result))
 }
 
+/// An admin call that is one proposal: checks the token, proposes `command`, answers with
+/// its result.
+async fn propose_as_admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    command: Command,
+) -> Result<Response, ApiError> {
+    authorize(state, headers)?;
+    Ok(command_response(state.handle.propose(command).await?))
+}
+
 /// `DELETE /admin/failover`: cancels a pending forced failover.
 async fn cancel_failover(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(command_response(
-        state.handle.propose(Command::ClearFailover).await?,
-    ))
+    propose_as_admin(&state, &headers, Command::ClearFailover).await
 }
 
 /// `POST /admin/restart`: restarts PostgreSQL on the named member, or on every member.
@@ -780,29 +788,17 @@ async fn replace_config(
     headers: HeaderMap,
     Json(config): Json<crate::cluster::DynamicConfig>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let result = state.handle.propose(Command::SetConfig { config }).await?;
-    Ok(command_response(result))
+    propose_as_admin(&state, &headers, Command::SetConfig { config }).await
 }
 
 /// `POST /admin/pause`: maintenance mode on; no automatic action until `resume`.
 async fn pause(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let result = state
-        .handle
-        .propose(Command::SetPaused { paused: true })
-        .await?;
-    Ok(command_response(result))
+    propose_as_admin(&state, &headers, Command::SetPaused { paused: true }).await
 }
 
 /// `POST /admin/resume`: maintenance mode off.
 async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let result = state
-        .handle
-        .propose(Command::SetPaused { paused: false })
-        .await?;
-    Ok(command_response(result))
+    propose_as_admin(&state, &headers, Command::SetPaused { paused: false }).await
 }
 
 /// `DELETE /admin/switchover`: cancels a pending switchover.
@@ -810,10 +806,7 @@ async fn cancel_switchover(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(command_response(
-        state.handle.propose(Command::ClearSwitchover).await?,
-    ))
+    propose_as_admin(&state, &headers, Command::ClearSwitchover).await
 }
 
 #[derive(Debug, Deserialize)]
