@@ -173,7 +173,7 @@ fn a_scheduled_switchover_waits_for_its_time() {
             .cli(&["switchover", "--candidate", &name, "--at", &at_text]);
     assert_success(&requested, "scheduled switchover");
     eventually(ACTION, "the primary says when it hands over", || {
-        let log = std::fs::read_to_string(&cluster.node(primary).log_path).unwrap();
+        let log = cluster.node(primary).log();
         log.contains(&format!("switchover scheduled at {at_text}"))
             .then_some(())
             .ok_or("not yet")

@@ -179,7 +179,7 @@ fn a_primary_whose_postgresql_cannot_start_hands_over_at_once() {
     );
     let view = cluster.node(new).list();
     assert!(view["lease"]["epoch"].as_u64() > Some(epoch), "{view}");
-    let log = std::fs::read_to_string(&cluster.node(primary).log_path).unwrap();
+    let log = cluster.node(primary).log();
     assert!(
         log.contains("PostgreSQL failed to start 2 times in a row"),
         "the old primary's log says why it released the lease"
@@ -260,7 +260,7 @@ fn a_replica_lagging_beyond_maximum_lag_on_failover_is_passed_over() {
         new, good,
         "the replica within maximum_lag_on_failover is promoted"
     );
-    let log = std::fs::read_to_string(&cluster.node(lagging).log_path).unwrap();
+    let log = cluster.node(lagging).log();
     assert!(
         log.contains("more than maximum_lag_on_failover (65536 B)"),
         "the lagging replica's log says why it was passed over"

@@ -195,12 +195,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_table_reads_like_patronictl_list() {
-        let mut replica = member("n2", "Replica", "streaming", Some(0.0));
-        replica.pending_restart = true;
-        replica.tags.nofailover = true;
-        let report = ClusterReport {
+    /// Cluster c1 as n2 sees it: term 2, lease epoch 3.
+    fn report(members: Vec<MemberReport>) -> ClusterReport {
+        ClusterReport {
             cluster_id: "c1".into(),
             answered_by: "n2".into(),
             raft_state: "Follower".into(),
@@ -211,13 +208,21 @@ mod tests {
             lease_epoch: 3,
             paused: false,
             switchover: None,
-            members: vec![
-                member("n1", "Leader", "running", None),
-                replica,
-                member("n3", "Replica", "streaming", None),
-                member("w", "", "", None),
-            ],
-        };
+            members,
+        }
+    }
+
+    #[test]
+    fn the_table_reads_like_patronictl_list() {
+        let mut replica = member("n2", "Replica", "streaming", Some(0.0));
+        replica.pending_restart = true;
+        replica.tags.nofailover = true;
+        let report = report(vec![
+            member("n1", "Leader", "running", None),
+            replica,
+            member("n3", "Replica", "streaming", None),
+            member("w", "", "", None),
+        ]);
         let expected = "\
 + Cluster: c1 (lease epoch 3, raft term 2) as seen by n2 +
 +--------+---------+---------+-----------+----+-----------+-----------------+-------+------------------+
@@ -237,19 +242,7 @@ mod tests {
         n2.summary = "n2: lease of n1 expired (epoch 3); not eligible: tagged nofailover".into();
         let mut n3 = member("n3", "Replica", "streaming", None);
         n3.summary = String::new();
-        let report = ClusterReport {
-            cluster_id: "c1".into(),
-            answered_by: "n2".into(),
-            raft_state: "Follower".into(),
-            term: 2,
-            leader: Some(1),
-            last_applied: Some(10),
-            lease: None,
-            lease_epoch: 3,
-            paused: false,
-            switchover: None,
-            members: vec![member("n1", "Leader", "stopped", None), n2, n3],
-        };
+        let report = report(vec![member("n1", "Leader", "stopped", None), n2, n3]);
         let table = render_cluster_table(&report);
         let tail: Vec<&str> = table.lines().rev().take(4).collect();
         assert_eq!(

@@ -443,6 +443,11 @@ impl Node {
         text.lines().next()?.trim().parse().ok()
     }
 
+    /// Everything this node's daemon (and the harness) wrote to its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).expect("reading the node log")
+    }
+
     /// Appends a harness line to this node's log, between the daemon's lines.
     pub fn note(&self, text: &str) {
         if let Ok(mut log) = OpenOptions::new().append(true).open(&self.log_path) {
