@@ -9,14 +9,19 @@
 //! 2. unplanned failover: SIGKILL the primary's host (the daemon's process group and its
 //!    postmaster's, which the daemon puts in a group of its own); time until the first
 //!    successful `insert` on a survivor, both tried every 20 ms with psql over the unix socket
-//!    (connect_timeout 1). Then the killed node is restarted on its state dir and the run ends
+//!    (connect_timeout 1). At the same time a client per survivor inserts through that
+//!    member's proxy writer port (TCP, password role `app`, a new connection per attempt, every
+//!    20 ms); the later of the two first successes is "via writer ports", and its excess over
+//!    the direct write is the proxy's share of the failover (issue 4: <= 100 ms). Then the killed node is restarted on its state dir and the run ends
 //!    when it streams again (rejoin). One cluster for all runs.
 //! 3. planned switchover: a client commits every 20 ms to whichever member is writable while
 //!    `pgquorum switchover --candidate <replica>` runs; reports the longest gap between
 //!    consecutive acknowledged commits and how many acknowledged commits are missing on the
 //!    new primary afterwards (must be 0). One cluster for all runs.
 //!
-//! `cargo bench --bench supervision`; env: `RUNS` (default 5), `PGQUORUM_BIN` (default: the
+//! `cargo bench --bench supervision`; env: `RUNS` (default 5), `ONLY=failover` (or
+//! `formation`, `switchover`, comma-separated: just those parts), `KEEP=1` (keep the temp dir
+//! with the daemons' logs and print its path), `PGQUORUM_BIN` (default: the
 //! binary cargo builds for the bench, `target/release/pgquorum`), `PGQ_BENCH_POLL=psql` (health
 //! polls with a psql per member per poll instead of long-lived connections: on 2 cores that
 //! alone slowed formation from ~3 s to ~5 s). Needs PostgreSQL server binaries in
@@ -53,6 +58,9 @@ const FORMATION_GOAL_MS: f64 = 5000.0;
 const FAILOVER_GOAL_MS: f64 = 3000.0;
 const FAILOVER_LIMIT_MS: f64 = 5000.0;
 const SWITCHOVER_GOAL_MS: f64 = 1000.0;
+/// Issue 4: a write through a surviving member's writer port at most this much later than
+/// the first direct write on the new primary.
+const PROXY_EXTRA_GOAL_MS: f64 = 100.0;
 
 fn main() {
     install_signal_cleanup();
@@ -91,9 +99,24 @@ fn main() {
         bin,
         psql: pg_bin.join("psql"),
     };
-    let formation = bench_formation(&env, runs);
-    let failover = bench_failover(&env, runs);
-    let switchover = bench_switchover(&env, runs);
+    // ONLY=failover (or formation, switchover; comma-separated) runs just those parts.
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
+    let formation = if part("formation") {
+        bench_formation(&env, runs)
+    } else {
+        FormationResults::default()
+    };
+    let failover = if part("failover") {
+        bench_failover(&env, runs)
+    } else {
+        FailoverResults::default()
+    };
+    let switchover = if part("switchover") {
+        bench_switchover(&env, runs)
+    } else {
+        SwitchoverResults::default()
+    };
 
     println!();
     println!("load:     {} (at end)", load_average());
@@ -103,6 +126,9 @@ fn main() {
         "metric (ms)", "runs", "median", "min", "max"
     );
     let row = |name: &str, values: &[f64], goal: String| {
+        if values.is_empty() {
+            return; // a part left out with ONLY
+        }
         let (median, min, max) = stats(values);
         println!(
             "{name:<44} {:>4} {median:>9.0} {min:>9.0} {max:>9.0}  {goal}",
@@ -133,6 +159,20 @@ fn main() {
         ),
     );
     row(
+        "  kill -> first write via writer ports",
+        &failover.proxied,
+        String::new(),
+    );
+    let (p_median, _, p_max) = stats(&failover.extra);
+    row(
+        "  writer ports minus direct",
+        &failover.extra,
+        format!(
+            "<= {PROXY_EXTRA_GOAL_MS:.0}: {}",
+            verdict(p_median <= PROXY_EXTRA_GOAL_MS && p_max <= PROXY_EXTRA_GOAL_MS)
+        ),
+    );
+    row(
         "  then: restart -> killed node streams",
         &failover.rejoin,
         String::new(),
@@ -156,6 +196,9 @@ fn main() {
         &switchover.rejoin,
         String::new(),
     );
+    if switchover.lost.is_empty() {
+        return;
+    }
     let lost: usize = switchover.lost.iter().sum();
     let acked: usize = switchover.acked.iter().sum();
     println!(
@@ -178,6 +221,7 @@ fn verdict(ok: bool) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // 1. Formation
 
+#[derive(Default)]
 struct FormationResults {
     total: Vec<f64>,
     primary: Vec<f64>,
@@ -219,8 +263,13 @@ fn bench_formation(env: &Env, runs: usize) -> FormationResults {
 // ---------------------------------------------------------------------------------------------
 // 2. Unplanned failover
 
+#[derive(Default)]
 struct FailoverResults {
     failover: Vec<f64>,
+    /// Kill -> first write through each survivor's writer port (the later of the two).
+    proxied: Vec<f64>,
+    /// `proxied - failover` per run.
+    extra: Vec<f64>,
     rejoin: Vec<f64>,
 }
 
@@ -235,12 +284,23 @@ fn bench_failover(env: &Env, runs: usize) -> FailoverResults {
             "create table t (v bigint primary key, at timestamptz default now())",
         )
         .expect("create table");
+    cluster.nodes[primary]
+        .pg
+        .sql(
+            env,
+            "create table tp (id bigserial primary key, via text); \
+             create role app login password 'app'; \
+             grant insert on tp to app; grant usage on sequence tp_id_seq to app",
+        )
+        .expect("create the proxy table and role");
     println!(
-        "{:>3} {:>7} {:>11} {:>13} {:>8} {:>11}",
-        "run", "killed", "new primary", "failover", "attempts", "rejoin"
+        "{:>3} {:>7} {:>11} {:>13} {:>8} {:>19} {:>11}",
+        "run", "killed", "new primary", "failover", "attempts", "via writer ports", "rejoin"
     );
     let mut results = FailoverResults {
         failover: Vec::new(),
+        proxied: Vec::new(),
+        extra: Vec::new(),
         rejoin: Vec::new(),
     };
     let mut value = 0i64;
@@ -249,6 +309,24 @@ fn bench_failover(env: &Env, runs: usize) -> FailoverResults {
         let survivors: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != killed).collect();
         let started = Instant::now();
         cluster.nodes[killed].kill_host();
+        // Meanwhile a client per survivor inserts through that member's writer port, a new
+        // connection per attempt, until one is acknowledged.
+        let through_proxy: Vec<_> = survivors
+            .iter()
+            .map(|&i| {
+                let (env, writer) = (env.clone(), cluster.nodes[i].writer.clone());
+                let via = cluster.nodes[i].name.clone();
+                std::thread::spawn(move || loop {
+                    let tick = Instant::now();
+                    let insert = format!("insert into tp (via) values ('{via}')");
+                    match writer.sql(&env, &insert) {
+                        Ok(_) => return Ok(started.elapsed()),
+                        Err(e) if started.elapsed() > LIMIT => return Err(e),
+                        Err(_) => sleep_until(tick + POLL),
+                    }
+                })
+            })
+            .collect();
         let mut attempts = 0;
         let new_primary = loop {
             let tick = Instant::now();
@@ -283,6 +361,15 @@ fn bench_failover(env: &Env, runs: usize) -> FailoverResults {
             sleep_until(tick + POLL);
         };
         let failover = started.elapsed();
+        // The slower of the two writer ports: a client may be on either.
+        let proxied = through_proxy
+            .into_iter()
+            .map(|t| match t.join().expect("a writer port client panicked") {
+                Ok(took) => took,
+                Err(e) => panic!("no write through a writer port within {LIMIT:?}: {e}"),
+            })
+            .max()
+            .expect("two survivors");
 
         let restarted = Instant::now();
         cluster.nodes[killed].start();
@@ -293,18 +380,23 @@ fn bench_failover(env: &Env, runs: usize) -> FailoverResults {
             "the primary changed during the rejoin"
         );
         println!(
-            "{run:>3} {:>7} {:>11} {:>10.0} ms {attempts:>8} {:>8.0} ms",
+            "{run:>3} {:>7} {:>11} {:>10.0} ms {attempts:>8} {:>16.0} ms {:>8.0} ms",
             cluster.nodes[killed].name,
             cluster.nodes[new_primary].name,
             ms(failover),
+            ms(proxied),
             ms(rejoin)
         );
         results.failover.push(ms(failover));
+        results.proxied.push(ms(proxied));
+        results.extra.push(ms(proxied) - ms(failover));
         results.rejoin.push(ms(rejoin));
     }
     println!(
         "(failover: SIGKILL of the primary's daemon and postmaster process groups -> first \
-         acknowledged insert on a survivor; rejoin: restart -> it streams from the new primary)"
+         acknowledged insert on a survivor's PostgreSQL; via writer ports: -> first insert \
+         acknowledged through each survivor's proxy writer port, the later of the two; \
+         rejoin: restart -> it streams from the new primary)"
     );
     println!();
     results
@@ -313,6 +405,7 @@ fn bench_failover(env: &Env, runs: usize) -> FailoverResults {
 // ---------------------------------------------------------------------------------------------
 // 3. Planned switchover
 
+#[derive(Default)]
 struct SwitchoverResults {
     gap: Vec<f64>,
     handover: Vec<f64>,
@@ -488,20 +581,26 @@ struct Env {
     psql: PathBuf,
 }
 
-/// How to reach one member's PostgreSQL with psql.
+/// How to reach one member's PostgreSQL with psql: over its socket as `postgres`, or (with
+/// `password`) over TCP on 127.0.0.1 as the password role `app`, for the proxy's writer port.
 #[derive(Clone, Debug)]
 struct Pg {
     socket_dir: PathBuf,
     port: u16,
+    password: bool,
 }
 
 impl Pg {
     fn command(&self, env: &Env, query: &str) -> Command {
         let mut cmd = Command::new(&env.psql);
-        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-            .args(["-U", "postgres", "-d", "postgres"])
-            .arg("-h")
-            .arg(&self.socket_dir)
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]);
+        if self.password {
+            cmd.args(["-U", "app", "-h", "127.0.0.1"])
+                .env("PGPASSWORD", "app");
+        } else {
+            cmd.args(["-U", "postgres", "-h"]).arg(&self.socket_dir);
+        }
+        cmd.args(["-d", "postgres"])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-c")
@@ -552,6 +651,8 @@ struct Node {
     peer_addr: String,
     log: PathBuf,
     pg: Pg,
+    /// The proxy's writer port on this member.
+    writer: Pg,
     child: Option<Child>,
 }
 
@@ -559,6 +660,7 @@ impl Node {
     fn new(root: &Path, name: &str) -> Node {
         let state_dir = root.join(name);
         let (peer_port, api_port, pg_port) = (free_port(), free_port(), free_port());
+        let writer_port = free_port();
         let config = root.join(format!("{name}.toml"));
         let text = format!(
             "[node]\nname = \"{name}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \
@@ -566,7 +668,7 @@ impl Node {
              profile = \"lan\"\n\n[postgresql]\nlisten = \"127.0.0.1:{pg_port}\"\n\n[proxy]\n\
              writer_listen = \"127.0.0.1:{}\"\nreader_listen = \"127.0.0.1:{}\"\n",
             state_dir.display(),
-            free_port(),
+            writer_port,
             free_port()
         );
         fs::write(&config, text).expect("writing a config file");
@@ -579,6 +681,12 @@ impl Node {
             pg: Pg {
                 socket_dir: state_dir.join("run"),
                 port: pg_port,
+                password: false,
+            },
+            writer: Pg {
+                socket_dir: PathBuf::new(),
+                port: writer_port,
+                password: true,
             },
             state_dir,
             child: None,
@@ -882,8 +990,13 @@ impl Drop for Cluster {
         }
         if let Some(root) = self.root.take() {
             let path = root.path().to_path_buf();
-            let _ = root.close();
             registry().roots.retain(|r| *r != path);
+            if std::env::var_os("KEEP").is_some() {
+                // KEEP=1: leave the logs and data directories for a look afterwards.
+                println!("kept: {}", root.keep().display());
+            } else {
+                let _ = root.close();
+            }
         }
     }
 }

@@ -71,6 +71,9 @@ impl pb::status_server::Status for StatusService {
     }
 }
 
+/// How often the lease holder is polled while it is not yet seen as a writable primary.
+const TRANSITION_POLL: Duration = Duration::from_millis(25);
+
 /// Polls every other member's status every `loop_wait` until `shutdown`; returns the
 /// receiver of the collected statuses. Members that do not answer within `member_timeout`
 /// keep their last answer with its old timestamp, so readers judge freshness themselves.
@@ -141,9 +144,23 @@ pub fn spawn_poller(
                 (v.state.lease.map(|l| (l.holder, l.epoch)), v.state.database)
             };
             let seen = key(&view);
+            // While another member holds the lease but is not yet seen as a writable primary
+            // (it is promoting), poll it often: proxies route writers, and replicas follow,
+            // as soon as its status says so, not a loop_wait later.
+            let promoting = view.state.lease.is_some_and(|lease| {
+                lease.holder != me
+                    && !statuses
+                        .get(&lease.holder)
+                        .is_some_and(|r| r.status.pg.running && !r.status.pg.in_recovery)
+            });
+            let next_poll = if promoting {
+                TRANSITION_POLL.min(config.loop_wait)
+            } else {
+                config.loop_wait
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(config.loop_wait) => {}
+                _ = tokio::time::sleep(next_poll) => {}
                 _ = async {
                     while changes.changed().await.is_ok() {
                         if key(&changes.borrow_and_update()) != seen {

@@ -327,23 +327,22 @@ impl Executor {
                 self.following = None;
                 self.slots = None;
                 self.set_needs_rewind(false);
-                // Idempotent; makes sure the replication and rewind roles match this
-                // version's expectations, so the old primary can rewind from us.
-                if let Err(e) = self.postgres.create_replication_user().await {
-                    tracing::warn!(error = %e, "refreshing the replication roles after promotion");
-                }
-                // The control file names the new timeline only after a checkpoint, and
-                // pg_rewind on the old primary reads it; checkpoint in the background so the
-                // loop keeps renewing meanwhile.
+                // Both in the background, so that the next cycle, which starts at once,
+                // publishes our writable status (proxies route writers by it) and renews:
+                // the roles are made to match this version's expectations (idempotent), so
+                // the old primary can rewind from us; and a checkpoint, because the control
+                // file names the new timeline only after one and pg_rewind on the old primary
+                // reads it.
                 let pg = self.postgres.clone();
                 tokio::spawn(async move {
+                    if let Err(e) = pg.create_replication_user().await {
+                        tracing::warn!(error = %e, "refreshing the replication roles after promotion");
+                    }
                     if let Err(e) = pg.execute("CHECKPOINT").await {
                         tracing::warn!(error = %e, "checkpoint after promotion");
                     }
                 });
                 tracing::info!(epoch = ?obs.lease.map(|l| l.epoch.0), "promoted to primary");
-                self.renew(obs).await?;
-                self.after_renewal(obs).await?;
                 Ok(true)
             }
             Decision::Fence { follow } => {
