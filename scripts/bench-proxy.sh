@@ -4,15 +4,20 @@
 # CLIENTS clients for SECONDS seconds each against (a) the primary's PostgreSQL directly,
 # (b) pgquorum's writer port on the primary's member, (c) Debian's HAProxy configured as
 # Patroni's documentation does (option httpchk OPTIONS /primary against pgquorum's health
-# endpoint, on-marked-down shutdown-sessions), and (d) the reader port for -S. Prints TPS and
-# mean latency and the ratio to direct. Installs haproxy when missing.
+# endpoint, on-marked-down shutdown-sessions), and (d) the reader port for -S. RUNS rounds,
+# the targets taking turns within each; prints per target the median TPS with its range, the
+# median mean latency, the ratio to direct, and the relaying process's CPU time per
+# transaction (user + system of the primary's pgquorum daemon, or of HAProxy, over the run:
+# on a host whose cores are all busy, that CPU is what the extra hop costs). Installs haproxy
+# when missing.
 #
-#   SECONDS_EACH=20 CLIENTS=8 SCALE=10 scripts/bench-proxy.sh
+#   RUNS=3 SECONDS_EACH=20 CLIENTS=8 SCALE=10 [MODES="-S tpcb"] scripts/bench-proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_EACH:-20}
 clients=${CLIENTS:-8}
 scale=${SCALE:-10}
+runs=${RUNS:-3}
 
 command -v haproxy >/dev/null 2>&1 || {
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -106,26 +111,75 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 
-run() { # name port mode-flag
-  local out
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks_per_s=$(getconf CLK_TCK)
+# The process doing the relaying for each target: the primary's daemon for its ports.
+relay_pid() {
+  case $1 in
+    writer | reader) echo "${pids[$((i - 1))]}" ;;
+    haproxy) echo "${pids[3]}" ;;
+    *) echo "" ;;
+  esac
+}
+
+run() { # name port mode-flag -> "tps latency-ms relay-cpu-us-per-transaction"
+  local out pid before=0 after=0
+  pid=$(relay_pid "$1")
+  [ -z "$pid" ] || before=$(cpu_ticks "$pid")
   out=$(PGPASSWORD=bench "$pgbin/pgbench" -h 127.0.0.1 -p "$2" -U bench -c "$clients" -j 2 \
     -T "$seconds" $3 postgres 2>&1)
-  local tps lat
+  [ -z "$pid" ] || after=$(cpu_ticks "$pid")
+  local tps lat cpu
   tps=$(grep -oP 'tps = \K[0-9.]+' <<<"$out" | tail -1)
   lat=$(grep -oP 'latency average = \K[0-9.]+' <<<"$out")
-  echo "$tps $lat"
+  cpu=$(awk -v t="$((after - before))" -v hz="$ticks_per_s" -v tps="$tps" -v s="$seconds" \
+    'BEGIN { printf "%.1f", 1e6 * t / hz / (tps * s) }')
+  echo "$tps $lat $cpu"
 }
-printf '%-10s %-22s %10s %12s %9s\n' mode target tps "latency ms" "vs direct"
-for mode in "-S" ""; do
+# RUNS rounds; within a round every target runs once, in turn, so that a slow spell on the
+# shared cores hits all of them alike. Prints the median TPS (and range) over the rounds.
+declare -A tps_of lat_of cpu_of
+targets() { # mode
+  echo "direct:$pg_port" "writer:150${i}0" "haproxy:15999"
+  [ "$1" = "-S" ] && echo "reader:150${i}1"
+}
+for mode in ${MODES:--S tpcb}; do
+  [ "$mode" = tpcb ] && mode=""
+  for round in $(seq "$runs"); do
+    for target in $(targets "$mode"); do
+      name=${target%:*}; port=${target##*:}
+      read -r tps lat cpu < <(run "$name" "$port" "$mode")
+      tps_of[$mode/$name]+="$tps "
+      lat_of[$mode/$name]+="$lat "
+      cpu_of[$mode/$name]+="$cpu "
+      echo "round $round ${mode:-tpcb} $name: $tps tps, $lat ms, relay CPU $cpu us/txn" >&2
+    done
+  done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.0f %.0f %.0f", m, v[1], v[NR] }'; }
+median_f() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m }'; }
+echo
+printf '%-8s %-24s %10s %15s %12s %9s %14s\n' mode target "tps median" "range" "latency ms" \
+  "vs direct" "relay us/txn"
+for mode in ${MODES:--S tpcb}; do
+  [ "$mode" = tpcb ] && mode=""
   label=${mode:-tpcb}; [ "$label" = "-S" ] && label=select
-  read -r d_tps d_lat < <(run direct "$pg_port" "$mode")
-  printf '%-10s %-22s %10.0f %12.3f %9s\n' "$label" "direct PostgreSQL" "$d_tps" "$d_lat" "100%"
-  for target in "writer port:150${i}0" "HAProxy (Patroni cfg):15999" ${mode:+"reader port:150${i}1"}; do
-    name=${target%:*}; port=${target##*:}
-    read -r tps lat < <(run "$name" "$port" "$mode")
-    ratio=$(awk -v a="$tps" -v b="$d_tps" 'BEGIN { printf "%.0f%%", 100 * a / b }')
-    printf '%-10s %-22s %10.0f %12.3f %9s\n' "$label" "$name" "$tps" "$lat" "$ratio"
+  read -r d_med _ _ <<<"$(median <<<"${tps_of[$mode/direct]}")"
+  for target in $(targets "$mode"); do
+    name=${target%:*}
+    read -r med lo hi <<<"$(median <<<"${tps_of[$mode/$name]}")"
+    lat=$(median_f <<<"${lat_of[$mode/$name]}")
+    cpu=$(median_f <<<"${cpu_of[$mode/$name]}")
+    [ "$name" = direct ] && cpu=-
+    case $name in
+      direct) shown="direct PostgreSQL" ;; writer) shown="writer port" ;;
+      haproxy) shown="HAProxy (Patroni cfg)" ;; reader) shown="reader port" ;;
+    esac
+    ratio=$(awk -v a="$med" -v b="$d_med" 'BEGIN { printf "%.0f%%", 100 * a / b }')
+    printf '%-8s %-24s %10s %15s %12s %9s %14s\n' "$label" "$shown" "$med" "$lo-$hi" "$lat" \
+      "$ratio" "$cpu"
   done
 done
 echo
-echo "settings: $clients clients, -j 2, ${seconds}s each, pgbench scale $scale, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), $(haproxy -v | head -1 | awk '{print $1, $3}'); primary $primary; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "settings: $runs rounds, $clients clients, -j 2, ${seconds}s each, pgbench scale $scale, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), $(haproxy -v | head -1 | awk '{print $1, $3}'); primary $primary; load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -69,8 +69,16 @@ pub struct ProxySection {
     pub primary_wait: Option<Duration>,
     /// Bytes of WAL a replica may have left to replay and still take reader connections.
     pub reader_max_lag: Option<u64>,
+    /// How far behind in time a replica's replay may be and still take reader connections.
+    #[serde(default, with = "humantime_serde")]
+    pub reader_max_lag_time: Option<Duration>,
     /// With no replica within the lag limit, send readers to the primary.
     pub reader_fallback_to_primary: Option<bool>,
+    /// `"least-connections"` (default) or `"round-robin"`.
+    pub reader_balance: Option<crate::proxy::Balance>,
+    /// Threads relaying connections (default 1: one thread relays tens of thousands of
+    /// round trips a second; more for hosts with many cores and heavy proxied traffic).
+    pub threads: Option<usize>,
 }
 
 /// `[tags]`: like Patroni's. Kept apart from `cluster::Tags` so that the file refuses unknown
@@ -217,8 +225,10 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Default 10 s.
     pub primary_wait: Duration,
-    /// Reader lag limit (default 16 MiB), hysteresis a quarter of it, fallback on.
+    /// Reader lag limits (default 16 MiB and 10 s), fallback on, least-connections.
     pub policy: crate::proxy::Policy,
+    /// Threads relaying connections; default 1.
+    pub threads: usize,
 }
 
 /// The validated `[postgresql]` section.
@@ -393,17 +403,28 @@ impl NodeConfig {
                             .into(),
                     ));
                 }
-                let max_lag = p.reader_max_lag.unwrap_or(16 * 1024 * 1024);
+                let threads = p.threads.unwrap_or(1);
+                if threads == 0 || threads > 64 {
+                    return Err(invalid(format!(
+                        "[proxy] threads = {threads} is out of range; use 1 to 64 (1 is plenty \
+                         unless the proxy relays tens of thousands of round trips a second)"
+                    )));
+                }
+                let defaults = crate::proxy::Policy::default();
                 Some(ProxyConfig {
                     writer_listen,
                     reader_listen,
                     max_connections,
                     primary_wait: p.primary_wait.unwrap_or(Duration::from_secs(10)),
                     policy: crate::proxy::Policy {
-                        max_lag,
-                        hysteresis: max_lag / 4,
-                        fallback_to_primary: p.reader_fallback_to_primary.unwrap_or(true),
+                        max_lag: p.reader_max_lag.unwrap_or(defaults.max_lag),
+                        max_delay: p.reader_max_lag_time.unwrap_or(defaults.max_delay),
+                        fallback_to_primary: p
+                            .reader_fallback_to_primary
+                            .unwrap_or(defaults.fallback_to_primary),
+                        balance: p.reader_balance.unwrap_or(defaults.balance),
                     },
+                    threads,
                 })
             }
         };
@@ -525,6 +546,22 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_parses_and_proxy_settings_apply() {
+        let example = include_str!("../packaging/pgquorum.toml.example");
+        parse(example).expect("packaging/pgquorum.toml.example");
+        let c = parse(&format!(
+            "{MINIMAL}\n[proxy]\nreader_max_lag_time = \"3s\"\nreader_balance = \"round-robin\"\n\
+             threads = 2\n"
+        ))
+        .unwrap();
+        let proxy = c.proxy.expect("the proxy is on by default");
+        assert_eq!(proxy.policy.max_delay, Duration::from_secs(3));
+        assert_eq!(proxy.policy.balance, crate::proxy::Balance::RoundRobin);
+        assert_eq!(proxy.threads, 2);
+        assert_eq!(proxy.policy.max_lag, 16 * 1024 * 1024);
+    }
+
+    #[test]
     fn bad_files_name_the_key_and_the_fix() {
         let cases: &[(&str, &str, &str)] = &[
             ("unknown key", "[node]\nnmae = \"x\"", "unknown field `nmae`"),
@@ -546,6 +583,16 @@ mod tests {
                 "election too short",
                 "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:1\"\n[api]\nlisten=\"127.0.0.1:2\"\n[raft]\nelection_timeout_min=\"150ms\"",
                 "election_timeout_min",
+            ),
+            (
+                "unknown reader balance",
+                &format!("{MINIMAL}\n[proxy]\nreader_balance = \"random\""),
+                "unknown variant `random`, expected `least-connections` or `round-robin`",
+            ),
+            (
+                "no proxy threads",
+                &format!("{MINIMAL}\n[proxy]\nthreads = 0"),
+                "[proxy] threads = 0 is out of range",
             ),
             (
                 "bad advertise",

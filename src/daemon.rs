@@ -168,7 +168,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             stats,
             serve_shutdown.clone(),
             &tasks,
-        );
+        )?;
     }
     tasks.spawn(update_member_record(
         handle.clone(),

@@ -234,6 +234,7 @@ mod tests {
                 replayed: Some(Lsn(0x3000000)),
                 streaming: true,
                 pending_restart: false,
+                replay_delay_ms: None,
             }),
             replication_lag: Some(96),
             synchronous: false,

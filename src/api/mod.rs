@@ -864,6 +864,7 @@ mod tests {
             replayed: in_recovery.then_some(Lsn(position)),
             streaming,
             pending_restart: false,
+            replay_delay_ms: None,
         }
     }
 
@@ -874,6 +875,7 @@ mod tests {
         let stopped = PgStatus::default();
         let restart = PgStatus {
             pending_restart: true,
+            replay_delay_ms: None,
             ..pg(true, true, 100 * MB)
         };
         /// role, state, timeline, lag_mb, pending_restart

@@ -70,6 +70,11 @@ pub struct PgStatus {
     pub streaming: bool,
     /// Some parameter changed that needs a restart (`pg_settings.pending_restart`).
     pub pending_restart: bool,
+    /// Replica: how far replay is behind in time, in milliseconds: 0 when everything received
+    /// is replayed, else the age of the last replayed transaction; `None` when unknown (no
+    /// transaction replayed since start). Absent in statuses from older versions.
+    #[serde(default)]
+    pub replay_delay_ms: Option<u64>,
 }
 
 #[cfg(test)]

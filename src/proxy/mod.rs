@@ -10,4 +10,4 @@ pub mod routes;
 pub mod server;
 pub mod stats;
 
-pub use routes::{routes, Inputs, Policy, Routes, Target};
+pub use routes::{routes, Balance, Inputs, Policy, Routes, Target};

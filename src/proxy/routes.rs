@@ -6,12 +6,14 @@
 //!   clock (so a member cut off from the quorum, whose view of the lease has expired, routes
 //!   no writer connection anywhere) and the holder reports a writable PostgreSQL.
 //! - **Readers**: streaming replicas without the `noloadbalance` tag whose replay is within
-//!   `max_lag` of the primary's position. Hysteresis: a replica that is not a reader now is
-//!   admitted only within `max_lag - hysteresis`, so one hovering at the limit does not flap.
+//!   `max_lag` bytes of the primary's position and `max_delay` in time. Hysteresis: a replica
+//!   that is not a reader now is admitted only within three quarters of either limit, so one
+//!   hovering at a limit does not flap.
 //!   While the primary's position is unknown (a failover), current readers stay and none is
 //!   added. With no reader, the writer serves reads if `fallback_to_primary`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::cluster::{Epoch, Lease, Member, NodeId};
 use crate::postgres::PgStatus;
@@ -21,20 +23,40 @@ use crate::postgres::PgStatus;
 pub struct Policy {
     /// Bytes of WAL a replica may have left to replay and still take new reader connections.
     pub max_lag: u64,
-    /// How far below `max_lag` a replica must come back before it is admitted again.
-    pub hysteresis: u64,
+    /// How far behind in time (the age of the last replayed transaction while WAL waits to
+    /// be replayed) a replica may be and still take new reader connections.
+    pub max_delay: Duration,
     /// With no replica qualifying, send readers to the primary.
     pub fallback_to_primary: bool,
+    /// How a new reader connection picks among the readers.
+    pub balance: Balance,
+}
+
+/// How a new reader connection picks among the readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The reader with the fewest open connections (ties in turn).
+    #[default]
+    LeastConnections,
+    /// Each reader in turn.
+    RoundRobin,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             max_lag: 16 * 1024 * 1024,
-            hysteresis: 4 * 1024 * 1024,
+            max_delay: Duration::from_secs(10),
             fallback_to_primary: true,
+            balance: Balance::LeastConnections,
         }
     }
+}
+
+/// The part of a limit a replica must come back under before it is admitted again.
+fn readmission(limit: u64) -> u64 {
+    limit - limit / 4
 }
 
 /// What the routes are computed from.
@@ -99,15 +121,22 @@ pub fn routes(inputs: &Inputs<'_>, policy: &Policy, previous: &Routes) -> Routes
             if !(pg.running && pg.in_recovery && pg.streaming) {
                 return false;
             }
+            let within = |value: u64, limit: u64| {
+                if was_reader(m.id) {
+                    value <= limit
+                } else {
+                    value <= readmission(limit)
+                }
+            };
+            let max_delay = u64::try_from(policy.max_delay.as_millis()).unwrap_or(u64::MAX);
+            // Unknown (nothing replayed since it started) is no reason to keep readers away.
+            if !within(pg.replay_delay_ms.unwrap_or(0), max_delay) {
+                return false;
+            }
             let replayed = pg.replayed.or(pg.wal_position);
             match (primary_position, replayed) {
                 (Some(primary), Some(replayed)) => {
-                    let lag = primary.bytes_after(replayed);
-                    if was_reader(m.id) {
-                        lag <= policy.max_lag
-                    } else {
-                        lag <= policy.max_lag.saturating_sub(policy.hysteresis)
-                    }
+                    within(primary.bytes_after(replayed), policy.max_lag)
                 }
                 // The primary's position is unknown (no writable primary right now): keep
                 // the readers there are, admit none.
@@ -157,6 +186,13 @@ mod tests {
         }
     }
 
+    fn delayed(replayed: u64, delay_ms: u64) -> PgStatus {
+        PgStatus {
+            replay_delay_ms: Some(delay_ms),
+            ..replica(replayed)
+        }
+    }
+
     fn replica(replayed: u64) -> PgStatus {
         PgStatus {
             running: true,
@@ -166,6 +202,7 @@ mod tests {
             replayed: Some(Lsn(replayed)),
             streaming: true,
             pending_restart: false,
+            replay_delay_ms: None,
         }
     }
 
@@ -243,6 +280,21 @@ mod tests {
             ("a replica well within the limit is admitted",
                 lease(1), true, vec![(1, primary(p)), (2, replica(p - 12 * MB))],
                 vec![], vec![], true, Some(1), vec![2]),
+            ("a replica whose replay is too far behind in time is dropped",
+                lease(1), true, vec![(1, primary(p)), (2, delayed(p, 10_001)), (3, delayed(p, 0))],
+                vec![2, 3], vec![], true, Some(1), vec![3]),
+            ("a reader within the time limit stays (hysteresis)",
+                lease(1), true, vec![(1, primary(p)), (2, delayed(p, 9_000))],
+                vec![2], vec![], true, Some(1), vec![2]),
+            ("a replica back within the time limit but above three quarters of it waits",
+                lease(1), true, vec![(1, primary(p)), (2, delayed(p, 9_000))],
+                vec![], vec![], true, Some(1), vec![1]),
+            ("a replica at three quarters of the time limit is admitted",
+                lease(1), true, vec![(1, primary(p)), (2, delayed(p, 7_500))],
+                vec![], vec![], true, Some(1), vec![2]),
+            ("an unknown replay delay does not keep a replica out",
+                lease(1), true, vec![(1, primary(p)), (2, PgStatus { replay_delay_ms: None, ..replica(p) })],
+                vec![], vec![], true, Some(1), vec![2]),
             ("no replica qualifies: readers fall back to the primary",
                 lease(1), true, vec![(1, primary(p))],
                 vec![], vec![], true, Some(1), vec![1]),
@@ -269,8 +321,9 @@ mod tests {
             };
             let policy = Policy {
                 max_lag: 16 * MB,
-                hysteresis: 4 * MB,
+                max_delay: Duration::from_secs(10),
                 fallback_to_primary: fallback,
+                balance: Balance::LeastConnections,
             };
             let previous = Routes {
                 epoch: None,

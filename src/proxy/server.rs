@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::routes::{routes, Inputs, Routes, Target};
+use super::routes::{routes, Balance, Inputs, Routes, Target};
 use super::stats::{Port, Stats};
 use crate::cluster::NodeId;
 use crate::config::ProxyConfig;
@@ -39,10 +39,11 @@ pub struct Deps {
     pub local: watch::Receiver<LocalStatus>,
 }
 
-/// Both ports, bound before anything starts so that a taken port fails startup.
+/// Both ports, bound before anything starts so that a taken port fails startup. Kept as std
+/// sockets until the proxy's own runtime registers them.
 pub struct Listeners {
-    writer: TcpListener,
-    reader: TcpListener,
+    writer: std::net::TcpListener,
+    reader: std::net::TcpListener,
 }
 
 /// Binds the writer and reader ports.
@@ -54,7 +55,8 @@ pub async fn bind(config: &ProxyConfig) -> anyhow::Result<Listeners> {
                 "binding the proxy writer port {} ([proxy] writer_listen)",
                 config.writer_listen
             )
-        })?;
+        })?
+        .into_std()?;
     let reader = TcpListener::bind(config.reader_listen)
         .await
         .with_context(|| {
@@ -62,7 +64,8 @@ pub async fn bind(config: &ProxyConfig) -> anyhow::Result<Listeners> {
                 "binding the proxy reader port {} ([proxy] reader_listen)",
                 config.reader_listen
             )
-        })?;
+        })?
+        .into_std()?;
     Ok(Listeners { writer, reader })
 }
 
@@ -78,7 +81,11 @@ struct Shared {
     stats: Arc<Stats>,
 }
 
-/// Starts the routing task and both accept loops on `tasks`; they stop with `shutdown`.
+/// Starts the routing task on the daemon's runtime, and both accept loops with their
+/// connections on a single-threaded runtime of their own (one OS thread): relaying is many
+/// tiny reads and writes, and keeping every wake-up on one thread avoids the cross-thread
+/// hand-offs and idle-worker spinning of the shared work-stealing scheduler, which on a small
+/// host cost more CPU than the copying itself. Everything stops with `shutdown`.
 pub fn spawn(
     config: ProxyConfig,
     listeners: Listeners,
@@ -86,7 +93,7 @@ pub fn spawn(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) {
+) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(Routes::default());
     tasks.spawn(maintain_routes(
         deps,
@@ -103,18 +110,55 @@ pub fn spawn(
         active: [AtomicUsize::new(0), AtomicUsize::new(0)],
         stats,
     });
-    for (listener, port) in [
-        (listeners.writer, Port::Writer),
-        (listeners.reader, Port::Reader),
-    ] {
-        tasks.spawn(accept(
-            listener,
-            port,
-            shared.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        ));
+    let runtime = match shared.config.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
     }
+    .enable_all()
+    .thread_name("pgquorum-proxy")
+    .build()
+    .context("starting the proxy's runtime")?;
+    let connections = TaskTracker::new();
+    let thread = std::thread::Builder::new().name("pgquorum-proxy".into());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    thread
+        .spawn(move || {
+            runtime.block_on(async move {
+                for (listener, port) in [
+                    (listeners.writer, Port::Writer),
+                    (listeners.reader, Port::Reader),
+                ] {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            tracing::error!(error = %e, ?port, "proxy: registering the port");
+                            continue;
+                        }
+                    };
+                    connections.spawn(accept(
+                        listener,
+                        port,
+                        shared.clone(),
+                        shutdown.clone(),
+                        connections.clone(),
+                    ));
+                }
+                shutdown.cancelled().await;
+                connections.close();
+                connections.wait().await;
+            });
+            let _ = done_tx.send(());
+        })
+        .context("starting the proxy's thread")?;
+    // The daemon waits for its tasks on shutdown; this one ends when the proxy's thread has.
+    tasks.spawn(async move {
+        let _ = done_rx.await;
+    });
+    Ok(())
 }
 
 /// Recomputes the routing table whenever an input changes (and every [`TICK`], as the lease
@@ -287,19 +331,14 @@ async fn writer(client: TcpStream, shared: &Shared, shutdown: CancellationToken)
     .await;
 }
 
-/// A reader connection: to the reader with the fewest open connections.
+/// A reader connection: to the reader with the fewest open connections, or the next in
+/// turn (`reader_balance`).
 async fn reader(client: TcpStream, shared: &Shared, shutdown: CancellationToken) {
     let readers = shared.routes.borrow().readers.clone();
     let target = {
         let load = shared.reader_load.lock().expect("reader load poisoned");
-        let load_of = |t: &Target| load.get(&t.node).copied().unwrap_or(0);
-        let least = readers.iter().map(load_of).min();
-        let tied: Vec<&Target> = readers
-            .iter()
-            .filter(|t| Some(load_of(t)) == least)
-            .collect();
         let turn = shared.reader_turn.fetch_add(1, Ordering::Relaxed);
-        (!tied.is_empty()).then(|| tied[turn % tied.len()].clone())
+        pick_reader(&readers, &load, turn, shared.config.policy.balance).cloned()
     };
     let Some(target) = target else {
         let message = "pgquorum proxy: no replica within the lag limit and no primary to fall \
@@ -325,6 +364,41 @@ async fn reader(client: TcpStream, shared: &Shared, shutdown: CancellationToken)
     )
     .await;
     change(-1);
+}
+
+/// The reader for a new connection: by `balance`, with `turn` (a counter bumped per
+/// connection) breaking ties among the least loaded.
+fn pick_reader<'a>(
+    readers: &'a [Target],
+    load: &BTreeMap<NodeId, usize>,
+    turn: usize,
+    balance: Balance,
+) -> Option<&'a Target> {
+    let candidates: Vec<&Target> = match balance {
+        Balance::RoundRobin => readers.iter().collect(),
+        Balance::LeastConnections => {
+            let load_of = |t: &Target| load.get(&t.node).copied().unwrap_or(0);
+            let least = readers.iter().map(load_of).min();
+            readers
+                .iter()
+                .filter(|t| Some(load_of(t)) == least)
+                .collect()
+        }
+    };
+    (!candidates.is_empty()).then(|| candidates[turn % candidates.len()])
+}
+
+/// TCP keepalive on both legs, so a peer that vanished without a FIN (a host lost, a cut
+/// link) is noticed within about a minute and its slot freed: idle 30 s, then a probe every
+/// 10 s, given up after 3.
+fn keepalive(stream: &TcpStream) {
+    let settings = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&settings) {
+        tracing::debug!(error = %e, "proxy: setting TCP keepalive");
+    }
 }
 
 /// Connects to `target` and copies both ways until either side closes, `cut` resolves (the
@@ -356,8 +430,10 @@ async fn relay(
             return;
         }
     };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
+    for stream in [&client, &server] {
+        let _ = stream.set_nodelay(true);
+        keepalive(stream);
+    }
     stats.opened(port, target.node);
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUFFER, BUFFER);
     let (copied, cut_off) = tokio::select! {
@@ -423,6 +499,40 @@ fn error_response(code: &str, message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_are_picked_by_load_or_in_turn() {
+        let target = |id: u64| Target {
+            node: NodeId(id),
+            addr: format!("10.0.0.{id}:5432"),
+        };
+        let readers = [target(2), target(3)];
+        let load: BTreeMap<NodeId, usize> = [(NodeId(2), 5), (NodeId(3), 1)].into();
+        // (balance, turn, want)
+        let cases = [
+            (Balance::LeastConnections, 0, Some(3)),
+            (Balance::LeastConnections, 1, Some(3)),
+            (Balance::RoundRobin, 0, Some(2)),
+            (Balance::RoundRobin, 1, Some(3)),
+            (Balance::RoundRobin, 2, Some(2)),
+        ];
+        for (balance, turn, want) in cases {
+            let got = pick_reader(&readers, &load, turn, balance).map(|t| t.node.0);
+            assert_eq!(got, want, "{balance:?} turn {turn}");
+        }
+        // Equal load: ties go in turn.
+        let even = BTreeMap::new();
+        let picks: Vec<u64> = (0..4)
+            .map(|turn| {
+                pick_reader(&readers, &even, turn, Balance::LeastConnections)
+                    .unwrap()
+                    .node
+                    .0
+            })
+            .collect();
+        assert_eq!(picks, [2, 3, 2, 3]);
+        assert!(pick_reader(&[], &even, 0, Balance::RoundRobin).is_none());
+    }
 
     #[test]
     fn an_error_response_is_a_well_formed_postgresql_message() {

@@ -29,6 +29,7 @@ fn primary() -> HealthInput {
             replayed: None,
             streaming: false,
             pending_restart: false,
+            replay_delay_ms: None,
         }),
         lease: lease(1),
         tags: Tags::default(),

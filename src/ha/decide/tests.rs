@@ -133,6 +133,7 @@ fn recovering_pg(at: &str) -> PgStatus {
         replayed: Some(lsn(at)),
         streaming: true,
         pending_restart: false,
+        replay_delay_ms: None,
     }
 }
 
