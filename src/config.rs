@@ -53,6 +53,22 @@ pub struct FileConfig {
     /// The writer/reader proxy.
     #[serde(default)]
     pub proxy: ProxySection,
+    /// Role-change hooks.
+    #[serde(default)]
+    pub hooks: HooksSection,
+}
+
+/// `[hooks]`: commands run on role changes (see `crate::hooks`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// Runs before this member is promoted; a non-zero exit aborts the promotion.
+    pub pre_promote: Option<String>,
+    /// Runs after this member's PostgreSQL changes role.
+    pub on_role_change: Option<String>,
+    /// How long a hook may run (default 30 s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[proxy]`: the built-in writer/reader TCP proxy (on unless `enabled = false`).
@@ -212,6 +228,8 @@ pub struct NodeConfig {
     pub tags: crate::cluster::Tags,
     /// The writer/reader proxy; `None` when disabled.
     pub proxy: Option<ProxyConfig>,
+    /// `[hooks]`; all unset by default.
+    pub hooks: crate::hooks::HooksConfig,
 }
 
 /// The validated `[proxy]` section.
@@ -428,6 +446,17 @@ impl NodeConfig {
                 })
             }
         };
+        let hook = |key: &str, command: &Option<String>| match command {
+            Some(c) if c.trim().is_empty() => Err(invalid(format!(
+                "[hooks] {key} is empty; remove the key or name a command"
+            ))),
+            other => Ok(other.clone()),
+        };
+        let hooks = crate::hooks::HooksConfig {
+            pre_promote: hook("pre_promote", &file.hooks.pre_promote)?,
+            on_role_change: hook("on_role_change", &file.hooks.on_role_change)?,
+            timeout: file.hooks.timeout.unwrap_or(Duration::from_secs(30)),
+        };
         let level = file.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(invalid(format!(
@@ -447,6 +476,7 @@ impl NodeConfig {
             log_level: level,
             postgresql,
             proxy,
+            hooks,
             tags: {
                 let default = crate::cluster::Tags::default();
                 crate::cluster::Tags {

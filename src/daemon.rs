@@ -150,6 +150,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             lease_clock: lease_clock.clone(),
             peers: peer_statuses.clone(),
             local_status,
+            hooks: config.hooks.clone(),
+            name: config.name.clone(),
         };
         tokio::spawn(ha::run(deps, ha_shutdown.clone()))
     });

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod ha;
+pub mod hooks;
 pub mod identity;
 pub mod lease;
 pub mod peers;

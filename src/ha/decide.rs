@@ -338,6 +338,8 @@ fn as_holder(obs: &Observation) -> Outcome {
             Decision::RenewLease,
             format!("primary, renewing lease epoch {epoch}{record}"),
         )
+    } else if let (true, Some(why)) = (obs.pg.running, &obs.pre_promote_refused) {
+        release(format!("the pre_promote hook refused promotion: {why}"))
     } else if obs.pg.running {
         let text = format!("holding lease epoch {epoch} as a replica; promoting{expiring}");
         say(obs, Decision::Promote, text)
@@ -775,6 +777,9 @@ fn my_position_if_eligible(obs: &Observation) -> Result<Lsn, String> {
     if member.tags.failover_priority == 0 {
         return Err("failover_priority is 0".to_string());
     }
+    if let Some(why) = &obs.pre_promote_refused {
+        return Err(format!("the pre_promote hook refused promotion: {why}"));
+    }
     let Some(mine) = obs.pg.wal_position else {
         return Err("my WAL position is unknown".to_string());
     };
@@ -864,7 +869,8 @@ fn since_writable(obs: &Observation) -> Duration {
 }
 
 /// A peer's rank if it could take the lease: a registered member not tagged nofailover,
-/// with failover_priority > 0, a running replica of this database whose WAL position is
+/// with failover_priority > 0, not standing aside after a `pre_promote` refusal, a running
+/// replica of this database whose WAL position is
 /// known and within `maximum_lag_on_failover` of the highest.
 fn candidate(obs: &Observation, peer: &PeerStatus) -> Option<(NodeId, Rank)> {
     let tags = &obs.members.get(&peer.node_id)?.tags;
@@ -872,6 +878,7 @@ fn candidate(obs: &Observation, peer: &PeerStatus) -> Option<(NodeId, Rank)> {
     let highest = highest_position(obs)?;
     let eligible = !tags.nofailover
         && tags.failover_priority > 0
+        && !peer.pre_promote_refused
         && peer.pg.running
         && peer.pg.in_recovery
         && obs

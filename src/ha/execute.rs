@@ -99,6 +99,16 @@ pub struct Executor {
     /// Commits wait for a standby that does not exist: a lease renewal did not commit in
     /// time, so this primary may be cut off from the quorum (see [`Executor::renew`]).
     writes_blocked: bool,
+    /// `[hooks]` and this member's name, which hooks are told.
+    hooks: crate::hooks::HooksConfig,
+    name: String,
+    /// When and why the `pre_promote` hook last refused a promotion.
+    pre_promote_refused: Option<(Instant, String)>,
+    /// The last executed decision was a successful renewal as a healthy primary: the next
+    /// cycle may renew ahead of its status query ([`Executor::renew_ahead`]).
+    renewing: bool,
+    /// This cycle's renewal already committed ahead of the status query.
+    renewed_ahead: bool,
 }
 
 impl Executor {
@@ -115,6 +125,11 @@ impl Executor {
             sync: SyncInForce::default(),
             start_failure: None,
             writes_blocked: false,
+            hooks: crate::hooks::HooksConfig::default(),
+            name: me.to_string(),
+            pre_promote_refused: None,
+            renewing: false,
+            renewed_ahead: false,
         };
         // A data directory without standby.signal was last a primary's: whatever it wrote
         // after the last failover may be missing on the new primary.
@@ -183,6 +198,22 @@ impl Executor {
         self.start_failure.clone()
     }
 
+    /// Runs `hooks` (told this member's `name`) where they apply.
+    pub fn with_hooks(mut self, hooks: crate::hooks::HooksConfig, name: String) -> Self {
+        self.hooks = hooks;
+        self.name = name;
+        self
+    }
+
+    /// Why the `pre_promote` hook refused, if it did within
+    /// [`REFUSAL_HOLD`](crate::hooks::REFUSAL_HOLD).
+    pub fn pre_promote_refused(&self) -> Option<String> {
+        self.pre_promote_refused
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < crate::hooks::REFUSAL_HOLD)
+            .map(|(_, why)| why.clone())
+    }
+
     /// Forgets failed starts (PostgreSQL runs, or this member no longer holds the lease).
     pub fn clear_start_failure(&mut self) {
         self.start_failure = None;
@@ -242,12 +273,36 @@ impl Executor {
     /// (the lease was just acquired, or PostgreSQL changed role), false to wait `loop_wait`.
     /// Failures are logged here, at the task boundary, and retried by a later cycle.
     pub async fn execute(&mut self, decision: &Decision, obs: &Observation) -> bool {
-        match self.try_execute(decision, obs).await {
+        let result = self.try_execute(decision, obs).await;
+        self.renewing = matches!(decision, Decision::RenewLease) && result.is_ok();
+        self.renewed_ahead = false;
+        match result {
             Ok(again) => again,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), ?decision, "action failed; retrying next cycle");
                 false
             }
+        }
+    }
+
+    /// Renews the lease at the start of a cycle, on `previous` (the last cycle's
+    /// observation), when that cycle renewed as a healthy primary and the deadline is still
+    /// ahead; the cycle's own renewal is then skipped. Past the deadline nothing is sent
+    /// here: that cycle must fence first.
+    pub async fn renew_ahead(&mut self, previous: &Observation) {
+        let Some(lease) = previous.lease else {
+            return;
+        };
+        let ahead = self
+            .holder_clock
+            .deadline(&lease, previous.config.ttl)
+            .is_some_and(|deadline| deadline > Instant::now());
+        if !(self.renewing && ahead) {
+            return;
+        }
+        match self.renew(previous).await {
+            Ok(()) => self.renewed_ahead = true,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "renewing the lease"),
         }
     }
 
@@ -262,7 +317,9 @@ impl Executor {
                 self.acquire(*expected, obs).await
             }
             Decision::RenewLease => {
-                self.renew(obs).await?;
+                if !self.renewed_ahead {
+                    self.renew(obs).await?;
+                }
                 self.after_renewal(obs).await?;
                 Ok(false)
             }
@@ -313,6 +370,28 @@ impl Executor {
                 Ok(true)
             }
             Decision::Promote => {
+                if let Some(command) = self.hooks.pre_promote.clone() {
+                    let args = crate::hooks::HookArgs {
+                        role: "primary".into(),
+                        member: self.name.clone(),
+                        epoch: obs.lease.map_or(0, |l| l.epoch.0),
+                        vip: String::new(),
+                    };
+                    let timeout = self.hooks.timeout;
+                    let verdict = self
+                        .with_renewals(obs, async move {
+                            let verdict =
+                                crate::hooks::run("pre_promote", &command, &args, timeout).await;
+                            Ok::<_, anyhow::Error>(verdict)
+                        })
+                        .await?;
+                    if let Err(why) = verdict {
+                        // The next cycle releases the lease; peers see us stand aside.
+                        tracing::warn!(%why, "the pre_promote hook refused the promotion");
+                        self.pre_promote_refused = Some((Instant::now(), why));
+                        return Ok(true);
+                    }
+                }
                 // Promote only on a renewal committed just now: the lease may be expiring.
                 self.renew(obs).await?;
                 let pg = self.postgres.clone();

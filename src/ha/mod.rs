@@ -43,6 +43,9 @@ pub struct Deps {
     pub peers: watch::Receiver<Arc<PeerStatuses>>,
     /// Where this member publishes its own status for the status exchange and the API.
     pub local_status: watch::Sender<LocalStatus>,
+    /// `[hooks]`, and this member's name, which hooks are told.
+    pub hooks: crate::hooks::HooksConfig,
+    pub name: String,
 }
 
 /// The holder's memory of its last committed renewal: the epoch and when it was *sent*.
@@ -57,6 +60,14 @@ impl HolderClock {
         match self.last {
             Some((e, at)) if e == epoch && at >= sent => {}
             _ => self.last = Some((epoch, sent)),
+        }
+    }
+
+    /// When the last committed renewal of `lease` was sent, if it is this member's.
+    pub fn sent(&self, lease: &Lease) -> Option<Instant> {
+        match self.last {
+            Some((epoch, sent)) if epoch == lease.epoch => Some(sent),
+            _ => None,
         }
     }
 
@@ -107,18 +118,36 @@ pub fn lease_clock_view(
 /// lease is released, so a successor never overlaps a writable us.
 pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let me = NodeId(deps.handle.id());
-    let mut executor = execute::Executor::new(me, deps.handle.clone(), deps.postgres.clone());
+    let mut executor = execute::Executor::new(me, deps.handle.clone(), deps.postgres.clone())
+        .with_hooks(deps.hooks.clone(), deps.name.clone());
+    let role_changes = crate::hooks::RoleChanges::spawn(&deps.hooks);
+    let mut last_role: Option<&'static str> = None;
     let mut last_sentence = String::new();
     let mut down_since: Option<Instant> = None;
     let mut stalled_since: Option<Instant> = None;
     // The current (or last) holder's highest position as a primary, by epoch.
     let mut primary_seen: Option<(Epoch, crate::postgres::Lsn)> = None;
+    // The last cycle's observation, for renewing ahead of this cycle's status query.
+    let mut previous: Option<Observation> = None;
     loop {
         let view: Arc<ClusterView> = deps.handle.view().borrow().clone();
         let config = view.state.config.clone();
         // The status describes PostgreSQL as of no earlier than this.
         let taken = Instant::now();
-        let pg = deps.postgres.status().await;
+        // A primary whose last cycle renewed renews again while the status query runs: a
+        // PostgreSQL slow to answer under load (a second, measured) must not cost the lease
+        // it still deserves. The previous cycle saw it healthy; this one judges it again.
+        let same_tenure = previous
+            .as_ref()
+            .is_some_and(|p| p.lease.is_some() && p.lease == view.state.lease);
+        let renew_ahead = async {
+            match previous.as_ref() {
+                Some(previous) if same_tenure => executor.renew_ahead(previous).await,
+                _ => {}
+            }
+        };
+        let (pg, ()) = tokio::join!(deps.postgres.status(), renew_ahead);
+        let status_took = taken.elapsed();
         let data_dir = deps.postgres.data_dir_state();
         let following = executor.following();
         let status = PeerStatus {
@@ -127,6 +156,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             data_dir,
             following,
             summary: last_sentence.clone(),
+            pre_promote_refused: executor.pre_promote_refused().is_some(),
         };
         let now = Instant::now();
         deps.local_status.send_replace(Some((status, taken)));
@@ -163,6 +193,20 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         };
         let lease = view.state.lease;
         let epoch = lease.map_or(view.state.last_epoch, |l| l.epoch);
+        let role = match (pg.running, pg.in_recovery) {
+            (false, _) => "stopped",
+            (true, true) => "replica",
+            (true, false) => "primary",
+        };
+        if last_role != Some(role) {
+            last_role = Some(role);
+            role_changes.changed(crate::hooks::HookArgs {
+                role: role.into(),
+                member: deps.name.clone(),
+                epoch: epoch.0,
+                vip: String::new(),
+            });
+        }
         let holder_position = lease
             .and_then(|l| peers.get(&l.holder))
             .filter(|p| p.pg.running && !p.pg.in_recovery)
@@ -195,6 +239,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
                 .map(|t| now.duration_since(t))
                 .unwrap_or_default(),
             start_failure: executor.start_failure(),
+            pre_promote_refused: executor.pre_promote_refused(),
             not_streaming_for: stalled_since
                 .map(|t| now.duration_since(t))
                 .unwrap_or_default(),
@@ -219,7 +264,9 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         } else {
             tracing::debug!("{}", outcome.sentence);
         }
+        let acting = Instant::now();
         let again_now = executor.execute(&outcome.decision, &obs).await;
+        let action_took = acting.elapsed();
         // Building a data directory (initdb, a clone) is not PostgreSQL being down: the
         // restart budget (primary_start_timeout) starts after it.
         if matches!(
@@ -232,18 +279,37 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         ) {
             down_since = None;
         }
+        let applying = Instant::now();
         executor.apply_parameters(&obs).await;
+        // A slow cycle delays the next renewal: say where the time went.
+        let cycle = taken.elapsed();
+        if cycle > config.loop_wait.max(config.ttl / 4) && !long_action(&outcome.decision) {
+            tracing::warn!(
+                took = ?cycle,
+                status = ?status_took,
+                action = ?action_took,
+                parameters = ?applying.elapsed(),
+                decision = ?outcome.decision,
+                "slow HA cycle: the lease renewal waits for it"
+            );
+        }
 
-        // Sleep until the next cycle, but wake at the holder's deadline: fencing must not
-        // wait for a cycle.
-        let mut wake = Instant::now() + config.loop_wait;
+        // Sleep until the next cycle, but a holder renews loop_wait after its last renewal
+        // was sent (a slow cycle must not stretch the interval), and wakes at its deadline:
+        // fencing must not wait for a cycle.
+        let now = Instant::now();
+        let mut wake = now + config.loop_wait;
         if let Some(lease) = deps.handle.view().borrow().state.lease {
             if lease.holder == me {
+                if let Some(sent) = executor.holder_clock().sent(&lease) {
+                    wake = wake.min((sent + config.loop_wait).max(now + MIN_CYCLE));
+                }
                 if let Some(deadline) = executor.holder_clock().deadline(&lease, config.ttl) {
-                    wake = wake.min(deadline.max(Instant::now()));
+                    wake = wake.min(deadline.max(now));
                 }
             }
         }
+        previous = Some(obs.clone());
         if again_now {
             continue;
         }
@@ -259,6 +325,23 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         }
     }
     executor.shutdown().await;
+}
+
+/// The shortest pause between cycles when a renewal is overdue.
+const MIN_CYCLE: Duration = Duration::from_millis(50);
+
+/// Decisions that legitimately take long (they renew the lease while they run).
+fn long_action(decision: &Decision) -> bool {
+    matches!(
+        decision,
+        Decision::Bootstrap
+            | Decision::Clone { .. }
+            | Decision::Rewind { .. }
+            | Decision::Reinit { .. }
+            | Decision::Reclone { .. }
+            | Decision::StartPrimary
+            | Decision::Promote
+    )
 }
 
 /// Resolves when `holder`'s status first shows a writable primary (a new primary is up:

@@ -24,6 +24,9 @@ pub struct PeerStatus {
     /// `list` shows to say why nothing happens.
     #[serde(default)]
     pub summary: String,
+    /// Its `pre_promote` hook refused a promotion lately: it stands aside.
+    #[serde(default)]
+    pub pre_promote_refused: bool,
 }
 
 /// The lease as this member judges it on its own clock.
@@ -69,6 +72,9 @@ pub struct Observation {
     pub down_for: Duration,
     /// Consecutive failed attempts to start my PostgreSQL as primary, and the last error.
     pub start_failure: Option<StartFailure>,
+    /// Why my `pre_promote` hook refused a promotion, within the last
+    /// [`REFUSAL_HOLD`](crate::hooks::REFUSAL_HOLD): I stand aside.
+    pub pre_promote_refused: Option<String>,
     /// How long my PostgreSQL has run as a replica without streaming; zero otherwise.
     pub not_streaming_for: Duration,
     pub switchover: Option<Switchover>,

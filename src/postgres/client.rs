@@ -85,8 +85,18 @@ impl Postgres {
     /// answer within 5 s), `running` is false and everything else is unknown.
     pub async fn status(&self) -> PgStatus {
         let query = async {
+            let mut cached = self.status_client.lock().await;
+            // The open connection first; if it fails (the server restarted since), a new one,
+            // so that a restart is not mistaken for PostgreSQL being down.
+            if let Some(client) = cached.take().filter(|c| !c.is_closed()) {
+                if let Ok(rows) = client.simple_query(STATUS_SQL).await {
+                    *cached = Some(client);
+                    return Ok(rows);
+                }
+            }
             let client = self.connect().await?;
             let rows = sql("reading status", client.simple_query(STATUS_SQL)).await?;
+            *cached = Some(client);
             Ok::<_, Error>(rows)
         };
         let rows = match tokio::time::timeout(STATUS_TIMEOUT, query).await {

@@ -401,6 +401,14 @@ fn render_command(program: &str, args: &[&OsStr]) -> String {
     out.to_string_lossy().into_owned()
 }
 
+/// SIGKILL to every process of group `pgid` (a child started with `process_group(0)`):
+/// what it started dies with it. Best effort.
+pub fn kill_group(pgid: u32) {
+    if let Err(e) = sys::signal_group(pgid, libc::SIGKILL) {
+        tracing::debug!(pgid, error = %e, "killing a process group");
+    }
+}
+
 /// The few libc calls std does not wrap. Each is a thin, checked wrapper.
 #[allow(unsafe_code)]
 mod sys {
@@ -427,6 +435,19 @@ mod sys {
             libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
         // SAFETY: kill has no memory-safety preconditions; pid > 0 targets one process.
         if pid > 0 && unsafe { libc::kill(pid, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Sends `signal` to every process of group `pgid`.
+    pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
+        let pgid =
+            libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        // SAFETY: kill has no memory-safety preconditions; -pgid (pgid > 1) targets one
+        // process group, never "every process" (-1).
+        if pgid > 1 && unsafe { libc::kill(-pgid, signal) } == 0 {
             Ok(())
         } else {
             Err(io::Error::last_os_error())

@@ -74,6 +74,7 @@ fn obs(me: u64) -> Observation {
         down_for: Duration::ZERO,
         not_streaming_for: Duration::ZERO,
         start_failure: None,
+        pre_promote_refused: None,
         switchover: None,
         paused: false,
         needs_rewind: false,
@@ -144,6 +145,7 @@ fn peer_with(pg: PgStatus) -> PeerStatus {
         data_dir: Initialised { system_id: DB },
         following: None,
         summary: String::new(),
+        pre_promote_refused: false,
     }
 }
 
@@ -200,6 +202,8 @@ trait Build: Sized {
     fn peer(self, id: u64, status: PeerStatus) -> Self;
     fn tags(self, id: u64, nofailover: bool, failover_priority: u32) -> Self;
     fn tag_nofailover(self) -> Self;
+    /// My pre_promote hook refused lately, for `why`.
+    fn refused(self, why: &str) -> Self;
     fn no_database(self) -> Self;
     fn data(self, data_dir: DataDir) -> Self;
     fn down_for(self, secs: u64) -> Self;
@@ -282,6 +286,10 @@ impl Build for Observation {
     fn tag_nofailover(self) -> Self {
         let me = self.me.0;
         self.tags(me, true, 1)
+    }
+    fn refused(mut self, why: &str) -> Self {
+        self.pre_promote_refused = Some(why.to_string());
+        self
     }
     fn no_database(mut self) -> Self {
         self.database = None;
@@ -505,6 +513,10 @@ fn decisions() {
         ("holder running in recovery promotes",
             obs(2).replica_of(1, P).lease(mine()),
             D::Promote, "promoting"),
+        ("holder whose pre_promote hook refused releases instead of promoting",
+            obs(2).replica_of(1, P).lease(mine()).refused("exit status: 1"),
+            release("the pre_promote hook refused promotion: exit status: 1"),
+            "another member takes over"),
         ("holder in recovery with an expiring lease promotes and renews",
             obs(2).replica_of(1, P).lease(expiring()),
             D::Promote, "renewing it too"),
@@ -591,6 +603,16 @@ fn decisions() {
         ("replica tagged nofailover does not take over",
             obs(3).replica_of(2, P).lease(expired(2)).tag_nofailover(),
             D::Wait, "not eligible: tagged nofailover"),
+        ("replica whose pre_promote hook refused does not take over",
+            obs(3).replica_of(2, P).lease(expired(2)).refused("exit status: 1"),
+            D::Wait, "not eligible: the pre_promote hook refused promotion: exit status: 1"),
+        ("an equally advanced lower id takes precedence",
+            obs(3).replica_of(2, P).lease(expired(2)).peer(1, replica(P)),
+            D::Wait, "n1 is a better candidate"),
+        ("a peer whose pre_promote hook refused is passed over",
+            obs(3).replica_of(2, P).lease(expired(2))
+                .peer(1, PeerStatus { pre_promote_refused: true, ..replica(P) }),
+            D::TakeOver { expected: seen() }, "taking over as the healthiest replica"),
         ("replica with failover_priority 0 does not take over",
             obs(3).replica_of(2, P).lease(expired(2)).tags(3, false, 0),
             D::Wait, "not eligible: failover_priority is 0"),
