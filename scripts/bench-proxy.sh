@@ -31,9 +31,14 @@ dir=$(mktemp -d /tmp/pgq-bench-proxy-XXXXXX)
 chmod 711 "$dir"
 pids=()
 cleanup() {
+  local status=$?
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$dir"
+  if [ "$status" != 0 ] || [ -n "${KEEP:-}" ]; then
+    echo "logs kept in $dir (KEEP=1 keeps them on success too)" >&2
+  else
+    rm -rf "$dir"
+  fi
 }
 trap cleanup EXIT INT TERM
 
@@ -128,7 +133,7 @@ run() { # name port mode-flag -> "tps latency-ms relay-cpu-us-per-transaction"
   pid=$(relay_pid "$1")
   [ -z "$pid" ] || before=$(cpu_ticks "$pid")
   out=$(PGPASSWORD=bench "$pgbin/pgbench" -h 127.0.0.1 -p "$2" -U bench -c "$clients" -j 2 \
-    -T "$seconds" $3 postgres 2>&1)
+    -T "$seconds" $3 postgres 2>&1 | tee "$dir/pgbench-$1.out")
   [ -z "$pid" ] || after=$(cpu_ticks "$pid")
   local tps lat cpu
   tps=$(grep -oP 'tps = \K[0-9.]+' <<<"$out" | tail -1)
@@ -149,7 +154,10 @@ for mode in ${MODES:--S tpcb}; do
   for round in $(seq "$runs"); do
     for target in $(targets "$mode"); do
       name=${target%:*}; port=${target##*:}
-      read -r tps lat cpu < <(run "$name" "$port" "$mode")
+      read -r tps lat cpu < <(run "$name" "$port" "$mode") || {
+        echo "pgbench against $name (port $port) failed; see $dir/pgbench-$name.out" >&2
+        exit 1
+      }
       tps_of[$mode/$name]+="$tps "
       lat_of[$mode/$name]+="$lat "
       cpu_of[$mode/$name]+="$cpu "
