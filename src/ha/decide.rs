@@ -966,6 +966,10 @@ fn peer_position(obs: &Observation, id: NodeId) -> Option<Lsn> {
     obs.peers.get(&id)?.pg.wal_position
 }
 
+/// A duration for a sentence: to the millisecond below a second, else to a tenth of a
+/// second ("9s 100ms", not "9s 58ms 670us 360ns").
 fn human(d: Duration) -> String {
-    format_duration(d).to_string()
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let rounded = if ms < 1000 { ms } else { ms / 100 * 100 };
+    format_duration(Duration::from_millis(rounded)).to_string()
 }

@@ -938,3 +938,16 @@ fn unregistered_member_never_takes_over() {
         out.sentence
     );
 }
+
+#[test]
+fn durations_in_sentences_are_rounded() {
+    for (ms, want) in [
+        (450, "450ms"),
+        (1_234, "1s 200ms"),
+        (9_058, "9s"),
+        (5_000, "5s"),
+    ] {
+        let d = Duration::from_millis(ms) + Duration::from_nanos(670_360);
+        assert_eq!(super::human(d), want, "{ms} ms");
+    }
+}
