@@ -27,3 +27,4 @@ pub mod proxy;
 pub mod raft;
 pub mod secret;
 pub mod tls;
+pub mod vip;
