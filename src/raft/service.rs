@@ -281,6 +281,9 @@ fn status_from(handle: &RaftHandle, error: Error) -> Status {
     }
 }
 
+/// How long a join waits for a just-started member's cluster state.
+const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -301,7 +304,24 @@ impl pb::peer_server::Peer for PeerService {
                 "join needs a member name and a peer address",
             ));
         }
-        let view = self.handle.view().borrow().clone();
+        // A first member that has just started is still committing its bootstrap record
+        // (itself and the init token): a join that arrives then waits for it, instead of
+        // being told the token is unknown.
+        let mut views = self.handle.view();
+        let loaded = tokio::time::timeout(STARTING_WAIT, async {
+            let view = views.wait_for(|v| !v.state.members.is_empty()).await;
+            view.map(|view| view.clone())
+        })
+        .await;
+        let view = match loaded {
+            Ok(Ok(view)) => view,
+            _ => {
+                return Err(Status::unavailable(
+                    "this member is still starting (its cluster state is not loaded yet); \
+                     retry the join in a few seconds",
+                ))
+            }
+        };
         let token = view.state.tokens.get(&req.token_id).ok_or_else(|| {
             Status::permission_denied(format!(
                 "join token {} is not known to this cluster; create one with `pgquorum token create`",
