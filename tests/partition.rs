@@ -7,11 +7,19 @@ use std::time::{Duration, Instant};
 
 use common::netns::Hosts;
 use common::pg::{replicas_streaming, writable, FORMATION};
-use common::writer::{lost, Writer};
+use common::writer::{lost, Ack, Writer};
 use common::{eventually, require_postgres, TestCluster};
 
 /// From the cut to a writable primary on the majority side.
 const FAILOVER: Duration = Duration::from_secs(20);
+
+/// The values of `acks` acknowledged at or after `since`.
+fn acked_since(acks: &[Ack], since: std::time::Instant) -> Vec<i64> {
+    acks.iter()
+        .filter(|a| a.at >= since)
+        .map(|a| a.value)
+        .collect()
+}
 
 /// Whether member `i`'s PostgreSQL answers as a primary (not in recovery), through its unix
 /// socket, which a network cut does not affect.
@@ -103,22 +111,14 @@ fn a_primary_cut_off_from_both_others_is_fenced_and_rejoins_after_heal() {
 
     // No acknowledged write on the cut-off side once the majority's primary acknowledged one.
     let first_majority = majority_acks.first().expect("majority acks").at;
-    let late: Vec<i64> = minority_acks
-        .iter()
-        .filter(|a| a.at >= first_majority)
-        .map(|a| a.value)
-        .collect();
+    let late = acked_since(&minority_acks, first_majority);
     assert!(
         late.is_empty(),
         "the cut-off primary acknowledged {late:?} after the new one started"
     );
     // The cut-off host's own writer port acknowledged nothing once its primary was demoted.
     let demoted_at = cut + old_demoted.expect("the old primary was demoted");
-    let late: Vec<i64> = proxy_acks
-        .iter()
-        .filter(|a| a.at >= demoted_at)
-        .map(|a| a.value)
-        .collect();
+    let late = acked_since(&proxy_acks, demoted_at);
     assert!(
         late.is_empty(),
         "the cut-off writer port acknowledged {late:?} after fencing"

@@ -269,14 +269,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         let action_took = acting.elapsed();
         // Building a data directory (initdb, a clone) is not PostgreSQL being down: the
         // restart budget (primary_start_timeout) starts after it.
-        if matches!(
-            outcome.decision,
-            Decision::Bootstrap
-                | Decision::Clone { .. }
-                | Decision::Rewind { .. }
-                | Decision::Reinit { .. }
-                | Decision::Reclone { .. }
-        ) {
+        if builds_data_dir(&outcome.decision) {
             down_since = None;
         }
         let applying = Instant::now();
@@ -330,8 +323,8 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
 /// The shortest pause between cycles when a renewal is overdue.
 const MIN_CYCLE: Duration = Duration::from_millis(50);
 
-/// Decisions that legitimately take long (they renew the lease while they run).
-fn long_action(decision: &Decision) -> bool {
+/// Decisions that build a data directory (initdb, a clone, a rewind).
+fn builds_data_dir(decision: &Decision) -> bool {
     matches!(
         decision,
         Decision::Bootstrap
@@ -339,9 +332,12 @@ fn long_action(decision: &Decision) -> bool {
             | Decision::Rewind { .. }
             | Decision::Reinit { .. }
             | Decision::Reclone { .. }
-            | Decision::StartPrimary
-            | Decision::Promote
     )
+}
+
+/// Decisions that legitimately take long (they renew the lease while they run).
+fn long_action(decision: &Decision) -> bool {
+    builds_data_dir(decision) || matches!(decision, Decision::StartPrimary | Decision::Promote)
 }
 
 /// Resolves when `holder`'s status first shows a writable primary (a new primary is up:
