@@ -163,14 +163,15 @@ mod tests {
             "primary|n2|7||",
             "role, member, epoch and an empty VIP, as separate arguments"
         );
-        // (command, what the error must say)
+        // (command, timeout, what the error must say); only the sleeper is meant to time out.
         let cases = [
-            ("exit 3", "failed (exit status: 3)"),
-            ("sleep 5; true", "did not finish within 200ms (killed)"),
-            ("/nonexistent/hook", "failed (exit status: 127)"),
+            ("exit 3", 5_000, "failed (exit status: 3)"),
+            ("sleep 5; true", 200, "did not finish within 200ms (killed)"),
+            ("/nonexistent/hook", 5_000, "failed (exit status: 127)"),
         ];
-        for (command, want) in cases {
-            let err = run("pre_promote", command, &args(), Duration::from_millis(200))
+        for (command, timeout_ms, want) in cases {
+            let timeout = Duration::from_millis(timeout_ms);
+            let err = run("pre_promote", command, &args(), timeout)
                 .await
                 .expect_err(command);
             assert!(err.contains(want), "{command}: {err:?} should say {want:?}");
