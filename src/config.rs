@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// Role-change hooks.
     #[serde(default)]
     pub hooks: HooksSection,
+    /// The floating VIP.
+    #[serde(default)]
+    pub vip: crate::vip::VipSection,
 }
 
 /// `[hooks]`: commands run on role changes (see `crate::hooks`).
@@ -230,6 +233,8 @@ pub struct NodeConfig {
     pub proxy: Option<ProxyConfig>,
     /// `[hooks]`; all unset by default.
     pub hooks: crate::hooks::HooksConfig,
+    /// `[vip]`; `None` without an address or with mode off.
+    pub vip: Option<crate::vip::VipConfig>,
 }
 
 /// The validated `[proxy]` section.
@@ -457,6 +462,7 @@ impl NodeConfig {
             on_role_change: hook("on_role_change", &file.hooks.on_role_change)?,
             timeout: file.hooks.timeout.unwrap_or(Duration::from_secs(30)),
         };
+        let vip = crate::vip::VipConfig::from_section(&file.vip).map_err(invalid)?;
         let level = file.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(invalid(format!(
@@ -477,6 +483,7 @@ impl NodeConfig {
             postgresql,
             proxy,
             hooks,
+            vip,
             tags: {
                 let default = crate::cluster::Tags::default();
                 crate::cluster::Tags {

@@ -56,6 +56,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         )?)),
         None => None,
     };
+    // Also before any port: a VIP this process cannot move (a missing capability, no such
+    // interface) is a config problem, better found now than at the first failover.
+    let vip = match &config.vip {
+        Some(vip) if vip.mode == crate::vip::Mode::Netlink && postgres.is_some() => Some(
+            crate::vip::Opened::open(vip)
+                .await
+                .with_context(|| config.path.display().to_string())?,
+        ),
+        _ => None,
+    };
     if record.name != config.name {
         bail!(
             "[node] name = {:?} in {} but this state directory belongs to member {:?}; \
@@ -143,6 +153,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let ha_shutdown = CancellationToken::new();
     let peer_statuses = peers::spawn_poller(handle.clone(), serve_shutdown.clone());
     let local_status_for_api = local_status.subscribe();
+    let vip = vip.map(|opened| opened.spawn(serve_shutdown.clone(), &tasks));
+    let vip_text = config
+        .vip
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let vip_for_api = vip.clone();
     let ha_task = postgres.map(|postgres| {
         let deps = ha::Deps {
             handle: handle.clone(),
@@ -152,6 +169,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             local_status,
             hooks: config.hooks.clone(),
             name: config.name.clone(),
+            vip: vip.clone(),
+            vip_text: vip_text.clone(),
         };
         tokio::spawn(ha::run(deps, ha_shutdown.clone()))
     });
@@ -187,6 +206,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             local_status: local_status_for_api,
             peer_statuses,
             proxy_stats,
+            vip: config.vip.as_ref().map(ToString::to_string),
+            vip_handle: vip_for_api,
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {

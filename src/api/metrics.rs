@@ -31,6 +31,9 @@ pub struct MetricsInput {
     pub synchronous: bool,
     /// The proxy's counters, when it runs.
     pub proxy: Option<crate::proxy::stats::Snapshot>,
+    /// Whether this member's interface carries the VIP; `None` unless the VIP is managed
+    /// here (netlink mode).
+    pub vip_held: Option<bool>,
     /// Member names by id, for the proxy's `backend` label.
     pub names: std::collections::BTreeMap<crate::cluster::NodeId, String>,
 }
@@ -44,7 +47,7 @@ pub fn render(input: &MetricsInput) -> String {
     );
     let flag = |b: bool| Some(u64::from(b));
     let pg = input.pg.as_ref();
-    let metrics: [(&str, &str, Option<u64>); 13] = [
+    let metrics: [(&str, &str, Option<u64>); 14] = [
         (
             "pgquorum_up",
             "Whether the pgquorum daemon answers (always 1).",
@@ -111,6 +114,11 @@ pub fn render(input: &MetricsInput) -> String {
             "pgquorum_synchronous_standby",
             "Whether this member is a recorded synchronous standby.",
             flag(input.synchronous),
+        ),
+        (
+            "pgquorum_vip_held",
+            "Whether this member's interface carries the floating VIP.",
+            input.vip_held.map(u64::from),
         ),
     ];
     let mut out = String::new();
@@ -221,6 +229,7 @@ mod tests {
         MetricsInput {
             cluster_id: "c1".into(),
             name: "n2".into(),
+            vip_held: None,
             raft_term: 4,
             raft_leader: false,
             lease_epoch: 3,

@@ -54,6 +54,10 @@ pub struct AppState {
     pub peer_statuses: watch::Receiver<Arc<PeerStatuses>>,
     /// The proxy's counters, when it runs.
     pub proxy_stats: Option<Arc<crate::proxy::stats::Stats>>,
+    /// The configured VIP (`address/prefix`) and, in netlink mode, whether this member's
+    /// interface carries it.
+    pub vip: Option<String>,
+    pub vip_handle: Option<crate::vip::Vip>,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -161,6 +165,8 @@ struct Snapshot {
     primary_position: Option<Lsn>,
     /// Each member's last HA sentence, from fresh statuses.
     summaries: BTreeMap<NodeId, String>,
+    /// Whether each member's interface carries the VIP, from fresh statuses.
+    vips: BTreeMap<NodeId, bool>,
 }
 
 impl Snapshot {
@@ -172,6 +178,7 @@ impl Snapshot {
         let (config, now) = (&view.state.config, Instant::now());
         let statuses = health::known_statuses(local.as_ref(), &peers, config, now);
         let summaries = health::known(local.as_ref(), &peers, config, now, |s| s.summary.clone());
+        let vips = health::known(local.as_ref(), &peers, config, now, |s| s.vip);
         let primary_position = health::primary_position(view.state.lease.as_ref(), &statuses);
         Snapshot {
             me,
@@ -179,6 +186,7 @@ impl Snapshot {
             statuses,
             primary_position,
             summaries,
+            vips,
         }
     }
 
@@ -242,6 +250,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         synchronous: health.synchronous,
         pg: health.pg,
         proxy: state.proxy_stats.as_ref().map(|s| s.snapshot()),
+        vip_held: state.vip_handle.as_ref().map(crate::vip::Vip::is_held),
         names: cluster
             .members
             .values()
@@ -297,6 +306,9 @@ pub struct MemberReport {
     /// The member's last HA sentence, saying what it does or waits for; empty when unknown.
     #[serde(default)]
     pub summary: String,
+    /// Its interface carries the floating VIP (as of its last fresh status).
+    #[serde(default)]
+    pub vip: bool,
 }
 
 /// The body of `GET /cluster`, as seen by the answering member.
@@ -319,6 +331,9 @@ pub struct ClusterReport {
     /// A pending planned switchover.
     #[serde(default)]
     pub switchover: Option<crate::cluster::Switchover>,
+    /// The VIP configured on the answering member (`address/prefix`), if any.
+    #[serde(default)]
+    pub vip: Option<String>,
     pub members: Vec<MemberReport>,
 }
 
@@ -362,6 +377,7 @@ fn describe_member(
         pending_restart: running.is_some_and(|pg| pg.pending_restart),
         tags: member.tags.clone(),
         summary: String::new(),
+        vip: false,
     }
 }
 
@@ -413,6 +429,11 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
                 .get(&NodeId(report.id))
                 .cloned()
                 .unwrap_or_default();
+            report.vip = snapshot
+                .vips
+                .get(&NodeId(report.id))
+                .copied()
+                .unwrap_or_default();
             report
         })
         .collect();
@@ -431,6 +452,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
             .0,
         paused: view.state.paused,
         switchover: view.state.switchover.clone(),
+        vip: state.vip.clone(),
         members,
     })
 }

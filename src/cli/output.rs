@@ -108,6 +108,20 @@ fn render_cluster_table(report: &ClusterReport) -> String {
     if report.paused {
         out += "\n Maintenance mode: on";
     }
+    if let Some(vip) = &report.vip {
+        let on: Vec<&str> = report
+            .members
+            .iter()
+            .filter(|m| m.vip)
+            .map(|m| m.name.as_str())
+            .collect();
+        let on = match on.as_slice() {
+            [] => "on no member".to_string(),
+            [one] => format!("on {one}"),
+            many => format!("on {} (more than one: check the hosts)", many.join(", ")),
+        };
+        out += &format!("\n VIP {vip}: {on}");
+    }
     // No running primary: say what each member waits for (its last HA sentence).
     let primary_runs = report
         .members
@@ -192,6 +206,7 @@ mod tests {
             pending_restart: false,
             tags: Tags::default(),
             summary: format!("{name}: ..."),
+            vip: false,
         }
     }
 
@@ -208,8 +223,54 @@ mod tests {
             lease_epoch: 3,
             paused: false,
             switchover: None,
+            vip: None,
             members,
         }
+    }
+
+    #[test]
+    fn the_vip_line_names_the_member_that_carries_it() {
+        let with_vip = |on: &[&str]| {
+            let members = ["n1", "n2", "n3"]
+                .iter()
+                .map(|n| MemberReport {
+                    vip: on.contains(n),
+                    ..member(n, "Replica", "streaming", None)
+                })
+                .collect();
+            ClusterReport {
+                vip: Some("10.0.0.100/24".into()),
+                ..report(members)
+            }
+        };
+        let last_line = |r: &ClusterReport| {
+            render_cluster_table(r)
+                .lines()
+                .filter(|l| l.contains("VIP"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let cases: [(&str, &[&str], &str); 3] = [
+            ("on one member", &["n1"], " VIP 10.0.0.100/24: on n1"),
+            (
+                "on none (a failover)",
+                &[],
+                " VIP 10.0.0.100/24: on no member",
+            ),
+            (
+                "on two: said loudly",
+                &["n1", "n3"],
+                " VIP 10.0.0.100/24: on n1, n3 (more than one: check the hosts)",
+            ),
+        ];
+        for (what, on, want) in cases {
+            assert_eq!(last_line(&with_vip(on)), want, "{what}");
+        }
+        // Without a VIP configured, no line.
+        assert_eq!(
+            last_line(&report(vec![member("n1", "Leader", "running", None)])),
+            ""
+        );
     }
 
     #[test]

@@ -109,6 +109,11 @@ pub struct Executor {
     renewing: bool,
     /// This cycle's renewal already committed ahead of the status query.
     renewed_ahead: bool,
+    /// The floating VIP, in netlink mode: held while this member is a healthy primary with
+    /// a renewed lease, released before anything else when it stops being one.
+    vip: Option<crate::vip::Vip>,
+    /// The VIP as hooks are told it (`address/prefix`), or empty.
+    vip_text: String,
 }
 
 impl Executor {
@@ -130,6 +135,8 @@ impl Executor {
             pre_promote_refused: None,
             renewing: false,
             renewed_ahead: false,
+            vip: None,
+            vip_text: String::new(),
         };
         // A data directory without standby.signal was last a primary's: whatever it wrote
         // after the last failover may be missing on the new primary.
@@ -207,6 +214,18 @@ impl Executor {
 
     /// Why the `pre_promote` hook refused, if it did within
     /// [`REFUSAL_HOLD`](crate::hooks::REFUSAL_HOLD).
+    /// Manages `vip` (netlink mode); `text` is what hooks are told (also in hook mode).
+    pub fn with_vip(mut self, vip: Option<crate::vip::Vip>, text: String) -> Self {
+        self.vip = vip;
+        self.vip_text = text;
+        self
+    }
+
+    /// Whether this member's interface carries the VIP.
+    pub fn vip_held(&self) -> bool {
+        self.vip.as_ref().is_some_and(crate::vip::Vip::is_held)
+    }
+
     pub fn pre_promote_refused(&self) -> Option<String> {
         self.pre_promote_refused
             .as_ref()
@@ -273,6 +292,12 @@ impl Executor {
     /// (the lease was just acquired, or PostgreSQL changed role), false to wait `loop_wait`.
     /// Failures are logged here, at the task boundary, and retried by a later cycle.
     pub async fn execute(&mut self, decision: &Decision, obs: &Observation) -> bool {
+        // Fencing order (DESIGN §3): the VIP goes first. Only a healthy primary renewing its
+        // lease keeps it; every other decision (fencing, a switchover, a restart, a crashed
+        // PostgreSQL started again) removes it before it acts.
+        if !matches!(decision, Decision::RenewLease) {
+            self.release_vip().await;
+        }
         let result = self.try_execute(decision, obs).await;
         self.renewing = matches!(decision, Decision::RenewLease) && result.is_ok();
         self.renewed_ahead = false;
@@ -320,6 +345,7 @@ impl Executor {
                 if !self.renewed_ahead {
                     self.renew(obs).await?;
                 }
+                self.hold_vip(obs);
                 self.after_renewal(obs).await?;
                 Ok(false)
             }
@@ -375,7 +401,7 @@ impl Executor {
                         role: "primary".into(),
                         member: self.name.clone(),
                         epoch: obs.lease.map_or(0, |l| l.epoch.0),
-                        vip: String::new(),
+                        vip: self.vip_text.clone(),
                     };
                     let timeout = self.hooks.timeout;
                     let verdict = self
@@ -775,12 +801,37 @@ impl Executor {
     /// at the first missed contact, before the lease deadline demotes PostgreSQL).
     async fn block_writes(&mut self, obs: &Observation) {
         self.writes_blocked = true;
+        self.release_vip().await;
         tracing::warn!(
             after = ?obs.config.loop_wait / 2,
             "lease renewal not committed in time: commits wait until it is (cut off from the quorum?)"
         );
         if let Err(e) = self.apply_primary_config().await {
             tracing::warn!(error = %format!("{e:#}"), "blocking commits");
+        }
+    }
+
+    /// Asks for the VIP until the lease deadline, if this member is a writable primary whose
+    /// commits do not wait for a missing renewal (the decision was RenewLease and the
+    /// renewal committed). Each call extends the last.
+    fn hold_vip(&self, obs: &Observation) {
+        let (Some(vip), Some(lease)) = (&self.vip, obs.lease) else {
+            return;
+        };
+        let writable = obs.pg.running && !obs.pg.in_recovery;
+        let deadline = self.holder_clock.deadline(&lease, obs.config.ttl);
+        match deadline {
+            Some(deadline) if writable && !self.writes_blocked && deadline > Instant::now() => {
+                vip.hold_until(deadline)
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes the VIP (if held) and waits for it to be gone.
+    async fn release_vip(&self) {
+        if let Some(vip) = &self.vip {
+            vip.release().await;
         }
     }
 
@@ -1009,6 +1060,7 @@ impl Executor {
     /// On daemon shutdown: stop PostgreSQL first, then release the lease if we hold it, so
     /// a successor never overlaps a writable us.
     pub async fn shutdown(&mut self) {
+        self.release_vip().await;
         if let Err(e) = self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await {
             tracing::warn!(error = %e, "stopping PostgreSQL at shutdown");
         }

@@ -46,6 +46,9 @@ pub struct Deps {
     /// `[hooks]`, and this member's name, which hooks are told.
     pub hooks: crate::hooks::HooksConfig,
     pub name: String,
+    /// The VIP in netlink mode; `vip_text` is the configured VIP for hooks (empty if none).
+    pub vip: Option<crate::vip::Vip>,
+    pub vip_text: String,
 }
 
 /// The holder's memory of its last committed renewal: the epoch and when it was *sent*.
@@ -119,7 +122,8 @@ pub fn lease_clock_view(
 pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let me = NodeId(deps.handle.id());
     let mut executor = execute::Executor::new(me, deps.handle.clone(), deps.postgres.clone())
-        .with_hooks(deps.hooks.clone(), deps.name.clone());
+        .with_hooks(deps.hooks.clone(), deps.name.clone())
+        .with_vip(deps.vip.clone(), deps.vip_text.clone());
     let role_changes = crate::hooks::RoleChanges::spawn(&deps.hooks);
     let mut last_role: Option<&'static str> = None;
     let mut last_sentence = String::new();
@@ -157,6 +161,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             following,
             summary: last_sentence.clone(),
             pre_promote_refused: executor.pre_promote_refused().is_some(),
+            vip: executor.vip_held(),
         };
         let now = Instant::now();
         deps.local_status.send_replace(Some((status, taken)));
@@ -204,7 +209,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
                 role: role.into(),
                 member: deps.name.clone(),
                 epoch: epoch.0,
-                vip: String::new(),
+                vip: deps.vip_text.clone(),
             });
         }
         let holder_position = lease

@@ -27,6 +27,9 @@ pub struct PeerStatus {
     /// Its `pre_promote` hook refused a promotion lately: it stands aside.
     #[serde(default)]
     pub pre_promote_refused: bool,
+    /// Its interface carries the floating VIP.
+    #[serde(default)]
+    pub vip: bool,
 }
 
 /// The lease as this member judges it on its own clock.

@@ -45,10 +45,25 @@ impl TestCluster {
 
     /// One member on each of `hosts` (network namespaces), each supervising PostgreSQL.
     pub fn start_on_hosts(hosts: &super::netns::Hosts) -> TestCluster {
+        Self::start_on_hosts_tagged(hosts, &[], "")
+    }
+
+    /// Like [`TestCluster::start_on_hosts`], with `extra` config (e.g. a `[vip]` section)
+    /// appended on every member.
+    pub fn start_on_hosts_with(hosts: &super::netns::Hosts, extra: &str) -> TestCluster {
+        let all: Vec<usize> = (1..=hosts.len()).collect();
+        Self::start_on_hosts_tagged(hosts, &all, extra)
+    }
+
+    fn start_on_hosts_tagged(
+        hosts: &super::netns::Hosts,
+        tagged: &[usize],
+        extra: &str,
+    ) -> TestCluster {
         let hosts: Vec<(String, String)> = (1..=hosts.len())
             .map(|i| (hosts.netns(i), hosts.ip(i)))
             .collect();
-        Self::start_full_on(hosts.len(), true, &[], "", hosts)
+        Self::start_full_on(hosts.len(), true, tagged, extra, hosts)
     }
 
     fn start_opts(n: usize, postgres: bool) -> TestCluster {

@@ -6,16 +6,23 @@
 //!   root namespace: bridge pgq<k>br 10.213.<k>.254/24
 //!     ├── veth pgq<k>h1 ── namespace pgq<k>-h1: eth0 10.213.<k>.1/24, lo
 //!     ├── veth pgq<k>h2 ── namespace pgq<k>-h2: eth0 10.213.<k>.2/24, lo
-//!     └── ...
+//!     ├── ...
+//!     └── veth pgq<k>cl ── namespace pgq<k>-cl: eth0 10.213.<k>.200/24, lo   (the client)
 //! ```
+//!
+//! The client namespace is a machine on the same LAN that runs no pgquorum: it reaches the
+//! floating VIP (10.213.<k>.100) the way an application would, through its own neighbour
+//! (ARP) cache, which the tests read to see the gratuitous ARP of a new VIP holder. Every
+//! address used here is inside 10.213.0.0/16.
 //!
 //! Needs root (CAP_NET_ADMIN) and `ip`: without them [`Hosts::create`] returns `None` so the
 //! test skips, except when `CI=true`, where it fails.
 
-use std::process::Command;
+use std::ffi::OsStr;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A set of hosts; removed (namespaces, links, bridge) on drop.
+/// A set of hosts and one client; removed (namespaces, links, bridge) on drop.
 pub struct Hosts {
     k: u32,
     n: usize,
@@ -56,6 +63,18 @@ impl Hosts {
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
         }
+        let client = hosts.client();
+        let veth = hosts.client_veth();
+        ip(&["netns", "add", &client]);
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &client,
+        ]);
+        ip(&["link", "set", &veth, "master", &bridge]);
+        ip(&["link", "set", &veth, "up"]);
+        let addr = format!("{}/24", hosts.client_ip());
+        ip(&["-n", &client, "addr", "add", &addr, "dev", "eth0"]);
+        ip(&["-n", &client, "link", "set", "eth0", "up"]);
+        ip(&["-n", &client, "link", "set", "lo", "up"]);
         Some(hosts)
     }
 
@@ -83,6 +102,83 @@ impl Hosts {
         ip(&["link", "set", &self.veth(i), "up"]);
     }
 
+    /// The client namespace: on the same bridge as the hosts, running no pgquorum.
+    pub fn client(&self) -> String {
+        format!("pgq{}-cl", self.k)
+    }
+
+    /// The client's address.
+    pub fn client_ip(&self) -> String {
+        format!("10.213.{}.200", self.k)
+    }
+
+    /// The floating VIP of a test on these hosts (no prefix; it is a /24 like the hosts').
+    pub fn vip(&self) -> String {
+        format!("10.213.{}.100", self.k)
+    }
+
+    /// The MAC address of host `i`'s `eth0`.
+    pub fn mac(&self, i: usize) -> String {
+        let ns = self.netns(i);
+        let text = stdout_of(Command::new("ip").args(["-n", &ns, "-o", "link", "show", "eth0"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        word_after(&text, "link/ether")
+            .unwrap_or_else(|| panic!("no link/ether in the link of {ns}: {text}"))
+    }
+
+    /// Whether host `i`'s `eth0` carries the VIP now (one `ip` call; works while it is cut).
+    pub fn has_vip(&self, i: usize) -> bool {
+        let ns = self.netns(i);
+        let text =
+            stdout_of(Command::new("ip").args(["-n", &ns, "-o", "addr", "show", "dev", "eth0"]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        text.contains(&format!("inet {}/", self.vip()))
+    }
+
+    /// The hosts (1-based) whose `eth0` carries the VIP, asked one after the other: not an
+    /// atomic snapshot.
+    pub fn vip_holders(&self) -> Vec<usize> {
+        (1..=self.n).filter(|&i| self.has_vip(i)).collect()
+    }
+
+    /// The client's neighbour (ARP) entry for the VIP as `ip neigh` prints it; empty when
+    /// there is none. Reading it sends nothing.
+    pub fn client_neighbour_entry(&self) -> String {
+        stdout_of(Command::new("ip").args(["-n", &self.client(), "neigh", "show", &self.vip()]))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The MAC address the client would send VIP traffic to (`lladdr` of its neighbour entry),
+    /// if it has one.
+    pub fn client_vip_mac(&self) -> Option<String> {
+        word_after(&self.client_neighbour_entry(), "lladdr")
+    }
+
+    /// Who holds the VIP, each host's MAC and the client's neighbour entry: context for a
+    /// failing assertion.
+    pub fn vip_report(&self) -> String {
+        let hosts: Vec<String> = (1..=self.n)
+            .map(|i| {
+                let holds = if self.has_vip(i) {
+                    "has the VIP"
+                } else {
+                    "no VIP"
+                };
+                format!("h{i} {} {holds}", self.mac(i))
+            })
+            .collect();
+        format!(
+            "{}; client neighbour entry for {}: {:?}",
+            hosts.join(", "),
+            self.vip(),
+            self.client_neighbour_entry()
+        )
+    }
+
+    fn client_veth(&self) -> String {
+        format!("pgq{}cl", self.k)
+    }
+
     fn bridge(&self) -> String {
         format!("pgq{}br", self.k)
     }
@@ -100,6 +196,12 @@ impl Hosts {
                 .args(["link", "del", &self.veth(i)])
                 .output();
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client()])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.client_veth()])
+            .output();
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge()])
             .output();
@@ -122,6 +224,39 @@ fn can_create() -> Result<(), String> {
         Ok(out) if out.status.success() => Ok(()),
         _ => Err("the `ip` command (iproute2) is missing".to_string()),
     }
+}
+
+/// `program`, to be run inside network namespace `ns` (`ip netns exec <ns> <program>`); add
+/// arguments and environment, then run it, e.g. with [`stdout_of`].
+pub fn command_in(ns: &str, program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns]).arg(program);
+    command
+}
+
+/// Runs `command` to completion (stdin closed): its stdout, trimmed, if it exited 0; else
+/// the command line, its status and its stderr.
+pub fn stdout_of(command: &mut Command) -> Result<String, String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{command:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The whitespace-separated word after `key` in `text`.
+fn word_after(text: &str, key: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == key)?;
+    words.next().map(str::to_string)
 }
 
 /// Runs `ip <args>`, panicking with its stderr if it fails.

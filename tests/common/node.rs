@@ -159,14 +159,19 @@ impl Node {
         )
     }
 
-    /// Rewrites the config so this node supervises a PostgreSQL on its own port.
+    /// Rewrites the config so this node supervises a PostgreSQL on its own port. On a
+    /// network-namespace host PostgreSQL listens on every address of the host (so a VIP the
+    /// daemon adds reaches it too) and advertises the host's own address.
     pub fn with_postgres(self) -> Node {
-        let text = format!(
-            "{}\n[postgresql]\nlisten = \"{}:{}\"\n",
-            self.default_config(),
-            self.host_ip,
-            self.pg_port
-        );
+        let listen = match self.netns {
+            Some(_) => format!(
+                "listen = \"0.0.0.0:{port}\"\nadvertise = \"{}:{port}\"",
+                self.host_ip,
+                port = self.pg_port
+            ),
+            None => format!("listen = \"{}:{}\"", self.host_ip, self.pg_port),
+        };
+        let text = format!("{}\n[postgresql]\n{listen}\n", self.default_config());
         self.write_config(&text);
         self
     }

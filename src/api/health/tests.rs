@@ -292,6 +292,7 @@ fn stale_peer_statuses_are_unknown_and_the_holder_position_needs_a_running_prima
         following: None,
         summary: String::new(),
         pre_promote_refused: false,
+        vip: false,
     };
     let horizon = config.member_timeout + config.loop_wait;
     let mut peers = PeerStatuses::new();

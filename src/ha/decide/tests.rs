@@ -146,6 +146,7 @@ fn peer_with(pg: PgStatus) -> PeerStatus {
         following: None,
         summary: String::new(),
         pre_promote_refused: false,
+        vip: false,
     }
 }
 
