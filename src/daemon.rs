@@ -224,6 +224,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         api = %config.api_listen,
         "pgquorum started"
     );
+    tasks.spawn(crate::systemd::watchdog(serve_shutdown.clone()));
+    crate::systemd::ready(&format!(
+        "member {} of cluster {}: serving",
+        record.name, record.cluster_id
+    ));
 
     if record.bootstrap.is_some() {
         tasks.spawn(bootstrap(
@@ -265,6 +270,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    crate::systemd::stopping();
     ha_shutdown.cancel();
     if let Some(task) = ha_task {
         if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {

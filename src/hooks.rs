@@ -65,6 +65,7 @@ pub async fn run(
         .arg(format!("{command} \"$@\""))
         .arg("pgquorum-hook")
         .args(args.to_vec())
+        .env_remove(crate::systemd::NOTIFY_SOCKET)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

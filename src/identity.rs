@@ -94,6 +94,35 @@ impl StateDir {
         Ok(())
     }
 
+    /// When run as root in a state directory that belongs to another user (the package
+    /// makes `/var/lib/pgquorum` the `postgres` user's, and the unit runs the daemon as that
+    /// user), hands every file in it to that user, so that `sudo pgquorum init` works as an
+    /// operator expects. Returns the owner's uid when it did.
+    pub fn hand_to_owner(&self) -> anyhow::Result<Option<u32>> {
+        use std::os::unix::fs::MetadataExt;
+        if !crate::postgres::process::is_root() {
+            return Ok(None);
+        }
+        let meta =
+            fs::metadata(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        if meta.uid() == 0 {
+            return Ok(None);
+        }
+        let (uid, gid) = (meta.uid(), meta.gid());
+        let mut pending = vec![self.path.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                let path = entry?.path();
+                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                    .with_context(|| format!("handing {} to uid {uid}", path.display()))?;
+                if fs::symlink_metadata(&path)?.is_dir() {
+                    pending.push(path);
+                }
+            }
+        }
+        Ok(Some(uid))
+    }
+
     /// Creates the directory: 0711, so PostgreSQL's OS user can reach the data and socket
     /// directories inside it without listing it; every secret in it is a 0600 file.
     pub fn create(&self) -> anyhow::Result<()> {

@@ -26,5 +26,6 @@ pub mod postgres;
 pub mod proxy;
 pub mod raft;
 pub mod secret;
+pub mod systemd;
 pub mod tls;
 pub mod vip;

@@ -50,6 +50,7 @@ pub fn init(config: &NodeConfig, token_uses: u32, token_ttl: Duration) -> anyhow
             },
         }),
     })?;
+    handed_over(&state)?;
     output::line(&format!(
         "initialised cluster {cluster_id} with {} as node {node_id}",
         config.name
@@ -159,6 +160,7 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
         }),
         bootstrap: None,
     })?;
+    handed_over(&state)?;
     output::line(&format!(
         "joined cluster {} as node {} ({}); start it with: pgquorum run --config {}",
         reply.cluster_id,
@@ -168,6 +170,30 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
     ));
     output::line("it becomes a voter once it has caught up with the log");
     Ok(())
+}
+
+/// Hands the new state files to the state directory's owner when root set them up (see
+/// [`StateDir::hand_to_owner`]) and says so.
+fn handed_over(state: &StateDir) -> anyhow::Result<()> {
+    if let Some(uid) = state.hand_to_owner()? {
+        let who = user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+        output::line(&format!(
+            "state files handed to {who}, the owner of {}: run the daemon as {who}",
+            state.path().display()
+        ));
+    }
+    Ok(())
+}
+
+/// The name of user `uid` from `/etc/passwd`, if it is there.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (id.parse() == Ok(uid)).then(|| name.to_string())
+    })
 }
 
 /// The innermost cause of an error: tonic's transport errors wrap the useful part (a

@@ -265,6 +265,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         let outcome = decide(&obs);
         if outcome.sentence != last_sentence {
             tracing::info!("{}", outcome.sentence);
+            crate::systemd::status(&outcome.sentence);
             last_sentence = outcome.sentence.clone();
         } else {
             tracing::debug!("{}", outcome.sentence);

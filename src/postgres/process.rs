@@ -138,7 +138,8 @@ impl Postgres {
                 cmd.env_remove(&key);
             }
         }
-        cmd.env("LC_ALL", self.locale)
+        cmd.env_remove(crate::systemd::NOTIFY_SOCKET)
+            .env("LC_ALL", self.locale)
             .current_dir("/")
             .stdin(Stdio::null());
         if let Some(account) = &self.account {

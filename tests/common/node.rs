@@ -84,6 +84,9 @@ pub struct Node {
     pub netns: Option<String>,
     child: Option<Child>,
     starts: u32,
+    /// The OS user `pgquorum run` runs as (through `setpriv`), as the packaged unit's
+    /// `User=` does; `None`: the test's own user.
+    pub run_as: Option<String>,
     dir: TempDir,
 }
 
@@ -136,6 +139,7 @@ impl Node {
             log_path,
             child: None,
             starts: 0,
+            run_as: None,
             dir,
         };
         node.write_config(&node.default_config());
@@ -346,6 +350,11 @@ impl Node {
     /// Starts `pgquorum run` in its own process group and waits until its API answers
     /// `/liveness`. Panics if the daemon exits first.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// [`Node::start`] with extra environment variables for the daemon.
+    pub fn start_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
         self.note(&format!("=== harness: start #{} ===", self.starts));
@@ -353,12 +362,20 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .expect("opening the node log");
-        let child = self
-            .command()
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut command = Command::new("setpriv");
+                command.args(["--reuid", user, "--regid", user, "--init-groups", BIN]);
+                command
+            }
+            None => self.command(),
+        };
+        let child = command
             .arg("run")
             .arg("-c")
             .arg(&self.config_path)
             .env_remove("PGQUORUM_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log)
@@ -380,6 +397,11 @@ impl Node {
                 other => Err(other),
             }
         });
+    }
+
+    /// The daemon's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&self) -> bool {
