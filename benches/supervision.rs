@@ -29,6 +29,9 @@
 //! Every daemon and PostgreSQL is stopped and every temp dir removed at the end, on a panic
 //! and on SIGINT/SIGTERM/SIGHUP (best effort).
 
+mod report;
+
+use report::{command_output, load_average, machine, ms, pg_bin_dir, stats};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, OpenOptions};
@@ -1152,26 +1155,9 @@ fn unregister_daemon(pgid: i32) {
     registry().daemons.retain(|&p| p != pgid);
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (threads inherit the mask; std resets it
-/// in spawned programs) and waits for them in a thread of its own, which kills every daemon
-/// and postmaster, removes the temp dirs and exits with 128 + the signal.
+/// On SIGINT, SIGTERM or SIGHUP: kill every daemon and postmaster, remove the temp dirs.
 fn install_signal_cleanup() {
-    // SAFETY: plain libc calls on a local, initialised sigset_t; done before any thread starts.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` and `sig` are valid for the call.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            return;
-        }
+    report::on_fatal_signal(|sig| {
         eprintln!("signal {sig}: stopping every daemon and PostgreSQL, removing temp dirs");
         let reg = registry();
         for &pgid in &reg.daemons {
@@ -1190,8 +1176,6 @@ fn install_signal_cleanup() {
         for root in &reg.roots {
             let _ = fs::remove_dir_all(root);
         }
-        // SAFETY: _exit(2) ends the process at once; nothing of ours needs unwinding.
-        unsafe { libc::_exit(128 + sig) };
     });
 }
 
@@ -1243,29 +1227,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn command_output(program: &Path, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|e| format!("{}: {e}", program.display()))
-}
-
-/// The newest `/usr/lib/postgresql/<version>/bin` with a `postgres` in it.
-fn pg_bin_dir() -> Option<PathBuf> {
-    let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let version = e.file_name().to_string_lossy().parse().ok()?;
-            Some((version, e.path().join("bin")))
-        })
-        .filter(|(_, bin)| bin.join("postgres").exists() && bin.join("psql").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().map(|(_, bin)| bin)
 }
 
 /// A loopback port nobody listens on right now, never the same one twice in this process.
@@ -1333,54 +1294,4 @@ fn sleep_until(at: Instant) {
     if at > now {
         thread::sleep(at - now);
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// (median, min, max); the median of an even count is the mean of the middle two.
-fn stats(values: &[f64]) -> (f64, f64, f64) {
-    if values.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    };
-    (median, sorted[0], sorted[n - 1])
-}
-
-/// CPUs, CPU model, memory and kernel.
-fn machine() -> String {
-    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU", |(_, v)| v.trim());
-    let mem_kb: u64 = fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "nproc {cpus}, {model}, {:.1} GiB RAM, Linux {}",
-        mem_kb as f64 / 1024.0 / 1024.0,
-        kernel.trim()
-    )
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

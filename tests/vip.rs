@@ -2,7 +2,8 @@
 //! is on the primary's host and nowhere else, follows a failover (the kernel drops it from a
 //! dead host by itself, the new holder's gratuitous ARP moves a client's neighbour entry),
 //! leaves a cut-off primary within ttl, is never on two hosts during a switchover, and a
-//! stale copy is removed when the daemon starts. A client namespace on the same bridge plays
+//! stale copy is removed when the daemon starts; a `pre_promote` hook that refuses hands the
+//! promotion (and the VIP) to another member. A client namespace on the same bridge plays
 //! the application. Needs root; skips without it locally, fails in CI.
 
 mod common;
@@ -141,8 +142,9 @@ fn process_gone(pid: i32) -> bool {
 /// A three-member cluster on `hosts` with `[vip]` configured: one writable primary, two
 /// replicas streaming, the role `app` and the table `probe` created, and the VIP only on the
 /// primary's host. Returns the cluster and the primary's index (= its host's).
-fn cluster_with_vip(hosts: &Hosts, interface: bool) -> (TestCluster, usize) {
-    let cluster = TestCluster::start_on_hosts_with(hosts, &vip_config(hosts, interface));
+fn cluster_with_vip(hosts: &Hosts, interface: bool, extra: &str) -> (TestCluster, usize) {
+    let config = format!("{}\n{extra}", vip_config(hosts, interface));
+    let cluster = TestCluster::start_on_hosts_with(hosts, &config);
     let primary = eventually(FORMATION, "one writable primary", || writable(&cluster));
     eventually(FORMATION, "two replicas stream", || {
         replicas_streaming(&cluster, primary)
@@ -176,7 +178,27 @@ fn the_vip_follows_the_primary_when_its_host_dies() {
     let Some(hosts) = Hosts::create(3) else {
         return;
     };
-    let (mut cluster, old) = cluster_with_vip(&hosts, false);
+    // The first member asked to promote is refused by its pre_promote hook (a directory made
+    // once, atomically, on the filesystem the hosts share); every hook call is recorded.
+    let hook_dir = tempfile::tempdir().expect("a temp dir for the hook");
+    std::fs::set_permissions(
+        hook_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let calls = hook_dir.path().join("calls");
+    let hook = hook_dir.path().join("pre_promote.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "echo \"$*\" >> {calls}\nmkdir {dir}/refused 2>/dev/null && exit 1\nexit 0\n",
+            calls = calls.display(),
+            dir = hook_dir.path().display()
+        ),
+    )
+    .unwrap();
+    let hooks = format!("[hooks]\npre_promote = \"sh {}\"\n", hook.display());
+    let (mut cluster, old) = cluster_with_vip(&hosts, false, &hooks);
     wait_reaches_through_vip(&hosts, cluster.node(old), "after formation");
     let old_mac = hosts.mac(old);
     assert_eq!(
@@ -222,6 +244,23 @@ fn the_vip_follows_the_primary_when_its_host_dies() {
         },
     );
     let new_holds = killed.elapsed();
+    // The pre_promote hook refused the first survivor it was asked on, with the VIP among its
+    // arguments; the other one was promoted and holds the VIP.
+    let lines: Vec<String> = std::fs::read_to_string(&calls)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let refused = lines.first().cloned().unwrap_or_default();
+    let vip_arg = format!("{}/24", hosts.vip());
+    assert!(
+        refused.starts_with("primary n") && refused.ends_with(&vip_arg),
+        "pre_promote got role, member, epoch and the VIP: {lines:?}"
+    );
+    assert!(
+        !refused.starts_with(&format!("primary {} ", cluster.node(new).name)),
+        "the member whose pre_promote refused was promoted anyway: {lines:?}"
+    );
     let new_writable = new_writable.expect("seen writable before holding the VIP");
     let old_gone = old_gone.expect("the dead host's VIP is gone");
     assert!(
@@ -275,7 +314,7 @@ fn the_vip_leaves_a_partitioned_primary_and_a_switchover_never_doubles_it() {
     let Some(hosts) = Hosts::create(3) else {
         return;
     };
-    let (cluster, old) = cluster_with_vip(&hosts, true);
+    let (cluster, old) = cluster_with_vip(&hosts, true, "");
     wait_reaches_through_vip(&hosts, cluster.node(old), "after formation");
     let survivors: Vec<usize> = (1..=3).filter(|&i| i != old).collect();
 

@@ -313,12 +313,15 @@ fn announce_gap(sent: u32) -> Duration {
 }
 
 /// The lifetime the kernel gives the address when asked for it until `until`: whole
-/// seconds, rounded up, so that it never ends before the deadline that this task itself
-/// enforces; it only matters when this process can no longer act.
+/// seconds left, rounded down (at least one). It only matters when this process can no
+/// longer act (killed, stopped, hung): then the kernel drops the address at about the
+/// deadline (its expiry check runs up to a second late), not after it as rounding up would.
+/// While renewals flow the lifetime is refreshed long before it runs out; should one be
+/// late, the kernel drops the address a little early, the safe side, and the next renewal
+/// puts it back.
 fn lifetime(until: Instant, now: Instant) -> Duration {
     let left = until.saturating_duration_since(now);
-    Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
-        .max(Duration::from_secs(1))
+    Duration::from_secs(left.as_secs()).max(Duration::from_secs(1))
 }
 
 /// The reconcile loop: makes the kernel match the latest request.
@@ -405,11 +408,13 @@ async fn reconcile(
             check_at = now + CHECK_EVERY;
             match netlink.is_present(&interface, config.address).await {
                 Ok(present) if present != holding.is_some() => {
-                    tracing::warn!(
-                        vip = %config,
-                        present,
-                        "the VIP was changed outside pgquorum; putting it back as it should be"
-                    );
+                    let what = if present {
+                        "the VIP is on this host but should not be (added by hand?); removing it"
+                    } else {
+                        "the VIP is missing (removed by hand, or its kernel lifetime ran out \
+                         before a late renewal); adding it back"
+                    };
+                    tracing::warn!(vip = %config, "{what}");
                     if present {
                         // Not ours to have: the next pass removes it.
                         holding = Some(now);
@@ -544,20 +549,20 @@ mod tests {
     }
 
     #[test]
-    fn the_kernel_lifetime_never_ends_before_the_deadline() {
+    fn the_kernel_lifetime_ends_by_the_deadline() {
         let now = Instant::now();
         let ms = Duration::from_millis;
         let cases = [
-            ("1.5 s rounds up", ms(1500), 2),
+            ("1.5 s rounds down", ms(1500), 1),
             ("exactly 2 s", ms(2000), 2),
-            ("a moment left is still a second", ms(10), 1),
+            ("a moment left is still the minimum second", ms(10), 1),
             ("already past: the minimum", Duration::ZERO, 1),
-            ("a WAN lease", ms(7500), 8),
+            ("a WAN lease", ms(7500), 7),
         ];
         for (what, left, want) in cases {
             let got = lifetime(now + left, now);
             assert_eq!(got, Duration::from_secs(want), "{what}");
-            assert!(got >= left, "{what}");
+            assert!(got <= left.max(Duration::from_secs(1)), "{what}");
         }
     }
 
