@@ -296,6 +296,27 @@ mod tests {
     }
 
     #[test]
+    fn the_vip_is_reported_only_where_this_member_manages_it() {
+        let sample = |vip_held| {
+            samples(&render(&MetricsInput {
+                vip_held,
+                ..input()
+            }))
+            .into_iter()
+            .find(|(name, _)| name == "pgquorum_vip_held")
+            .map(|(_, value)| value)
+        };
+        let cases = [
+            ("on this member's interface", Some(true), Some("1")),
+            ("managed here, on another member", Some(false), Some("0")),
+            ("no VIP, or hook mode", None, None),
+        ];
+        for (what, held, want) in cases {
+            assert_eq!(sample(held).as_deref(), want, "{what}");
+        }
+    }
+
+    #[test]
     fn unknown_values_are_left_out() {
         let primary = MetricsInput {
             raft_leader: true,
