@@ -1,0 +1,1231 @@
+//! Judges a campaign: a pure function from a [`History`] and the [`FinalRead`] to a
+//! [`Report`]. Reads no clock, file or network, so every rule below is unit-tested on
+//! hand-made histories.
+//!
+//! # Rules
+//! - **Consistency first.** A history that cannot have happened is rejected with an
+//!   [`Error`] rather than judged: a write completed before it was invoked or after the final
+//!   read (the clients stop before the read), a value written twice, a value read twice or read
+//!   but never written, a fault healed before it started or after the final read.
+//! - **Writes against the final table.** Acknowledged and missing: *lost* (must not happen in
+//!   quorum mode). Failed and present: *reappeared*: allowed but counted, because the client
+//!   was told the write did not happen and it did (an error reported after the server had
+//!   committed, or a client that files an ambiguous error as a failure); kept apart from
+//!   *unknown* writes, where either ending is expected and both are counted. Acknowledged and
+//!   present, failed and missing: as they should be.
+//! - **Lost writes are attributed** to the fault during which they were acknowledged: the
+//!   fault with `start_ms <= completed_ms <= end_ms` that started last (the most specific one
+//!   when faults overlap); a lost write acknowledged outside every fault is attributed to none,
+//!   and says so in the report.
+//! - **Recovery** of a fault is measured from its injection (`start_ms`), for every kind
+//!   including partitions and pauses, to the earliest completion of an acknowledged write that
+//!   was invoked at or after the injection *and is in the final table*. From the injection,
+//!   because that is what clients live through: the cluster is meant to route around a
+//!   partition or a long pause while it lasts, and measuring from the heal would hide a cluster
+//!   that only recovers when the fault ends; for a pause shorter than the ttl the cluster is
+//!   meant to wait, and its recovery is then about the pause's length, which is why short and
+//!   long pauses are kinds of their own. Only writes in the final table count, because an
+//!   isolated primary may keep acknowledging writes that are lost later (asynchronous mode):
+//!   those are the loss, not the recovery. A fault with no such write is *unrecovered*; the
+//!   campaign must keep writing after its last fault for this to mean something.
+//! - **Two writable members**: see [`dual_primary_intervals`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use super::history::{Fault, FaultKind, FinalRead, History, Outcome, Sample};
+
+/// Why a history was rejected: it describes something that cannot have happened, so judging
+/// it would report nonsense.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "write {value} through {path} completed at {completed_ms} ms, before it was invoked at \
+         {invoked_ms} ms"
+    )]
+    CompletedBeforeInvoked {
+        value: i64,
+        path: String,
+        invoked_ms: u64,
+        completed_ms: u64,
+    },
+    #[error(
+        "write {value} through {path} completed ({outcome}) at {completed_ms} ms, after the \
+         final read at {read_ms} ms: the clients must stop before the final table is read"
+    )]
+    WriteAfterFinalRead {
+        value: i64,
+        path: String,
+        outcome: Outcome,
+        completed_ms: u64,
+        read_ms: u64,
+    },
+    #[error(
+        "value {value} is written twice (through {first_path} and {second_path}): each write \
+         needs a value of its own, or a missing row cannot be told apart"
+    )]
+    DuplicateWrite {
+        value: i64,
+        first_path: String,
+        second_path: String,
+    },
+    #[error(
+        "value {value} appears {count} times in the final table read on {member}: each value \
+         is inserted once, so the table needs a primary key or the read is wrong"
+    )]
+    DuplicateRow {
+        value: i64,
+        count: usize,
+        member: String,
+    },
+    #[error(
+        "value {value} is in the final table read on {member} but no write of the history has \
+         it: the table must be created for the campaign and written only by its clients"
+    )]
+    UnknownRow { value: i64, member: String },
+    #[error("fault {fault} ends at {end_ms} ms, before it starts at {start_ms} ms")]
+    FaultEndsBeforeStart {
+        fault: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
+    #[error(
+        "fault {fault} is healed at {end_ms} ms, after the final read at {read_ms} ms: heal \
+         every fault and let the cluster converge before reading the final table"
+    )]
+    FaultAfterFinalRead {
+        fault: String,
+        end_ms: u64,
+        read_ms: u64,
+    },
+}
+
+/// An acknowledged write missing from the final table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostWrite {
+    pub value: i64,
+    pub path: String,
+    /// When the client saw the acknowledgement.
+    pub acknowledged_ms: u64,
+    /// Index into [`History::faults`] (and [`Report::faults`]) of the fault it is attributed
+    /// to; `None` if it was acknowledged outside every fault.
+    pub fault: Option<usize>,
+}
+
+/// A stretch of time during which two or more members accepted writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DualPrimary {
+    pub start_ms: u64,
+    /// The first sample instant at which at most one member accepted writes, or the last
+    /// sample's instant if none came (then `ended` is false).
+    pub end_ms: u64,
+    /// Every member seen accepting writes during the interval, sorted.
+    pub members: Vec<String>,
+    /// False if the samples ran out before the interval ended.
+    pub ended: bool,
+}
+
+impl DualPrimary {
+    pub fn duration_ms(&self) -> u64 {
+        self.end_ms - self.start_ms
+    }
+}
+
+/// One fault and how the cluster came through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultResult {
+    pub fault: Fault,
+    /// From injection to the first durable acknowledged write invoked after it; `None`:
+    /// unrecovered.
+    pub recovery_ms: Option<u64>,
+    /// Lost writes attributed to this fault.
+    pub lost: usize,
+}
+
+/// The faults of one kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindSummary {
+    pub kind: FaultKind,
+    pub count: usize,
+    pub recovered: usize,
+    /// Over the recovered faults; the mean of the two middle values for an even number.
+    pub median_recovery_ms: Option<u64>,
+    pub max_recovery_ms: Option<u64>,
+    pub lost: usize,
+}
+
+/// What the checker found. Lists are sorted by value or time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub read_member: String,
+    pub read_ms: u64,
+    pub rows: usize,
+    pub acknowledged: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    /// Acknowledged writes missing at the end, by value.
+    pub lost: Vec<LostWrite>,
+    /// Values of failed writes present at the end.
+    pub reappeared: Vec<i64>,
+    /// Values of unknown writes present at the end.
+    pub unknown_committed: Vec<i64>,
+    /// Values of unknown writes missing at the end.
+    pub unknown_not_committed: Vec<i64>,
+    pub dual_primary: Vec<DualPrimary>,
+    /// One per fault of the history, in its order.
+    pub faults: Vec<FaultResult>,
+    /// One per kind that occurred, in [`FaultKind::ALL`] order.
+    pub kinds: Vec<KindSummary>,
+}
+
+/// Checks `history` against `final_read`, the table read on the primary after heal and
+/// convergence (usually `history.final_read`, passed apart so a test or a re-check can supply
+/// another). Fails, without judging, on an inconsistent history: see [`Error`].
+pub fn check(history: &History, final_read: &FinalRead) -> Result<Report, Error> {
+    let present = validate(history, final_read)?;
+    let (mut lost, mut reappeared, mut unknown_committed, mut unknown_not_committed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut acknowledged, mut failed, mut unknown) = (0, 0, 0);
+    for write in &history.writes {
+        let is_present = present.contains(&write.value);
+        match write.outcome {
+            Outcome::Acknowledged => {
+                acknowledged += 1;
+                if !is_present {
+                    lost.push(LostWrite {
+                        value: write.value,
+                        path: write.path.clone(),
+                        acknowledged_ms: write.completed_ms,
+                        fault: attribute(&history.faults, write.completed_ms),
+                    });
+                }
+            }
+            Outcome::Failed => {
+                failed += 1;
+                if is_present {
+                    reappeared.push(write.value);
+                }
+            }
+            Outcome::Unknown => {
+                unknown += 1;
+                if is_present {
+                    unknown_committed.push(write.value);
+                } else {
+                    unknown_not_committed.push(write.value);
+                }
+            }
+        }
+    }
+    lost.sort_by_key(|l| l.value);
+    reappeared.sort_unstable();
+    unknown_committed.sort_unstable();
+    unknown_not_committed.sort_unstable();
+
+    let recovery = Recovery::new(history, &present);
+    let faults: Vec<FaultResult> = history
+        .faults
+        .iter()
+        .enumerate()
+        .map(|(index, fault)| FaultResult {
+            fault: fault.clone(),
+            recovery_ms: recovery.after(fault.start_ms),
+            lost: lost.iter().filter(|l| l.fault == Some(index)).count(),
+        })
+        .collect();
+    let kinds = FaultKind::ALL
+        .into_iter()
+        .filter_map(|kind| summarise(kind, &faults))
+        .collect();
+
+    Ok(Report {
+        read_member: final_read.member.clone(),
+        read_ms: final_read.ms,
+        rows: final_read.values.len(),
+        acknowledged,
+        failed,
+        unknown,
+        lost,
+        reappeared,
+        unknown_committed,
+        unknown_not_committed,
+        dual_primary: dual_primary_intervals(&history.samples),
+        faults,
+        kinds,
+    })
+}
+
+/// Every consistency rule; on success, the set of values in the final table.
+fn validate(history: &History, final_read: &FinalRead) -> Result<BTreeSet<i64>, Error> {
+    let mut written: HashMap<i64, &str> = HashMap::with_capacity(history.writes.len());
+    for write in &history.writes {
+        if write.completed_ms < write.invoked_ms {
+            return Err(Error::CompletedBeforeInvoked {
+                value: write.value,
+                path: write.path.clone(),
+                invoked_ms: write.invoked_ms,
+                completed_ms: write.completed_ms,
+            });
+        }
+        if write.completed_ms > final_read.ms {
+            return Err(Error::WriteAfterFinalRead {
+                value: write.value,
+                path: write.path.clone(),
+                outcome: write.outcome,
+                completed_ms: write.completed_ms,
+                read_ms: final_read.ms,
+            });
+        }
+        if let Some(first) = written.insert(write.value, &write.path) {
+            return Err(Error::DuplicateWrite {
+                value: write.value,
+                first_path: first.to_string(),
+                second_path: write.path.clone(),
+            });
+        }
+    }
+    for fault in &history.faults {
+        if fault.end_ms < fault.start_ms {
+            return Err(Error::FaultEndsBeforeStart {
+                fault: fault.to_string(),
+                start_ms: fault.start_ms,
+                end_ms: fault.end_ms,
+            });
+        }
+        if fault.end_ms > final_read.ms {
+            return Err(Error::FaultAfterFinalRead {
+                fault: fault.to_string(),
+                end_ms: fault.end_ms,
+                read_ms: final_read.ms,
+            });
+        }
+    }
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for value in &final_read.values {
+        *counts.entry(*value).or_default() += 1;
+    }
+    if let Some((&value, &count)) = counts.iter().find(|(_, &count)| count > 1) {
+        return Err(Error::DuplicateRow {
+            value,
+            count,
+            member: final_read.member.clone(),
+        });
+    }
+    if let Some(&value) = counts.keys().find(|v| !written.contains_key(v)) {
+        return Err(Error::UnknownRow {
+            value,
+            member: final_read.member.clone(),
+        });
+    }
+    Ok(counts.into_keys().collect())
+}
+
+/// The index of the fault active at `ms` that started last (the later one on a tie).
+fn attribute(faults: &[Fault], ms: u64) -> Option<usize> {
+    faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.start_ms <= ms && ms <= f.end_ms)
+        .max_by_key(|(index, f)| (f.start_ms, *index))
+        .map(|(index, _)| index)
+}
+
+/// Durable acknowledged writes sorted by invocation, with the earliest completion among each
+/// suffix: "the first durable ack invoked at or after t" is one binary search.
+struct Recovery {
+    invoked: Vec<u64>,
+    /// `earliest_completion[i]` = min completed_ms of writes `i..`.
+    earliest_completion: Vec<u64>,
+}
+
+impl Recovery {
+    fn new(history: &History, present: &BTreeSet<i64>) -> Recovery {
+        let mut durable: Vec<(u64, u64)> = history
+            .writes
+            .iter()
+            .filter(|w| w.outcome == Outcome::Acknowledged && present.contains(&w.value))
+            .map(|w| (w.invoked_ms, w.completed_ms))
+            .collect();
+        durable.sort_unstable();
+        let mut earliest_completion = vec![u64::MAX; durable.len()];
+        let mut earliest = u64::MAX;
+        for (i, &(_, completed)) in durable.iter().enumerate().rev() {
+            earliest = earliest.min(completed);
+            earliest_completion[i] = earliest;
+        }
+        Recovery {
+            invoked: durable.iter().map(|&(invoked, _)| invoked).collect(),
+            earliest_completion,
+        }
+    }
+
+    /// Milliseconds from `start_ms` to the first completion of a durable acknowledged write
+    /// invoked at or after it.
+    fn after(&self, start_ms: u64) -> Option<u64> {
+        let first = self.invoked.partition_point(|&invoked| invoked < start_ms);
+        self.earliest_completion
+            .get(first)
+            .map(|&completed| completed - start_ms)
+    }
+}
+
+fn summarise(kind: FaultKind, faults: &[FaultResult]) -> Option<KindSummary> {
+    let of_kind: Vec<&FaultResult> = faults.iter().filter(|f| f.fault.kind == kind).collect();
+    if of_kind.is_empty() {
+        return None;
+    }
+    let mut times: Vec<u64> = of_kind.iter().filter_map(|f| f.recovery_ms).collect();
+    times.sort_unstable();
+    Some(KindSummary {
+        kind,
+        count: of_kind.len(),
+        recovered: times.len(),
+        median_recovery_ms: median(&times),
+        max_recovery_ms: times.last().copied(),
+        lost: of_kind.iter().map(|f| f.lost).sum(),
+    })
+}
+
+/// The median of sorted `times`: the middle one, or the mean of the two middle ones (rounded
+/// down), as the repository's benchmarks compute it.
+fn median(sorted: &[u64]) -> Option<u64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
+/// The intervals during which two or more members accepted writes, from the samples.
+///
+/// The rule: samples make one step function per member. A member accepts writes from one of
+/// its samples until its next one (and not before its first); samples with the same `ms`
+/// apply together, in any order of the input (they are sorted by `ms`, stably). An interval
+/// begins at a sample instant at which two or more members accept writes and ends at the next
+/// sample instant at which at most one does; one still open at the last sample ends there,
+/// marked not `ended`. So a member seen writable in a single sample opens an interval that
+/// lasts until its next sample (or another member's) shows at most one writable member.
+///
+/// The samples must be taken so that this errs towards reporting an overlap, never away
+/// from it:
+/// - every member is probed continuously, each at least every P ms, from before the first
+///   write until after the final read; P is the resolution (an overlap shorter than P can be
+///   missed) and is stated with the results;
+/// - a probe that finds the member accepting writes is stamped with the instant it was sent,
+///   and one that does not with the instant its answer (or its timeout) came, so an observed
+///   writable spell is stretched to the edges of its uncertainty, not shrunk;
+/// - "accepting writes" is the strictest cheap test, read over the host's unix socket so a
+///   network fault does not hide it: PostgreSQL is not in recovery and not read-only. A
+///   primary whose commits wait for a synchronous standby counts;
+/// - a probe without an answer before its timeout (kept below P) is `false`: a member that
+///   cannot answer a probe does not answer a client's `COMMIT` either, and one that answers
+///   late is caught by the next probe.
+pub fn dual_primary_intervals(samples: &[Sample]) -> Vec<DualPrimary> {
+    let mut sorted: Vec<&Sample> = samples.iter().collect();
+    sorted.sort_by_key(|s| s.ms);
+    let mut state: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut open: Option<(u64, BTreeSet<&str>)> = None;
+    let mut intervals = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let ms = sorted[i].ms;
+        while i < sorted.len() && sorted[i].ms == ms {
+            state.insert(&sorted[i].member, sorted[i].accepted_writes);
+            i += 1;
+        }
+        let writable: Vec<&str> = state
+            .iter()
+            .filter(|(_, &accepts)| accepts)
+            .map(|(&member, _)| member)
+            .collect();
+        if writable.len() >= 2 {
+            open.get_or_insert_with(|| (ms, BTreeSet::new()))
+                .1
+                .extend(writable);
+        } else if let Some((start_ms, members)) = open.take() {
+            intervals.push(DualPrimary {
+                start_ms,
+                end_ms: ms,
+                members: members.into_iter().map(str::to_string).collect(),
+                ended: true,
+            });
+        }
+    }
+    if let (Some((start_ms, members)), Some(last)) = (open, sorted.last()) {
+        intervals.push(DualPrimary {
+            start_ms,
+            end_ms: last.ms,
+            members: members.into_iter().map(str::to_string).collect(),
+            ended: false,
+        });
+    }
+    intervals
+}
+
+/// How many lost writes and intervals `render` lists one by one.
+const DETAIL_LINES: usize = 20;
+
+impl Report {
+    /// True if and only if no acknowledged write was lost and no two members accepted writes
+    /// at once: what CI requires. Unrecovered faults are reported but do not make a run unsafe.
+    pub fn is_safe(&self) -> bool {
+        self.lost.is_empty() && self.dual_primary.is_empty()
+    }
+
+    /// The total time during which two or more members accepted writes.
+    pub fn dual_primary_ms(&self) -> u64 {
+        self.dual_primary.iter().map(DualPrimary::duration_ms).sum()
+    }
+
+    /// Faults after which no durable write was acknowledged.
+    pub fn unrecovered(&self) -> usize {
+        self.faults
+            .iter()
+            .filter(|f| f.recovery_ms.is_none())
+            .count()
+    }
+
+    /// Lost writes acknowledged outside every fault.
+    pub fn lost_outside_faults(&self) -> usize {
+        self.lost.iter().filter(|l| l.fault.is_none()).count()
+    }
+
+    /// The summary, as the benchmarks print theirs: a table of fault kinds (count, recovered,
+    /// median and maximum recovery, lost writes), then the totals and the verdict, then the
+    /// first lost writes and overlaps one by one.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "final table: {} rows, read on {} at {} ms",
+            self.rows, self.read_member, self.read_ms
+        );
+        let _ = writeln!(
+            out,
+            "writes: {} ({} acknowledged, {} failed, {} unknown)",
+            self.acknowledged + self.failed + self.unknown,
+            self.acknowledged,
+            self.failed,
+            self.unknown
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<26} {:>6} {:>10} {:>12} {:>9} {:>5}",
+            "fault kind", "faults", "recovered", "median (ms)", "max (ms)", "lost"
+        );
+        let all: Vec<u64> = {
+            let mut all: Vec<u64> = self.faults.iter().filter_map(|f| f.recovery_ms).collect();
+            all.sort_unstable();
+            all
+        };
+        let rows = self
+            .kinds
+            .iter()
+            .map(|k| {
+                (
+                    k.kind.label(),
+                    k.count,
+                    k.recovered,
+                    k.median_recovery_ms,
+                    k.max_recovery_ms,
+                    k.lost,
+                )
+            })
+            .chain(std::iter::once((
+                "all faults",
+                self.faults.len(),
+                all.len(),
+                median(&all),
+                all.last().copied(),
+                self.lost.len() - self.lost_outside_faults(),
+            )));
+        for (label, count, recovered, median, max, lost) in rows {
+            let _ = writeln!(
+                out,
+                "{label:<26} {count:>6} {recovered:>10} {:>12} {:>9} {lost:>5}",
+                ms(median),
+                ms(max)
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "acknowledged writes lost:            {} ({} outside any fault)",
+            self.lost.len(),
+            self.lost_outside_faults()
+        );
+        let _ = writeln!(
+            out,
+            "failed writes that reappeared:       {}",
+            self.reappeared.len()
+        );
+        let _ = writeln!(
+            out,
+            "unknown writes committed:            {} of {}",
+            self.unknown_committed.len(),
+            self.unknown
+        );
+        let _ = writeln!(
+            out,
+            "two writable members:                {} intervals, {} ms",
+            self.dual_primary.len(),
+            self.dual_primary_ms()
+        );
+        let _ = writeln!(
+            out,
+            "faults not recovered:                {} of {}",
+            self.unrecovered(),
+            self.faults.len()
+        );
+        let verdict = if self.is_safe() {
+            "SAFE (no acknowledged write lost, never two writable members)"
+        } else {
+            "UNSAFE"
+        };
+        let _ = writeln!(out, "verdict: {verdict}");
+        for lost in self.lost.iter().take(DETAIL_LINES) {
+            let during = match lost.fault.and_then(|i| self.faults.get(i)) {
+                Some(f) => format!(
+                    "during {} ({}-{} ms)",
+                    f.fault, f.fault.start_ms, f.fault.end_ms
+                ),
+                None => "outside any fault".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  lost {} through {}, acknowledged at {} ms {during}",
+                lost.value, lost.path, lost.acknowledged_ms
+            );
+        }
+        for dual in self.dual_primary.iter().take(DETAIL_LINES) {
+            let until = if dual.ended { "" } else { " (samples ran out)" };
+            let _ = writeln!(
+                out,
+                "  writable together: {} from {} to {} ms{until}",
+                dual.members.join(", "),
+                dual.start_ms,
+                dual.end_ms
+            );
+        }
+        let hidden = self.lost.len().saturating_sub(DETAIL_LINES)
+            + self.dual_primary.len().saturating_sub(DETAIL_LINES);
+        if hidden > 0 {
+            let _ = writeln!(out, "  ... and {hidden} more: see the history file");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Write;
+
+    /// A history built one line per event.
+    #[derive(Default)]
+    struct Builder(History);
+
+    fn history() -> Builder {
+        Builder::default()
+    }
+
+    impl Builder {
+        /// Value `value` through `path`, invoked at `invoked` and completed at `completed`.
+        fn write(mut self, value: i64, outcome: Outcome, invoked: u64, completed: u64) -> Self {
+            self = self.write_via(value, "VIP", outcome, invoked, completed);
+            self
+        }
+
+        fn write_via(
+            mut self,
+            value: i64,
+            path: &str,
+            outcome: Outcome,
+            invoked: u64,
+            completed: u64,
+        ) -> Self {
+            self.0.writes.push(Write {
+                value,
+                path: path.to_string(),
+                invoked_ms: invoked,
+                completed_ms: completed,
+                outcome,
+                error: None,
+            });
+            self
+        }
+
+        fn fault(mut self, kind: FaultKind, target: &str, start: u64, end: u64) -> Self {
+            self.0.faults.push(Fault {
+                kind,
+                target: Some(target.to_string()),
+                start_ms: start,
+                end_ms: end,
+            });
+            self
+        }
+
+        fn sample(mut self, ms: u64, member: &str, accepted_writes: bool) -> Self {
+            self.0.samples.push(Sample {
+                ms,
+                member: member.to_string(),
+                accepted_writes,
+            });
+            self
+        }
+
+        fn build(self) -> History {
+            self.0
+        }
+    }
+
+    fn read(ms: u64, values: &[i64]) -> FinalRead {
+        FinalRead {
+            ms,
+            member: "n2".to_string(),
+            values: values.to_vec(),
+        }
+    }
+
+    use FaultKind::*;
+    use Outcome::*;
+
+    #[test]
+    fn each_write_is_classified_against_the_final_table() {
+        #[derive(Debug, PartialEq)]
+        enum Class {
+            Fine,
+            Lost,
+            Reappeared,
+            Committed,
+            NotCommitted,
+        }
+        use Class::*;
+        // (case, outcome, present at the end, class)
+        let cases = [
+            ("acknowledged, kept", Acknowledged, true, Fine),
+            ("acknowledged, missing: lost", Acknowledged, false, Lost),
+            ("failed, missing", Failed, false, Fine),
+            ("failed, present: reappeared", Failed, true, Reappeared),
+            ("unknown, present: no loss", Unknown, true, Committed),
+            ("unknown, missing", Unknown, false, NotCommitted),
+        ];
+        for (case, outcome, present, expected) in cases {
+            let h = history().write(1, outcome, 10, 20).build();
+            let values: &[i64] = if present { &[1] } else { &[] };
+            let report = check(&h, &read(100, values)).unwrap();
+            let class = if !report.lost.is_empty() {
+                Lost
+            } else if !report.reappeared.is_empty() {
+                Reappeared
+            } else if !report.unknown_committed.is_empty() {
+                Committed
+            } else if !report.unknown_not_committed.is_empty() {
+                NotCommitted
+            } else {
+                Fine
+            };
+            assert_eq!(class, expected, "{case}");
+            assert_eq!(report.is_safe(), expected != Lost, "{case}: is_safe");
+            let counts = (report.acknowledged, report.failed, report.unknown);
+            let expected_counts = match outcome {
+                Acknowledged => (1, 0, 0),
+                Failed => (0, 1, 0),
+                Unknown => (0, 0, 1),
+            };
+            assert_eq!(counts, expected_counts, "{case}: counts");
+        }
+    }
+
+    #[test]
+    fn an_inconsistent_history_is_rejected_with_what_is_wrong() {
+        // (case, history, final read, what the error must say)
+        let cases = [
+            (
+                "an ack after the final read cannot happen",
+                history().write(1, Acknowledged, 90, 101).build(),
+                read(100, &[1]),
+                "write 1 through VIP completed (acknowledged) at 101 ms, after the final read at \
+                 100 ms: the clients must stop before the final table is read",
+            ),
+            (
+                "nor a failure after it",
+                history().write(1, Failed, 90, 150).build(),
+                read(100, &[]),
+                "completed (failed) at 150 ms, after the final read",
+            ),
+            (
+                "completion before invocation",
+                history().write(1, Acknowledged, 50, 40).build(),
+                read(100, &[1]),
+                "write 1 through VIP completed at 40 ms, before it was invoked at 50 ms",
+            ),
+            (
+                "the same value written twice",
+                history()
+                    .write_via(7, "direct n1", Acknowledged, 1, 2)
+                    .write_via(7, "VIP", Failed, 3, 4)
+                    .build(),
+                read(100, &[7]),
+                "value 7 is written twice (through direct n1 and VIP)",
+            ),
+            (
+                "the same value read twice",
+                history().write(7, Acknowledged, 1, 2).build(),
+                read(100, &[7, 7]),
+                "value 7 appears 2 times in the final table read on n2",
+            ),
+            (
+                "a row nobody wrote",
+                history().write(7, Acknowledged, 1, 2).build(),
+                read(100, &[7, 8]),
+                "value 8 is in the final table read on n2 but no write of the history has it",
+            ),
+            (
+                "a fault healed before it started",
+                history().fault(Partition, "n1", 50, 40).build(),
+                read(100, &[]),
+                "fault partition of n1 ends at 40 ms, before it starts at 50 ms",
+            ),
+            (
+                "a fault healed after the final read",
+                history().fault(PauseDaemonLong, "n3", 50, 120).build(),
+                read(100, &[]),
+                "fault pause daemon > ttl of n3 is healed at 120 ms, after the final read at \
+                 100 ms",
+            ),
+        ];
+        for (case, h, final_read, needle) in cases {
+            match check(&h, &final_read) {
+                Ok(report) => panic!("{case}: accepted:\n{}", report.render()),
+                Err(error) => {
+                    let message = error.to_string();
+                    assert!(message.contains(needle), "{case}: {message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writes_completing_exactly_at_the_read_are_judged() {
+        let h = history()
+            .write(1, Acknowledged, 90, 100)
+            .fault(KillDaemon, "n1", 95, 100)
+            .build();
+        assert!(check(&h, &read(100, &[1])).unwrap().is_safe());
+    }
+
+    #[test]
+    fn a_lost_write_is_attributed_to_the_fault_during_which_it_was_acknowledged() {
+        // (case, faults, ack time of the lost write, expected fault index)
+        type Case<'a> = (&'a str, Vec<(FaultKind, u64, u64)>, u64, Option<usize>);
+        let cases: [Case; 6] = [
+            (
+                "a loss during a partition goes to the partition",
+                vec![(KillPostgres, 0, 10), (Partition, 100, 5000)],
+                2000,
+                Some(1),
+            ),
+            (
+                "at the injection instant",
+                vec![(Partition, 100, 5000)],
+                100,
+                Some(0),
+            ),
+            (
+                "at the heal instant",
+                vec![(Partition, 100, 5000)],
+                5000,
+                Some(0),
+            ),
+            (
+                "after the heal: outside any fault",
+                vec![(Partition, 100, 5000)],
+                5001,
+                None,
+            ),
+            (
+                "overlapping faults: the one injected last",
+                vec![(RollingRestart, 0, 9000), (PartitionInbound, 3000, 4000)],
+                3500,
+                Some(1),
+            ),
+            (
+                "overlapping faults, only the outer one still active",
+                vec![(RollingRestart, 0, 9000), (PartitionInbound, 3000, 4000)],
+                4500,
+                Some(0),
+            ),
+        ];
+        for (case, faults, acked, expected) in cases {
+            let mut b = history().write(1, Acknowledged, acked - 5, acked);
+            for (kind, start, end) in faults {
+                b = b.fault(kind, "n1", start, end);
+            }
+            let report = check(&b.build(), &read(10_000, &[])).unwrap();
+            assert_eq!(report.lost.len(), 1, "{case}");
+            assert_eq!(report.lost[0].fault, expected, "{case}");
+            let attributed: usize = report.faults.iter().map(|f| f.lost).sum();
+            assert_eq!(attributed, usize::from(expected.is_some()), "{case}");
+            assert_eq!(
+                report.lost_outside_faults(),
+                usize::from(expected.is_none()),
+                "{case}"
+            );
+            if let Some(index) = expected {
+                let kind = report.faults[index].fault.kind;
+                let summary = report.kinds.iter().find(|k| k.kind == kind).unwrap();
+                assert_eq!(summary.lost, 1, "{case}: per kind");
+            }
+        }
+    }
+
+    #[test]
+    fn recovery_runs_from_injection_to_the_first_durable_ack_invoked_after_it() {
+        // The fault is injected at 1000 ms. (case, writes (value, outcome, invoked,
+        // completed), values in the final table, expected recovery)
+        type Case<'a> = (
+            &'a str,
+            Vec<(i64, Outcome, u64, u64)>,
+            Vec<i64>,
+            Option<u64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "the first ack after the injection",
+                vec![(1, Acknowledged, 900, 950), (2, Acknowledged, 1200, 1300)],
+                vec![1, 2],
+                Some(300),
+            ),
+            (
+                "failed and unknown attempts do not count",
+                vec![
+                    (1, Failed, 1000, 1010),
+                    (2, Unknown, 1020, 3000),
+                    (3, Acknowledged, 1500, 1600),
+                ],
+                vec![2, 3],
+                Some(600),
+            ),
+            (
+                "an ack invoked before the injection does not count, even if it completes after",
+                vec![(1, Acknowledged, 990, 1100), (2, Acknowledged, 1400, 1450)],
+                vec![1, 2],
+                Some(450),
+            ),
+            (
+                "a lost ack from an isolated primary is the loss, not the recovery",
+                vec![(1, Acknowledged, 1001, 1002), (2, Acknowledged, 2500, 2600)],
+                vec![2],
+                Some(1600),
+            ),
+            (
+                "the earliest completion wins over the earliest invocation",
+                vec![(1, Acknowledged, 1000, 4000), (2, Acknowledged, 1100, 1200)],
+                vec![1, 2],
+                Some(200),
+            ),
+            (
+                "invoked at the injection instant counts",
+                vec![(1, Acknowledged, 1000, 1000)],
+                vec![1],
+                Some(0),
+            ),
+            (
+                "no durable ack after the injection: unrecovered",
+                vec![(1, Acknowledged, 100, 200), (2, Failed, 1100, 1200)],
+                vec![1],
+                None,
+            ),
+        ];
+        for (case, writes, values, expected) in cases {
+            let mut b = history().fault(KillBoth, "n1", 1000, 1000);
+            for (value, outcome, invoked, completed) in writes {
+                b = b.write(value, outcome, invoked, completed);
+            }
+            let report = check(&b.build(), &read(10_000, &values)).unwrap();
+            assert_eq!(report.faults[0].recovery_ms, expected, "{case}");
+            assert_eq!(
+                report.unrecovered(),
+                usize::from(expected.is_none()),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn kinds_summarise_count_median_and_maximum_over_recovered_faults() {
+        // Each fault's recovery is the gap to one ack invoked at its start.
+        let mut b = history();
+        let partitions = [(0, 400), (1000, 100), (2000, 300), (3000, 200)];
+        for (i, (start, recovery)) in partitions.into_iter().enumerate() {
+            b = b.fault(Partition, "n1", start, start + 50).write(
+                i as i64,
+                Acknowledged,
+                start,
+                start + recovery,
+            );
+        }
+        b = b
+            .fault(KillDaemon, "n2", 5000, 5000)
+            .write(10, Acknowledged, 5000, 5070)
+            .fault(KillDaemon, "n3", 6000, 6000)
+            .write(11, Acknowledged, 6000, 6010)
+            .fault(KillDaemon, "n1", 7000, 7000)
+            .write(12, Acknowledged, 7000, 7500)
+            // Unrecovered: nothing is written after it.
+            .fault(Switchover, "n2", 8000, 8100);
+        let report = check(&b.build(), &read(9000, &[0, 1, 2, 3, 10, 11, 12])).unwrap();
+        let summary = |kind| {
+            report
+                .kinds
+                .iter()
+                .find(|k| k.kind == kind)
+                .unwrap()
+                .clone()
+        };
+        let partition = summary(Partition);
+        // Even count: the mean of 200 and 300.
+        assert_eq!(
+            (
+                partition.count,
+                partition.recovered,
+                partition.median_recovery_ms
+            ),
+            (4, 4, Some(250))
+        );
+        assert_eq!(partition.max_recovery_ms, Some(400));
+        let kill = summary(KillDaemon);
+        // Odd count: the middle one. The daemon kill at 6000 is answered by the ack at 6010;
+        // the one at 5000 by the ack completing at 5070.
+        assert_eq!(kill.median_recovery_ms, Some(70));
+        assert_eq!(kill.max_recovery_ms, Some(500));
+        let switchover = summary(Switchover);
+        assert_eq!((switchover.count, switchover.recovered), (1, 0));
+        assert_eq!(switchover.median_recovery_ms, None);
+        // Listed in FaultKind::ALL order, only the kinds that occurred.
+        let kinds: Vec<FaultKind> = report.kinds.iter().map(|k| k.kind).collect();
+        assert_eq!(kinds, [KillDaemon, Partition, Switchover]);
+        assert_eq!(report.unrecovered(), 1);
+        assert!(
+            report.is_safe(),
+            "unrecovered faults are not a safety failure"
+        );
+    }
+
+    #[test]
+    fn dual_primary_intervals_follow_the_sample_rule() {
+        // (case, samples (ms, member, accepted writes), expected (start, end, members, ended))
+        type Case<'a> = (
+            &'a str,
+            Vec<(u64, &'a str, bool)>,
+            Vec<(u64, u64, &'a [&'a str], bool)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "one writable member at a time: none",
+                vec![
+                    (0, "n1", true),
+                    (0, "n2", false),
+                    (100, "n1", false),
+                    (150, "n2", true),
+                ],
+                vec![],
+            ),
+            (
+                "two members writable for one sample only",
+                vec![
+                    (0, "n1", true),
+                    (0, "n2", false),
+                    (50, "n2", true),
+                    (100, "n1", true),
+                    (100, "n2", false),
+                ],
+                vec![(50, 100, &["n1", "n2"], true)],
+            ),
+            (
+                "held until the next sample that shows at most one",
+                vec![
+                    (0, "n1", true),
+                    (10, "n2", true),
+                    (20, "n3", false),
+                    (30, "n1", false),
+                ],
+                vec![(10, 30, &["n1", "n2"], true)],
+            ),
+            (
+                "a member not yet sampled is not writable",
+                vec![(0, "n1", true), (0, "n2", false), (50, "n3", false)],
+                vec![],
+            ),
+            (
+                "samples out of order in the file are sorted by time",
+                vec![
+                    (100, "n1", false),
+                    (0, "n1", true),
+                    (50, "n2", true),
+                    (150, "n2", false),
+                ],
+                vec![(50, 100, &["n1", "n2"], true)],
+            ),
+            (
+                "samples at the same instant apply together",
+                vec![
+                    (0, "n1", true),
+                    (10, "n2", true),
+                    (10, "n1", false),
+                    (20, "n3", false),
+                ],
+                vec![],
+            ),
+            (
+                "three members, handing over inside one interval",
+                vec![
+                    (0, "n1", true),
+                    (10, "n2", true),
+                    (20, "n1", false),
+                    (20, "n3", true),
+                    (30, "n2", false),
+                    (40, "n3", false),
+                ],
+                vec![(10, 30, &["n1", "n2", "n3"], true)],
+            ),
+            (
+                "two separate intervals",
+                vec![
+                    (0, "n1", true),
+                    (10, "n2", true),
+                    (20, "n2", false),
+                    (30, "n2", true),
+                    (45, "n2", false),
+                ],
+                vec![(10, 20, &["n1", "n2"], true), (30, 45, &["n1", "n2"], true)],
+            ),
+            (
+                "still open when the samples run out",
+                vec![(0, "n1", true), (10, "n2", true), (25, "n3", false)],
+                vec![(10, 25, &["n1", "n2"], false)],
+            ),
+        ];
+        for (case, samples, expected) in cases {
+            let mut b = history();
+            for (ms, member, accepts) in samples {
+                b = b.sample(ms, member, accepts);
+            }
+            let got: Vec<(u64, u64, Vec<String>, bool)> =
+                dual_primary_intervals(&b.build().samples)
+                    .into_iter()
+                    .map(|d| (d.start_ms, d.end_ms, d.members, d.ended))
+                    .collect();
+            let expected: Vec<(u64, u64, Vec<String>, bool)> = expected
+                .into_iter()
+                .map(|(s, e, m, ended)| (s, e, m.iter().map(|m| m.to_string()).collect(), ended))
+                .collect();
+            assert_eq!(got, expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn two_writable_members_make_a_run_unsafe_and_are_totalled() {
+        let h = history()
+            .write(1, Acknowledged, 0, 5)
+            .sample(0, "n1", true)
+            .sample(50, "n2", true)
+            .sample(80, "n2", false)
+            .sample(200, "n3", true)
+            .sample(260, "n3", false)
+            .build();
+        let report = check(&h, &read(1000, &[1])).unwrap();
+        assert_eq!(report.dual_primary.len(), 2);
+        assert_eq!(report.dual_primary_ms(), 30 + 60);
+        assert!(report.lost.is_empty());
+        assert!(!report.is_safe());
+    }
+
+    #[test]
+    fn render_prints_the_summary_table_and_the_details() {
+        let h = history()
+            .fault(KillDaemon, "n1", 1000, 1000)
+            .fault(Partition, "n1", 2000, 6000)
+            .write(1, Acknowledged, 1000, 1800)
+            .write_via(2, "direct n1", Acknowledged, 2000, 2010)
+            .write(3, Acknowledged, 2000, 5000)
+            .write(4, Failed, 2100, 2200)
+            .write(5, Unknown, 2300, 4300)
+            .write(6, Unknown, 2400, 4400)
+            .sample(0, "n1", true)
+            .sample(3000, "n2", true)
+            .sample(3040, "n1", false)
+            .build();
+        let report = check(&h, &read(7000, &[1, 3, 4, 5])).unwrap();
+        let expected = "\
+final table: 4 rows, read on n2 at 7000 ms
+writes: 6 (3 acknowledged, 1 failed, 2 unknown)
+
+fault kind                 faults  recovered  median (ms)  max (ms)  lost
+kill daemon                     1          1          800       800     0
+partition                       1          1         3000      3000     1
+all faults                      2          2         1900      3000     1
+
+acknowledged writes lost:            1 (0 outside any fault)
+failed writes that reappeared:       1
+unknown writes committed:            1 of 2
+two writable members:                1 intervals, 40 ms
+faults not recovered:                0 of 2
+verdict: UNSAFE
+  lost 2 through direct n1, acknowledged at 2010 ms during partition of n1 (2000-6000 ms)
+  writable together: n1, n2 from 3000 to 3040 ms
+";
+        assert_eq!(report.render(), expected, "got:\n{}", report.render());
+    }
+
+    #[test]
+    fn a_clean_run_renders_as_safe() {
+        let h = history()
+            .fault(PausePostgresShort, "n2", 100, 900)
+            .write(1, Acknowledged, 100, 950)
+            .sample(0, "n1", true)
+            .build();
+        let report = check(&h, &read(1000, &[1])).unwrap();
+        assert!(report.is_safe());
+        let text = report.render();
+        assert!(text.contains("pause postgres < ttl"), "{text}");
+        assert!(
+            text.contains("verdict: SAFE (no acknowledged write lost, never two writable members)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_large_history_is_checked_quickly() {
+        // 200 faults over 100,000 writes: the campaign's scale. Quadratic work would show.
+        let mut h = History::default();
+        for i in 0..100_000i64 {
+            let ms = i as u64 * 3;
+            h.writes.push(Write {
+                value: i,
+                path: "VIP".to_string(),
+                invoked_ms: ms,
+                completed_ms: ms + 2,
+                outcome: Acknowledged,
+                error: None,
+            });
+        }
+        for i in 0..200u64 {
+            h.faults.push(Fault {
+                kind: FaultKind::ALL[(i % 13) as usize],
+                target: Some("n1".to_string()),
+                start_ms: i * 1500,
+                end_ms: i * 1500 + 700,
+            });
+        }
+        let values: Vec<i64> = (0..100_000).filter(|v| v % 1000 != 0).collect();
+        let started = std::time::Instant::now();
+        let report = check(&h, &read(400_000, &values)).unwrap();
+        assert_eq!(report.lost.len(), 100);
+        assert!(report.faults.iter().all(|f| f.recovery_ms.is_some()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+}
