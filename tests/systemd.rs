@@ -91,6 +91,15 @@ fn ids_of(name: &str) -> Option<(u32, u32)> {
     Some((id("-u")?, id("-g")?))
 }
 
+/// A capability set (`CapEff`, `CapAmb`, ...) of process `pid`.
+fn capabilities_of(pid: u32, set: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{set}:")))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// The effective uid of process `pid`.
 fn uid_of(pid: u32) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -153,13 +162,17 @@ fn init_as_root_hands_the_state_to_its_owner_and_the_daemon_runs_as_that_user() 
         );
     }
 
-    // The unit's `User=postgres`: the daemon and its PostgreSQL run as postgres.
+    // The unit's `User=postgres` with AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW: the
+    // daemon and its PostgreSQL run as postgres, and only the daemon has the capabilities.
     node.run_as = Some("postgres".into());
     node.start();
+    let daemon = node.pid().unwrap();
+    assert_eq!(uid_of(daemon), Some(uid), "the daemon runs as postgres");
+    let net = (1u64 << 12) | (1 << 13);
     assert_eq!(
-        uid_of(node.pid().unwrap()),
-        Some(uid),
-        "the daemon runs as postgres"
+        capabilities_of(daemon, "CapAmb").map(|c| c & net),
+        Some(net),
+        "the daemon has CAP_NET_ADMIN and CAP_NET_RAW, as the unit grants them"
     );
     eventually(Duration::from_secs(60), "a writable primary", || match node
         .sql("select pg_is_in_recovery()")
@@ -173,5 +186,12 @@ fn init_as_root_hands_the_state_to_its_owner_and_the_daemon_runs_as_that_user() 
         Some(uid),
         "PostgreSQL runs as postgres"
     );
+    for set in ["CapAmb", "CapEff", "CapPrm"] {
+        assert_eq!(
+            capabilities_of(postmaster as u32, set),
+            Some(0),
+            "PostgreSQL gets none of the daemon's capabilities ({set})"
+        );
+    }
     assert!(node.terminate().success());
 }

@@ -138,6 +138,7 @@ impl Postgres {
                 cmd.env_remove(&key);
             }
         }
+        sys::drop_ambient_capabilities(&mut cmd);
         cmd.env_remove(crate::systemd::NOTIFY_SOCKET)
             .env("LC_ALL", self.locale)
             .current_dir("/")
@@ -513,6 +514,28 @@ mod sys {
                 gid: pwd.pw_gid,
                 home,
             }));
+        }
+    }
+
+    /// Clears the child's ambient capabilities before exec. The packaged unit grants the
+    /// daemon CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities (for the VIP); they would
+    /// pass to every program it runs, and a PostgreSQL backend (say, `COPY ... TO PROGRAM`)
+    /// must not be able to move addresses or send raw frames. A no-op without them.
+    pub fn drop_ambient_capabilities(cmd: &mut Command) {
+        // SAFETY: the closure runs in the forked child before exec and calls only prctl,
+        // which is async-signal-safe; it allocates nothing. Its result is ignored: kernels
+        // before 4.3 have no ambient set (EINVAL), and then there is nothing to clear.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
         }
     }
 

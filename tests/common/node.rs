@@ -84,8 +84,8 @@ pub struct Node {
     pub netns: Option<String>,
     child: Option<Child>,
     starts: u32,
-    /// The OS user `pgquorum run` runs as (through `setpriv`), as the packaged unit's
-    /// `User=` does; `None`: the test's own user.
+    /// The OS user `pgquorum run` runs as (through `setpriv`, with the unit's two ambient
+    /// capabilities), as the packaged unit's `User=` does; `None`: the test's own user.
     pub run_as: Option<String>,
     dir: TempDir,
 }
@@ -365,7 +365,11 @@ impl Node {
         let mut command = match &self.run_as {
             Some(user) => {
                 let mut command = Command::new("setpriv");
-                command.args(["--reuid", user, "--regid", user, "--init-groups", BIN]);
+                // As the packaged unit runs it: that user, with CAP_NET_ADMIN and CAP_NET_RAW
+                // as ambient capabilities (AmbientCapabilities=).
+                command.args(["--reuid", user, "--regid", user, "--init-groups"]);
+                command.args(["--inh-caps", "+net_admin,+net_raw"]);
+                command.args(["--ambient-caps", "+net_admin,+net_raw", BIN]);
                 command
             }
             None => self.command(),
