@@ -1,5 +1,5 @@
 # The two commands a newcomer needs; both install what they need first.
-.PHONY: demo test build release
+.PHONY: demo test build release packages
 
 demo:        ## start a local three-member cluster on loopback (Ctrl-C stops it)
 	bash scripts/demo.sh
@@ -12,3 +12,6 @@ build:
 
 release:
 	cargo build --locked --release
+
+packages:    ## build target/debian/*.deb and target/generate-rpm/*.rpm (one glibc-2.28 binary)
+	bash scripts/packages.sh
