@@ -441,3 +441,88 @@ fn the_vip_leaves_a_partitioned_primary_and_a_switchover_never_doubles_it() {
         done - requested
     );
 }
+
+#[test]
+fn an_ipv6_vip_moves_with_an_unsolicited_neighbour_advertisement() {
+    if !require_postgres() {
+        return;
+    }
+    let Some(hosts) = Hosts::create(3) else {
+        return;
+    };
+    hosts.add_ipv6();
+    let vip = hosts.vip6();
+    // No interface named: the daemon finds eth0 by the IPv6 subnet.
+    let config = format!("[vip]\naddress = \"{vip}/64\"\n");
+    let mut cluster = TestCluster::start_on_hosts_with(&hosts, &config);
+    let old = eventually(FORMATION, "one writable primary", || writable(&cluster));
+    eventually(FORMATION, "two replicas stream", || {
+        replicas_streaming(&cluster, old)
+    });
+    let only_on = |i: usize| {
+        let holders = hosts.holders_of(&vip);
+        if holders == [i] {
+            Ok(())
+        } else {
+            Err(format!("{vip} on {holders:?}"))
+        }
+    };
+    eventually(FAILOVER, "only the primary's host has the IPv6 VIP", || {
+        only_on(old)
+    });
+
+    // The client resolves the VIP through its kernel (neighbour discovery) by opening a
+    // connection to a closed port: the primary's host answers with a reset.
+    let touch = || {
+        command_in(&hosts.client(), "bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/{vip}/9")])
+            .output()
+            .expect("bash in the client namespace")
+    };
+    let refused = touch();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("refused"),
+        "a host with the VIP answered (connection refused): {refused:?}"
+    );
+    assert_eq!(
+        hosts.client_neighbour_mac(&vip),
+        Some(hosts.mac(old)),
+        "the client's neighbour entry names the primary's host"
+    );
+
+    let killed = Instant::now();
+    cluster.node_mut(old).kill();
+    let new = eventually(
+        FAILOVER,
+        "a survivor is the writable primary and only its host has the IPv6 VIP",
+        || {
+            let new = writable(&cluster)?;
+            only_on(new).map(|()| new)
+        },
+    );
+    let moved = killed.elapsed();
+    // No traffic from the client since: only the unsolicited advertisement (with the
+    // Override flag, and a checksum the client's kernel accepted) can have moved the entry.
+    let new_mac = hosts.mac(new);
+    let announced = Instant::now();
+    eventually(
+        ANNOUNCE,
+        "the client's neighbour entry names the new host",
+        || {
+            let mac = hosts.client_neighbour_mac(&vip);
+            (mac.as_deref() == Some(new_mac.as_str()))
+                .then_some(())
+                .ok_or(mac)
+        },
+    );
+    let followed = announced.elapsed();
+    let refused = touch();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("refused"),
+        "the new holder answers on the VIP at once (no duplicate address detection): {refused:?}"
+    );
+    eprintln!(
+        "vip ipv6: n{new}'s host had {vip} {moved:?} after n{old} was killed; the client's \
+         neighbour entry followed {followed:?} after that"
+    );
+}

@@ -117,6 +117,46 @@ impl Hosts {
         format!("10.213.{}.100", self.k)
     }
 
+    /// Gives every host and the client an IPv6 address as well, `fd00:213:<k>::<i>/64`
+    /// (client `::200`), without duplicate address detection so they are usable at once.
+    pub fn add_ipv6(&self) {
+        let mut all: Vec<(String, usize)> = (1..=self.n).map(|i| (self.netns(i), i)).collect();
+        all.push((self.client(), 200));
+        for (ns, i) in all {
+            let addr = format!("fd00:213:{}::{i}/64", self.k);
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0", "nodad"]);
+        }
+    }
+
+    /// The IPv6 VIP for [`Hosts::add_ipv6`]'s subnet (no prefix; it is a /64).
+    pub fn vip6(&self) -> String {
+        format!("fd00:213:{}::100", self.k)
+    }
+
+    /// The hosts (1-based) whose `eth0` carries `address` (IPv4 or IPv6, no prefix), one
+    /// `ip` call per host.
+    pub fn holders_of(&self, address: &str) -> Vec<usize> {
+        (1..=self.n)
+            .filter(|&i| {
+                let ns = self.netns(i);
+                let text = stdout_of(
+                    Command::new("ip").args(["-n", &ns, "-o", "addr", "show", "dev", "eth0"]),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                text.split_whitespace()
+                    .any(|w| w.split('/').next() == Some(address))
+            })
+            .collect()
+    }
+
+    /// The MAC the client's neighbour entry for `address` names, if it has one.
+    pub fn client_neighbour_mac(&self, address: &str) -> Option<String> {
+        let text =
+            stdout_of(Command::new("ip").args(["-n", &self.client(), "neigh", "show", address]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        word_after(&text, "lladdr")
+    }
+
     /// The MAC address of host `i`'s `eth0`.
     pub fn mac(&self, i: usize) -> String {
         let ns = self.netns(i);
