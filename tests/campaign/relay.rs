@@ -122,6 +122,9 @@ pub struct Stats {
     /// The most bytes ever queued in one direction of one connection; never above
     /// [`BUFFER_LIMIT`].
     pub peak_queued: usize,
+    /// Reads from clients that returned data, over all connections: each is one chunk with
+    /// its own delay draw.
+    pub client_chunks: u64,
 }
 
 /// Why a relay could not start.
@@ -188,6 +191,7 @@ impl Relay {
             refused: AtomicU64::new(0),
             open: AtomicU64::new(0),
             peak_queued: AtomicUsize::new(0),
+            client_chunks: AtomicU64::new(0),
         });
         let thread = {
             let shared = shared.clone();
@@ -260,6 +264,7 @@ impl RelayHandle {
             refused: s.refused.load(Ordering::Relaxed),
             open: s.open.load(Ordering::Relaxed),
             peak_queued: s.peak_queued.load(Ordering::Relaxed),
+            client_chunks: s.client_chunks.load(Ordering::Relaxed),
         }
     }
 }
@@ -282,6 +287,7 @@ struct Shared {
     refused: AtomicU64,
     open: AtomicU64,
     peak_queued: AtomicUsize,
+    client_chunks: AtomicU64,
 }
 
 /// The link and the current epoch, behind one lock so that a connection accepted while a cut
@@ -380,8 +386,8 @@ async fn relay_connection(
             _ = epoch.cancelled() => Err(Reset),
             done = async {
                 tokio::try_join!(
-                    pump(from_client, to_server, &shared),
-                    pump(from_server, to_client, &shared),
+                    pump(from_client, to_server, &shared, Some(&shared.client_chunks)),
+                    pump(from_server, to_client, &shared, None),
                 )
             } => done.map(|_| ()),
         }
@@ -402,9 +408,15 @@ enum Item {
     Reset,
 }
 
-/// One direction: reads `from`, delays, writes `to`. Returns `Ok` once end of stream has been
-/// propagated, `Err` when the connection must be reset.
-async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, shared: &Shared) -> Result<(), Reset> {
+/// One direction: reads `from`, delays, writes `to`, counting the chunks read in `chunks`.
+/// Returns `Ok` once end of stream has been propagated, `Err` when the connection must be
+/// reset.
+async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    shared: &Shared,
+    chunks: Option<&AtomicU64>,
+) -> Result<(), Reset> {
     let room = Arc::new(Semaphore::new(BUFFER_LIMIT));
     let (queue, mut queued) = mpsc::unbounded_channel::<(Instant, Item)>();
     let read = async {
@@ -427,6 +439,9 @@ async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, shared: &Shared) ->
                     drop(reserved);
                     let queued_now = BUFFER_LIMIT - room.available_permits();
                     shared.peak_queued.fetch_max(queued_now, Ordering::Relaxed);
+                    if let Some(chunks) = chunks {
+                        chunks.fetch_add(1, Ordering::Relaxed);
+                    }
                     Item::Data(buf[..n].to_vec(), permit)
                 }
                 Err(_) => Item::Reset,
@@ -652,14 +667,23 @@ mod tests {
         let relay = Relay::spawn(loopback(), echo_server(), link).unwrap();
         let mut stream = connect(&relay);
         const COUNT: u32 = 400;
+        let relay = Arc::new(relay);
         let sender = {
             let mut stream = stream.try_clone().unwrap();
+            let relay = relay.clone();
             std::thread::spawn(move || {
-                for i in 0..COUNT {
-                    stream.write_all(&i.to_be_bytes()).unwrap();
-                    // Pacing, so that the relay reads many separate chunks, each with its own
-                    // jitter draw (not a wait for a condition).
-                    std::thread::sleep(Duration::from_micros(500));
+                for i in 0..u64::from(COUNT) {
+                    stream.write_all(&(i as u32).to_be_bytes()).unwrap();
+                    // Each number is its own chunk with its own jitter draw: the next is sent
+                    // only once the relay has read this one.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    while relay.stats().client_chunks <= i {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the relay did not read number {i} within 5 s"
+                        );
+                        std::thread::yield_now();
+                    }
                 }
                 stream.shutdown(Shutdown::Write).unwrap();
             })
