@@ -108,6 +108,13 @@ impl Decision {
             Decision::RenewLease | Decision::Promote | Decision::StartPrimary | Decision::Bootstrap
         )
     }
+
+    /// True for the one decision under which this member may carry the floating VIP: a
+    /// healthy writable primary renewing its lease (DESIGN §5). Every other decision removes
+    /// the VIP before it acts, so it goes first on fencing, a switchover or a restart.
+    pub fn keeps_vip(&self) -> bool {
+        matches!(self, Decision::RenewLease)
+    }
 }
 
 /// A decision and the one human sentence that explains it, naming this member, its role

@@ -292,10 +292,8 @@ impl Executor {
     /// (the lease was just acquired, or PostgreSQL changed role), false to wait `loop_wait`.
     /// Failures are logged here, at the task boundary, and retried by a later cycle.
     pub async fn execute(&mut self, decision: &Decision, obs: &Observation) -> bool {
-        // Fencing order (DESIGN §3): the VIP goes first. Only a healthy primary renewing its
-        // lease keeps it; every other decision (fencing, a switchover, a restart, a crashed
-        // PostgreSQL started again) removes it before it acts.
-        if !matches!(decision, Decision::RenewLease) {
+        // Fencing order (DESIGN §3): the VIP goes first (see Decision::keeps_vip).
+        if !decision.keeps_vip() {
             self.release_vip().await;
         }
         let result = self.try_execute(decision, obs).await;

@@ -355,8 +355,9 @@ impl Build for Observation {
 // ---- invariants checked on every outcome -------------------------------------------------
 
 /// Never two primaries: a decision that leaves or makes me writable needs my lease, renewing
-/// needs a fresh one, the lease is released only once I am not writable, and writable without
-/// a fresh lease of my own is always fenced. The sentence names me.
+/// needs a fresh one, only a writable holder of a fresh lease keeps the VIP, the lease is
+/// released only once I am not writable, and writable without a fresh lease of my own is
+/// always fenced. The sentence names me.
 fn check_invariants(obs: &Observation, out: &Outcome) -> Result<(), String> {
     let clock = &obs.lease_clock;
     let mine = matches!(
@@ -373,6 +374,12 @@ fn check_invariants(obs: &Observation, out: &Outcome) -> Result<(), String> {
         return Err(format!("renewing a lease that is not fresh ({clock:?})"));
     }
     let writable = obs.pg.running && !obs.pg.in_recovery;
+    if out.decision.keeps_vip() && !(writable && *clock == LeaseClockView::HeldByMe) {
+        return Err(format!(
+            "{:?} keeps the VIP without a writable PostgreSQL and a fresh lease ({clock:?})",
+            out.decision
+        ));
+    }
     if writable && matches!(out.decision, D::ReleaseLease { .. }) {
         return Err("releasing the lease while still writable".to_string());
     }
