@@ -509,16 +509,22 @@ struct Target {
     sql: String,
 }
 
-/// A survivor's PostgreSQL through its unix socket in `socket_dir`, as `postgres`.
-fn direct_target(socket_dir: PathBuf, via: &str) -> Target {
+/// A client config for `user` on the standard port; the host is the caller's.
+fn client_config(user: &str) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
-        .host_path(socket_dir)
         .port(PG_PORT)
-        .user("postgres")
+        .user(user)
         .dbname("postgres")
         .application_name("pgquorum-bench-vip")
         .connect_timeout(CONNECT_TIMEOUT);
+    config
+}
+
+/// A survivor's PostgreSQL through its unix socket in `socket_dir`, as `postgres`.
+fn direct_target(socket_dir: PathBuf, via: &str) -> Target {
+    let mut config = client_config("postgres");
+    config.host_path(socket_dir);
     Target {
         config,
         sql: insert(via),
@@ -527,16 +533,11 @@ fn direct_target(socket_dir: PathBuf, via: &str) -> Target {
 
 /// The VIP over TCP, as the password role `app`.
 fn vip_target(vip: &str, via: &str) -> Target {
-    let mut config = tokio_postgres::Config::new();
+    let mut config = client_config("app");
     config
         .host(vip)
         .hostaddr(vip.parse().expect("the VIP is an IPv4 address"))
-        .port(PG_PORT)
-        .user("app")
-        .password("app")
-        .dbname("postgres")
-        .application_name("pgquorum-bench-vip")
-        .connect_timeout(CONNECT_TIMEOUT);
+        .password("app");
     Target {
         config,
         sql: insert(via),
