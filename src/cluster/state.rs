@@ -66,6 +66,11 @@ pub struct ClusterState {
     /// The epoch of the latest grant, kept when the lease is released so the next grant's
     /// epoch is still larger than every epoch before it.
     pub last_epoch: Epoch,
+    /// The holder of `last_epoch`, kept when the lease is released or expires: the one member
+    /// known to hold every commit acknowledged so far (it took the lease holding every
+    /// earlier one, then acknowledged the rest itself). `None` before the first grant and in
+    /// states written before this field existed.
+    pub last_holder: Option<NodeId>,
     pub config: DynamicConfig,
     pub switchover: Option<Switchover>,
     /// Join tokens by id.
@@ -90,6 +95,7 @@ impl Default for ClusterState {
             members: BTreeMap::new(),
             lease: None,
             last_epoch: Epoch(0),
+            last_holder: None,
             config: DynamicConfig::default(),
             switchover: None,
             tokens: BTreeMap::new(),
@@ -431,6 +437,7 @@ fn acquire_lease(
         seq: 0,
     };
     state.last_epoch = lease.epoch;
+    state.last_holder = Some(candidate);
     state.lease = Some(lease);
     let fulfils_switchover = state.switchover.as_ref().is_some_and(|s| match s.to {
         Some(to) => to == candidate,

@@ -63,6 +63,7 @@ impl Given for ClusterState {
     fn with_lease(mut self, holder: u64, epoch: u64, seq: u64) -> Self {
         self.lease = Some(lease(holder, epoch, seq));
         self.last_epoch = Epoch(epoch);
+        self.last_holder = Some(NodeId(holder));
         self
     }
     fn with_token(mut self, token: JoinToken) -> Self {
@@ -445,6 +446,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(1, 1, 0));
                 s.last_epoch = Epoch(1);
+                s.last_holder = Some(NodeId(1));
             },
         },
         Case {
@@ -458,6 +460,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(2, 6, 0));
                 s.last_epoch = Epoch(6);
+                s.last_holder = Some(NodeId(2));
             },
         },
         Case {
@@ -484,6 +487,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(2, 4, 0));
                 s.last_epoch = Epoch(4);
+                s.last_holder = Some(NodeId(2));
             },
         },
         Case {
@@ -512,6 +516,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(1, 4, 0));
                 s.last_epoch = Epoch(4);
+                s.last_holder = Some(NodeId(1));
             },
         },
         Case {
@@ -525,6 +530,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(2, 4, 0));
                 s.last_epoch = Epoch(4);
+                s.last_holder = Some(NodeId(2));
                 s.switchover = None;
             },
         },
@@ -536,6 +542,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(3, 1, 0));
                 s.last_epoch = Epoch(1);
+                s.last_holder = Some(NodeId(3));
                 s.switchover = None;
             },
         },
@@ -550,6 +557,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(3, 1, 0));
                 s.last_epoch = Epoch(1);
+                s.last_holder = Some(NodeId(3));
             },
         },
         Case {
@@ -560,6 +568,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(1, 1, 0));
                 s.last_epoch = Epoch(1);
+                s.last_holder = Some(NodeId(1));
             },
         },
         // -- renew and release
@@ -640,6 +649,7 @@ fn cases() -> Vec<Case> {
             change: |s| {
                 s.lease = Some(lease(2, 4, 0));
                 s.last_epoch = Epoch(4);
+                s.last_holder = Some(NodeId(2));
                 s.failover = None;
             },
         },

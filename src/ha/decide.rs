@@ -551,6 +551,7 @@ fn switchover(obs: &Observation) -> Option<Outcome> {
         None => obs
             .peers
             .values()
+            .filter(|p| covered_by_sync(obs, p.node_id).is_ok())
             .filter_map(|p| candidate(obs, p))
             .max_by_key(|(_, rank)| *rank)
             .map(|(node, _)| node),
@@ -562,6 +563,13 @@ fn switchover(obs: &Observation) -> Option<Outcome> {
         );
         return Some(say(obs, Decision::RenewLease, text));
     };
+    if let Err(why) = covered_by_sync(obs, target) {
+        let text = format!(
+            "primary, renewing lease epoch {epoch}; switchover to {} waits: {why}",
+            name(obs, target)
+        );
+        return Some(say(obs, Decision::RenewLease, text));
+    }
     let peer = obs.peers.get(&target);
     let caught_up = match (peer, mine) {
         (Some(p), Some(mine)) => {
@@ -593,6 +601,28 @@ fn switchover(obs: &Observation) -> Option<Outcome> {
         name(obs, target)
     );
     Some(say(obs, Decision::RenewLease, text))
+}
+
+/// In synchronous or quorum mode, whether this tenure's recorded synchronous set includes
+/// `target` in every rule, so that once it has caught up it can pass the synchronous guard
+/// and take the lease; handing over before that leaves the lease to nobody but me.
+fn covered_by_sync(obs: &Observation, target: NodeId) -> Result<(), String> {
+    if obs.config.synchronous_mode == SynchronousMode::Off {
+        return Ok(());
+    }
+    let rules = obs.sync_rules();
+    if rules.is_empty() {
+        return Err("no synchronous set is recorded yet".to_string());
+    }
+    match rules
+        .iter()
+        .find(|r| r.needed_answers().is_none() || !r.members.contains(&target))
+    {
+        Some(rule) => Err(format!(
+            "it is not in the recorded synchronous set ({rule}) yet"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// How many failed attempts to start PostgreSQL as primary make the holder release the lease
@@ -744,9 +774,17 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
         ));
     }
     let my_rank = (mine, priority(obs, obs.me), std::cmp::Reverse(obs.me));
+    // The old primary of an untargeted switchover stands aside while the lease is reserved:
+    // deferring to it would leave the lease to nobody until the reservation ends.
+    let standing_aside = obs
+        .switchover
+        .as_ref()
+        .filter(|s| s.to.is_none() && obs.lease_unchanged_for < obs.config.ttl)
+        .map(|s| s.from);
     let best = obs
         .peers
         .values()
+        .filter(|p| Some(p.node_id) != standing_aside)
         .filter_map(|p| candidate(obs, p))
         .max_by_key(|(_, rank)| *rank)
         .filter(|(_, rank)| *rank > my_rank);
@@ -808,6 +846,14 @@ fn my_position_if_eligible(obs: &Observation) -> Result<Lsn, String> {
 /// old primary stopped being writable, and none of them is ahead of me (`cluster::sync`).
 fn synchronous_guard(obs: &Observation, mine: Lsn) -> Result<(), String> {
     if obs.config.synchronous_mode == SynchronousMode::Off {
+        return Ok(());
+    }
+    // The holder of the latest tenure taking its lease back (after a restart, a crash or a
+    // failed handover of its own) has every acknowledged commit: it took the lease holding
+    // every earlier one and acknowledged the rest itself, and nobody has rewound or
+    // replaced its data since, as that needs a later primary. Without this, a record of "no
+    // synchronous standby" would keep every member out, it included.
+    if obs.last_holder == Some(obs.me) {
         return Ok(());
     }
     let rules = obs.sync_rules();

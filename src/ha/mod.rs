@@ -255,6 +255,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             rejoin_blocked: executor.rejoin_blocked(),
             sync: view.state.sync.clone(),
             last_epoch: view.state.last_epoch,
+            last_holder: view.state.last_holder,
             last_primary_position: primary_seen.map(|(_, lsn)| lsn),
             failover: view.state.failover.clone(),
             action: view.state.actions.get(&me).copied(),

@@ -98,6 +98,8 @@ pub struct Observation {
     pub sync: Option<SyncState>,
     /// The epoch of the current lease, or of the last one when the lease is free.
     pub last_epoch: Epoch,
+    /// The holder of `last_epoch` (`cluster::ClusterState::last_holder`).
+    pub last_holder: Option<NodeId>,
     /// The highest WAL position the lease holder of the current (or last) epoch reported as
     /// a primary: after it is lost, replicas are measured against it for
     /// `maximum_lag_on_failover` (as Patroni measures against the leader's last position).

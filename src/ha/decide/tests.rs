@@ -83,6 +83,7 @@ fn obs(me: u64) -> Observation {
         lease_unchanged_for: Duration::from_secs(2),
         sync: None,
         last_epoch: Epoch(EPOCH),
+        last_holder: None,
         last_primary_position: None,
         failover: None,
         action: None,
@@ -217,6 +218,8 @@ trait Build: Sized {
     fn unchanged_for_ms(self, ms: u64) -> Self;
     /// Synchronous rules recorded in lease epoch `epoch`: `(members, quorum)` each.
     fn synced(self, epoch: u64, rules: &[(&[u64], u32)]) -> Self;
+    /// Member `holder` held the latest lease epoch.
+    fn last_held_by(self, holder: u64) -> Self;
     /// Peer `id`'s status was taken `ms` ago.
     fn aged(self, id: u64, ms: u64) -> Self;
 }
@@ -336,6 +339,10 @@ impl Build for Observation {
             epoch: Epoch(epoch),
             rules,
         });
+        self
+    }
+    fn last_held_by(mut self, holder: u64) -> Self {
+        self.last_holder = Some(n(holder));
         self
     }
     fn aged(mut self, id: u64, ms: u64) -> Self {
@@ -467,6 +474,27 @@ fn decisions() {
             obs(1).primary().lease(mine()).switching(switchover(1, None))
                 .peer(2, replica_following("0/4FFFFFF", 1)).peer(3, replica_following(P, 1)),
             D::HandOver { to: n(3) }, "over to n3"),
+        ("quorum mode: no handover before this tenure records the candidate as synchronous",
+            obs(1).primary().lease(mine()).sync_mode(Quorum).synced(EPOCH - 1, &[(&[2, 3], 1)])
+                .switching(switchover(1, Some(2))).peer(2, replica_following(P, 1)),
+            D::RenewLease, "switchover to n2 waits: it is not in the recorded synchronous set"),
+        ("quorum mode: nor while it is missing from the recorded set",
+            obs(1).primary().lease(mine()).sync_mode(Quorum).synced(EPOCH, &[(&[3], 1)])
+                .switching(switchover(1, Some(2))).peer(2, replica_following(P, 1)),
+            D::RenewLease, "not in the recorded synchronous set (ANY 1 of nodes [3])"),
+        ("quorum mode: a recorded synchronous candidate that caught up gets the lease",
+            obs(1).primary().lease(mine()).sync_mode(Quorum).synced(EPOCH, &[(&[2, 3], 1)])
+                .switching(switchover(1, Some(2))).peer(2, replica_following(P, 1)),
+            D::HandOver { to: n(2) }, "handing lease epoch 7 over to n2"),
+        ("quorum mode: with none named, only a recorded synchronous member is chosen",
+            obs(1).primary().lease(mine()).sync_mode(Quorum).synced(EPOCH, &[(&[2], 1)])
+                .switching(switchover(1, None))
+                .peer(2, replica_following("0/4FFFFFF", 1)).peer(3, replica_following(P, 1)),
+            D::HandOver { to: n(2) }, "over to n2"),
+        ("during an untargeted switchover nobody defers to the old primary",
+            obs(3).replica_of(1, P).lease(free()).switching(switchover(1, None))
+                .peer(1, replica(P)).peer(2, replica("0/4FFFFFF")).unchanged_for_ms(600),
+            D::TakeOver { expected: None }, "taking over as the healthiest replica"),
         ("the named candidate takes the freshly released lease",
             obs(2).replica_of(1, P).lease(free()).switching(switchover(1, Some(2)))
                 .unchanged_for_ms(100),
@@ -673,6 +701,22 @@ fn decisions() {
                 .synced(EPOCH, &[(&[], 0)]).unchanged_for_ms(2000),
             D::Wait, "recorded \"no synchronous standby\" (synchronous mode), so no member is \
                       known to hold every acknowledged commit"),
+        ("the last holder takes its released lease back despite \"no synchronous standby\"",
+            obs(3).replica_of(2, P).following(None).lease(L::Free).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[], 0)]).last_held_by(3).unchanged_for_ms(200),
+            D::TakeOver { expected: None }, "taking over"),
+        ("... or an earlier tenure's rules (it promoted and released before recording any)",
+            obs(3).replica_of(2, P).following(None).lease(L::Free).sync_mode(Quorum)
+                .synced(EPOCH - 1, &[(&[1, 2], 1)]).last_held_by(3).unchanged_for_ms(200),
+            D::TakeOver { expected: None }, "taking over"),
+        ("... and its expired lease",
+            obs(3).replica_of(2, P).following(None).lease(expired(3)).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[], 0)]).last_held_by(3).unchanged_for_ms(2000),
+            D::TakeOver { expected: seen() }, "taking over"),
+        ("another member still may not, on that record",
+            obs(3).replica_of(2, P).following(None).lease(L::Free).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[], 0)]).last_held_by(1).unchanged_for_ms(200),
+            D::Wait, "no member is known to hold every acknowledged commit"),
         ("rules of an earlier tenure do not cover what the new primary acknowledged",
             obs(3).replica_of(2, P).lease(expired(2)).sync_mode(On).synced(EPOCH - 1, &[(&[3], 1)])
                 .unchanged_for_ms(2000),
