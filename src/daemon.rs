@@ -66,6 +66,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         ),
         _ => None,
     };
+    // The watchdog that kills our primary if this process stops renewing its lease
+    // (`fence`): started before PostgreSQL can be, so no primary ever runs without it.
+    let fence = match &postgres {
+        Some(_) => Some(Arc::new(crate::fence::Fence::spawn()?)),
+        None => None,
+    };
     if record.name != config.name {
         bail!(
             "[node] name = {:?} in {} but this state directory belongs to member {:?}; \
@@ -171,6 +177,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             name: config.name.clone(),
             vip: vip.clone(),
             vip_text: vip_text.clone(),
+            fence: fence.clone(),
         };
         tokio::spawn(ha::run(deps, ha_shutdown.clone()))
     });

@@ -12,6 +12,11 @@ use pgquorum::config::{LogFormat, NodeConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Fence) {
+        // A plain process: no runtime, no config, default signal handling.
+        pgquorum::fence::run();
+        return ExitCode::SUCCESS;
+    }
     init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -497,3 +497,61 @@ fn postgresql_parameters_from_the_dynamic_config_reach_every_member() {
         .cli(&["config", "set", "postgresql_parameters.port=1"]);
     common::assert_error(&refused, 1, "\"port\" is managed by pgquorum");
 }
+
+/// Whether process `pid` is alive (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Sends `signal` to process group `pgid`.
+fn signal_group(pgid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; -pgid targets the daemon's group.
+    unsafe { libc::kill(-(pgid as libc::pid_t), signal) };
+}
+
+#[test]
+fn the_fence_kills_a_primary_whose_daemon_is_frozen_before_another_is_promoted() {
+    if !require_postgres() {
+        return;
+    }
+    let (cluster, primary) = healthy_cluster();
+    let old = cluster.node(primary);
+    let postmaster = old.postmaster_pid().expect("the primary's postmaster pid");
+    let daemon = old.pid().expect("the primary's daemon pid");
+    // The daemon, and only it, stops: its PostgreSQL would go on accepting writes from
+    // clients connected to it directly, and its replicas would go on confirming them.
+    signal_group(daemon, libc::SIGSTOP);
+    let others: Vec<usize> = cluster
+        .running()
+        .into_iter()
+        .filter(|&i| i != primary)
+        .collect();
+    let new = eventually(FAILOVER, "another member is writable", || {
+        for &i in &others {
+            if cluster.node(i).sql("select pg_is_in_recovery()").as_deref() == Ok("f") {
+                // Checked after seeing the new primary: the old one must be gone by now.
+                assert!(
+                    !alive(postmaster),
+                    "n{i} is writable while the frozen n{primary}'s postmaster {postmaster} \
+                     still runs"
+                );
+                return Ok(i);
+            }
+        }
+        Err(format!("old postmaster alive: {}", alive(postmaster)))
+    });
+    assert!(
+        old.log().contains("pgquorum fence:"),
+        "the fence should say in n{primary}'s log why it killed PostgreSQL"
+    );
+    // Thawed, the old primary finds its PostgreSQL dead and its lease gone, and rejoins.
+    signal_group(daemon, libc::SIGCONT);
+    eventually(FAILOVER, "the old primary rejoins as a replica", || {
+        replicas_streaming(&cluster, new)
+    });
+}

@@ -42,6 +42,10 @@ pub enum Command {
     },
     /// Run the daemon (what systemd starts).
     Run,
+    /// The daemon's watchdog process (started by `run`, not by hand): kills the primary
+    /// PostgreSQL if the daemon stops renewing its lease. Reads instructions on stdin.
+    #[command(hide = true)]
+    Fence,
     /// Show the members, their Raft roles, the term and the lease (like `patronictl list`).
     List {
         /// Print the raw JSON of GET /cluster instead of a table.
@@ -171,6 +175,10 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
     match cli.command {
         Command::Run => {
             crate::daemon::run(config, shutdown).await?;
+        }
+        // `main` runs it before any of this (no runtime, no config).
+        Command::Fence => {
+            tokio::task::spawn_blocking(crate::fence::run).await?;
         }
         Command::Init {
             token_uses,

@@ -114,6 +114,8 @@ pub struct Executor {
     vip: Option<crate::vip::Vip>,
     /// The VIP as hooks are told it (`address/prefix`), or empty.
     vip_text: String,
+    /// The watchdog process that kills our primary if we stop renewing (`crate::fence`).
+    fence: Option<Arc<crate::fence::Fence>>,
 }
 
 impl Executor {
@@ -137,6 +139,7 @@ impl Executor {
             renewed_ahead: false,
             vip: None,
             vip_text: String::new(),
+            fence: None,
         };
         // A data directory without standby.signal was last a primary's: whatever it wrote
         // after the last failover may be missing on the new primary.
@@ -214,6 +217,12 @@ impl Executor {
 
     /// Why the `pre_promote` hook refused, if it did within
     /// [`REFUSAL_HOLD`](crate::hooks::REFUSAL_HOLD).
+    /// Arms and disarms `fence` (see `crate::fence` for when).
+    pub fn with_fence(mut self, fence: Option<Arc<crate::fence::Fence>>) -> Self {
+        self.fence = fence;
+        self
+    }
+
     /// Manages `vip` (netlink mode); `text` is what hooks are told (also in hook mode).
     pub fn with_vip(mut self, vip: Option<crate::vip::Vip>, text: String) -> Self {
         self.vip = vip;
@@ -295,6 +304,10 @@ impl Executor {
         // Fencing order (DESIGN §3): the VIP goes first (see Decision::keeps_vip).
         if !decision.keeps_vip() {
             self.release_vip().await;
+        }
+        // Not a primary: nothing for the fence to kill.
+        if !obs.pg.running || obs.pg.in_recovery {
+            self.tell_fence(crate::fence::Instruction::Disarm);
         }
         let result = self.try_execute(decision, obs).await;
         self.renewing = matches!(decision, Decision::RenewLease) && result.is_ok();
@@ -778,6 +791,7 @@ impl Executor {
         match outcome {
             Ok(Ok(CommandResult::Lease { lease })) => {
                 self.holder_clock.committed(lease.epoch, sent);
+                self.arm_fence(&lease, obs.config.ttl);
                 if self.writes_blocked {
                     self.writes_blocked = false;
                     if writable {
@@ -823,6 +837,30 @@ impl Executor {
                 vip.hold_until(deadline)
             }
             _ => {}
+        }
+    }
+
+    /// After a committed renewal: the fence kills our running PostgreSQL (a primary, or a
+    /// replica about to be promoted) unless a later renewal moves the deadline, half the
+    /// safety margin after the holder's deadline: after our own demotion, before anyone's
+    /// takeover (`crate::fence`). A replica's arming is undone by the next cycle.
+    fn arm_fence(&self, lease: &crate::cluster::Lease, ttl: Duration) {
+        let (Some(deadline), Some(pid)) = (
+            self.holder_clock.deadline(lease, ttl),
+            self.postgres.postmaster_pid(),
+        ) else {
+            return;
+        };
+        let fires = deadline + super::safety_margin(ttl) / 2;
+        self.tell_fence(crate::fence::Instruction::Arm {
+            after: fires.saturating_duration_since(Instant::now()),
+            pid,
+        });
+    }
+
+    fn tell_fence(&self, instruction: crate::fence::Instruction) {
+        if let Some(fence) = &self.fence {
+            fence.tell(instruction);
         }
     }
 

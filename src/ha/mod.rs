@@ -49,6 +49,8 @@ pub struct Deps {
     /// The VIP in netlink mode; `vip_text` is the configured VIP for hooks (empty if none).
     pub vip: Option<crate::vip::Vip>,
     pub vip_text: String,
+    /// The watchdog that kills our primary if this daemon stops renewing (`crate::fence`).
+    pub fence: Option<Arc<crate::fence::Fence>>,
 }
 
 /// The holder's memory of its last committed renewal: the epoch and when it was *sent*.
@@ -123,7 +125,8 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let me = NodeId(deps.handle.id());
     let mut executor = execute::Executor::new(me, deps.handle.clone(), deps.postgres.clone())
         .with_hooks(deps.hooks.clone(), deps.name.clone())
-        .with_vip(deps.vip.clone(), deps.vip_text.clone());
+        .with_vip(deps.vip.clone(), deps.vip_text.clone())
+        .with_fence(deps.fence.clone());
     let role_changes = crate::hooks::RoleChanges::spawn(&deps.hooks);
     let mut last_role: Option<&'static str> = None;
     let mut last_sentence = String::new();

@@ -198,7 +198,7 @@ impl Postgres {
     }
 
     /// The pid of the live postmaster, ours or adopted.
-    fn postmaster_pid(&self) -> Option<u32> {
+    pub fn postmaster_pid(&self) -> Option<u32> {
         let mut pm = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(child) = pm.child.as_mut() {
             match child.try_wait() {
