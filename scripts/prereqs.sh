@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing pgquorum needs on Debian/Ubuntu, only when missing:
 # a C compiler (ring, the crypto library, builds C), Rust >= 1.88, the PostgreSQL server
-# and client (the supervisor manages a real PostgreSQL; tests run it), and iproute2 (`ip`:
-# the partition tests make hosts out of network namespaces).
+# and client (the supervisor manages a real PostgreSQL; tests run it), iproute2 (`ip`:
+# the partition tests make hosts out of network namespaces) and nftables (`nft`: the fault
+# campaign's one-way partitions and the three-region relays' NAT rules).
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,7 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 ls /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   sudo_cmd=""

@@ -17,17 +17,25 @@
 //!   fault with `start_ms <= completed_ms <= end_ms` that started last (the most specific one
 //!   when faults overlap); a lost write acknowledged outside every fault is attributed to none,
 //!   and says so in the report.
-//! - **Recovery** of a fault is measured from its injection (`start_ms`), for every kind
-//!   including partitions and pauses, to the earliest completion of an acknowledged write that
-//!   was invoked at or after the injection *and is in the final table*. From the injection,
-//!   because that is what clients live through: the cluster is meant to route around a
-//!   partition or a long pause while it lasts, and measuring from the heal would hide a cluster
-//!   that only recovers when the fault ends; for a pause shorter than the ttl the cluster is
-//!   meant to wait, and its recovery is then about the pause's length, which is why short and
-//!   long pauses are kinds of their own. Only writes in the final table count, because an
-//!   isolated primary may keep acknowledging writes that are lost later (asynchronous mode):
-//!   those are the loss, not the recovery. A fault with no such write is *unrecovered*; the
-//!   campaign must keep writing after its last fault for this to mean something.
+//! - **Outage** of a fault: the longest time without a *durable* acknowledged write (one
+//!   acknowledged and in the final table, through any path), from the fault's injection
+//!   (`start_ms`) until writes flow again after its end (`end_ms`, its undo or heal). The
+//!   window closes at `until`, the earliest completion of a durable acknowledged write invoked
+//!   at or after `end_ms`; the outage is the largest gap between consecutive instants of
+//!   `start_ms` followed by every durable completion in `(start_ms, until]` (0 if `until` is
+//!   `start_ms`). From the injection, for every kind including partitions and pauses, because
+//!   the outage a fault causes starts then: many faults bite only after a while (a primary
+//!   restarted gracefully serves for a moment, a daemon paused past the ttl is replaced only
+//!   after the ttl), so a quick write just after the injection says nothing, and the cluster
+//!   is meant to route around a partition or a long pause while it lasts, so the gaps during
+//!   the hold count. Until the first durable write invoked after the end, because the cluster
+//!   must have recovered from the fault itself, not merely ridden it out. Only durable writes
+//!   count, because an isolated primary may acknowledge writes that are lost later
+//!   (asynchronous mode): those are the loss, not availability. For a pause shorter than the
+//!   ttl the cluster is meant to wait, so its outage is about the pause's length, which is why
+//!   short and long pauses are kinds of their own. A fault with no durable acknowledged write
+//!   invoked at or after its end is *unrecovered* and has no outage; the campaign must keep
+//!   writing after its last fault for this to mean something.
 //! - **Two writable members**: see [`dual_primary_intervals`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -135,9 +143,10 @@ impl DualPrimary {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultResult {
     pub fault: Fault,
-    /// From injection to the first durable acknowledged write invoked after it; `None`:
-    /// unrecovered.
-    pub recovery_ms: Option<u64>,
+    /// The longest time without a durable acknowledged write, from the injection until the
+    /// first one invoked at or after the fault's end completes (see the module's rules);
+    /// `None`: unrecovered, no such write.
+    pub outage_ms: Option<u64>,
     /// Lost writes attributed to this fault.
     pub lost: usize,
 }
@@ -149,8 +158,9 @@ pub struct KindSummary {
     pub count: usize,
     pub recovered: usize,
     /// Over the recovered faults; the mean of the two middle values for an even number.
-    pub median_recovery_ms: Option<u64>,
-    pub max_recovery_ms: Option<u64>,
+    pub median_outage_ms: Option<u64>,
+    /// Over the recovered faults.
+    pub max_outage_ms: Option<u64>,
     pub lost: usize,
 }
 
@@ -221,14 +231,14 @@ pub fn check(history: &History, final_read: &FinalRead) -> Result<Report, Error>
     unknown_committed.sort_unstable();
     unknown_not_committed.sort_unstable();
 
-    let recovery = Recovery::new(history, &present);
+    let outages = Outages::new(history, &present);
     let faults: Vec<FaultResult> = history
         .faults
         .iter()
         .enumerate()
         .map(|(index, fault)| FaultResult {
             fault: fault.clone(),
-            recovery_ms: recovery.after(fault.start_ms),
+            outage_ms: outages.longest(fault),
             lost: lost.iter().filter(|l| l.fault == Some(index)).count(),
         })
         .collect();
@@ -329,16 +339,20 @@ fn attribute(faults: &[Fault], ms: u64) -> Option<usize> {
         .map(|(index, _)| index)
 }
 
-/// Durable acknowledged writes sorted by invocation, with the earliest completion among each
-/// suffix: "the first durable ack invoked at or after t" is one binary search.
-struct Recovery {
+/// The durable acknowledged writes (acknowledged and in the final table), indexed so that a
+/// fault's outage costs two binary searches and a walk over the completions in its window.
+struct Outages {
+    /// Every durable completion, sorted: the instants at which writes flowed.
+    completions: Vec<u64>,
+    /// Invocation instants, sorted.
     invoked: Vec<u64>,
-    /// `earliest_completion[i]` = min completed_ms of writes `i..`.
+    /// `earliest_completion[i]` = min completed_ms of the writes `i..` in invocation order.
     earliest_completion: Vec<u64>,
 }
 
-impl Recovery {
-    fn new(history: &History, present: &BTreeSet<i64>) -> Recovery {
+impl Outages {
+    /// Indexes the durable writes of `history`; `present`: the values in the final table.
+    fn new(history: &History, present: &BTreeSet<i64>) -> Outages {
         let mut durable: Vec<(u64, u64)> = history
             .writes
             .iter()
@@ -352,35 +366,56 @@ impl Recovery {
             earliest = earliest.min(completed);
             earliest_completion[i] = earliest;
         }
-        Recovery {
+        let mut completions: Vec<u64> = durable.iter().map(|&(_, completed)| completed).collect();
+        completions.sort_unstable();
+        Outages {
+            completions,
             invoked: durable.iter().map(|&(invoked, _)| invoked).collect(),
             earliest_completion,
         }
     }
 
-    /// Milliseconds from `start_ms` to the first completion of a durable acknowledged write
-    /// invoked at or after it.
-    fn after(&self, start_ms: u64) -> Option<u64> {
-        let first = self.invoked.partition_point(|&invoked| invoked < start_ms);
-        self.earliest_completion
-            .get(first)
-            .map(|&completed| completed - start_ms)
+    /// The earliest completion of a durable acknowledged write invoked at or after `ms`.
+    fn first_invoked_from(&self, ms: u64) -> Option<u64> {
+        let first = self.invoked.partition_point(|&invoked| invoked < ms);
+        self.earliest_completion.get(first).copied()
+    }
+
+    /// The longest stretch without a durable completion from `fault`'s injection until the
+    /// first durable write invoked at or after its end completes; `None` if there is none.
+    fn longest(&self, fault: &Fault) -> Option<u64> {
+        let until = self.first_invoked_from(fault.end_ms)?;
+        let first = self
+            .completions
+            .partition_point(|&completed| completed <= fault.start_ms);
+        let mut previous = fault.start_ms;
+        let mut longest = 0;
+        // `until` is itself a durable completion, so the walk ends on it.
+        for &completed in self.completions[first..]
+            .iter()
+            .take_while(|&&completed| completed <= until)
+        {
+            longest = longest.max(completed - previous);
+            previous = completed;
+        }
+        Some(longest)
     }
 }
 
+/// The summary of the faults of `kind`, or `None` if none occurred.
 fn summarise(kind: FaultKind, faults: &[FaultResult]) -> Option<KindSummary> {
     let of_kind: Vec<&FaultResult> = faults.iter().filter(|f| f.fault.kind == kind).collect();
     if of_kind.is_empty() {
         return None;
     }
-    let mut times: Vec<u64> = of_kind.iter().filter_map(|f| f.recovery_ms).collect();
+    let mut times: Vec<u64> = of_kind.iter().filter_map(|f| f.outage_ms).collect();
     times.sort_unstable();
     Some(KindSummary {
         kind,
         count: of_kind.len(),
         recovered: times.len(),
-        median_recovery_ms: median(&times),
-        max_recovery_ms: times.last().copied(),
+        median_outage_ms: median(&times),
+        max_outage_ms: times.last().copied(),
         lost: of_kind.iter().map(|f| f.lost).sum(),
     })
 }
@@ -477,12 +512,9 @@ impl Report {
         self.dual_primary.iter().map(DualPrimary::duration_ms).sum()
     }
 
-    /// Faults after which no durable write was acknowledged.
+    /// Faults with no durable acknowledged write invoked at or after their end.
     pub fn unrecovered(&self) -> usize {
-        self.faults
-            .iter()
-            .filter(|f| f.recovery_ms.is_none())
-            .count()
+        self.faults.iter().filter(|f| f.outage_ms.is_none()).count()
     }
 
     /// Lost writes acknowledged outside every fault.
@@ -491,8 +523,8 @@ impl Report {
     }
 
     /// The summary, as the benchmarks print theirs: a table of fault kinds (count, recovered,
-    /// median and maximum recovery, lost writes), then the totals and the verdict, then the
-    /// first lost writes and overlaps one by one.
+    /// median and maximum outage, lost writes) and what an outage is, then the totals and the
+    /// verdict, then the first lost writes and overlaps one by one.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
@@ -512,11 +544,11 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<26} {:>6} {:>10} {:>12} {:>9} {:>5}",
-            "fault kind", "faults", "recovered", "median (ms)", "max (ms)", "lost"
+            "{:<26} {:>6} {:>10} {:>19} {:>16} {:>5}",
+            "fault kind", "faults", "recovered", "outage median (ms)", "outage max (ms)", "lost"
         );
         let all: Vec<u64> = {
-            let mut all: Vec<u64> = self.faults.iter().filter_map(|f| f.recovery_ms).collect();
+            let mut all: Vec<u64> = self.faults.iter().filter_map(|f| f.outage_ms).collect();
             all.sort_unstable();
             all
         };
@@ -528,8 +560,8 @@ impl Report {
                     k.kind.label(),
                     k.count,
                     k.recovered,
-                    k.median_recovery_ms,
-                    k.max_recovery_ms,
+                    k.median_outage_ms,
+                    k.max_outage_ms,
                     k.lost,
                 )
             })
@@ -544,11 +576,16 @@ impl Report {
         for (label, count, recovered, median, max, lost) in rows {
             let _ = writeln!(
                 out,
-                "{label:<26} {count:>6} {recovered:>10} {:>12} {:>9} {lost:>5}",
+                "{label:<26} {count:>6} {recovered:>10} {:>19} {:>16} {lost:>5}",
                 ms(median),
                 ms(max)
             );
         }
+        let _ = writeln!(
+            out,
+            "outage: the longest time without a durable acknowledged write, from the fault's \
+             injection until writes flow again after its end"
+        );
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -883,101 +920,212 @@ mod tests {
     }
 
     #[test]
-    fn recovery_runs_from_injection_to_the_first_durable_ack_invoked_after_it() {
-        // The fault is injected at 1000 ms. (case, writes (value, outcome, invoked,
-        // completed), values in the final table, expected recovery)
+    fn the_outage_is_the_longest_gap_between_durable_acks_from_injection_to_recovery() {
+        // (case, fault (start, end), writes (value, outcome, invoked, completed), values in
+        // the final table, expected outage)
         type Case<'a> = (
             &'a str,
+            (u64, u64),
             Vec<(i64, Outcome, u64, u64)>,
             Vec<i64>,
             Option<u64>,
         );
         let cases: Vec<Case> = vec![
             (
-                "the first ack after the injection",
-                vec![(1, Acknowledged, 900, 950), (2, Acknowledged, 1200, 1300)],
-                vec![1, 2],
-                Some(300),
+                "the longest gap in the middle of the window, not the first nor the last",
+                (1000, 5000),
+                vec![
+                    (1, Acknowledged, 1000, 1100),
+                    (2, Acknowledged, 1100, 1200),
+                    (3, Acknowledged, 1200, 3200),
+                    (4, Acknowledged, 3200, 3300),
+                    (5, Acknowledged, 5000, 5050),
+                ],
+                vec![1, 2, 3, 4, 5],
+                // 1000, 1100, 1200, 3200, 3300, 5050: gaps 100, 100, 2000, 100, 1750.
+                Some(2000),
             ),
             (
-                "failed and unknown attempts do not count",
+                "a gap before the injection is not counted",
+                (1000, 2000),
                 vec![
-                    (1, Failed, 1000, 1010),
-                    (2, Unknown, 1020, 3000),
-                    (3, Acknowledged, 1500, 1600),
+                    (1, Acknowledged, 0, 100),
+                    (2, Acknowledged, 1040, 1050),
+                    (3, Acknowledged, 1450, 1500),
+                    (4, Acknowledged, 2000, 2100),
                 ],
-                vec![2, 3],
+                vec![1, 2, 3, 4],
+                // 1000, 1050, 1500, 2100; not 100 to 1050 (950).
                 Some(600),
             ),
             (
-                "an ack invoked before the injection does not count, even if it completes after",
-                vec![(1, Acknowledged, 990, 1100), (2, Acknowledged, 1400, 1450)],
-                vec![1, 2],
-                Some(450),
+                "acks completing after writes flow again are not counted",
+                (1000, 1000),
+                vec![
+                    (1, Acknowledged, 900, 950),
+                    (2, Acknowledged, 1000, 1300),
+                    (3, Acknowledged, 990, 4000),
+                    (4, Acknowledged, 4100, 9000),
+                ],
+                vec![1, 2, 3, 4],
+                // Until 1300: the gaps 1300 to 4000 and 4000 to 9000 are after it.
+                Some(300),
             ),
             (
-                "a lost ack from an isolated primary is the loss, not the recovery",
-                vec![(1, Acknowledged, 1001, 1002), (2, Acknowledged, 2500, 2600)],
-                vec![2],
-                Some(1600),
-            ),
-            (
-                "the earliest completion wins over the earliest invocation",
+                "the earliest completion after the end wins over the earliest invocation",
+                (1000, 1000),
                 vec![(1, Acknowledged, 1000, 4000), (2, Acknowledged, 1100, 1200)],
                 vec![1, 2],
                 Some(200),
             ),
             (
-                "invoked at the injection instant counts",
+                "a quick ack just after the injection does not hide the outage that follows",
+                (1000, 4000),
+                vec![
+                    (1, Acknowledged, 1000, 1007),
+                    (2, Failed, 1010, 1500),
+                    (3, Unknown, 1500, 3000),
+                    (4, Acknowledged, 4000, 4100),
+                ],
+                vec![1, 4],
+                // 1000, 1007, 4100: the graceful restart that served for a moment.
+                Some(3093),
+            ),
+            (
+                "an ack invoked during the hold does not end it, even if it completes after",
+                (1000, 2000),
+                vec![(1, Acknowledged, 1900, 2100), (2, Acknowledged, 2000, 3500)],
+                vec![1, 2],
+                // 1000, 2100, 3500: until is 3500, not 2100.
+                Some(1400),
+            ),
+            (
+                "lost acks neither fill the gap nor end the outage",
+                (1000, 3000),
+                vec![
+                    (1, Acknowledged, 1000, 1100),
+                    (2, Acknowledged, 1200, 1250),
+                    (3, Acknowledged, 2000, 2100),
+                    (4, Acknowledged, 3000, 3010),
+                    (5, Acknowledged, 3000, 3300),
+                ],
+                // 2, 3 and 4 were acknowledged by an isolated primary and lost.
+                vec![1, 5],
+                // 1000, 1100, 3300.
+                Some(2200),
+            ),
+            (
+                "only failed or unknown writes after the end: unrecovered",
+                (1000, 2000),
+                vec![
+                    (1, Acknowledged, 1000, 1100),
+                    (2, Failed, 2000, 2100),
+                    // Committed, but the client was never told: not a write that flowed.
+                    (3, Unknown, 2100, 2500),
+                    // Reappeared: the client was told it failed.
+                    (4, Failed, 2500, 2600),
+                ],
+                vec![1, 3, 4],
+                None,
+            ),
+            (
+                "acks only before the end: unrecovered",
+                (1000, 2000),
+                vec![(1, Acknowledged, 100, 200), (2, Acknowledged, 1999, 2500)],
+                vec![1, 2],
+                None,
+            ),
+            (
+                "a partition held 5 s while writes kept flowing: the longest short gap",
+                (1000, 6000),
+                vec![
+                    (1, Acknowledged, 1000, 1200),
+                    (2, Acknowledged, 1200, 1500),
+                    (3, Acknowledged, 1500, 2300),
+                    (4, Acknowledged, 2300, 2600),
+                    (5, Acknowledged, 2600, 3300),
+                    (6, Acknowledged, 3300, 4000),
+                    (7, Acknowledged, 4000, 4500),
+                    (8, Acknowledged, 4500, 5000),
+                    (9, Acknowledged, 5000, 5500),
+                    (10, Acknowledged, 5500, 6000),
+                    (11, Acknowledged, 6000, 6050),
+                ],
+                (1..=11).collect(),
+                // Gaps 200, 300, 800, 300, 700, 700, 500, 500, 500, 500, 50.
+                Some(800),
+            ),
+            (
+                "a write invoked at the heal instant counts",
+                (1000, 2000),
+                vec![(1, Acknowledged, 1400, 1500), (2, Acknowledged, 2000, 2000)],
+                vec![1, 2],
+                Some(500),
+            ),
+            (
+                "a zero-length fault with an immediate durable write: no outage",
+                (1000, 1000),
                 vec![(1, Acknowledged, 1000, 1000)],
                 vec![1],
                 Some(0),
             ),
             (
-                "no durable ack after the injection: unrecovered",
-                vec![(1, Acknowledged, 100, 200), (2, Failed, 1100, 1200)],
-                vec![1],
-                None,
+                "a zero-length fault and a write completing after a short while",
+                (1000, 1000),
+                vec![(1, Acknowledged, 500, 1000), (2, Acknowledged, 1000, 1007)],
+                vec![1, 2],
+                // The completion at the injection instant is not after it: 1000, 1007.
+                Some(7),
             ),
         ];
-        for (case, writes, values, expected) in cases {
-            let mut b = history().fault(KillBoth, "n1", 1000, 1000);
+        for (case, (start, end), writes, values, expected) in cases {
+            let mut b = history().fault(Partition, "n1", start, end);
             for (value, outcome, invoked, completed) in writes {
                 b = b.write(value, outcome, invoked, completed);
             }
             let report = check(&b.build(), &read(10_000, &values)).unwrap();
-            assert_eq!(report.faults[0].recovery_ms, expected, "{case}");
+            assert_eq!(report.faults[0].outage_ms, expected, "{case}");
             assert_eq!(
                 report.unrecovered(),
                 usize::from(expected.is_none()),
-                "{case}"
+                "{case}: unrecovered"
+            );
+            let summary = &report.kinds[0];
+            assert_eq!(
+                (summary.median_outage_ms, summary.max_outage_ms),
+                (expected, expected),
+                "{case}: per kind"
             );
         }
     }
 
     #[test]
-    fn kinds_summarise_count_median_and_maximum_over_recovered_faults() {
-        // Each fault's recovery is the gap to one ack invoked at its start.
+    fn kinds_summarise_count_median_and_maximum_outage_over_recovered_faults() {
+        // Each partition is held 50 ms; the only durable ack of its window is invoked at its
+        // heal, so its outage runs from the injection to that ack's completion.
         let mut b = history();
         let partitions = [(0, 400), (1000, 100), (2000, 300), (3000, 200)];
-        for (i, (start, recovery)) in partitions.into_iter().enumerate() {
+        for (i, (start, outage)) in partitions.into_iter().enumerate() {
             b = b.fault(Partition, "n1", start, start + 50).write(
                 i as i64,
                 Acknowledged,
-                start,
-                start + recovery,
+                start + 50,
+                start + outage,
             );
         }
         b = b
             .fault(KillDaemon, "n2", 5000, 5000)
             .write(10, Acknowledged, 5000, 5070)
             .fault(KillDaemon, "n3", 6000, 6000)
-            .write(11, Acknowledged, 6000, 6010)
+            // Completes in the middle of the outage of the kill at 6000, which ends at 6500.
+            .write(11, Acknowledged, 5990, 6010)
+            .write(12, Acknowledged, 6000, 6500)
             .fault(KillDaemon, "n1", 7000, 7000)
-            .write(12, Acknowledged, 7000, 7500)
-            // Unrecovered: nothing is written after it.
-            .fault(Switchover, "n2", 8000, 8100);
-        let report = check(&b.build(), &read(9000, &[0, 1, 2, 3, 10, 11, 12])).unwrap();
+            .write(13, Acknowledged, 7000, 7500)
+            // Unrecovered: only a failure is written after it.
+            .fault(Switchover, "n2", 8000, 8100)
+            .write(14, Failed, 8100, 8200);
+        let report = check(&b.build(), &read(9000, &[0, 1, 2, 3, 10, 11, 12, 13])).unwrap();
         let summary = |kind| {
             report
                 .kinds
@@ -992,19 +1140,31 @@ mod tests {
             (
                 partition.count,
                 partition.recovered,
-                partition.median_recovery_ms
+                partition.median_outage_ms,
+                partition.max_outage_ms
             ),
-            (4, 4, Some(250))
+            (4, 4, Some(250), Some(400))
         );
-        assert_eq!(partition.max_recovery_ms, Some(400));
         let kill = summary(KillDaemon);
-        // Odd count: the middle one. The daemon kill at 6000 is answered by the ack at 6010;
-        // the one at 5000 by the ack completing at 5070.
-        assert_eq!(kill.median_recovery_ms, Some(70));
-        assert_eq!(kill.max_recovery_ms, Some(500));
+        // Odd count: the middle one. The kill at 5000 is out 70 ms; the one at 6000 490 ms
+        // (6010 to 6500, not the 10 ms to the first ack); the one at 7000 500 ms.
+        let outages: Vec<Option<u64>> = report
+            .faults
+            .iter()
+            .filter(|f| f.fault.kind == KillDaemon)
+            .map(|f| f.outage_ms)
+            .collect();
+        assert_eq!(outages, [Some(70), Some(490), Some(500)]);
+        assert_eq!(
+            (kill.count, kill.median_outage_ms, kill.max_outage_ms),
+            (3, Some(490), Some(500))
+        );
         let switchover = summary(Switchover);
         assert_eq!((switchover.count, switchover.recovered), (1, 0));
-        assert_eq!(switchover.median_recovery_ms, None);
+        assert_eq!(
+            (switchover.median_outage_ms, switchover.max_outage_ms),
+            (None, None)
+        );
         // Listed in FaultKind::ALL order, only the kinds that occurred.
         let kinds: Vec<FaultKind> = report.kinds.iter().map(|k| k.kind).collect();
         assert_eq!(kinds, [KillDaemon, Partition, Switchover]);
@@ -1155,19 +1315,22 @@ mod tests {
             .write(4, Failed, 2100, 2200)
             .write(5, Unknown, 2300, 4300)
             .write(6, Unknown, 2400, 4400)
+            // After the heal: the partition's outage is 2000 to 5000, then 5000 to 6100.
+            .write(7, Acknowledged, 6000, 6100)
             .sample(0, "n1", true)
             .sample(3000, "n2", true)
             .sample(3040, "n1", false)
             .build();
-        let report = check(&h, &read(7000, &[1, 3, 4, 5])).unwrap();
+        let report = check(&h, &read(7000, &[1, 3, 4, 5, 7])).unwrap();
         let expected = "\
-final table: 4 rows, read on n2 at 7000 ms
-writes: 6 (3 acknowledged, 1 failed, 2 unknown)
+final table: 5 rows, read on n2 at 7000 ms
+writes: 7 (4 acknowledged, 1 failed, 2 unknown)
 
-fault kind                 faults  recovered  median (ms)  max (ms)  lost
-kill daemon                     1          1          800       800     0
-partition                       1          1         3000      3000     1
-all faults                      2          2         1900      3000     1
+fault kind                 faults  recovered  outage median (ms)  outage max (ms)  lost
+kill daemon                     1          1                 800              800     0
+partition                       1          1                3000             3000     1
+all faults                      2          2                1900             3000     1
+outage: the longest time without a durable acknowledged write, from the fault's injection until writes flow again after its end
 
 acknowledged writes lost:            1 (0 outside any fault)
 failed writes that reappeared:       1
@@ -1186,12 +1349,17 @@ verdict: UNSAFE
         let h = history()
             .fault(PausePostgresShort, "n2", 100, 900)
             .write(1, Acknowledged, 100, 950)
+            .write(2, Acknowledged, 950, 960)
             .sample(0, "n1", true)
             .build();
-        let report = check(&h, &read(1000, &[1])).unwrap();
+        let report = check(&h, &read(1000, &[1, 2])).unwrap();
         assert!(report.is_safe());
         let text = report.render();
         assert!(text.contains("pause postgres < ttl"), "{text}");
+        assert!(
+            text.contains("faults not recovered:                0 of 1"),
+            "{text}"
+        );
         assert!(
             text.contains("verdict: SAFE (no acknowledged write lost, never two writable members)"),
             "{text}"
@@ -1225,7 +1393,11 @@ verdict: UNSAFE
         let started = std::time::Instant::now();
         let report = check(&h, &read(400_000, &values)).unwrap();
         assert_eq!(report.lost.len(), 100);
-        assert!(report.faults.iter().all(|f| f.recovery_ms.is_some()));
+        // Durable acks complete every 3 ms, 6 ms apart around a lost one.
+        assert!(report
+            .faults
+            .iter()
+            .all(|f| f.outage_ms.is_some_and(|ms| (2..=6).contains(&ms))));
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

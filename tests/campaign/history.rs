@@ -90,7 +90,7 @@ pub struct Write {
 
 /// What the nemesis did. Short and long pauses are kinds of their own because the cluster is
 /// meant to answer them differently (ride out a pause shorter than the lease ttl, fail over
-/// during a longer one), so their recovery times must not share a median.
+/// during a longer one), so their write outages must not share a median.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {

@@ -158,6 +158,18 @@ impl Relay {
         upstream: SocketAddr,
         link: Link,
     ) -> Result<RelayHandle, Error> {
+        Self::spawn_marked(listen, upstream, link, None)
+    }
+
+    /// Like [`Relay::spawn`], with every upstream connection's packets carrying firewall
+    /// mark `mark` (`SO_MARK`, needs CAP_NET_ADMIN), so that a NAT rule that sends a host's
+    /// traffic to this relay can let the relay's own traffic pass.
+    pub fn spawn_marked(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        link: Link,
+        mark: Option<u32>,
+    ) -> Result<RelayHandle, Error> {
         let bind = |source| Error::Bind {
             addr: listen,
             source,
@@ -192,6 +204,7 @@ impl Relay {
             open: AtomicU64::new(0),
             peak_queued: AtomicUsize::new(0),
             client_chunks: AtomicU64::new(0),
+            mark,
         });
         let thread = {
             let shared = shared.clone();
@@ -288,6 +301,8 @@ struct Shared {
     open: AtomicU64,
     peak_queued: AtomicUsize,
     client_chunks: AtomicU64,
+    /// `SO_MARK` of upstream connections.
+    mark: Option<u32>,
 }
 
 /// The link and the current epoch, behind one lock so that a connection accepted while a cut
@@ -348,6 +363,18 @@ async fn serve(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>)
     let _ = tokio::time::timeout(STOP_GRACE, tracker.wait()).await;
 }
 
+/// Connects to `upstream`, marking the socket's packets with `mark` if set.
+async fn connect(upstream: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let socket = match upstream {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(mark) = mark {
+        socket2::SockRef::from(&socket).set_mark(mark)?;
+    }
+    socket.connect(upstream).await
+}
+
 /// A connection is over; `Reset` means it must end with a reset of both sides.
 #[derive(Debug)]
 struct Reset;
@@ -364,7 +391,7 @@ async fn relay_connection(
     let accepted_at = Instant::now();
     let connected = tokio::select! {
         _ = epoch.cancelled() => None,
-        connected = TcpStream::connect(upstream) => connected.ok(),
+        connected = connect(upstream, shared.mark) => connected.ok(),
     };
     let Some(mut server) = connected else {
         // As over the delayed path, the client hears of the failure a round trip later.

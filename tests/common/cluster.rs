@@ -22,6 +22,8 @@ pub struct TestCluster {
     postgres: bool,
     /// `(namespace, address)` of each host when members run on `netns::Hosts`.
     hosts: Vec<(String, String)>,
+    /// The `[raft] profile` of every member (`lan` unless asked otherwise).
+    profile: String,
 }
 
 impl TestCluster {
@@ -55,6 +57,20 @@ impl TestCluster {
         Self::start_on_hosts_tagged(hosts, &all, extra)
     }
 
+    /// Like [`TestCluster::start_on_hosts_with`], every member with `[raft] profile =
+    /// <profile>` (`lan` or `wan`).
+    pub fn start_on_hosts_with_profile(
+        hosts: &super::netns::Hosts,
+        extra: &str,
+        profile: &str,
+    ) -> TestCluster {
+        let all: Vec<usize> = (1..=hosts.len()).collect();
+        let hosts: Vec<(String, String)> = (1..=hosts.len())
+            .map(|i| (hosts.netns(i), hosts.ip(i)))
+            .collect();
+        Self::start_full_on(hosts.len(), true, &all, extra, hosts, profile)
+    }
+
     fn start_on_hosts_tagged(
         hosts: &super::netns::Hosts,
         tagged: &[usize],
@@ -63,7 +79,7 @@ impl TestCluster {
         let hosts: Vec<(String, String)> = (1..=hosts.len())
             .map(|i| (hosts.netns(i), hosts.ip(i)))
             .collect();
-        Self::start_full_on(hosts.len(), true, tagged, extra, hosts)
+        Self::start_full_on(hosts.len(), true, tagged, extra, hosts, "lan")
     }
 
     fn start_opts(n: usize, postgres: bool) -> TestCluster {
@@ -71,7 +87,7 @@ impl TestCluster {
     }
 
     fn start_full(n: usize, postgres: bool, tagged: &[usize], extra: &str) -> TestCluster {
-        Self::start_full_on(n, postgres, tagged, extra, Vec::new())
+        Self::start_full_on(n, postgres, tagged, extra, Vec::new(), "lan")
     }
 
     fn start_full_on(
@@ -80,6 +96,7 @@ impl TestCluster {
         tagged: &[usize],
         extra: &str,
         hosts: Vec<(String, String)>,
+        profile: &str,
     ) -> TestCluster {
         assert!(n >= 1);
         let test = test_name();
@@ -90,6 +107,7 @@ impl TestCluster {
         if postgres {
             first = first.with_postgres();
         }
+        first.set_profile(profile);
         if tagged.contains(&1) {
             first.append_config(extra);
         }
@@ -113,6 +131,7 @@ impl TestCluster {
             init_token,
             postgres,
             hosts,
+            profile: profile.to_string(),
         };
         for i in 2..=n {
             let mut node = cluster.new_node(&format!("n{i}"));
@@ -135,11 +154,13 @@ impl TestCluster {
             Some((ns, ip)) => Node::on_host(&self.test, name, ns, ip),
             None => Node::new(&self.test, name),
         };
-        if self.postgres {
+        let node = if self.postgres {
             node.with_postgres()
         } else {
             node
-        }
+        };
+        node.set_profile(&self.profile);
+        node
     }
 
     /// Member `i`, 1-based (`node(1)` is `n1`).

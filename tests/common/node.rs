@@ -180,6 +180,13 @@ impl Node {
         self
     }
 
+    /// Sets `[raft] profile` (`lan`, the harness's default, or `wan`).
+    pub fn set_profile(&self, profile: &str) {
+        let current = std::fs::read_to_string(&self.config_path).expect("reading the config");
+        let text = current.replace("profile = \"lan\"", &format!("profile = \"{profile}\""));
+        self.write_config(&text);
+    }
+
     /// Appends `text` (TOML) to this node's config file.
     pub fn append_config(&self, text: &str) {
         let mut current = std::fs::read_to_string(&self.config_path).expect("reading the config");
