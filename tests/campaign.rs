@@ -73,7 +73,18 @@ fn short_campaign_loses_no_acknowledged_write_and_never_has_two_primaries() {
 #[ignore = "a long campaign: run on demand, see the module doc"]
 fn campaign_from_env() {
     let settings = run::Settings::from_env();
-    let Some(finished) = run::run(&settings) else {
+    // Named after the campaign, so that the daemons' logs of campaigns run side by side go
+    // to directories of their own (target/test-logs/campaign.<name>).
+    let worker = std::thread::Builder::new().name(settings.name.clone());
+    let finished = worker
+        .spawn({
+            let settings = settings.clone();
+            move || run::run(&settings)
+        })
+        .expect("starting the campaign's thread")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let Some(finished) = finished else {
         panic!("this machine cannot run a campaign (needs root and PostgreSQL)");
     };
     assert!(

@@ -149,6 +149,10 @@ pub struct FaultResult {
     pub outage_ms: Option<u64>,
     /// Lost writes attributed to this fault.
     pub lost: usize,
+    /// From the injection to the acknowledgement of the last write lost to this fault: how
+    /// long the fault went on acknowledging writes that did not survive. `None` if it lost
+    /// none.
+    pub loss_window_ms: Option<u64>,
 }
 
 /// The faults of one kind.
@@ -162,6 +166,8 @@ pub struct KindSummary {
     /// Over the recovered faults.
     pub max_outage_ms: Option<u64>,
     pub lost: usize,
+    /// The longest loss window of a fault of this kind (see [`FaultResult::loss_window_ms`]).
+    pub max_loss_window_ms: Option<u64>,
 }
 
 /// What the checker found. Lists are sorted by value or time.
@@ -236,10 +242,16 @@ pub fn check(history: &History, final_read: &FinalRead) -> Result<Report, Error>
         .faults
         .iter()
         .enumerate()
-        .map(|(index, fault)| FaultResult {
-            fault: fault.clone(),
-            outage_ms: outages.longest(fault),
-            lost: lost.iter().filter(|l| l.fault == Some(index)).count(),
+        .map(|(index, fault)| {
+            let own = lost.iter().filter(|l| l.fault == Some(index));
+            FaultResult {
+                fault: fault.clone(),
+                outage_ms: outages.longest(fault),
+                lost: own.clone().count(),
+                loss_window_ms: own
+                    .map(|l| l.acknowledged_ms.saturating_sub(fault.start_ms))
+                    .max(),
+            }
         })
         .collect();
     let kinds = FaultKind::ALL
@@ -417,6 +429,7 @@ fn summarise(kind: FaultKind, faults: &[FaultResult]) -> Option<KindSummary> {
         median_outage_ms: median(&times),
         max_outage_ms: times.last().copied(),
         lost: of_kind.iter().map(|f| f.lost).sum(),
+        max_loss_window_ms: of_kind.iter().filter_map(|f| f.loss_window_ms).max(),
     })
 }
 
@@ -544,8 +557,14 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<26} {:>6} {:>10} {:>19} {:>16} {:>5}",
-            "fault kind", "faults", "recovered", "outage median (ms)", "outage max (ms)", "lost"
+            "{:<26} {:>6} {:>10} {:>19} {:>16} {:>5} {:>21}",
+            "fault kind",
+            "faults",
+            "recovered",
+            "outage median (ms)",
+            "outage max (ms)",
+            "lost",
+            "loss window max (ms)"
         );
         let all: Vec<u64> = {
             let mut all: Vec<u64> = self.faults.iter().filter_map(|f| f.outage_ms).collect();
@@ -563,6 +582,7 @@ impl Report {
                     k.median_outage_ms,
                     k.max_outage_ms,
                     k.lost,
+                    k.max_loss_window_ms,
                 )
             })
             .chain(std::iter::once((
@@ -572,19 +592,26 @@ impl Report {
                 median(&all),
                 all.last().copied(),
                 self.lost.len() - self.lost_outside_faults(),
+                self.faults.iter().filter_map(|f| f.loss_window_ms).max(),
             )));
-        for (label, count, recovered, median, max, lost) in rows {
+        for (label, count, recovered, median, max, lost, window) in rows {
             let _ = writeln!(
                 out,
-                "{label:<26} {count:>6} {recovered:>10} {:>19} {:>16} {lost:>5}",
+                "{label:<26} {count:>6} {recovered:>10} {:>19} {:>16} {lost:>5} {:>21}",
                 ms(median),
-                ms(max)
+                ms(max),
+                ms(window)
             );
         }
         let _ = writeln!(
             out,
             "outage: the longest time without a durable acknowledged write, from the fault's \
              injection until writes flow again after its end"
+        );
+        let _ = writeln!(
+            out,
+            "loss window: from the fault's injection to the acknowledgement of the last write \
+             it lost"
         );
         let _ = writeln!(out);
         let _ = writeln!(
@@ -1305,6 +1332,34 @@ mod tests {
     }
 
     #[test]
+    fn the_loss_window_runs_from_the_injection_to_the_last_write_a_fault_lost() {
+        let h = history()
+            .fault(Partition, "n1", 1000, 5000)
+            .fault(Partition, "n2", 8000, 9000)
+            .fault(KillDaemon, "n3", 10000, 10000)
+            // Lost to the first partition: acknowledged at 1100 and 1400 (then fenced).
+            .write_via(1, "direct n1", Acknowledged, 1050, 1100)
+            .write_via(2, "direct n1", Acknowledged, 1350, 1400)
+            // Durable during it: not part of the window.
+            .write(3, Acknowledged, 1500, 3000)
+            // Lost to the second partition, 300 ms in.
+            .write_via(4, "direct n2", Acknowledged, 8200, 8300)
+            .write(5, Acknowledged, 9000, 9100)
+            .write(6, Acknowledged, 10000, 10100)
+            .build();
+        let report = check(&h, &read(20000, &[3, 5, 6])).unwrap();
+        let windows: Vec<Option<u64>> = report.faults.iter().map(|f| f.loss_window_ms).collect();
+        assert_eq!(windows, [Some(400), Some(300), None]);
+        let partition = report.kinds.iter().find(|k| k.kind == Partition).unwrap();
+        assert_eq!(
+            (partition.lost, partition.max_loss_window_ms),
+            (3, Some(400))
+        );
+        let kill = report.kinds.iter().find(|k| k.kind == KillDaemon).unwrap();
+        assert_eq!((kill.lost, kill.max_loss_window_ms), (0, None));
+    }
+
+    #[test]
     fn render_prints_the_summary_table_and_the_details() {
         let h = history()
             .fault(KillDaemon, "n1", 1000, 1000)
@@ -1326,11 +1381,12 @@ mod tests {
 final table: 5 rows, read on n2 at 7000 ms
 writes: 7 (4 acknowledged, 1 failed, 2 unknown)
 
-fault kind                 faults  recovered  outage median (ms)  outage max (ms)  lost
-kill daemon                     1          1                 800              800     0
-partition                       1          1                3000             3000     1
-all faults                      2          2                1900             3000     1
+fault kind                 faults  recovered  outage median (ms)  outage max (ms)  lost  loss window max (ms)
+kill daemon                     1          1                 800              800     0                     -
+partition                       1          1                3000             3000     1                    10
+all faults                      2          2                1900             3000     1                    10
 outage: the longest time without a durable acknowledged write, from the fault's injection until writes flow again after its end
+loss window: from the fault's injection to the acknowledgement of the last write it lost
 
 acknowledged writes lost:            1 (0 outside any fault)
 failed writes that reappeared:       1
