@@ -781,10 +781,14 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
         .as_ref()
         .filter(|s| s.to.is_none() && obs.lease_unchanged_for < obs.config.ttl)
         .map(|s| s.from);
+    // The last holder defers to nobody: it is as advanced as anyone (they only ever had its
+    // WAL), and when its record says "no synchronous standby" it is the only member that may
+    // take the lease at all, so deferring to a peer would leave the lease to nobody.
+    let last_holder = obs.last_holder == Some(obs.me);
     let best = obs
         .peers
         .values()
-        .filter(|p| Some(p.node_id) != standing_aside)
+        .filter(|p| !last_holder && Some(p.node_id) != standing_aside)
         .filter_map(|p| candidate(obs, p))
         .max_by_key(|(_, rank)| *rank)
         .filter(|(_, rank)| *rank > my_rank);

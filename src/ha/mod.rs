@@ -282,6 +282,13 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         if builds_data_dir(&outcome.decision) {
             down_since = None;
         }
+        // A rewind restarts PostgreSQL: its time to start streaming starts again too, or a
+        // replica that needed none (pg_rewind: "no rewind required") but takes more than the
+        // stall limit to reconnect over a slow link is rewound again and again, never left
+        // running long enough to stream (seen at 100 ms round trip).
+        if matches!(outcome.decision, Decision::Rewind { .. }) {
+            stalled_since = None;
+        }
         let applying = Instant::now();
         executor.apply_parameters(&obs).await;
         // A slow cycle delays the next renewal: say where the time went.

@@ -713,6 +713,11 @@ fn decisions() {
             obs(3).replica_of(2, P).following(None).lease(expired(3)).sync_mode(Quorum)
                 .synced(EPOCH, &[(&[], 0)]).last_held_by(3).unchanged_for_ms(2000),
             D::TakeOver { expected: seen() }, "taking over"),
+        ("the last holder does not defer to an equally advanced peer that may not take over",
+            obs(3).replica_of(2, P).following(None).lease(L::Free).sync_mode(Quorum)
+                .synced(EPOCH, &[(&[], 0)]).last_held_by(3).peer(1, replica(P))
+                .unchanged_for_ms(600),
+            D::TakeOver { expected: None }, "taking over"),
         ("another member still may not, on that record",
             obs(3).replica_of(2, P).following(None).lease(L::Free).sync_mode(Quorum)
                 .synced(EPOCH, &[(&[], 0)]).last_held_by(1).unchanged_for_ms(200),
