@@ -59,7 +59,13 @@ pub struct Planned {
     pub hold: Duration,
     /// Normal operation after recovery, before the next fault.
     pub gap: Duration,
+    /// Request a switchover halfway through the hold (a fault held on a replica only): a
+    /// planned change of primary in the middle of an unplanned fault.
+    pub switchover_midway: bool,
 }
+
+/// How often a fault held on a replica gets a switchover halfway through.
+const SWITCHOVER_MIDWAY: f64 = 0.25;
 
 impl Schedule {
     /// A schedule over `kinds` (each drawn with equal probability).
@@ -115,11 +121,25 @@ impl Schedule {
             }
         };
         let gap = ttl.mul_f64(self.rng.random_range(0.5..1.5));
+        let held_on_replica = matches!(target, Target::Replica(_))
+            && matches!(
+                kind,
+                FaultKind::PauseDaemonLong
+                    | FaultKind::PausePostgresLong
+                    | FaultKind::Partition
+                    | FaultKind::PartitionInbound
+                    | FaultKind::PartitionOutbound
+                    | FaultKind::KillDaemon
+                    | FaultKind::KillBoth
+                    | FaultKind::RestartHost
+            );
+        let switchover_midway = held_on_replica && self.rng.random_bool(SWITCHOVER_MIDWAY);
         Planned {
             kind,
             target,
             hold,
             gap,
+            switchover_midway,
         }
     }
 }
@@ -188,11 +208,11 @@ impl Nemesis<'_> {
 
     /// Injects the fault and, for the kinds that are undone, undoes it after `hold`.
     fn inject(&mut self, planned: Planned, target: Option<usize>) {
-        let hold = planned.hold;
+        let hold = planned;
         match (planned.kind, target) {
             (FaultKind::KillDaemon, Some(i)) => {
                 self.cluster.node_mut(i).kill();
-                std::thread::sleep(hold);
+                self.hold(hold);
                 self.cluster.node_mut(i).start();
             }
             (FaultKind::KillPostgres, Some(i)) => {
@@ -206,20 +226,20 @@ impl Nemesis<'_> {
                 if let Some(pid) = postmaster {
                     signal_group(pid, libc::SIGKILL);
                 }
-                std::thread::sleep(hold);
+                self.hold(hold);
                 self.cluster.node_mut(i).start();
             }
             (FaultKind::PauseDaemonShort | FaultKind::PauseDaemonLong, Some(i)) => {
                 if let Some(pid) = self.cluster.node(i).pid() {
                     signal_group(pid as i32, libc::SIGSTOP);
-                    std::thread::sleep(hold);
+                    self.hold(hold);
                     signal_group(pid as i32, libc::SIGCONT);
                 }
             }
             (FaultKind::PausePostgresShort | FaultKind::PausePostgresLong, Some(i)) => {
                 if let Some(pid) = self.cluster.node(i).postmaster_pid() {
                     signal_group(pid, libc::SIGSTOP);
-                    std::thread::sleep(hold);
+                    self.hold(hold);
                     signal_group(pid, libc::SIGCONT);
                 }
             }
@@ -235,15 +255,15 @@ impl Nemesis<'_> {
                     .collect();
                 let ns = self.hosts.netns(i);
                 partition(&ns, &peers, kind);
-                std::thread::sleep(hold);
+                self.hold(hold);
                 heal(&ns);
             }
             (FaultKind::RestartHost, Some(i)) => {
-                self.restart(i, hold);
+                self.restart(i, Some(hold));
             }
             (FaultKind::RollingRestart, _) => {
                 for i in 1..=self.cluster.len() {
-                    self.restart(i, Duration::ZERO);
+                    self.restart(i, None);
                     if let Err(why) = self.wait_healthy() {
                         self.cluster
                             .node(i)
@@ -251,23 +271,48 @@ impl Nemesis<'_> {
                     }
                 }
             }
-            (FaultKind::Switchover, _) => {
-                let asked = primary_or_first(self.primary());
-                let output = self.cluster.node(asked).cli(&["switchover"]);
-                if !output.status.success() {
-                    self.cluster.node(asked).note(&format!(
-                        "=== nemesis: switchover refused: {} ===",
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    ));
-                }
-            }
+            (FaultKind::Switchover, _) => self.request_switchover(),
             (kind, None) => panic!("{kind} needs a target"),
         }
     }
 
+    /// Waits out the fault's hold; with `switchover_midway`, requests a switchover halfway
+    /// and records it as a fault of its own.
+    fn hold(&mut self, planned: Planned) {
+        if !planned.switchover_midway {
+            std::thread::sleep(planned.hold);
+            return;
+        }
+        std::thread::sleep(planned.hold / 2);
+        let clock = self.recorder.clock();
+        let start_ms = clock.now_ms();
+        self.request_switchover();
+        self.recorder.record(Record::Fault(Fault {
+            kind: FaultKind::Switchover,
+            target: None,
+            start_ms,
+            end_ms: clock.now_ms(),
+        }));
+        std::thread::sleep(planned.hold - planned.hold / 2);
+    }
+
+    /// `pgquorum switchover` (to the best replica) on the primary, or on n1 if none is
+    /// known; a refusal is noted in that member's log.
+    fn request_switchover(&self) {
+        let asked = primary_or_first(self.primary());
+        let output = self.cluster.node(asked).cli(&["switchover"]);
+        if !output.status.success() {
+            self.cluster.node(asked).note(&format!(
+                "=== nemesis: switchover refused: {} ===",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+    }
+
     /// A host restarted with its data: the daemon stopped gracefully (it stops its
-    /// PostgreSQL), any PostgreSQL left over stopped hard, both started again after `down`.
-    fn restart(&mut self, i: usize, down: Duration) {
+    /// PostgreSQL), any PostgreSQL left over stopped hard, both started again after the
+    /// hold of `planned` (at once without one).
+    fn restart(&mut self, i: usize, planned: Option<Planned>) {
         if self.cluster.node(i).is_running() {
             self.cluster.node_mut(i).terminate();
         }
@@ -276,7 +321,9 @@ impl Nemesis<'_> {
                 signal_group(pid, libc::SIGKILL);
             }
         }
-        std::thread::sleep(down);
+        if let Some(planned) = planned {
+            self.hold(planned);
+        }
         self.cluster.node_mut(i).start();
     }
 

@@ -272,8 +272,13 @@ pub fn run(settings: &Settings) -> Option<Finished> {
                 Ok(after) => format!("healthy {:.1} s after the undo", after.as_secs_f64()),
                 Err(why) => format!("NOT healthy after {RECOVERY:?}: {why}"),
             };
+            let midway = if planned.switchover_midway {
+                ", a switchover midway"
+            } else {
+                ""
+            };
             eprintln!(
-                "campaign {}: fault {}/{} at {:.0} s: {} (held {:.1} s); {health}",
+                "campaign {}: fault {}/{} at {:.0} s: {} (held {:.1} s{midway}); {health}",
                 settings.name,
                 k + 1,
                 settings.faults,
