@@ -26,6 +26,29 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct Hosts {
     k: u32,
     n: usize,
+    /// Holds an exclusive `flock` on `<LOCK_DIR>/<k>.lock` while these hosts exist: another
+    /// test process (or a bench) never picks the same `k`, and one that finds the lock free
+    /// knows that namespaces numbered `k` are leftovers of a dead process.
+    _lock: std::fs::File,
+}
+
+/// Where the per-`k` lock files live.
+const LOCK_DIR: &str = "/run/pgquorum-test-hosts";
+
+/// Locks the first free `k` from `start` on (mod 250): the lock file, held.
+fn lock_free_k(start: u32) -> (u32, std::fs::File) {
+    use std::os::fd::AsRawFd as _;
+    std::fs::create_dir_all(LOCK_DIR).expect("creating the hosts' lock dir");
+    for offset in 0..250 {
+        let k = (start + offset) % 250;
+        let file = std::fs::File::create(format!("{LOCK_DIR}/{k}.lock"))
+            .expect("creating a hosts lock file");
+        // SAFETY: flock(2) on a descriptor we own; LOCK_NB makes it return at once.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return (k, file);
+        }
+    }
+    panic!("all 250 host sets are in use (locks in {LOCK_DIR})");
 }
 
 impl Hosts {
@@ -40,10 +63,12 @@ impl Hosts {
             eprintln!("skipping: {why}");
             return None;
         }
-        // Distinct per test in this process and unlikely to meet another test binary's.
+        // Distinct per test in this process and unlikely to meet another test binary's; the
+        // lock makes sure.
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let k = (std::process::id() % 50) * 5 + NEXT.fetch_add(1, Ordering::Relaxed) % 5;
-        let hosts = Hosts { k, n };
+        let start = (std::process::id() % 50) * 5 + NEXT.fetch_add(1, Ordering::Relaxed) % 5;
+        let (k, lock) = lock_free_k(start);
+        let hosts = Hosts { k, n, _lock: lock };
         hosts.remove_leftovers();
         let bridge = hosts.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"]);
