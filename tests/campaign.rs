@@ -46,6 +46,8 @@ mod clients;
 mod history;
 #[path = "campaign/nemesis.rs"]
 mod nemesis;
+#[path = "campaign/nft.rs"]
+mod nft;
 #[path = "campaign/regions.rs"]
 mod regions;
 #[path = "campaign/relay.rs"]

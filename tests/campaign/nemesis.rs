@@ -8,18 +8,17 @@
 //! the schedule drawn from the seed, not waits for a condition; every wait *for* something
 //! (the cluster recovering, a daemon exiting) polls with a deadline.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
 use super::clients::Recorder;
-use super::common::netns::{command_in, Hosts};
+use super::common::netns::Hosts;
 use super::common::pg::{replicas_streaming, writable};
 use super::common::TestCluster;
 use super::history::{Fault, FaultKind, Record};
+use super::nft::nft;
 
 /// How the schedule scales with the cluster's timings: pauses and partitions are drawn
 /// around the lease ttl, so the same kinds mean the same thing on a LAN and over a WAN.
@@ -399,37 +398,6 @@ fn partition(ns: &str, peers: &[String], kind: FaultKind) {
 /// Undoes [`partition`].
 fn heal(ns: &str) {
     nft(ns, &format!("delete table inet {TABLE}\n"));
-}
-
-/// Runs an nftables script in namespace `ns`; panics with its stderr if it fails.
-pub fn nft(ns: &str, script: &str) {
-    let mut child = command_in(ns, "nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running nft (apt-get install nftables)");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(script.as_bytes())
-        .expect("writing the nft script");
-    let out = child.wait_with_output().expect("waiting for nft");
-    assert!(
-        out.status.success(),
-        "nft in {ns} failed: {}\nscript:\n{script}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// Whether `nft` can be run here.
-pub fn nft_available() -> bool {
-    Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
 }
 
 /// Sends `signal` to process group `pgid` (the daemon and the postmaster each lead their

@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
 use super::common::netns::Hosts;
-use super::nemesis::nft;
+use super::nft::nft;
 use super::relay::{Link, Relay, RelayHandle};
 
 /// The firewall mark of the relays' upstream connections.

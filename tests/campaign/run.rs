@@ -11,7 +11,8 @@ use super::common::netns::Hosts;
 use super::common::pg::{replicas_streaming, writable};
 use super::common::{eventually, require_postgres, TestCluster, FORMATION};
 use super::history::{Clock, FaultKind, FinalRead, Meta, Outcome, Record};
-use super::nemesis::{nft_available, Nemesis, Schedule, Timing};
+use super::nemesis::{Nemesis, Schedule, Timing};
+use super::nft::nft_available;
 use super::regions::Regions;
 
 /// How a campaign is run.
