@@ -10,8 +10,7 @@
 //! final table on the primary and checks the whole history. For the three-region runs, every
 //! path between hosts goes through a relay that adds a one-way delay.
 //!
-//! Built so far, as pure and self-contained modules with their unit tests (no root, no
-//! PostgreSQL; `cargo test --test campaign`):
+//! Pure modules, with unit tests that need no root and no PostgreSQL:
 //! - [`history`]: the records (writes with their outcome, faults, writability samples, the
 //!   final read) and their JSON-lines file;
 //! - [`checker`]: history + final table -> report: lost acknowledged writes, failed writes
@@ -20,10 +19,13 @@
 //! - [`relay`]: the userspace TCP relay (delay, jitter, cut) for the three-region
 //!   simulation.
 //!
+//! On real processes (root, PostgreSQL, nftables):
 //! - [`clients`]: the writers (every path: writer ports, VIP, direct) and the samplers, and
 //!   the recorder that keeps the history on disk as it happens;
 //! - [`nemesis`]: the seeded schedule and the faults themselves (signals, nftables
 //!   partitions in the host's namespace, restarts, switchover);
+//! - [`nft`] and [`regions`]: nftables scripts in a host's namespace, and the relays with
+//!   their NAT rules that make three regions;
 //! - [`run`]: one campaign from hosts to verdict.
 //!
 //! The short campaign (every kind once and a few more, seed 1, quorum mode) runs in CI and
@@ -34,7 +36,9 @@
 //!   cargo test --release --test campaign -- --ignored --nocapture campaign_from_env
 //! ```
 //!
-//! Still to build: the relays placed between the hosts (three regions).
+//! `PGQ_CAMPAIGN_DELAY_MS=50` runs it across three simulated regions ([`regions`]: a
+//! delaying relay on every path between hosts, the WAN profile and timings);
+//! `PGQ_CAMPAIGN_KINDS` narrows the fault kinds (see `run::Settings::from_env`).
 
 mod common;
 
