@@ -132,8 +132,8 @@ impl Settings {
             "LAN profile, ttl=2s loop_wait=500ms (defaults)".to_string()
         };
         format!(
-            "{} faults, synchronous_mode={}, {timings}, {} ms added one way between hosts, \
-             samples every {} ms",
+            "{} faults, synchronous_mode={}, remove_data_directory_on_rewind_failure=true, \
+             {timings}, {} ms added one way between hosts, samples every {} ms",
             self.faults,
             self.synchronous_mode,
             self.one_way.as_millis(),
@@ -178,10 +178,14 @@ pub fn run(settings: &Settings) -> Option<Finished> {
     eventually(FORMATION, "two replicas stream", || {
         replicas_streaming(&cluster, primary)
     });
+    // Unattended, as an operator who runs no one at night sets it: a former primary whose
+    // pg_rewind failed part-way (its source restarted under it) is cloned afresh, its old
+    // data directory moved aside, instead of staying out until someone runs `reinit`.
     let mut set_args = vec![
         "config".to_string(),
         "set".to_string(),
         format!("synchronous_mode={}", settings.synchronous_mode),
+        "remove_data_directory_on_rewind_failure=true".to_string(),
     ];
     set_args.extend(settings.timings.iter().cloned());
     let set_args: Vec<&str> = set_args.iter().map(String::as_str).collect();
