@@ -256,10 +256,14 @@ impl RaftHandle {
                     let mut request = tonic::Request::new(pb::ProposeRequest { command: payload });
                     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
                     match client.propose(request).await {
-                        Ok(reply) => Some(
-                            serde_json::from_slice(&reply.into_inner().result)
-                                .map_err(|e| Error::Raft(format!("decoding result: {e}"))),
-                        ),
+                        Ok(reply) => {
+                            let reply = reply.into_inner();
+                            self.wait_applied(reply.index, deadline).await;
+                            Some(
+                                serde_json::from_slice(&reply.result)
+                                    .map_err(|e| Error::Raft(format!("decoding result: {e}"))),
+                            )
+                        }
                         // The leader moved, or could not be reached: the command was not
                         // submitted, so trying again is safe.
                         Err(status)
@@ -323,14 +327,42 @@ impl RaftHandle {
     /// Proposes on this node, which must be the leader. Waits for the commit without a
     /// timeout of its own: callers bound it.
     pub async fn propose_local(&self, command: Command) -> Result<CommandResult, Error> {
+        self.propose_local_at(command)
+            .await
+            .map(|(result, _)| result)
+    }
+
+    /// [`propose_local`](Self::propose_local), with the log index the command was committed
+    /// (and applied) at.
+    pub async fn propose_local_at(&self, command: Command) -> Result<(CommandResult, u64), Error> {
         match self.inner.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
+            Ok(response) => Ok((response.data, response.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader {
                     leader: f.leader_id,
                 })
             }
             Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
+    /// Waits (until `deadline` at most) until this node's state machine has applied log
+    /// `index`: a command forwarded to the leader is then visible here when the caller gets
+    /// its answer, so an operator's `pause` followed by `list` on the same member shows it.
+    /// Past the deadline the answer goes out anyway: the command is committed.
+    async fn wait_applied(&self, index: u64, deadline: Instant) {
+        if index == 0 {
+            return;
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "a forwarded command")
+            .await
+        {
+            tracing::debug!(index, error = %e, "the local state machine lags the leader");
         }
     }
 

@@ -407,17 +407,18 @@ impl pb::peer_server::Peer for PeerService {
         let command: Command = serde_json::from_slice(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))?;
         let timeout = self.handle.inner.timings.propose_timeout;
-        let result = match tokio::time::timeout(timeout, self.handle.propose_local(command)).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => return Err(status_from(&self.handle, e)),
-            Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "not committed within {timeout:?}: no quorum"
-                )))
-            }
-        };
+        let (result, index) =
+            match tokio::time::timeout(timeout, self.handle.propose_local_at(command)).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => return Err(status_from(&self.handle, e)),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "not committed within {timeout:?}: no quorum"
+                    )))
+                }
+            };
         let result = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::ProposeReply { result }))
+        Ok(Response::new(pb::ProposeReply { result, index }))
     }
 
     async fn remove_member(
