@@ -205,10 +205,10 @@ pub fn run() {
 
 /// Kills postmaster `pid` and its process group, if it is still a live `postgres`.
 fn fire(pid: u32) {
-    if !sys::is_live_postgres(pid) {
+    if !crate::postgres::process::is_live_postgres(pid) {
         return;
     }
-    let outcome = sys::kill_group(pid);
+    let outcome = crate::postgres::process::kill_group_checked(pid);
     // The daemon's log (stderr): the one line that explains a primary's sudden death.
     let mut err = io::stderr().lock();
     let _ = match outcome {
@@ -220,37 +220,6 @@ fn fire(pid: u32) {
         ),
         Err(e) => writeln!(err, "pgquorum fence: killing postmaster {pid}: {e}"),
     };
-}
-
-#[allow(unsafe_code)]
-mod sys {
-    use std::io;
-
-    /// SIGKILL to process group `pgid` (> 1).
-    pub fn kill_group(pgid: u32) -> io::Result<()> {
-        let pgid =
-            libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-        // SAFETY: kill has no memory-safety preconditions; -pgid with pgid > 1 targets one
-        // process group, never every process.
-        if pgid > 1 && unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Whether `pid` is a live (not zombie) `postgres` process, from `/proc/<pid>/stat`.
-    pub fn is_live_postgres(pid: u32) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            return false;
-        };
-        let comm = &stat[open + 1..close];
-        let state = stat[close + 1..].trim_start().chars().next();
-        matches!(comm, "postgres" | "postmaster") && !matches!(state, Some('Z' | 'X' | 'x'))
-    }
 }
 
 #[cfg(test)]

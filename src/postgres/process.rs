@@ -411,6 +411,17 @@ pub fn kill_group(pgid: u32) {
     }
 }
 
+/// Whether `pid` is a live (not zombie) `postgres` process (see `sys::is_live_postgres`);
+/// for the fence, which kills a postmaster only if its pid still names one.
+pub(crate) fn is_live_postgres(pid: u32) -> bool {
+    sys::is_live_postgres(pid)
+}
+
+/// SIGKILL to process group `pgid` (> 1), with the error: the fence reports it.
+pub(crate) fn kill_group_checked(pgid: u32) -> io::Result<()> {
+    sys::signal_group(pgid, libc::SIGKILL)
+}
+
 /// The few libc calls std does not wrap. Each is a thin, checked wrapper.
 #[allow(unsafe_code)]
 mod sys {
