@@ -31,7 +31,9 @@
 
 mod report;
 
-use report::{command_output, load_average, machine, ms, pg_bin_dir, stats};
+use report::{
+    command_output, describe_binary, load_average, machine, ms, pg_bin_dir, stats, verdict,
+};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, OpenOptions};
@@ -211,14 +213,6 @@ fn main() {
         format!("{lost}/{acked}"),
         verdict(lost == 0)
     );
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1206,27 +1200,6 @@ fn binary() -> PathBuf {
         Some(path) => PathBuf::from(path),
         None => PathBuf::from(env!("CARGO_BIN_EXE_pgquorum")),
     }
-}
-
-fn describe_binary(bin: &Path) -> String {
-    let version = command_output(bin, &["--version"]);
-    let built = fs::metadata(bin)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(String::new, |d| {
-            format!(
-                ", modified {} s before the run",
-                unix_now().saturating_sub(d.as_secs())
-            )
-        });
-    format!("{} ({version}{built})", bin.display())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A loopback port nobody listens on right now, never the same one twice in this process.

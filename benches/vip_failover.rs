@@ -36,15 +36,21 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+mod netns_cleanup;
 mod report;
 
-use report::{command_output, load_average, machine, ms, pg_bin_dir, stats};
-use std::fs::{self, File};
+use netns_cleanup::{
+    install_signal_cleanup, live_postgres, process_gone, register_dirs, register_hosts, Reaper,
+};
+use report::{
+    command_output, describe_binary, load_average, machine, ms, pg_bin_dir, stats, verdict,
+};
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -89,9 +95,6 @@ fn main() -> ExitCode {
     if !require_postgres() {
         return ExitCode::FAILURE;
     }
-    if let Some(code) = rerun_if_namespaces_taken() {
-        return code;
-    }
     install_signal_cleanup();
     // A named thread: the harness names each test's log dir after the running thread.
     let bench = thread::Builder::new()
@@ -119,9 +122,7 @@ fn run() {
     register_hosts(&hosts);
     // Dropped after the cluster (whose nodes SIGKILL their daemons) and before the hosts
     // (which delete the namespaces): kills whatever still runs in a namespace.
-    let _reaper = Reaper {
-        namespaces: namespaces(&hosts),
-    };
+    let _reaper = Reaper::new(&hosts);
     let vip = hosts.vip();
     let vip_config = format!("[vip]\naddress = \"{vip}/24\"\ninterface = \"eth0\"\n");
 
@@ -491,14 +492,6 @@ impl Results {
     }
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Clients
 
@@ -771,191 +764,8 @@ fn first_event(
 // ---------------------------------------------------------------------------------------------
 // Processes and cleanup
 
-/// `pid` if it is a live `postgres` process.
-fn live_postgres(pid: Option<i32>) -> Option<i32> {
-    let pid = pid?;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "postgres" && !process_gone(pid)).then_some(pid)
-}
-
-/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
-fn process_gone(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state == "Z" || state == "X"),
-    }
-}
-
-/// The namespaces of `hosts`: every host's and the client's.
-fn namespaces(hosts: &Hosts) -> Vec<String> {
-    let mut names: Vec<String> = (1..=hosts.len()).map(|i| hosts.netns(i)).collect();
-    names.push(hosts.client());
-    names
-}
-
-/// SIGKILLs every process in the namespaces (deleting a namespace does not end its
-/// processes; the daemons' postmasters die with the daemons, but a psql or an `ip` may
-/// remain), until none is left or 10 s passed.
-fn kill_namespace_processes(namespaces: &[String]) {
-    let me = std::process::id();
-    for _ in 0..100 {
-        let pids: Vec<i32> = namespaces
-            .iter()
-            .filter_map(|ns| {
-                Command::new("ip")
-                    .args(["netns", "pids", ns])
-                    .stderr(Stdio::null())
-                    .output()
-                    .ok()
-            })
-            .flat_map(|out| {
-                String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|&pid| pid as u32 != me && !process_gone(pid))
-            .collect();
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) has no memory-safety preconditions; `pid` was listed in one of
-            // this bench's namespaces just now.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Kills every process left in the bench's namespaces when dropped.
-struct Reaper {
-    namespaces: Vec<String>,
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        kill_namespace_processes(&self.namespaces);
-    }
-}
-
-/// What a signal handler must clean up: the namespaces, the bridge, the nodes' temp dirs.
-struct Registry {
-    namespaces: Vec<String>,
-    bridge: Option<String>,
-    dirs: Vec<PathBuf>,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    namespaces: Vec::new(),
-    bridge: None,
-    dirs: Vec::new(),
-});
-
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn register_hosts(hosts: &Hosts) {
-    let mut reg = registry();
-    reg.namespaces = namespaces(hosts);
-    // The harness names the bridge `pgq<k>br` after the client namespace `pgq<k>-cl`.
-    reg.bridge = hosts
-        .client()
-        .strip_suffix("-cl")
-        .map(|prefix| format!("{prefix}br"))
-        .filter(|br| Path::new("/sys/class/net").join(br).exists());
-}
-
-fn register_dirs(cluster: &TestCluster) {
-    let mut reg = registry();
-    for i in 1..=cluster.len() {
-        if let Some(dir) = cluster.node(i).state_dir.parent() {
-            reg.dirs.push(dir.to_path_buf());
-        }
-    }
-}
-
-/// On SIGINT, SIGTERM or SIGHUP: kill everything in the namespaces, delete them and the
-/// bridge, remove the temp dirs.
-fn install_signal_cleanup() {
-    report::on_fatal_signal(|sig| {
-        eprintln!("signal {sig}: killing the daemons, removing the namespaces and temp dirs");
-        let reg = registry();
-        kill_namespace_processes(&reg.namespaces);
-        for ns in &reg.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        if let Some(bridge) = &reg.bridge {
-            let _ = Command::new("ip").args(["link", "del", bridge]).output();
-        }
-        for dir in &reg.dirs {
-            let _ = fs::remove_dir_all(dir);
-        }
-    });
-}
-
-/// `Hosts::create` numbers its namespaces after this process's pid and deletes whatever has
-/// that number first: if a concurrent test binary (or bench) of the same number has its
-/// namespaces up now, run this bench again as a child process (another pid) rather than
-/// tear down theirs. `None`: go on here.
-fn rerun_if_namespaces_taken() -> Option<ExitCode> {
-    // The harness's first number in this process: (pid % 50) * 5.
-    let k = (std::process::id() % 50) * 5;
-    let taken = Path::new(&format!("/sys/class/net/pgq{k}br")).exists()
-        || Path::new(&format!("/run/netns/pgq{k}-h1")).exists()
-        || Path::new(&format!("/run/netns/pgq{k}-cl")).exists();
-    if !taken {
-        return None;
-    }
-    let depth: u32 = std::env::var("PGQ_BENCH_VIP_RERUN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        depth < 10,
-        "the namespaces pgq{k}-* are in use by another test; try again later"
-    );
-    eprintln!("namespaces pgq{k}-* are in use by another test: running again under another pid");
-    // SAFETY: as in install_signal_cleanup; this process only waits for its child from now
-    // on, and the child (whose mask std resets) handles the signals.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    let status = Command::new(std::env::current_exe().expect("this bench's path"))
-        .args(std::env::args_os().skip(1))
-        .env("PGQ_BENCH_VIP_RERUN", (depth + 1).to_string())
-        .status()
-        .expect("running this bench again");
-    Some(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::FAILURE,
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reporting
-
-fn describe_binary(bin: &Path) -> String {
-    let version = command_output(bin, &["--version"]);
-    let built = fs::metadata(bin)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .map_or_else(String::new, |d| {
-            format!(", modified {} s before the run", d.as_secs())
-        });
-    format!("{} ({version}{built})", bin.display())
-}
 
 fn opt_ms(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.0}", ms(d)))

@@ -72,6 +72,7 @@ mod regions;
 #[allow(dead_code, unused_imports)]
 mod relay;
 
+mod netns_cleanup;
 mod report;
 
 use std::fmt;
@@ -90,8 +91,13 @@ use tokio_util::sync::CancellationToken;
 use common::netns::Hosts;
 use common::pg::{replicas_streaming, writable, FORMATION};
 use common::{assert_success, eventually, require_postgres, Node, TestCluster};
+use netns_cleanup::{
+    install_signal_cleanup, live_postgres, process_gone, register_dirs, register_hosts, Reaper,
+};
 use regions::Regions;
-use report::{command_output, load_average, machine, ms, pg_bin_dir, stats};
+use report::{
+    command_output, describe_binary, load_average, machine, ms, pg_bin_dir, stats, verdict,
+};
 
 /// 50 ms each way: 100 ms round trip between every two hosts.
 const ONE_WAY: Duration = Duration::from_millis(50);
@@ -190,9 +196,6 @@ fn main() -> ExitCode {
     if phases.contains(&Phase::Latency) && pgbench().is_none() {
         eprintln!("wan: latency needs pgbench in /usr/lib/postgresql/<version>/bin");
         return ExitCode::FAILURE;
-    }
-    if let Some(code) = rerun_if_namespaces_taken() {
-        return code;
     }
     install_signal_cleanup();
     let command = command_line(&args);
@@ -324,9 +327,7 @@ impl Regional {
         let started = Instant::now();
         let hosts = Hosts::create(3).expect("creating the network namespace hosts");
         register_hosts(&hosts);
-        let reaper = Reaper {
-            namespaces: namespaces(&hosts),
-        };
+        let reaper = Reaper::new(&hosts);
         let regions = Regions::create(&hosts, one_way, &PEER_PORTS);
         eprintln!(
             "wan: forming a cluster on {} with {} ms added each way between hosts",
@@ -1690,183 +1691,6 @@ fn in_named_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// `pid` if it is a live `postgres` process.
-fn live_postgres(pid: Option<i32>) -> Option<i32> {
-    let pid = pid?;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "postgres" && !process_gone(pid)).then_some(pid)
-}
-
-/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
-fn process_gone(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state == "Z" || state == "X"),
-    }
-}
-
-/// The namespaces of `hosts`: every host's and the client's.
-fn namespaces(hosts: &Hosts) -> Vec<String> {
-    let mut names: Vec<String> = (1..=hosts.len()).map(|i| hosts.netns(i)).collect();
-    names.push(hosts.client());
-    names
-}
-
-/// SIGKILLs every process in the namespaces (deleting a namespace does not end its
-/// processes), until none is left or 10 s passed. This process is skipped: its relay
-/// threads live in the hosts' namespaces.
-fn kill_namespace_processes(namespaces: &[String]) {
-    let me = std::process::id();
-    for _ in 0..100 {
-        let pids: Vec<i32> = namespaces
-            .iter()
-            .filter_map(|ns| {
-                Command::new("ip")
-                    .args(["netns", "pids", ns])
-                    .stderr(Stdio::null())
-                    .output()
-                    .ok()
-            })
-            .flat_map(|out| {
-                String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|&pid| pid as u32 != me && !process_gone(pid))
-            .collect();
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) has no memory-safety preconditions; `pid` was listed in one of
-            // this bench's namespaces just now.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Kills every process left in one cluster's namespaces when dropped.
-struct Reaper {
-    namespaces: Vec<String>,
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        kill_namespace_processes(&self.namespaces);
-    }
-}
-
-/// What a signal handler must clean up: every namespace, bridge and temp dir this process
-/// made (those of clusters already gone are gone: removing them again does nothing).
-struct Registry {
-    namespaces: Vec<String>,
-    bridges: Vec<String>,
-    dirs: Vec<PathBuf>,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    namespaces: Vec::new(),
-    bridges: Vec::new(),
-    dirs: Vec::new(),
-});
-
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn register_hosts(hosts: &Hosts) {
-    let mut reg = registry();
-    reg.namespaces.extend(namespaces(hosts));
-    // The harness names the bridge `pgq<k>br` after the client namespace `pgq<k>-cl`.
-    if let Some(bridge) = hosts
-        .client()
-        .strip_suffix("-cl")
-        .map(|prefix| format!("{prefix}br"))
-    {
-        reg.bridges.push(bridge);
-    }
-}
-
-fn register_dirs(cluster: &TestCluster) {
-    let mut reg = registry();
-    for i in 1..=cluster.len() {
-        if let Some(dir) = cluster.node(i).state_dir.parent() {
-            reg.dirs.push(dir.to_path_buf());
-        }
-    }
-}
-
-/// On SIGINT, SIGTERM or SIGHUP: kill everything in the namespaces, delete them and the
-/// bridges, remove the temp dirs.
-fn install_signal_cleanup() {
-    report::on_fatal_signal(|sig| {
-        eprintln!("signal {sig}: killing the daemons, removing the namespaces and temp dirs");
-        let reg = registry();
-        kill_namespace_processes(&reg.namespaces);
-        for ns in &reg.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        for bridge in &reg.bridges {
-            let _ = Command::new("ip").args(["link", "del", bridge]).output();
-        }
-        for dir in &reg.dirs {
-            let _ = fs::remove_dir_all(dir);
-        }
-    });
-}
-
-/// `Hosts::create` numbers its namespaces after this process's pid (up to five sets per
-/// process; this bench makes at most four) and deletes whatever has that number first: if
-/// another test binary's (or bench's) namespaces of one of those numbers are up now, run
-/// this bench again as a child process (another pid) rather than tear down theirs. `None`:
-/// go on here.
-fn rerun_if_namespaces_taken() -> Option<ExitCode> {
-    // The harness's numbers in this process: (pid % 50) * 5 + 0..5.
-    let base = (std::process::id() % 50) * 5;
-    let taken = (base..base + 5).find(|k| {
-        Path::new(&format!("/sys/class/net/pgq{k}br")).exists()
-            || Path::new(&format!("/run/netns/pgq{k}-h1")).exists()
-            || Path::new(&format!("/run/netns/pgq{k}-cl")).exists()
-    })?;
-    let depth: u32 = std::env::var("PGQ_BENCH_WAN_RERUN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        depth < 10,
-        "the namespaces pgq{taken}-* are in use by another test; try again later"
-    );
-    eprintln!(
-        "wan: namespaces pgq{taken}-* are in use by another test: running again under another \
-         pid"
-    );
-    // SAFETY: as in report::on_fatal_signal; this process only waits for its child from now
-    // on, and the child (whose mask std resets) handles the signals.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    let status = Command::new(std::env::current_exe().expect("this bench's path"))
-        .args(std::env::args_os().skip(1))
-        .env("PGQ_BENCH_WAN_RERUN", (depth + 1).to_string())
-        .status()
-        .expect("running this bench again");
-    Some(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::FAILURE,
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reporting
 
@@ -1882,18 +1706,6 @@ fn command_line(args: &[String]) -> String {
         args.join(" ")
     };
     format!("{}cargo bench --bench wan -- {what}", env.concat())
-}
-
-fn describe_binary(bin: &Path) -> String {
-    let version = command_output(bin, &["--version"]);
-    let built = fs::metadata(bin)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .map_or_else(String::new, |d| {
-            format!(", modified {} s before the run", d.as_secs())
-        });
-    format!("{} ({version}{built})", bin.display())
 }
 
 /// A Markdown table, columns padded so it also reads as plain text.
@@ -1940,12 +1752,4 @@ fn kib(bytes: u64) -> String {
 
 fn opt_mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
 }

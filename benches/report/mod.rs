@@ -108,3 +108,25 @@ pub fn pg_bin_dir() -> Option<PathBuf> {
     dirs.sort();
     dirs.pop().map(|(_, bin)| bin)
 }
+
+/// `bin`, its `--version` and how long before the run it was built.
+pub fn describe_binary(bin: &Path) -> String {
+    let version = command_output(bin, &["--version"]);
+    let built = fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map_or_else(String::new, |d| {
+            format!(", modified {} s before the run", d.as_secs())
+        });
+    format!("{} ({version}{built})", bin.display())
+}
+
+/// A goal's verdict for a table.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
