@@ -92,6 +92,14 @@ pub enum Command {
         epoch: Epoch,
         rules: Vec<SyncRule>,
     },
+    /// Reserves the timeline the holder's PostgreSQL is about to be promoted to: the larger
+    /// of `at_least` (one above every timeline its data directory knows) and one above the
+    /// highest timeline reserved before. Only the lease holder may reserve.
+    ReserveTimeline {
+        holder: NodeId,
+        epoch: Epoch,
+        at_least: u32,
+    },
 }
 
 /// What applying a command did. Identical on every node for the same log.
@@ -104,6 +112,8 @@ pub enum CommandResult {
     MemberRegistered { id: NodeId },
     /// The lease after a successful acquire or renew.
     Lease { lease: Lease },
+    /// The timeline a `ReserveTimeline` reserved.
+    Timeline { timeline: u32 },
     /// The command was refused and the state is unchanged.
     Rejected { rejection: Rejection },
 }

@@ -85,6 +85,11 @@ pub struct ClusterState {
     pub failover: Option<Failover>,
     /// Operations requested of members, until each reports it done.
     pub actions: BTreeMap<NodeId, MemberAction>,
+    /// The highest PostgreSQL timeline reserved for a promotion (0 before the first). Every
+    /// promotion reserves a larger one first ([`Command::ReserveTimeline`]), so no two
+    /// primaries ever create the same timeline ID, even when one was cut off before anyone
+    /// saw its history file: pg_rewind tells diverged histories apart only by timeline ID.
+    pub timeline: u32,
 }
 
 impl Default for ClusterState {
@@ -104,6 +109,7 @@ impl Default for ClusterState {
             sync: None,
             failover: None,
             actions: BTreeMap::new(),
+            timeline: 0,
         }
     }
 }
@@ -299,6 +305,16 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
         Command::ClearSwitchover => {
             state.switchover = None;
             Ok(CommandResult::Applied)
+        }
+        Command::ReserveTimeline {
+            holder,
+            epoch,
+            at_least,
+        } => {
+            current_lease(state, *holder, *epoch)?;
+            let timeline = (*at_least).max(state.timeline.saturating_add(1));
+            state.timeline = timeline;
+            Ok(CommandResult::Timeline { timeline })
         }
     }
 }

@@ -429,12 +429,21 @@ impl Executor {
                         return Ok(true);
                     }
                 }
-                // Promote only on a renewal committed just now: the lease may be expiring.
-                self.renew(obs).await?;
+                // Promote only on a renewal committed just now (the lease may be expiring),
+                // and onto a timeline no other promotion ever had (see postgres::timeline).
+                let timeline = self.reserve_timeline_renewing(obs).await?;
+                let placed = self
+                    .postgres
+                    .place_timeline_placeholders(obs.pg.timeline, timeline)?;
                 let pg = self.postgres.clone();
                 let timeout = START_TIMEOUT;
-                self.with_renewals(obs, async move { pg.promote(timeout).await })
-                    .await?;
+                let promoted = self
+                    .with_renewals(obs, async move { pg.promote(timeout).await })
+                    .await;
+                if let Err(e) = self.postgres.remove_timeline_placeholders() {
+                    tracing::warn!(error = %e, "removing placeholder history files");
+                }
+                promoted?;
                 // Strict synchronous mode: from the first commits on, wait for a standby.
                 // (Between the promotion and this reload the new primary acknowledges alone;
                 // the recorded rules block any failover until a standby has caught up.)
@@ -458,7 +467,12 @@ impl Executor {
                         tracing::warn!(error = %e, "checkpoint after promotion");
                     }
                 });
-                tracing::info!(epoch = ?obs.lease.map(|l| l.epoch.0), "promoted to primary");
+                tracing::info!(
+                    epoch = ?obs.lease.map(|l| l.epoch.0),
+                    timeline,
+                    placeholders = ?placed,
+                    "promoted to primary"
+                );
                 Ok(true)
             }
             Decision::Fence { follow } => {
@@ -805,6 +819,38 @@ impl Executor {
             Ok(Ok(other)) => bail!("unexpected result {other:?}"),
             Ok(Err(e)) => Err(e).context("renewing the lease"),
             Err(_) => bail!("renewal not committed before the lease deadline"),
+        }
+    }
+
+    /// Renews the lease and, in the same Raft round, reserves the timeline this replica's
+    /// promotion is to create: one above everything its data directory knows and above
+    /// every timeline reserved before. Both must commit.
+    async fn reserve_timeline_renewing(&mut self, obs: &Observation) -> anyhow::Result<u32> {
+        let lease = match obs.lease {
+            Some(lease) if lease.holder == self.me => lease,
+            _ => bail!("this member does not hold the lease"),
+        };
+        let at_least = self.postgres.lowest_next_timeline(obs.pg.timeline)?;
+        let command = Command::ReserveTimeline {
+            holder: self.me,
+            epoch: lease.epoch,
+            at_least,
+        };
+        let handle = self.handle.clone();
+        let timeout = obs.config.retry_timeout;
+        let reserve = async move { tokio::time::timeout(timeout, handle.propose(command)).await };
+        let (reserved, renewed) = tokio::join!(reserve, self.renew(obs));
+        renewed?;
+        match reserved {
+            Ok(Ok(CommandResult::Timeline { timeline })) => Ok(timeline),
+            Ok(Ok(CommandResult::Rejected { rejection })) => {
+                bail!("reserving a timeline for the promotion: {rejection}")
+            }
+            Ok(Ok(other)) => bail!("reserving a timeline: unexpected result {other:?}"),
+            Ok(Err(e)) => Err(e).context("reserving a timeline for the promotion"),
+            Err(_) => {
+                bail!("timeline reservation not committed within retry_timeout ({timeout:?})")
+            }
         }
     }
 

@@ -25,6 +25,7 @@ mod rewind;
 mod status;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -402,6 +403,50 @@ impl Postgres {
             change = ConfigChange::Restart;
         }
         Ok(change)
+    }
+
+    /// One above every timeline this data directory knows of (`current`, and each history
+    /// file in `pg_wal`): the lowest a promotion of it may create (see [`timeline`]).
+    pub fn lowest_next_timeline(&self, current: u32) -> Result<u32, Error> {
+        let pg_wal = self.settings.data_dir.join("pg_wal");
+        let known = timeline::histories(&pg_wal).map_err(|source| Error::Io {
+            action: format!("listing the timeline history files in {}", pg_wal.display()),
+            source,
+        })?;
+        Ok(timeline::lowest_next(current, known))
+    }
+
+    /// Writes the placeholder history files that make the promotion of this replica, on
+    /// timeline `current`, create timeline `reserved`; returns their timelines.
+    pub fn place_timeline_placeholders(
+        &self,
+        current: u32,
+        reserved: u32,
+    ) -> Result<Vec<u32>, Error> {
+        let pg_wal = self.settings.data_dir.join("pg_wal");
+        let known = timeline::histories(&pg_wal).map_err(|source| Error::Io {
+            action: format!("listing the timeline history files in {}", pg_wal.display()),
+            source,
+        })?;
+        let missing = timeline::missing_below(current, reserved, known);
+        let text = timeline::placeholder_text();
+        for tli in &missing {
+            self.write_file(&timeline::history_path(&pg_wal, *tli), text.as_bytes())?;
+        }
+        Ok(missing)
+    }
+
+    /// Removes the placeholder history files (none once a promotion has finished, or after
+    /// one that failed); returns their timelines.
+    pub fn remove_timeline_placeholders(&self) -> Result<Vec<u32>, Error> {
+        let pg_wal = self.settings.data_dir.join("pg_wal");
+        timeline::remove_placeholders(&pg_wal).map_err(|source| Error::Io {
+            action: format!(
+                "removing pgquorum's placeholder history files from {}",
+                pg_wal.display()
+            ),
+            source,
+        })
     }
 
     /// Writes `bytes` to `path` atomically (temporary file, fsync, rename), mode 0600 and

@@ -651,3 +651,123 @@ async fn old_primary_that_kept_writing_is_rewound_and_follows_the_new_one() {
     b.pg.stop(StopMode::Fast, STOP).await.unwrap();
     eprintln!("whole rewind test: {:?}", started.elapsed());
 }
+
+/// Two replicas of one primary promoted one after the other, the first cut off before the
+/// second knew its timeline: without a reservation both would create timeline 2, and
+/// pg_rewind would find "no rewind required" for the first and let it replay the second's
+/// WAL over its own. With the cluster's reservation the second creates timeline 3, and the
+/// first is rewound onto it.
+#[tokio::test]
+async fn a_reserved_timeline_keeps_two_promotions_apart_so_the_cut_off_one_is_rewound() {
+    if !require_postgres() {
+        return;
+    }
+    let slots = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let a = Instance::new();
+    a.pg.initdb().await.unwrap();
+    a.pg.start(START).await.unwrap();
+    a.pg.create_replication_user().await.unwrap();
+    a.pg.ensure_slots(&slots(&["pgquorum_2", "pgquorum_3"]))
+        .await
+        .unwrap();
+    a.pg.execute(
+        "CREATE TABLE t (x int PRIMARY KEY, origin text); INSERT INTO t VALUES (1, 'both')",
+    )
+    .await
+    .unwrap();
+    let (b, c) = (Instance::new(), Instance::new());
+    for (replica, slot) in [(&b, "pgquorum_2"), (&c, "pgquorum_3")] {
+        let up = a.upstream(slot);
+        replica.pg.basebackup(&up).await.unwrap();
+        replica
+            .pg
+            .write_config(&Role::Replica {
+                upstream: Some(&up),
+            })
+            .unwrap();
+        replica.pg.start(START).await.unwrap();
+        streams_to(replica, 1, a.pg.status().await.wal_position.unwrap()).await;
+    }
+    a.pg.stop(StopMode::Fast, STOP).await.unwrap();
+    let primary_role = Role::Primary {
+        synchronous_standby_names: None,
+    };
+    // What `Command::ReserveTimeline` reserves: the larger of what the data directory needs
+    // and one above the last reservation.
+    let mut last_reserved = 0;
+    let mut reserve = |at_least: u32| {
+        last_reserved = at_least.max(last_reserved + 1);
+        last_reserved
+    };
+
+    // B is promoted, writes, and is cut off: nobody ever fetches its timeline's history.
+    let b_next = b.pg.lowest_next_timeline(1).unwrap();
+    assert_eq!(b_next, 2);
+    let b_timeline = reserve(b_next);
+    assert_eq!(
+        b.pg.place_timeline_placeholders(1, b_timeline).unwrap(),
+        Vec::<u32>::new()
+    );
+    b.pg.promote(START).await.unwrap();
+    assert_eq!(b.pg.status().await.timeline, 2);
+    b.pg.write_config(&primary_role).unwrap();
+    b.pg.reload().await.unwrap();
+    b.pg.execute("INSERT INTO t VALUES (2, 'B, cut off')")
+        .await
+        .unwrap();
+    b.pg.stop(StopMode::Immediate, STOP).await.unwrap();
+
+    // C knows of no timeline but 1, as PostgreSQL would: it would pick 2 as well.
+    let c_next = c.pg.lowest_next_timeline(1).unwrap();
+    assert_eq!(c_next, 2, "C has not seen B's timeline");
+    let c_timeline = reserve(c_next);
+    assert_eq!(c_timeline, 3);
+    assert_eq!(
+        c.pg.place_timeline_placeholders(1, c_timeline).unwrap(),
+        [2]
+    );
+    let c_wal = c.pg.settings().data_dir.join("pg_wal");
+    assert!(timeline::is_placeholder(&timeline::history_path(&c_wal, 2)).unwrap());
+    c.pg.promote(START).await.unwrap();
+    assert_eq!(c.pg.status().await.timeline, 3, "the reserved timeline");
+    assert_eq!(c.pg.remove_timeline_placeholders().unwrap(), [2]);
+    assert!(!timeline::history_path(&c_wal, 2).exists());
+    assert!(
+        !timeline::is_placeholder(&timeline::history_path(&c_wal, 3)).unwrap(),
+        "PostgreSQL wrote timeline 3's history itself"
+    );
+    c.pg.write_config(&primary_role).unwrap();
+    c.pg.reload().await.unwrap();
+    c.pg.execute("INSERT INTO t VALUES (3, 'C on timeline 3')")
+        .await
+        .unwrap();
+
+    // B follows C: its timeline 2 is not C's, so pg_rewind takes its own write back.
+    c.pg.ensure_slots(&slots(&["pgquorum_2"])).await.unwrap();
+    let b_follows_c = c.upstream("pgquorum_2");
+    assert_eq!(
+        b.pg.rewind(&b_follows_c).await.unwrap(),
+        RewindOutcome::Rewound
+    );
+    // A placeholder left by a promotion that never finished is removed at the next start
+    // (a standby would otherwise take it for its recovery target and refuse to start).
+    let b_wal = b.pg.settings().data_dir.join("pg_wal");
+    fs::write(
+        timeline::history_path(&b_wal, 9),
+        timeline::placeholder_text(),
+    )
+    .unwrap();
+    b.pg.start(START).await.unwrap();
+    assert!(!timeline::history_path(&b_wal, 9).exists());
+    c.pg.execute("INSERT INTO t VALUES (4, 'streamed')")
+        .await
+        .unwrap();
+    streams_to(&b, 3, c.pg.status().await.wal_position.unwrap()).await;
+    assert_eq!(
+        rows_of_t(&b).await,
+        ["1:both", "3:C on timeline 3", "4:streamed"],
+        "C's rows and not B's cut-off write"
+    );
+    b.pg.stop(StopMode::Fast, STOP).await.unwrap();
+    c.pg.stop(StopMode::Fast, STOP).await.unwrap();
+}
