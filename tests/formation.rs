@@ -136,3 +136,23 @@ fn a_used_up_token_refuses_a_fourth_member_and_creates_no_state() {
     let after = cluster.wait_converged(Duration::from_secs(10), "the three members still agree");
     assert_eq!(member_names(&after), before, "membership is unchanged");
 }
+
+/// A daemon that is alive but frozen (here SIGSTOPped) accepts connections and answers
+/// nothing: the CLI gives up with an error saying so instead of hanging.
+#[test]
+fn the_cli_reports_a_daemon_that_does_not_answer_instead_of_hanging() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_converged(Duration::from_secs(10), "one member");
+    let node = cluster.node(1);
+    let pid = node.pid().expect("the daemon runs") as i32;
+    // SAFETY: kill(2) on the daemon this test started; resumed below before any assertion.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = std::time::Instant::now();
+    let output = node.cli(&["list"]);
+    let waited = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_error(&output, 1, "did not answer within 30s");
+    assert!(waited < Duration::from_secs(45), "gave up after {waited:?}");
+    assert_success(&node.cli(&["list"]), "list once the daemon runs again");
+}

@@ -11,6 +11,11 @@ use serde::Serialize;
 
 use crate::secret::Secret;
 
+/// How long the CLI waits for the daemon's answer. Every command the API runs is bounded
+/// well below this (a Raft proposal by `propose_timeout`, 10 s at most); a daemon that does
+/// not answer at all is frozen or overloaded, and the operator should hear so.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Talks to one daemon's API at `host:port`.
 pub struct Client {
     base: String,
@@ -79,18 +84,31 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        let response = self
-            .http
-            .request(request.body(body)?)
+        let exchange = async {
+            let response = self
+                .http
+                .request(request.body(body)?)
+                .await
+                .with_context(|| {
+                    format!(
+                        "{method} {}{path}: is the daemon running (`pgquorum run`)?",
+                        self.base
+                    )
+                })?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
             .await
-            .with_context(|| {
-                format!(
-                    "{method} {}{path}: is the daemon running (`pgquorum run`)?",
+            .map_err(|_| {
+                anyhow!(
+                    "{method} {}{path}: the daemon did not answer within {ANSWER_TIMEOUT:?}; it \
+                     runs but is stuck or overloaded (check its log, e.g. `journalctl -u \
+                     pgquorum`)",
                     self.base
                 )
-            })?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+            })??;
         if status != StatusCode::OK {
             let message = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()

@@ -211,7 +211,7 @@ impl Nemesis<'_> {
         match (planned.kind, target) {
             (FaultKind::KillDaemon, Some(i)) => {
                 self.cluster.node_mut(i).kill();
-                self.hold(hold);
+                self.hold(hold, i);
                 self.cluster.node_mut(i).start();
             }
             (FaultKind::KillPostgres, Some(i)) => {
@@ -225,20 +225,20 @@ impl Nemesis<'_> {
                 if let Some(pid) = postmaster {
                     signal_group(pid, libc::SIGKILL);
                 }
-                self.hold(hold);
+                self.hold(hold, i);
                 self.cluster.node_mut(i).start();
             }
             (FaultKind::PauseDaemonShort | FaultKind::PauseDaemonLong, Some(i)) => {
                 if let Some(pid) = self.cluster.node(i).pid() {
                     signal_group(pid as i32, libc::SIGSTOP);
-                    self.hold(hold);
+                    self.hold(hold, i);
                     signal_group(pid as i32, libc::SIGCONT);
                 }
             }
             (FaultKind::PausePostgresShort | FaultKind::PausePostgresLong, Some(i)) => {
                 if let Some(pid) = self.cluster.node(i).postmaster_pid() {
                     signal_group(pid, libc::SIGSTOP);
-                    self.hold(hold);
+                    self.hold(hold, i);
                     signal_group(pid, libc::SIGCONT);
                 }
             }
@@ -254,7 +254,7 @@ impl Nemesis<'_> {
                     .collect();
                 let ns = self.hosts.netns(i);
                 partition(&ns, &peers, kind);
-                self.hold(hold);
+                self.hold(hold, i);
                 heal(&ns);
             }
             (FaultKind::RestartHost, Some(i)) => {
@@ -270,14 +270,15 @@ impl Nemesis<'_> {
                     }
                 }
             }
-            (FaultKind::Switchover, _) => self.request_switchover(),
+            (FaultKind::Switchover, _) => self.request_switchover(None),
             (kind, None) => panic!("{kind} needs a target"),
         }
     }
 
-    /// Waits out the fault's hold; with `switchover_midway`, requests a switchover halfway
-    /// and records it as a fault of its own.
-    fn hold(&mut self, planned: Planned) {
+    /// Waits out the fault's hold on member `target`; with `switchover_midway`, requests a
+    /// switchover halfway (of another member: the target may be paused or cut off) and
+    /// records it as a fault of its own.
+    fn hold(&mut self, planned: Planned, target: usize) {
         if !planned.switchover_midway {
             std::thread::sleep(planned.hold);
             return;
@@ -285,7 +286,7 @@ impl Nemesis<'_> {
         std::thread::sleep(planned.hold / 2);
         let clock = self.recorder.clock();
         let start_ms = clock.now_ms();
-        self.request_switchover();
+        self.request_switchover(Some(target));
         self.recorder.record(Record::Fault(Fault {
             kind: FaultKind::Switchover,
             target: None,
@@ -295,10 +296,12 @@ impl Nemesis<'_> {
         std::thread::sleep(planned.hold - planned.hold / 2);
     }
 
-    /// `pgquorum switchover` (to the best replica) on the primary, or on n1 if none is
-    /// known; a refusal is noted in that member's log.
-    fn request_switchover(&self) {
-        let asked = primary_or_first(self.primary());
+    /// `pgquorum switchover` (to the best replica) on the primary, or on the first member
+    /// other than `busy` if none is known; a refusal is noted in that member's log. `busy`
+    /// is the target of the fault being held: asked while SIGSTOPped, its daemon would not
+    /// answer until the nemesis, waiting for that answer, resumed it.
+    fn request_switchover(&self, busy: Option<usize>) {
+        let asked = ask_whom(self.primary(), busy, self.cluster.len());
         let output = self.cluster.node(asked).cli(&["switchover"]);
         if !output.status.success() {
             self.cluster.node(asked).note(&format!(
@@ -321,7 +324,7 @@ impl Nemesis<'_> {
             }
         }
         if let Some(planned) = planned {
-            self.hold(planned);
+            self.hold(planned, i);
         }
         self.cluster.node_mut(i).start();
     }
@@ -365,8 +368,13 @@ impl Nemesis<'_> {
     }
 }
 
-fn primary_or_first(primary: Option<usize>) -> usize {
-    primary.unwrap_or(1)
+/// Whom to ask for a switchover: the primary when known and not `busy`, else the first of
+/// `members` members that is not `busy`.
+fn ask_whom(primary: Option<usize>, busy: Option<usize>, members: usize) -> usize {
+    primary
+        .filter(|&p| Some(p) != busy)
+        .or_else(|| (1..=members).find(|&i| Some(i) != busy))
+        .unwrap_or(1)
 }
 
 /// The nftables table the partitions live in, in the host's namespace.
@@ -410,4 +418,24 @@ fn signal_group(pgid: i32, signal: libc::c_int) {
 fn process_exists(pid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks for existence.
     unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ask_whom;
+
+    #[test]
+    fn a_switchover_is_never_asked_of_the_member_held_in_a_fault() {
+        for (primary, busy, want) in [
+            (Some(2), Some(1), 2),
+            (Some(2), None, 2),
+            (None, Some(1), 2),
+            (None, Some(2), 1),
+            (None, None, 1),
+            // The harness saw the held member as the one writable member: ask another.
+            (Some(3), Some(3), 1),
+        ] {
+            assert_eq!(ask_whom(primary, busy, 3), want, "{primary:?} {busy:?}");
+        }
+    }
 }
