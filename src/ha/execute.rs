@@ -440,8 +440,10 @@ impl Executor {
                 let promoted = self
                     .with_renewals(obs, async move { pg.promote(timeout).await })
                     .await;
-                if let Err(e) = self.postgres.remove_timeline_placeholders() {
-                    tracing::warn!(error = %e, "removing placeholder history files");
+                // After a failed attempt the placeholders above our timeline must go; after
+                // a promotion they stay (below the new timeline) for standbys to fetch.
+                if let Err(e) = self.postgres.remove_stray_timeline_placeholders() {
+                    tracing::warn!(error = %e, "removing stray placeholder history files");
                 }
                 promoted?;
                 // Strict synchronous mode: from the first commits on, wait for a standby.

@@ -436,13 +436,14 @@ impl Postgres {
         Ok(missing)
     }
 
-    /// Removes the placeholder history files (none once a promotion has finished, or after
-    /// one that failed); returns their timelines.
-    pub fn remove_timeline_placeholders(&self) -> Result<Vec<u32>, Error> {
+    /// Removes the placeholder history files no real one covers (those of a promotion that
+    /// failed; a finished one keeps its placeholders for its standbys to fetch); returns
+    /// their timelines.
+    pub fn remove_stray_timeline_placeholders(&self) -> Result<Vec<u32>, Error> {
         let pg_wal = self.settings.data_dir.join("pg_wal");
-        timeline::remove_placeholders(&pg_wal).map_err(|source| Error::Io {
+        timeline::remove_stray_placeholders(&pg_wal).map_err(|source| Error::Io {
             action: format!(
-                "removing pgquorum's placeholder history files from {}",
+                "removing pgquorum's stray placeholder history files from {}",
                 pg_wal.display()
             ),
             source,

@@ -246,11 +246,11 @@ impl Postgres {
                     data_dir: data_dir.clone(),
                 });
             }
-            // Left by a promotion that never finished: a standby whose recovery target were
-            // a placeholder would refuse to start.
-            let removed = self.remove_timeline_placeholders()?;
+            // Left by a promotion that never finished (or a fetch cut short): a standby
+            // whose recovery target were a placeholder would refuse to start.
+            let removed = self.remove_stray_timeline_placeholders()?;
             if !removed.is_empty() {
-                tracing::info!(timelines = ?removed, "removed placeholder history files");
+                tracing::info!(timelines = ?removed, "removed stray placeholder history files");
             }
             self.create_dir(&self.settings.socket_dir, Some(0o700))?;
             let log = self.open_log()?;

@@ -730,8 +730,12 @@ async fn a_reserved_timeline_keeps_two_promotions_apart_so_the_cut_off_one_is_re
     assert!(timeline::is_placeholder(&timeline::history_path(&c_wal, 2)).unwrap());
     c.pg.promote(START).await.unwrap();
     assert_eq!(c.pg.status().await.timeline, 3, "the reserved timeline");
-    assert_eq!(c.pg.remove_timeline_placeholders().unwrap(), [2]);
-    assert!(!timeline::history_path(&c_wal, 2).exists());
+    assert_eq!(
+        c.pg.remove_stray_timeline_placeholders().unwrap(),
+        Vec::<u32>::new(),
+        "below the new timeline the placeholder stays, for standbys to fetch"
+    );
+    assert!(timeline::is_placeholder(&timeline::history_path(&c_wal, 2)).unwrap());
     assert!(
         !timeline::is_placeholder(&timeline::history_path(&c_wal, 3)).unwrap(),
         "PostgreSQL wrote timeline 3's history itself"
@@ -768,6 +772,27 @@ async fn a_reserved_timeline_keeps_two_promotions_apart_so_the_cut_off_one_is_re
         ["1:both", "3:C on timeline 3", "4:streamed"],
         "C's rows and not B's cut-off write"
     );
-    b.pg.stop(StopMode::Fast, STOP).await.unwrap();
-    c.pg.stop(StopMode::Fast, STOP).await.unwrap();
+
+    // A, the old primary, stopped cleanly on timeline 1: following C it fetches the history
+    // of every timeline up to 3 from C, the placeholder for 2 included.
+    c.pg.ensure_slots(&slots(&["pgquorum_1", "pgquorum_2"]))
+        .await
+        .unwrap();
+    let a_follows_c = c.upstream("pgquorum_1");
+    a.pg.write_config(&Role::Replica {
+        upstream: Some(&a_follows_c),
+    })
+    .unwrap();
+    a.pg.start(START).await.unwrap();
+    c.pg.execute("INSERT INTO t VALUES (5, 'to A')")
+        .await
+        .unwrap();
+    streams_to(&a, 3, c.pg.status().await.wal_position.unwrap()).await;
+    assert_eq!(
+        rows_of_t(&a).await,
+        ["1:both", "3:C on timeline 3", "4:streamed", "5:to A"]
+    );
+    for i in [&a, &b, &c] {
+        i.pg.stop(StopMode::Fast, STOP).await.unwrap();
+    }
 }

@@ -11,8 +11,15 @@
 //! So the cluster state reserves every promotion's timeline (`Command::ReserveTimeline`),
 //! and before promoting the holder fills the gap between what its `pg_wal` knows and the
 //! reserved ID with placeholder history files, which PostgreSQL only tests for existence
-//! when it picks the ID. They are removed right after the promotion and before every start
-//! (a standby whose recovery target were a placeholder would refuse to start).
+//! when it picks the ID.
+//!
+//! The placeholders then stay on the new primary: a standby connecting to it fetches the
+//! history file of *every* timeline between its own and the primary's, and gives up on one
+//! the primary does not have. Below a real history file they are harmless, because
+//! PostgreSQL looks for a newer timeline only upwards from the one it is on. A placeholder
+//! with no real history file above it (a promotion that failed, a fetch cut short) could
+//! become a recovery target, which PostgreSQL would refuse: those strays are removed after
+//! every promotion attempt and before every start.
 
 use std::fs;
 use std::io;
@@ -25,7 +32,7 @@ pub const PLACEHOLDER: &str = "# pgquorum placeholder";
 pub fn placeholder_text() -> String {
     format!(
         "{PLACEHOLDER}: keeps PostgreSQL from promoting to a timeline ID below the one the \
-         cluster reserved; pgquorum removes it after the promotion\n"
+         cluster reserved; standbys fetch it like any history file\n"
     )
 }
 
@@ -85,23 +92,49 @@ pub fn is_placeholder(path: &Path) -> io::Result<bool> {
     Ok(text.starts_with(PLACEHOLDER.as_bytes()))
 }
 
-/// Removes every placeholder from `pg_wal`; returns the timelines removed. A missing
-/// `pg_wal` (no data directory yet) has none.
-pub fn remove_placeholders(pg_wal: &Path) -> io::Result<Vec<u32>> {
+/// The placeholders among `files` (timeline, is a placeholder) that no real history file
+/// covers: one is covered when a real history file of a higher timeline exists and every
+/// timeline in between has a file too, so that PostgreSQL's upward search from any
+/// timeline below passes it and ends on a real one.
+pub fn strays(files: &[(u32, bool)]) -> Vec<u32> {
+    let mut sorted = files.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup_by_key(|(tli, _)| *tli);
+    let mut strays = Vec::new();
+    let mut covered = false;
+    let mut above: Option<u32> = None;
+    for &(tli, placeholder) in sorted.iter().rev() {
+        if above != tli.checked_add(1) {
+            covered = false;
+        }
+        if !placeholder {
+            covered = true;
+        } else if !covered {
+            strays.push(tli);
+        }
+        above = Some(tli);
+    }
+    strays.sort_unstable();
+    strays
+}
+
+/// Removes the stray placeholders (see [`strays`]) from `pg_wal`; returns their timelines.
+/// A missing `pg_wal` (no data directory yet) has none.
+pub fn remove_stray_placeholders(pg_wal: &Path) -> io::Result<Vec<u32>> {
     let tlis = match histories(pg_wal) {
         Ok(tlis) => tlis,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut removed = Vec::new();
+    let mut files = Vec::with_capacity(tlis.len());
     for tli in tlis {
-        let path = history_path(pg_wal, tli);
-        if is_placeholder(&path)? {
-            fs::remove_file(&path)?;
-            removed.push(tli);
-        }
+        files.push((tli, is_placeholder(&history_path(pg_wal, tli))?));
     }
-    Ok(removed)
+    let strays = strays(&files);
+    for tli in &strays {
+        fs::remove_file(history_path(pg_wal, *tli))?;
+    }
+    Ok(strays)
 }
 
 #[cfg(test)]
@@ -164,24 +197,58 @@ mod tests {
     }
 
     #[test]
-    fn only_placeholders_are_removed() {
+    fn a_placeholder_is_stray_unless_a_real_history_file_above_covers_it() {
+        let (real, placeholder) = (false, true);
+        for (files, want) in [
+            // The new primary of timeline 5, promoted from 3 past a reserved 4: kept.
+            (
+                vec![(2, real), (3, real), (4, placeholder), (5, real)],
+                vec![],
+            ),
+            // A promotion from 3 that failed after placing 4 and 5: both stray.
+            (
+                vec![(2, real), (3, real), (4, placeholder), (5, placeholder)],
+                vec![4, 5],
+            ),
+            // A standby whose fetch stopped after the placeholder: stray until refetched.
+            (vec![(3, real), (4, placeholder)], vec![4]),
+            // A gap breaks the cover: 4 would end PostgreSQL's search from 3.
+            (vec![(3, real), (4, placeholder), (6, real)], vec![4]),
+            (
+                vec![
+                    (4, placeholder),
+                    (5, placeholder),
+                    (6, real),
+                    (7, placeholder),
+                ],
+                vec![7],
+            ),
+            (vec![], vec![]),
+            (vec![(2, real)], vec![]),
+        ] {
+            assert_eq!(strays(&files), want, "{files:?}");
+        }
+    }
+
+    #[test]
+    fn only_stray_placeholders_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path();
-        fs::write(
-            history_path(wal, 2),
-            "1\t0/3000000\tno recovery target specified\n",
-        )
-        .unwrap();
+        let real = "1\t0/3000000\tno recovery target specified\n";
+        fs::write(history_path(wal, 2), real).unwrap();
         fs::write(history_path(wal, 3), placeholder_text()).unwrap();
-        fs::write(history_path(wal, 4), placeholder_text()).unwrap();
+        fs::write(history_path(wal, 4), real).unwrap();
+        fs::write(history_path(wal, 5), placeholder_text()).unwrap();
+        fs::write(history_path(wal, 6), placeholder_text()).unwrap();
         fs::write(wal.join("000000020000000000000003"), b"segment").unwrap();
+        assert_eq!(histories(wal).unwrap(), vec![2, 3, 4, 5, 6]);
+        assert_eq!(remove_stray_placeholders(wal).unwrap(), vec![5, 6]);
         assert_eq!(histories(wal).unwrap(), vec![2, 3, 4]);
-        assert_eq!(remove_placeholders(wal).unwrap(), vec![3, 4]);
-        assert_eq!(histories(wal).unwrap(), vec![2]);
+        assert!(is_placeholder(&history_path(wal, 3)).unwrap());
         assert!(wal.join("000000020000000000000003").exists());
-        assert_eq!(remove_placeholders(wal).unwrap(), Vec::<u32>::new());
+        assert_eq!(remove_stray_placeholders(wal).unwrap(), Vec::<u32>::new());
         assert_eq!(
-            remove_placeholders(&wal.join("missing")).unwrap(),
+            remove_stray_placeholders(&wal.join("missing")).unwrap(),
             Vec::<u32>::new()
         );
     }
