@@ -132,6 +132,21 @@ fn renew(holder: u64, epoch: u64) -> Command {
     }
 }
 
+fn reserve(holder: u64, epoch: u64, at_least: u32) -> Command {
+    Command::ReserveTimeline {
+        holder: NodeId(holder),
+        epoch: Epoch(epoch),
+        at_least,
+    }
+}
+
+/// Node 1 holds the lease in epoch 3; timeline `timeline` was reserved before.
+fn reserved(timeline: u32) -> ClusterState {
+    let mut s = state().with_lease(1, 3, 0);
+    s.timeline = timeline;
+    s
+}
+
 fn release(holder: u64, epoch: u64) -> Command {
     Command::ReleaseLease {
         holder: NodeId(holder),
@@ -743,54 +758,30 @@ fn cases() -> Vec<Case> {
         Case {
             name: "the holder's first reservation is what its data directory needs",
             given: state().with_lease(1, 3, 7),
-            command: Command::ReserveTimeline {
-                holder: NodeId(1),
-                epoch: Epoch(3),
-                at_least: 2,
-            },
+            command: reserve(1, 3, 2),
             result: CommandResult::Timeline { timeline: 2 },
             change: |s| s.timeline = 2,
         },
         Case {
             name: "a timeline reserved by a primary nobody heard from again is never reused",
-            given: {
-                // Holder 2 reserved 5 and was cut off; holder 1 is on timeline 4 and knows
-                // nothing of 5.
-                let mut s = state().with_lease(1, 3, 0);
-                s.timeline = 5;
-                s
-            },
-            command: Command::ReserveTimeline {
-                holder: NodeId(1),
-                epoch: Epoch(3),
-                at_least: 5,
-            },
+            // Holder 2 reserved 5 and was cut off; holder 1 is on timeline 4 and knows
+            // nothing of 5.
+            given: reserved(5),
+            command: reserve(1, 3, 5),
             result: CommandResult::Timeline { timeline: 6 },
             change: |s| s.timeline = 6,
         },
         Case {
             name: "a data directory that knows higher timelines reserves above them",
-            given: {
-                let mut s = state().with_lease(1, 3, 0);
-                s.timeline = 5;
-                s
-            },
-            command: Command::ReserveTimeline {
-                holder: NodeId(1),
-                epoch: Epoch(3),
-                at_least: 9,
-            },
+            given: reserved(5),
+            command: reserve(1, 3, 9),
             result: CommandResult::Timeline { timeline: 9 },
             change: |s| s.timeline = 9,
         },
         Case {
             name: "only the holder in its epoch reserves a timeline",
             given: state().with_lease(1, 4, 0),
-            command: Command::ReserveTimeline {
-                holder: NodeId(2),
-                epoch: Epoch(4),
-                at_least: 2,
-            },
+            command: reserve(2, 4, 2),
             result: rejected(Rejection::LeaseNotHeld {
                 current: Some(lease(1, 4, 0)),
             }),

@@ -405,14 +405,19 @@ impl Postgres {
         Ok(change)
     }
 
+    /// The timelines of the history files in `pg_wal`.
+    fn histories(pg_wal: &Path) -> Result<Vec<u32>, Error> {
+        timeline::histories(pg_wal).map_err(|source| Error::Io {
+            action: format!("listing the timeline history files in {}", pg_wal.display()),
+            source,
+        })
+    }
+
     /// One above every timeline this data directory knows of (`current`, and each history
     /// file in `pg_wal`): the lowest a promotion of it may create (see [`timeline`]).
     pub fn lowest_next_timeline(&self, current: u32) -> Result<u32, Error> {
         let pg_wal = self.settings.data_dir.join("pg_wal");
-        let known = timeline::histories(&pg_wal).map_err(|source| Error::Io {
-            action: format!("listing the timeline history files in {}", pg_wal.display()),
-            source,
-        })?;
+        let known = Self::histories(&pg_wal)?;
         Ok(timeline::lowest_next(current, known))
     }
 
@@ -424,10 +429,7 @@ impl Postgres {
         reserved: u32,
     ) -> Result<Vec<u32>, Error> {
         let pg_wal = self.settings.data_dir.join("pg_wal");
-        let known = timeline::histories(&pg_wal).map_err(|source| Error::Io {
-            action: format!("listing the timeline history files in {}", pg_wal.display()),
-            source,
-        })?;
+        let known = Self::histories(&pg_wal)?;
         let missing = timeline::missing_below(current, reserved, known);
         let text = timeline::placeholder_text();
         for tli in &missing {
