@@ -83,6 +83,11 @@ pub fn settings(inputs: &Inputs, role: &Role) -> Vec<(&'static str, String)> {
         s.push(("wal_keep_segments", "8".into()));
     }
     s.push(("hot_standby_feedback", "on".into()));
+    // A standby whose upstream went away retries after this long (PostgreSQL's default is
+    // 5 s). A primary restarted in place is back within a second or two; with the default its
+    // replicas stayed disconnected for 5 s more, and in async mode everything acknowledged in
+    // that gap was on one host only.
+    s.push(("wal_retrieve_retry_interval", quote("1s")));
     match role {
         Role::Primary {
             synchronous_standby_names,
@@ -235,6 +240,7 @@ fn reloads(name: &str, version: u32) -> bool {
         "wal_keep_size"
         | "wal_keep_segments"
         | "hot_standby_feedback"
+        | "wal_retrieve_retry_interval"
         | "synchronous_standby_names" => true,
         // PostgreSQL 13 made these reloadable (the WAL receiver restarts on its own).
         "primary_conninfo" | "primary_slot_name" => version >= 13,
@@ -292,6 +298,7 @@ mod tests {
             "max_replication_slots = 10",
             "wal_keep_size = '128MB'",
             "hot_standby_feedback = on",
+            "wal_retrieve_retry_interval = '1s'",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -499,8 +506,10 @@ mod tests {
             &BTreeMap::new(),
         ));
         let nothing = BTreeMap::new();
+        let mut before_retry_interval = replica.clone();
+        before_retry_interval.remove("wal_retrieve_retry_interval");
         type Map = BTreeMap<String, String>;
-        let cases: [(&str, &Map, &Map, u32, ConfigChange); 9] = [
+        let cases: [(&str, &Map, &Map, u32, ConfigChange); 10] = [
             ("same primary", &primary, &primary, 15, Unchanged),
             ("sync names added", &primary, &sync, 15, Reload),
             ("sync names dropped", &sync, &primary, 15, Reload),
@@ -510,6 +519,13 @@ mod tests {
             ("upstream found", &lone, &replica, 15, Reload),
             ("promoted", &replica, &primary, 15, Reload),
             ("nothing there before", &nothing, &primary, 15, Restart),
+            (
+                "written by an older pgquorum",
+                &before_retry_interval,
+                &replica,
+                15,
+                Reload,
+            ),
         ];
         for (name, old, new, version, want) in cases {
             assert_eq!(classify(old, new, version), want, "{name}");
