@@ -699,11 +699,14 @@ impl Executor {
         obs: &Observation,
     ) -> anyhow::Result<()> {
         let upstream = follow.map(|id| self.upstream(id, obs)).transpose()?;
-        self.postgres.write_config(&Role::Replica {
+        let change = self.postgres.write_config(&Role::Replica {
             upstream: upstream.as_ref(),
         })?;
+        // A postmaster left running by an earlier start that timed out gets the upstream
+        // too: started without one, a standby whose own WAL ends before it is consistent
+        // waits for ever.
         self.postgres
-            .start(START_TIMEOUT)
+            .start_with(change, START_TIMEOUT)
             .await
             .context("starting as a replica")?;
         self.following = follow;

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{io_error, Error, Postgres, StopMode};
+use super::{io_error, ConfigChange, Error, Postgres, StopMode};
 
 /// How often start and stop look at the postmaster.
 const POLL: Duration = Duration::from_millis(50);
@@ -294,6 +294,37 @@ impl Postgres {
         }
     }
 
+    /// [`start`](Self::start) with the configuration [`write_config`](Self::write_config)
+    /// just wrote, which returned `change`. A postmaster already running for this data
+    /// directory (one whose start timed out, such as a standby that cannot become consistent
+    /// without an upstream to stream from) still has the configuration it was started with,
+    /// and adopting it as it is would keep that: a reload is sent as SIGHUP, since it may not
+    /// accept connections for `pg_reload_conf()`, and a restart stops it first.
+    pub async fn start_with(&self, change: ConfigChange, timeout: Duration) -> Result<(), Error> {
+        if let Some(pid) = self.postmaster_pid() {
+            match change {
+                ConfigChange::Unchanged => {}
+                ConfigChange::Reload => {
+                    tracing::info!(
+                        pid,
+                        "configuration changed: reloading the running postmaster (SIGHUP)"
+                    );
+                    match sys::signal(pid, sys::SIGHUP) {
+                        Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                            return Err(Error::Io {
+                                action: format!("signalling postmaster {pid}"),
+                                source: e,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                ConfigChange::Restart => self.stop(StopMode::Fast, timeout).await?,
+            }
+        }
+        self.start(timeout).await
+    }
+
     /// Stops the postmaster (ours or adopted): SIGINT for [`StopMode::Fast`], SIGQUIT for
     /// [`StopMode::Immediate`], then waits until it has exited. A fast stop still running
     /// after `timeout` is escalated to immediate, which gets another `timeout`. Not running
@@ -440,7 +471,7 @@ mod sys {
 
     use super::Account;
 
-    pub use libc::{SIGINT, SIGQUIT};
+    pub use libc::{SIGHUP, SIGINT, SIGQUIT};
 
     /// Whether the daemon runs with effective uid 0.
     pub fn is_root() -> bool {

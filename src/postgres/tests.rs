@@ -262,6 +262,80 @@ async fn primary_is_cloned_streamed_to_and_replica_promoted() {
     b.pg.stop(StopMode::Fast, STOP).await.unwrap(); // not running: no-op
 }
 
+/// A standby whose own WAL ends before it is consistent (in a fault campaign: a segment of
+/// the new timeline torn by a shutdown just after the switch; here: its clone's WAL removed)
+/// started without an upstream never accepts connections, and the start times out leaving it
+/// running. Started again with an upstream, the running postmaster must get it: adopted as it
+/// was, it waited for ever.
+#[tokio::test]
+async fn a_standby_left_waiting_for_wal_streams_once_started_with_an_upstream() {
+    if !require_postgres() {
+        return;
+    }
+    let a = Instance::new();
+    a.pg.initdb().await.unwrap();
+    a.pg.start(START).await.unwrap();
+    a.pg.create_replication_user().await.unwrap();
+    a.pg.ensure_slots(&BTreeSet::from(["pgquorum_2".to_string()]))
+        .await
+        .unwrap();
+    let b = Instance::new();
+    let up = a.upstream("pgquorum_2");
+    b.pg.basebackup(&up).await.unwrap();
+    let pg_wal = b.pg.settings().data_dir.join("pg_wal");
+    let mut removed = 0;
+    for entry in fs::read_dir(&pg_wal).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(
+        removed > 0,
+        "the clone has WAL segments in {}",
+        pg_wal.display()
+    );
+    a.pg.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+
+    b.pg.write_config(&Role::Replica { upstream: None })
+        .unwrap();
+    let waited = b.pg.start(Duration::from_secs(3)).await;
+    assert!(
+        matches!(waited, Err(Error::StartTimedOut { .. })),
+        "without an upstream the standby cannot become consistent: {waited:?}"
+    );
+    assert!(
+        b.pg.is_running(),
+        "a start that timed out leaves it running"
+    );
+
+    let change =
+        b.pg.write_config(&Role::Replica {
+            upstream: Some(&up),
+        })
+        .unwrap();
+    assert_eq!(change, ConfigChange::Reload);
+    b.pg.start_with(change, START).await.unwrap();
+    let target = a.pg.status().await.wal_position.unwrap();
+    streams_to(&b, 1, target).await;
+    assert_eq!(rows_of_t_plain(&b).await, ["1"]);
+
+    b.pg.stop(StopMode::Fast, STOP).await.unwrap();
+    a.pg.stop(StopMode::Fast, STOP).await.unwrap();
+}
+
+async fn rows_of_t_plain(i: &Instance) -> Vec<String> {
+    i.query("SELECT x::text FROM t ORDER BY x")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn postmaster_is_adopted_dies_with_its_owner_and_survives_external_kills() {
     if !require_postgres() {
