@@ -549,9 +549,17 @@ fn the_fence_kills_a_primary_whose_daemon_is_frozen_before_another_is_promoted()
         old.log().contains("pgquorum fence:"),
         "the fence should say in n{primary}'s log why it killed PostgreSQL"
     );
-    // Thawed, the old primary finds its PostgreSQL dead and its lease gone, and rejoins.
+    // Thawed, the old primary finds its PostgreSQL dead and its lease gone, and rejoins;
+    // through pg_rewind, since a primary killed while writable may have written WAL its
+    // replicas never received (found at 100 ms round trip: restarted as a standby as it
+    // was, such a member could never follow the new timeline).
     signal_group(daemon, libc::SIGCONT);
     eventually(FAILOVER, "the old primary rejoins as a replica", || {
         replicas_streaming(&cluster, new)
     });
+    assert!(
+        old.log()
+            .contains("data directory was last a primary's; rewinding from"),
+        "n{primary} should have been rewound before following n{new}"
+    );
 }

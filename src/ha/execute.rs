@@ -163,8 +163,27 @@ impl Executor {
             .with_extension("needs-rewind")
     }
 
+    /// Whether this data directory must be rewound before following a primary: the marker
+    /// says so, or PostgreSQL is down in a directory without standby.signal. That one
+    /// stopped as a primary, killed by the fence, the OOM killer or an operator, and may
+    /// have written WAL that the next primary never got; asynchronous replication lags. The
+    /// marker is written then, since starting it as a replica writes standby.signal.
     pub fn needs_rewind(&self) -> bool {
-        self.rewind_marker().exists()
+        if self.rewind_marker().exists() {
+            return true;
+        }
+        let stopped_primary = !self.postgres.is_running()
+            && matches!(self.postgres.data_dir_state(), DataDir::Initialised { .. })
+            && !self
+                .postgres
+                .settings()
+                .data_dir
+                .join("standby.signal")
+                .exists();
+        if stopped_primary {
+            self.set_needs_rewind(true);
+        }
+        stopped_primary
     }
 
     fn set_needs_rewind(&self, needed: bool) {
