@@ -309,15 +309,7 @@ impl Postgres {
                         pid,
                         "configuration changed: reloading the running postmaster (SIGHUP)"
                     );
-                    match sys::signal(pid, sys::SIGHUP) {
-                        Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
-                            return Err(Error::Io {
-                                action: format!("signalling postmaster {pid}"),
-                                source: e,
-                            });
-                        }
-                        _ => {}
-                    }
+                    signal_postmaster(pid, sys::SIGHUP)?;
                 }
                 ConfigChange::Restart => self.stop(StopMode::Fast, timeout).await?,
             }
@@ -345,14 +337,7 @@ impl Postgres {
                 "SIGQUIT"
             };
             tracing::info!(pid, signal = name, "stopping postgres");
-            if let Err(e) = sys::signal(pid, signal) {
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    return Err(Error::Io {
-                        action: format!("signalling postmaster {pid}"),
-                        source: e,
-                    });
-                }
-            }
+            signal_postmaster(pid, signal)?;
             let deadline = Instant::now() + timeout;
             while self.postmaster_pid() == Some(pid) {
                 if Instant::now() >= deadline {
@@ -457,6 +442,17 @@ pub(crate) fn is_live_postgres(pid: u32) -> bool {
 /// SIGKILL to process group `pgid` (> 1), with the error: the fence reports it.
 pub(crate) fn kill_group_checked(pgid: u32) -> io::Result<()> {
     sys::signal_group(pgid, libc::SIGKILL)
+}
+
+/// Sends `signal` to postmaster `pid`; one that has just exited (ESRCH) is no error.
+fn signal_postmaster(pid: u32, signal: libc::c_int) -> Result<(), Error> {
+    match sys::signal(pid, signal) {
+        Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::Io {
+            action: format!("signalling postmaster {pid}"),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The few libc calls std does not wrap. Each is a thin, checked wrapper.
