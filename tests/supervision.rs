@@ -262,7 +262,9 @@ fn a_replica_lagging_beyond_maximum_lag_on_failover_is_passed_over() {
     );
     // If the lagging replica judged the vacancy before the good one's takeover committed
     // (a race: they wake on their own cycles), it said why it stood aside. The sentence
-    // itself is pinned by the decision table.
+    // itself is pinned by the decision table; the limit it names is the one this member had
+    // applied, which on a loaded host may still be the default (it lags here by more than
+    // either).
     let log = cluster.node(lagging).log();
     let judged: Vec<&str> = log
         .lines()
@@ -271,7 +273,8 @@ fn a_replica_lagging_beyond_maximum_lag_on_failover_is_passed_over() {
     assert!(
         judged
             .iter()
-            .all(|l| l.contains("more than maximum_lag_on_failover (65536 B)")),
+            .all(|l| l.contains("B behind the highest known position")
+                && l.contains("more than maximum_lag_on_failover (")),
         "the lagging replica's log says why it was passed over: {judged:#?}"
     );
 }
