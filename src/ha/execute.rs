@@ -141,14 +141,8 @@ impl Executor {
             vip_text: String::new(),
             fence: None,
         };
-        // A data directory without standby.signal was last a primary's: whatever it wrote
-        // after the last failover may be missing on the new primary.
-        let data_dir = &executor.postgres.settings().data_dir;
-        if matches!(
-            executor.postgres.data_dir_state(),
-            DataDir::Initialised { .. }
-        ) && !data_dir.join("standby.signal").exists()
-        {
+        // Whatever a primary wrote after the last failover may be missing on the new one.
+        if executor.last_a_primarys() {
             executor.set_needs_rewind(true);
         }
         executor
@@ -163,8 +157,19 @@ impl Executor {
             .with_extension("needs-rewind")
     }
 
+    /// Whether the data directory was last used by a primary: initialised, no standby.signal.
+    fn last_a_primarys(&self) -> bool {
+        matches!(self.postgres.data_dir_state(), DataDir::Initialised { .. })
+            && !self
+                .postgres
+                .settings()
+                .data_dir
+                .join("standby.signal")
+                .exists()
+    }
+
     /// Whether this data directory must be rewound before following a primary: the marker
-    /// says so, or PostgreSQL is down in a directory without standby.signal. That one
+    /// says so, or PostgreSQL is down in a directory last used by a primary. That one
     /// stopped as a primary, killed by the fence, the OOM killer or an operator, and may
     /// have written WAL that the next primary never got; asynchronous replication lags. The
     /// marker is written then, since starting it as a replica writes standby.signal.
@@ -172,14 +177,7 @@ impl Executor {
         if self.rewind_marker().exists() {
             return true;
         }
-        let stopped_primary = !self.postgres.is_running()
-            && matches!(self.postgres.data_dir_state(), DataDir::Initialised { .. })
-            && !self
-                .postgres
-                .settings()
-                .data_dir
-                .join("standby.signal")
-                .exists();
+        let stopped_primary = !self.postgres.is_running() && self.last_a_primarys();
         if stopped_primary {
             self.set_needs_rewind(true);
         }
