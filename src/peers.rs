@@ -3,10 +3,11 @@
 //! members only) and polls every other member every `loop_wait`, keeping the answers that
 //! arrived within `member_timeout` on a watch channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -77,93 +78,96 @@ const TRANSITION_POLL: Duration = Duration::from_millis(25);
 /// Polls every other member's status every `loop_wait` until `shutdown`; returns the
 /// receiver of the collected statuses. Members that do not answer within `member_timeout`
 /// keep their last answer with its old timestamp, so readers judge freshness themselves.
+///
+/// Each member has at most one poll in flight, and a new round does not wait for the last
+/// one's stragglers: a member that does not answer (a host cut off, whose poll runs to
+/// `member_timeout`) must not stretch the interval between the answers of those that do.
+/// It did once: with the old primary cut off, a replica's answers came
+/// `member_timeout + loop_wait` apart, exactly the age at which an answer stops counting, so
+/// for a moment that replica was not seen at all and a less advanced one took over.
 pub fn spawn_poller(
     handle: RaftHandle,
     shutdown: CancellationToken,
 ) -> watch::Receiver<Arc<PeerStatuses>> {
     let (tx, rx) = watch::channel(Arc::new(PeerStatuses::new()));
     tokio::spawn(async move {
+        let me = NodeId(handle.id());
         let mut statuses = PeerStatuses::new();
+        let mut in_flight = FuturesUnordered::new();
+        // Members with a poll in flight, and when each member was last asked.
+        let mut asking: BTreeSet<NodeId> = BTreeSet::new();
+        let mut asked: BTreeMap<NodeId, Instant> = BTreeMap::new();
+        let mut seen: Option<TenureKey> = None;
         loop {
             let view = handle.view().borrow().clone();
             let config = &view.state.config;
-            let me = NodeId(handle.id());
-            let polls = view
-                .state
-                .members
-                .values()
-                .filter(|m| m.id != me)
-                .map(|member| {
-                    let mut client = pb::status_client::StatusClient::new(
-                        handle.peers().channel(member.id.0, &member.peer_addr),
-                    );
-                    let id = member.id;
-                    let timeout = config.member_timeout;
-                    async move {
-                        let mut request = Request::new(pb::StatusRequest {});
-                        request.set_timeout(timeout);
-                        let asked = Instant::now();
-                        let reply = tokio::time::timeout(timeout, client.get(request)).await;
-                        let status = match reply {
-                            Ok(Ok(reply)) if !reply.get_ref().status.is_empty() => {
-                                let reply = reply.into_inner();
-                                let age = Duration::from_micros(reply.age_us);
-                                serde_json::from_slice::<PeerStatus>(&reply.status)
-                                    .ok()
-                                    .and_then(|status| Some((status, asked.checked_sub(age)?)))
-                            }
-                            Ok(Err(status)) => {
-                                tracing::debug!(node = %id, %status, "status poll failed");
-                                None
-                            }
-                            _ => None,
-                        };
-                        (id, status)
-                    }
-                });
-            // Each answer is published as it arrives: a member that does not answer (a host cut
-            // off) must not delay the others' statuses by member_timeout.
-            let mut polls: futures_util::stream::FuturesUnordered<_> = polls.collect();
-            while let Some((id, status)) = polls.next().await {
-                if let Some((status, taken)) = status {
-                    let report = PeerReport {
-                        status,
-                        received: Instant::now(),
-                        taken,
-                    };
-                    statuses.insert(id, report);
-                    tx.send_replace(Arc::new(statuses.clone()));
-                }
+            // Everyone is due at once when the lease changes hands or the database is
+            // recorded: members act on the new primary's status.
+            let key = tenure_key(&view);
+            if seen.as_ref() != Some(&key) {
+                seen = Some(key);
+                asked.clear();
             }
+            let before = statuses.len();
             statuses.retain(|id, _| view.state.members.contains_key(id));
-            tx.send_replace(Arc::new(statuses.clone()));
-            // Poll again after loop_wait, or at once when the lease changes hands or the
-            // database is recorded: members act on the new primary's status.
-            let mut changes = handle.view();
-            let key = |v: &crate::raft::ClusterView| {
-                (v.state.lease.map(|l| (l.holder, l.epoch)), v.state.database)
-            };
-            let seen = key(&view);
+            if statuses.len() != before {
+                tx.send_replace(Arc::new(statuses.clone()));
+            }
             // While another member holds the lease but is not yet seen as a writable primary
-            // (it is promoting), poll it often: proxies route writers, and replicas follow,
-            // as soon as its status says so, not a loop_wait later.
-            let promoting = view.state.lease.is_some_and(|lease| {
-                lease.holder != me
+            // (it is promoting), it is polled often: proxies route writers, and replicas
+            // follow, as soon as its status says so, not a loop_wait later.
+            let promoting = view.state.lease.map(|l| l.holder).filter(|holder| {
+                *holder != me
                     && !statuses
-                        .get(&lease.holder)
+                        .get(holder)
                         .is_some_and(|r| r.status.pg.running && !r.status.pg.in_recovery)
             });
-            let next_poll = if promoting {
-                TRANSITION_POLL.min(config.loop_wait)
-            } else {
-                config.loop_wait
+            let interval = |id: NodeId| {
+                if Some(id) == promoting {
+                    TRANSITION_POLL.min(config.loop_wait)
+                } else {
+                    config.loop_wait
+                }
             };
+            let now = Instant::now();
+            let mut next = now + config.loop_wait;
+            for member in view.state.members.values() {
+                if member.id == me || asking.contains(&member.id) {
+                    continue;
+                }
+                let due = asked
+                    .get(&member.id)
+                    .map_or(now, |at| *at + interval(member.id));
+                if due > now {
+                    next = next.min(due);
+                    continue;
+                }
+                let client = pb::status_client::StatusClient::new(
+                    handle.peers().channel(member.id.0, &member.peer_addr),
+                );
+                in_flight.push(poll(client, member.id, config.member_timeout));
+                asking.insert(member.id);
+                asked.insert(member.id, now);
+            }
+            let mut changes = handle.view();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(next_poll) => {}
+                Some((id, status)) = in_flight.next(), if !in_flight.is_empty() => {
+                    asking.remove(&id);
+                    if let Some((status, taken)) = status {
+                        let report = PeerReport {
+                            status,
+                            received: Instant::now(),
+                            taken,
+                        };
+                        statuses.insert(id, report);
+                        tx.send_replace(Arc::new(statuses.clone()));
+                    }
+                }
+                _ = tokio::time::sleep_until(next) => {}
                 _ = async {
                     while changes.changed().await.is_ok() {
-                        if key(&changes.borrow_and_update()) != seen {
+                        if tenure_key(&changes.borrow_and_update()) != key {
                             return;
                         }
                     }
@@ -173,4 +177,43 @@ pub fn spawn_poller(
         }
     });
     rx
+}
+
+/// What makes the poller start a round at once when it changes: the lease's holder and
+/// epoch, and the recorded database.
+type TenureKey = (Option<(NodeId, crate::cluster::Epoch)>, Option<u64>);
+
+fn tenure_key(view: &crate::raft::ClusterView) -> TenureKey {
+    (
+        view.state.lease.map(|l| (l.holder, l.epoch)),
+        view.state.database,
+    )
+}
+
+/// One status poll of member `id`, within `timeout`: its status and when it took it (on our
+/// clock), or `None` if it did not answer.
+async fn poll(
+    mut client: pb::status_client::StatusClient<tonic::transport::Channel>,
+    id: NodeId,
+    timeout: Duration,
+) -> (NodeId, Option<(PeerStatus, Instant)>) {
+    let mut request = Request::new(pb::StatusRequest {});
+    request.set_timeout(timeout);
+    let asked = Instant::now();
+    let reply = tokio::time::timeout(timeout, client.get(request)).await;
+    let status = match reply {
+        Ok(Ok(reply)) if !reply.get_ref().status.is_empty() => {
+            let reply = reply.into_inner();
+            let age = Duration::from_micros(reply.age_us);
+            serde_json::from_slice::<PeerStatus>(&reply.status)
+                .ok()
+                .and_then(|status| Some((status, asked.checked_sub(age)?)))
+        }
+        Ok(Err(status)) => {
+            tracing::debug!(node = %id, %status, "status poll failed");
+            None
+        }
+        _ => None,
+    };
+    (id, status)
 }

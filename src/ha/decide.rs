@@ -773,6 +773,19 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
             name(obs, stale.node_id)
         ));
     }
+    // A replica that stopped answering a moment ago may be ahead of me: give it as long again
+    // to answer before promoting without it. Seen once: a poll round that waited for the cut-off
+    // old primary let a replica's last answer age past the limit just as the lease expired,
+    // and a replica 700 KB behind it took over.
+    if let Some((quiet, quiet_for)) = obs.quiet_replicas.iter().next() {
+        return wait(format!(
+            "{} answered as a replica {} ago but not since; waiting for it to answer (at most \
+             {} after its last answer) in case it is ahead",
+            name(obs, *quiet),
+            human(*quiet_for),
+            human((obs.config.member_timeout + obs.config.loop_wait) * 2)
+        ));
+    }
     let my_rank = (mine, priority(obs, obs.me), std::cmp::Reverse(obs.me));
     // The old primary of an untargeted switchover stands aside while the lease is reserved:
     // deferring to it would leave the lease to nobody until the reservation ends.
@@ -800,8 +813,18 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
             my_rank.1
         ));
     }
+    // The others' positions, for whoever reads the log after a failover.
+    let others: String = obs
+        .peers
+        .values()
+        .filter(|p| p.pg.running)
+        .filter_map(|p| {
+            let lsn = p.pg.wal_position?;
+            Some(format!("; {} at {lsn}", name(obs, p.node_id)))
+        })
+        .collect();
     let text = format!(
-        "{}; taking over as the healthiest replica ({mine})",
+        "{}; taking over as the healthiest replica ({mine}){others}",
         vacancy.what
     );
     let expected = vacancy.expected;

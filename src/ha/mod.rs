@@ -169,15 +169,16 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         let now = Instant::now();
         deps.local_status.send_replace(Some((status, taken)));
 
-        let reports: Vec<(NodeId, PeerReport)> = deps
-            .peers
-            .borrow()
-            .iter()
-            .filter(|(_, report)| {
-                now.duration_since(report.received) <= config.member_timeout + config.loop_wait
-            })
-            .map(|(id, report)| (*id, report.clone()))
-            .collect();
+        let horizon = config.member_timeout + config.loop_wait;
+        let (reports, quiet_replicas) = {
+            let all = deps.peers.borrow();
+            let reports: Vec<(NodeId, PeerReport)> = all
+                .iter()
+                .filter(|(_, report)| now.duration_since(report.received) <= horizon)
+                .map(|(id, report)| (*id, report.clone()))
+                .collect();
+            (reports, quiet_replicas(&all, horizon, now))
+        };
         let status_age = reports
             .iter()
             .map(|(id, report)| (*id, now.saturating_duration_since(report.taken)))
@@ -240,6 +241,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             members: view.state.members.clone(),
             peers,
             status_age,
+            quiet_replicas,
             data_dir,
             pg,
             following,
@@ -335,6 +337,21 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         }
     }
     executor.shutdown().await;
+}
+
+/// The members whose last answer, a running replica, arrived more than `horizon` ago (so
+/// they do not count as answering) but no more than twice that, with how long ago.
+fn quiet_replicas(
+    reports: &PeerStatuses,
+    horizon: Duration,
+    now: Instant,
+) -> BTreeMap<NodeId, Duration> {
+    reports
+        .iter()
+        .filter(|(_, report)| report.status.pg.running && report.status.pg.in_recovery)
+        .map(|(id, report)| (*id, now.saturating_duration_since(report.received)))
+        .filter(|(_, quiet_for)| *quiet_for > horizon && *quiet_for <= horizon * 2)
+        .collect()
 }
 
 /// The shortest pause between cycles when a renewal is overdue.
@@ -433,5 +450,49 @@ mod tests {
         // An older send never moves the deadline back.
         holder.committed(lease.epoch, sent - Duration::from_secs(1));
         assert_eq!(holder.deadline(&lease, ttl), Some(deadline));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_is_quiet_from_the_freshness_horizon_to_twice_it() {
+        use crate::postgres::{DataDir, PgStatus};
+        let horizon = Duration::from_millis(1500);
+        let now = Instant::now() + Duration::from_secs(10);
+        let report = |running: bool, in_recovery: bool, ago_ms: u64| PeerReport {
+            status: PeerStatus {
+                node_id: NodeId(0),
+                pg: PgStatus {
+                    running,
+                    in_recovery,
+                    ..PgStatus::default()
+                },
+                data_dir: DataDir::Initialised { system_id: 1 },
+                following: None,
+                summary: String::new(),
+                pre_promote_refused: false,
+                vip: false,
+            },
+            received: now - Duration::from_millis(ago_ms),
+            taken: now - Duration::from_millis(ago_ms),
+        };
+        let reports: PeerStatuses = [
+            // (id, running, in recovery, answered ms ago)
+            (1, true, true, 1500),  // still fresh: in `peers`, not quiet
+            (2, true, true, 1501),  // just past the horizon: quiet
+            (3, true, true, 3000),  // twice the horizon: still quiet
+            (4, true, true, 3001),  // longer: gone, no longer waited for
+            (5, true, false, 2000), // a primary: not a candidate, not waited for
+            (6, false, true, 2000), // stopped: neither
+        ]
+        .into_iter()
+        .map(|(id, running, rec, ago)| (NodeId(id), report(running, rec, ago)))
+        .collect();
+        let quiet = quiet_replicas(&reports, horizon, now);
+        assert_eq!(
+            quiet.into_iter().collect::<Vec<_>>(),
+            vec![
+                (NodeId(2), Duration::from_millis(1501)),
+                (NodeId(3), Duration::from_millis(3000)),
+            ]
+        );
     }
 }

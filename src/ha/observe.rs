@@ -65,6 +65,11 @@ pub struct Observation {
     pub peers: BTreeMap<NodeId, PeerStatus>,
     /// For each of `peers`, at most how long ago it took its status (my clock).
     pub status_age: BTreeMap<NodeId, Duration>,
+    /// Members not in `peers` whose last answer, a running replica, arrived more than
+    /// `member_timeout + loop_wait` ago but no more than twice that, with how long ago: a
+    /// takeover waits for them, since a member that was answering a moment ago may be ahead
+    /// of me (a poll slowed by load must not make a less advanced replica the healthiest).
+    pub quiet_replicas: BTreeMap<NodeId, Duration>,
     /// My own PostgreSQL.
     pub data_dir: DataDir,
     pub pg: PgStatus,

@@ -68,6 +68,7 @@ fn obs(me: u64) -> Observation {
         members: (1..=3).map(|id| (n(id), member(id))).collect(),
         peers: BTreeMap::new(),
         status_age: BTreeMap::new(),
+        quiet_replicas: BTreeMap::new(),
         data_dir: Initialised { system_id: DB },
         pg: PgStatus::default(),
         following: None,
@@ -733,6 +734,16 @@ fn decisions() {
         ("a replica waits for the others' positions taken after the old primary stopped",
             obs(3).replica_of(2, AHEAD).lease(expired(2)).peer(1, replica(P)).aged(1, 600),
             D::Wait, "waiting for a position from n1 taken after the old primary stopped"),
+        ("a replica waits for one that answered a moment ago but not within member_timeout",
+            Observation { quiet_replicas: [(n(1), Duration::from_millis(1600))].into(),
+                ..obs(3).replica_of(2, AHEAD).lease(expired(2)) },
+            D::Wait, "n1 answered as a replica 1s 600ms ago but not since; waiting for it to \
+                      answer (at most 3s after its last answer)"),
+        ("the takeover names the others' positions",
+            obs(3).replica_of(2, AHEAD).lease(expired(2)).peer(1, replica(P))
+                .peer(2, stopped("0/4000000")),
+            D::TakeOver { expected: seen() }, "taking over as the healthiest replica \
+                (0/5000100); n1 at 0/5000000"),
         ("a replica behind the new primary's timeline that does not stream is rewound",
             Observation { not_streaming_for: Duration::from_secs(3), ..obs(3).replica_of(2, P)
                 .not_streaming().lease(held_by_other(2))
