@@ -88,6 +88,14 @@ pub fn settings(inputs: &Inputs, role: &Role) -> Vec<(&'static str, String)> {
     // replicas stayed disconnected for 5 s more, and in async mode everything acknowledged in
     // that gap was on one host only.
     s.push(("wal_retrieve_retry_interval", quote("1s")));
+    // A replication connection that hears nothing for this long is dropped, at both ends
+    // (PostgreSQL's default is 60 s; the sender asks for a reply after half of it, so an idle
+    // but healthy connection always has traffic). After a partition of a few seconds the old
+    // connection otherwise waits for TCP's retransmission backoff: a replica healed after
+    // 6.8 s reported itself streaming but received nothing for 7 s more, and its walsender
+    // held the slot a new connection needs.
+    s.push(("wal_sender_timeout", quote("10s")));
+    s.push(("wal_receiver_timeout", quote("10s")));
     match role {
         Role::Primary {
             synchronous_standby_names,
@@ -241,6 +249,8 @@ fn reloads(name: &str, version: u32) -> bool {
         | "wal_keep_segments"
         | "hot_standby_feedback"
         | "wal_retrieve_retry_interval"
+        | "wal_sender_timeout"
+        | "wal_receiver_timeout"
         | "synchronous_standby_names" => true,
         // PostgreSQL 13 made these reloadable (the WAL receiver restarts on its own).
         "primary_conninfo" | "primary_slot_name" => version >= 13,
@@ -299,6 +309,8 @@ mod tests {
             "wal_keep_size = '128MB'",
             "hot_standby_feedback = on",
             "wal_retrieve_retry_interval = '1s'",
+            "wal_sender_timeout = '10s'",
+            "wal_receiver_timeout = '10s'",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -508,8 +520,11 @@ mod tests {
         let nothing = BTreeMap::new();
         let mut before_retry_interval = replica.clone();
         before_retry_interval.remove("wal_retrieve_retry_interval");
+        let mut before_timeouts = replica12.clone();
+        before_timeouts.remove("wal_sender_timeout");
+        before_timeouts.remove("wal_receiver_timeout");
         type Map = BTreeMap<String, String>;
-        let cases: [(&str, &Map, &Map, u32, ConfigChange); 10] = [
+        let cases: [(&str, &Map, &Map, u32, ConfigChange); 11] = [
             ("same primary", &primary, &primary, 15, Unchanged),
             ("sync names added", &primary, &sync, 15, Reload),
             ("sync names dropped", &sync, &primary, 15, Reload),
@@ -524,6 +539,13 @@ mod tests {
                 &before_retry_interval,
                 &replica,
                 15,
+                Reload,
+            ),
+            (
+                "written before the replication timeouts",
+                &before_timeouts,
+                &replica12,
+                12,
                 Reload,
             ),
         ];
