@@ -777,12 +777,11 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
     // to answer before promoting without it. Seen once: a poll round that waited for the cut-off
     // old primary let a replica's last answer age past the limit just as the lease expired,
     // and a replica 700 KB behind it took over.
-    if let Some((quiet, quiet_for)) = obs.quiet_replicas.iter().next() {
+    if let Some(quiet) = obs.quiet_replicas.iter().next() {
         return wait(format!(
-            "{} answered as a replica {} ago but not since; waiting for it to answer (at most \
-             {} after its last answer) in case it is ahead",
+            "{} stopped answering a moment ago, as a replica; waiting for it (at most {} after \
+             its last answer) in case it is ahead",
             name(obs, *quiet),
-            human(*quiet_for),
             human((obs.config.member_timeout + obs.config.loop_wait) * 2)
         ));
     }

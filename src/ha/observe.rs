@@ -1,7 +1,7 @@
 //! The input of one HA cycle: everything `decide` may look at, gathered by the loop.
 //! Plain data; building it is the loop's job (see mod.rs), judging it is `decide`'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -66,10 +66,10 @@ pub struct Observation {
     /// For each of `peers`, at most how long ago it took its status (my clock).
     pub status_age: BTreeMap<NodeId, Duration>,
     /// Members not in `peers` whose last answer, a running replica, arrived more than
-    /// `member_timeout + loop_wait` ago but no more than twice that, with how long ago: a
-    /// takeover waits for them, since a member that was answering a moment ago may be ahead
-    /// of me (a poll slowed by load must not make a less advanced replica the healthiest).
-    pub quiet_replicas: BTreeMap<NodeId, Duration>,
+    /// `member_timeout + loop_wait` ago but no more than twice that: a takeover waits for
+    /// them, since a member that was answering a moment ago may be ahead of me (a poll slowed
+    /// by load must not make a less advanced replica the healthiest).
+    pub quiet_replicas: BTreeSet<NodeId>,
     /// My own PostgreSQL.
     pub data_dir: DataDir,
     pub pg: PgStatus,
