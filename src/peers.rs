@@ -110,20 +110,21 @@ pub fn spawn_poller(
             }
             let before = statuses.len();
             statuses.retain(|id, _| view.state.members.contains_key(id));
+            asked.retain(|id, _| view.state.members.contains_key(id));
             if statuses.len() != before {
                 tx.send_replace(Arc::new(statuses.clone()));
             }
             // While another member holds the lease but is not yet seen as a writable primary
             // (it is promoting), it is polled often: proxies route writers, and replicas
             // follow, as soon as its status says so, not a loop_wait later.
-            let promoting = view.state.lease.map(|l| l.holder).filter(|holder| {
+            let promoting_holder = view.state.lease.map(|l| l.holder).filter(|holder| {
                 *holder != me
                     && !statuses
                         .get(holder)
                         .is_some_and(|r| r.status.pg.running && !r.status.pg.in_recovery)
             });
             let interval = |id: NodeId| {
-                if Some(id) == promoting {
+                if Some(id) == promoting_holder {
                     TRANSITION_POLL.min(config.loop_wait)
                 } else {
                     config.loop_wait

@@ -354,7 +354,7 @@ pub fn known<T>(
     now: Instant,
     part: impl Fn(&PeerStatus) -> T,
 ) -> BTreeMap<NodeId, T> {
-    let horizon = config.member_timeout + config.loop_wait;
+    let horizon = config.status_horizon();
     peers
         .iter()
         .filter(|(_, report)| now.saturating_duration_since(report.received) <= horizon)

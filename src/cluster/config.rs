@@ -106,6 +106,12 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
 ];
 
 impl DynamicConfig {
+    /// How long a peer's status answer counts as fresh: one poll interval plus the time a
+    /// poll may take. Older answers are kept, but readers do not trust them.
+    pub fn status_horizon(&self) -> Duration {
+        self.member_timeout + self.loop_wait
+    }
+
     /// Checks the rules that keep the lease safe and the parameters well-formed. Returns the
     /// first violation as a message that names the key, its value and the fix.
     pub fn validate(&self) -> Result<(), String> {

@@ -776,13 +776,13 @@ fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
     // A replica that stopped answering a moment ago may be ahead of me: give it as long again
     // to answer before promoting without it. Seen once: a poll round that waited for the cut-off
     // old primary let a replica's last answer age past the limit just as the lease expired,
-    // and a replica 700 KB behind it took over.
+    // and a replica 12.7 s of WAL behind it took over.
     if let Some(quiet) = obs.quiet_replicas.iter().next() {
         return wait(format!(
             "{} stopped answering a moment ago, as a replica; waiting for it (at most {} after \
              its last answer) in case it is ahead",
             name(obs, *quiet),
-            human((obs.config.member_timeout + obs.config.loop_wait) * 2)
+            human(obs.config.status_horizon() * 2)
         ));
     }
     let my_rank = (mine, priority(obs, obs.me), std::cmp::Reverse(obs.me));

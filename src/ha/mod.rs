@@ -169,7 +169,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
         let now = Instant::now();
         deps.local_status.send_replace(Some((status, taken)));
 
-        let horizon = config.member_timeout + config.loop_wait;
+        let horizon = config.status_horizon();
         let (reports, quiet_replicas) = {
             let all = deps.peers.borrow();
             let reports: Vec<(NodeId, PeerReport)> = all
