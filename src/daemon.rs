@@ -28,7 +28,9 @@ use crate::lease::LeaseClock;
 use crate::peers::{self, StatusService};
 use crate::postgres::{self, Postgres};
 use crate::raft::service::ClusterSecrets;
-use crate::raft::{self, LogStore, NetworkFactory, Peers, RaftHandle, RaftNode, StateMachine};
+use crate::raft::{
+    self, LogStore, MembershipRole, NetworkFactory, Peers, RaftHandle, RaftNode, StateMachine,
+};
 use crate::secret::Secret;
 use crate::tls;
 
@@ -232,6 +234,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         "pgquorum started"
     );
     tasks.spawn(crate::systemd::watchdog(serve_shutdown.clone()));
+    tasks.spawn(raft::finish_joint_configurations(
+        handle.clone(),
+        serve_shutdown.clone(),
+    ));
     crate::systemd::ready(&format!(
         "member {} of cluster {}: serving",
         record.name, record.cluster_id
@@ -250,11 +256,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         let token = serve_shutdown.clone();
         tasks.spawn(async move {
             let is_voter = |h: &RaftHandle| {
-                h.metrics()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == h.id())
+                MembershipRole::of(h.metrics().membership_config.membership(), h.id())
+                    == MembershipRole::Voter
             };
             while !is_voter(&handle) && !token.is_cancelled() {
                 let deadline = Instant::now() + Duration::from_secs(30);

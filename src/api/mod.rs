@@ -37,7 +37,7 @@ use crate::lease::LeaseClock;
 use crate::peers::{LocalStatus, PeerStatuses};
 use crate::postgres::{Lsn, PgStatus};
 use crate::raft::ClusterView;
-use crate::raft::RaftHandle;
+use crate::raft::{MembershipRole, RaftHandle};
 use crate::secret::Secret;
 
 /// What every handler can use.
@@ -395,7 +395,6 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
     let snapshot = Snapshot::take(&state);
     let view = &snapshot.view;
     let membership = metrics.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
     let synchronous = view.state.synchronous_members();
     let members = view
         .state
@@ -405,12 +404,8 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
             let id = m.id.0;
             let raft_role = if metrics.current_leader == Some(id) {
                 "leader"
-            } else if voters.contains(&id) {
-                "voter"
-            } else if membership.get_node(&id).is_some() {
-                "learner"
             } else {
-                "registered"
+                MembershipRole::of(membership, id).as_str()
             };
             describe_member(
                 m,

@@ -17,6 +17,8 @@ pub mod state_machine;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -29,6 +31,7 @@ use openraft::{ChangeMembers, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Command, CommandResult};
 pub use network::{NetworkFactory, Peers};
@@ -66,6 +69,63 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type Metrics = RaftMetrics<NodeId, RaftNode>;
+
+/// How a member takes part in the Raft membership: what `list` shows as its Raft role (the
+/// leader aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipRole {
+    /// Votes in every configuration: counts toward every quorum.
+    Voter,
+    /// A voter of the new configuration of a joint one only: a change that adds it is under
+    /// way (or was left half done by a leader that stopped).
+    Joining,
+    /// A voter of the old configuration of a joint one only: a change that removes it is
+    /// under way.
+    Leaving,
+    /// Receives the log, does not vote.
+    Learner,
+    /// Not in Raft membership at all (registered in the cluster state only).
+    Registered,
+}
+
+impl MembershipRole {
+    pub fn of(membership: &openraft::Membership<NodeId, RaftNode>, id: NodeId) -> Self {
+        let configs = membership.get_joint_config();
+        let in_last = configs.last().is_some_and(|c| c.contains(&id));
+        let in_all = !configs.is_empty() && configs.iter().all(|c| c.contains(&id));
+        if in_all {
+            Self::Voter
+        } else if in_last {
+            Self::Joining
+        } else if configs.iter().any(|c| c.contains(&id)) {
+            Self::Leaving
+        } else if membership.get_node(&id).is_some() {
+            Self::Learner
+        } else {
+            Self::Registered
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voter => "voter",
+            Self::Joining => "joining",
+            Self::Leaving => "leaving",
+            Self::Learner => "learner",
+            Self::Registered => "registered",
+        }
+    }
+}
+
+/// A failed membership change as [`Error`]: a redirect when this member is not the leader.
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, RaftNode>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
+            leader: f.leader_id,
+        },
+        other => Error::Membership(other.to_string()),
+    }
+}
 
 /// Raft timings. See `config::RaftTimings` for the LAN and WAN profiles and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -370,24 +430,67 @@ impl RaftHandle {
     /// on the leader; one membership change at a time.
     pub async fn add_voter(&self, id: NodeId, node: RaftNode) -> Result<(), Error> {
         let _guard = self.inner.membership_lock.lock().await;
+        // A joint configuration (a change a previous leader left half done) counts `id` as a
+        // voter already but does not let it make up a quorum yet: finish it first.
+        self.finish_joint_locked().await?;
         let membership = self.metrics().membership_config.membership().clone();
-        if membership.voter_ids().any(|v| v == id) {
+        if MembershipRole::of(&membership, id) == MembershipRole::Voter {
             return Ok(());
         }
         let raft = &self.inner.raft;
-        let to_err = |e: RaftError<NodeId, ClientWriteError<NodeId, RaftNode>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
-                leader: f.leader_id,
-            },
-            other => Error::Membership(other.to_string()),
-        };
         tracing::info!(node = id, %node, "adding member as learner");
-        raft.add_learner(id, node, true).await.map_err(to_err)?;
+        raft.add_learner(id, node, true)
+            .await
+            .map_err(membership_error)?;
         tracing::info!(node = id, "learner caught up; promoting to voter");
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(to_err)?;
+            .map_err(membership_error)?;
         tracing::info!(node = id, "member is a voter");
+        Ok(())
+    }
+
+    /// On the leader, finishes a membership change that a previous leader left in its joint
+    /// configuration (it stopped between openraft's two steps). Until then every election and
+    /// commit needs a majority of the old voters *and* of the new ones, so a cluster that looks
+    /// like five voters may stop at two losses of the old four. Does nothing when this member
+    /// is not the leader or a change through this member is under way (that change finishes
+    /// itself).
+    pub async fn finish_joint_configuration(&self) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let Ok(_guard) = self.inner.membership_lock.try_lock() else {
+            return Ok(());
+        };
+        // openraft refuses a change while the last one is uncommitted; a new leader commits it
+        // with its first entry.
+        let metrics = self.metrics();
+        if metrics.last_applied < *metrics.membership_config.log_id() {
+            return Ok(());
+        }
+        self.finish_joint_locked().await
+    }
+
+    /// [`Self::finish_joint_configuration`] with the membership lock held.
+    async fn finish_joint_locked(&self) -> Result<(), Error> {
+        let membership = self.metrics().membership_config.membership().clone();
+        let configs = membership.get_joint_config();
+        if configs.len() < 2 {
+            return Ok(());
+        }
+        tracing::warn!(
+            ?configs,
+            "finishing a membership change a previous leader left half done"
+        );
+        // From the joint configuration [old, new], a change to `new` (adding nobody) is its
+        // second step: the uniform configuration `new`.
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::new()), false)
+            .await
+            .map_err(membership_error)?;
+        tracing::info!(voters = ?self.metrics().membership_config.membership().get_joint_config(), "membership change finished");
         Ok(())
     }
 
@@ -398,12 +501,7 @@ impl RaftHandle {
         if membership.get_node(&id).is_none() {
             return Ok(());
         }
-        let to_err = |e: RaftError<NodeId, ClientWriteError<NodeId, RaftNode>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
-                leader: f.leader_id,
-            },
-            other => Error::Membership(other.to_string()),
-        };
+        let to_err = membership_error;
         if membership.voter_ids().any(|v| v == id) {
             self.inner
                 .raft
@@ -498,6 +596,26 @@ impl RaftHandle {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Runs on every member for the daemon's life: whenever this member leads and finds a joint
+/// configuration no change is finishing, finishes it (see
+/// [`RaftHandle::finish_joint_configuration`]).
+pub async fn finish_joint_configurations(handle: RaftHandle, token: CancellationToken) {
+    let mut metrics = handle.raft().metrics();
+    // Metrics change on every election and commit; the tick retries a change that failed.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = handle.finish_joint_configuration().await {
+            tracing::warn!(error = %e, "could not finish a half-done membership change; retrying");
         }
     }
 }
