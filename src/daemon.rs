@@ -104,7 +104,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .map(|_| Arc::new(crate::proxy::stats::Stats::default()));
 
     let db = raft::store::open_db(&state.raft_dir())?;
-    let log_store = LogStore::open(&db)?;
+    let log_store = LogStore::open(&db)?.with_failpoints(crate::failpoint::dir(&config.state_dir));
     let (state_machine, view) = StateMachine::open(&db)?;
     let peers = Peers::new(
         record.cluster_id.clone(),

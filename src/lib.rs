@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod failpoint;
 pub mod fence;
 pub mod ha;
 pub mod hooks;

@@ -4,7 +4,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_error, assert_success, eventually, member_names, OutputExt, TestCluster};
+use common::{
+    assert_error, assert_success, eventually, member_names, OutputExt, TestCluster, ELECTION,
+    FORMATION,
+};
 
 #[test]
 fn three_members_formed_by_init_and_two_joins_list_three_voters_and_one_leader() {
@@ -155,4 +158,60 @@ fn the_cli_reports_a_daemon_that_does_not_answer_instead_of_hanging() {
     assert_error(&output, 1, "did not answer within 30s");
     assert!(waited < Duration::from_secs(45), "gave up after {waited:?}");
     assert_success(&node.cli(&["list"]), "list once the daemon runs again");
+}
+
+/// A leader that stops between the two steps of a membership change leaves a joint
+/// configuration behind: the new member counts as a voter of the new configuration only, and
+/// every quorum still needs a majority of the old one. The next leader finishes the change.
+#[test]
+fn a_membership_change_left_half_done_by_a_crashed_leader_is_finished_by_the_next() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.leader_index();
+    let token = cluster.node(leader).cli(&["token", "create"]);
+    assert_success(&token, "token create");
+    let token = token.stdout_text().trim().to_string();
+
+    // The leader aborts as it appends the second step (the uniform configuration), before
+    // storing it: no follower can have it.
+    cluster
+        .node(leader)
+        .set_failpoint("before-second-membership-step", true);
+    let mut fourth = cluster.new_node("n4");
+    assert_success(
+        &fourth.join(&cluster.node(leader).peer_addr(), &token),
+        "join of n4",
+    );
+    fourth.start();
+    let status = cluster.node_mut(leader).wait_exit(FORMATION);
+    assert!(
+        !status.success() && cluster.node(leader).log().contains("failpoint"),
+        "the leader should abort at the failpoint, exited with {status}"
+    );
+    cluster.add(fourth);
+
+    // Every survivor calls n4 a voter (not "joining") only once the change is finished.
+    cluster.wait_converged(FORMATION, "the survivors finish adding n4");
+    // Whichever survivor led then (leadership may have moved since) says so, once the
+    // uniform configuration it appended (which `list` shows at once) is committed.
+    eventually(ELECTION, "a survivor says it finished the change", || {
+        cluster
+            .running()
+            .iter()
+            .any(|&i| {
+                cluster
+                    .node(i)
+                    .log()
+                    .contains("finished a membership change a previous leader left half done")
+            })
+            .then_some(())
+            .ok_or("no survivor logged it")
+    });
+
+    // The crashed leader comes back and agrees: four voters, no joint configuration.
+    cluster
+        .node(leader)
+        .set_failpoint("before-second-membership-step", false);
+    cluster.node_mut(leader).start();
+    let view = cluster.wait_converged(FORMATION, "four voters, the old leader among them");
+    assert_eq!(view["members"].as_array().unwrap().len(), 4);
 }

@@ -26,7 +26,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
@@ -434,7 +434,8 @@ impl RaftHandle {
         // voter already but does not let it make up a quorum yet: finish it first.
         self.finish_joint_locked().await?;
         let membership = self.metrics().membership_config.membership().clone();
-        if MembershipRole::of(&membership, id) == MembershipRole::Voter {
+        let role = MembershipRole::of(&membership, id);
+        if role == MembershipRole::Voter {
             return Ok(());
         }
         let raft = &self.inner.raft;
@@ -446,6 +447,15 @@ impl RaftHandle {
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(membership_error)?;
+        if role == MembershipRole::Joining {
+            // The joint configuration was not committed yet when checked above; this change
+            // took its second step.
+            tracing::warn!(
+                node = id,
+                before = ?membership.get_joint_config(),
+                "finished a membership change a previous leader left half done"
+            );
+        }
         tracing::info!(node = id, "member is a voter");
         Ok(())
     }
@@ -463,12 +473,6 @@ impl RaftHandle {
         let Ok(_guard) = self.inner.membership_lock.try_lock() else {
             return Ok(());
         };
-        // openraft refuses a change while the last one is uncommitted; a new leader commits it
-        // with its first entry.
-        let metrics = self.metrics();
-        if metrics.last_applied < *metrics.membership_config.log_id() {
-            return Ok(());
-        }
         self.finish_joint_locked().await
     }
 
@@ -479,18 +483,37 @@ impl RaftHandle {
         if configs.len() < 2 {
             return Ok(());
         }
-        tracing::warn!(
-            ?configs,
-            "finishing a membership change a previous leader left half done"
-        );
         // From the joint configuration [old, new], a change to `new` (adding nobody) is its
         // second step: the uniform configuration `new`.
-        self.inner
+        match self
+            .inner
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::new()), false)
             .await
-            .map_err(membership_error)?;
-        tracing::info!(voters = ?self.metrics().membership_config.membership().get_joint_config(), "membership change finished");
+        {
+            Ok(_) => {}
+            // The joint entry is not committed yet (a leader commits it with its first entry),
+            // or this member only believes it leads (restarted with its old committed vote):
+            // nothing to finish from here yet.
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(e),
+            ))) => {
+                tracing::debug!(error = %e, "a joint configuration to finish is not committed yet");
+                return Ok(());
+            }
+            Err(e) => return Err(membership_error(e)),
+        }
+        let voters = self
+            .metrics()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .clone();
+        tracing::warn!(
+            before = ?configs,
+            after = ?voters,
+            "finished a membership change a previous leader left half done"
+        );
         Ok(())
     }
 

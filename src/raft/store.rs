@@ -14,17 +14,18 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
-    StorageIOError, Vote,
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    StorageError, StorageIOError, Vote,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Entry, NodeId, TypeConfig};
+use crate::failpoint;
 
 /// The version of the encoding of every value this module writes.
 const FORMAT: u8 = 1;
@@ -101,6 +102,10 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// Test crash points ([`crate::failpoint`]); `None` in production.
+    failpoints: Option<PathBuf>,
+    /// Whether the last membership entry this store appended was a joint configuration.
+    appended_joint: bool,
 }
 
 impl LogStore {
@@ -110,6 +115,8 @@ impl LogStore {
             db: db.clone(),
             log: db.open_tree("log").map_err(io::Error::other)?,
             meta: db.open_tree("meta").map_err(io::Error::other)?,
+            failpoints: None,
+            appended_joint: false,
         };
         // `purge` makes last_purged durable before it deletes; a crash in between leaves
         // entries at or below last_purged. Delete them now so the log starts right after
@@ -119,6 +126,26 @@ impl LogStore {
             store.remove_range(..=index_key(last_purged.index))?;
         }
         Ok(store)
+    }
+
+    /// Honours the test crash points in `dir` (debug builds only; see [`crate::failpoint`]).
+    pub fn with_failpoints(mut self, dir: PathBuf) -> Self {
+        self.failpoints = Some(dir);
+        self
+    }
+
+    /// The [`failpoint::BEFORE_SECOND_MEMBERSHIP_STEP`] check, for an entry about to be stored.
+    fn check_failpoints(&mut self, entry: &Entry) {
+        if let EntryPayload::Membership(membership) = &entry.payload {
+            let joint = membership.get_joint_config().len() > 1;
+            if self.appended_joint && !joint {
+                failpoint::crash_if_set(
+                    self.failpoints.as_deref(),
+                    failpoint::BEFORE_SECOND_MEMBERSHIP_STEP,
+                );
+            }
+            self.appended_joint = joint;
+        }
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
@@ -248,6 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let write = |e: io::Error| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e);
         let mut batch = sled::Batch::default();
         for entry in entries {
+            self.check_failpoints(&entry);
             batch.insert(
                 &index_key(entry.log_id.index),
                 encode(&entry).map_err(write)?,

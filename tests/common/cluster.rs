@@ -163,6 +163,11 @@ impl TestCluster {
         node
     }
 
+    /// Makes `node` (from [`Self::new_node`], joined) member `len() + 1` of this cluster.
+    pub fn add(&mut self, node: Node) {
+        self.nodes.push(node);
+    }
+
     /// Member `i`, 1-based (`node(1)` is `n1`).
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i - 1]

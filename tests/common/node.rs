@@ -428,6 +428,32 @@ impl Node {
         }
     }
 
+    /// Waits until the daemon exits by itself (a crash point, a fatal error) and returns its
+    /// exit status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let child = self
+            .child
+            .as_mut()
+            .expect("wait_exit: the node is not running");
+        let what = format!("{} exits by itself", self.name);
+        let status = eventually(deadline, &what, || child.try_wait().ok().flatten());
+        self.child = None;
+        self.note(&format!("=== harness: exited by itself with {status} ==="));
+        status
+    }
+
+    /// Sets the debug-build crash point `name` (see `pgquorum::failpoint`), or clears it.
+    pub fn set_failpoint(&self, name: &str, on: bool) {
+        let dir = self.state_dir.join("failpoints");
+        let path = dir.join(name);
+        if on {
+            std::fs::create_dir_all(&dir).expect("creating the failpoint dir");
+            File::create(&path).expect("creating the failpoint file");
+        } else if path.exists() {
+            std::fs::remove_file(&path).expect("removing the failpoint file");
+        }
+    }
+
     /// SIGTERM to the daemon (a graceful stop); waits for it to exit and returns its status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self
