@@ -102,7 +102,7 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    /// Test crash points ([`crate::failpoint`]); `None` in production.
+    /// Where the test crash points live ([`crate::failpoint`]); only debug builds look.
     failpoints: Option<PathBuf>,
     /// Whether the last membership entry this store appended was a joint configuration.
     appended_joint: bool,
