@@ -161,6 +161,11 @@ impl Hosts {
     /// The hosts (1-based) whose `eth0` carries `address` (IPv4 or IPv6, no prefix), one
     /// `ip` call per host.
     pub fn holders_of(&self, address: &str) -> Vec<usize> {
+        // Compared as addresses, not text: `ip` prints IPv6 canonically ("fd00:213::100"),
+        // which differs from "fd00:213:0::100" when k is 0.
+        let wanted: std::net::IpAddr = address
+            .parse()
+            .unwrap_or_else(|e| panic!("holders_of: {address:?} is not an address: {e}"));
         (1..=self.n)
             .filter(|&i| {
                 let ns = self.netns(i);
@@ -169,7 +174,7 @@ impl Hosts {
                 )
                 .unwrap_or_else(|e| panic!("{e}"));
                 text.split_whitespace()
-                    .any(|w| w.split('/').next() == Some(address))
+                    .any(|w| w.split('/').next().and_then(|a| a.parse().ok()) == Some(wanted))
             })
             .collect()
     }
