@@ -524,13 +524,12 @@ impl RaftHandle {
         if membership.get_node(&id).is_none() {
             return Ok(());
         }
-        let to_err = membership_error;
         if membership.voter_ids().any(|v| v == id) {
             self.inner
                 .raft
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
                 .await
-                .map_err(to_err)?;
+                .map_err(membership_error)?;
         }
         let membership = self.metrics().membership_config.membership().clone();
         if membership.get_node(&id).is_some() {
@@ -538,7 +537,7 @@ impl RaftHandle {
                 .raft
                 .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
                 .await
-                .map_err(to_err)?;
+                .map_err(membership_error)?;
         }
         tracing::info!(node = id, "member removed from raft membership");
         Ok(())
