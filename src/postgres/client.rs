@@ -33,7 +33,10 @@ const REWIND_FUNCTIONS: &[&str] = &[
 
 /// One query that reads everything [`PgStatus`] needs, as text. On a primary the timeline is
 /// that of the WAL file being written (`pg_control_checkpoint()` lags a promotion until the
-/// next checkpoint); on a replica the WAL receiver's, else the last restartpoint's.
+/// next checkpoint); on a replica the WAL receiver's, else the last restartpoint's. A
+/// primary's pending restart leaves out the settings that only a standby (or a recovery)
+/// reads: dropping the standby settings after a promotion flags `recovery_target_timeline`
+/// as pending restart, and a restart would change nothing.
 const STATUS_SQL: &str = "\
 SELECT pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END,
@@ -45,7 +48,14 @@ SELECT pg_is_in_recovery(),
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        END,
        coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),
-       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
+       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart
+                 AND (pg_is_in_recovery() OR name NOT IN (
+                     'recovery_target', 'recovery_target_action', 'recovery_target_inclusive',
+                     'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time',
+                     'recovery_target_timeline', 'recovery_target_xid', 'primary_conninfo',
+                     'primary_slot_name', 'restore_command', 'archive_cleanup_command',
+                     'recovery_end_command', 'recovery_min_apply_delay', 'promote_trigger_file',
+                     'hot_standby'))),
        CASE WHEN NOT pg_is_in_recovery() THEN NULL
             WHEN pg_last_wal_receive_lsn() IS NULL
                  OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0

@@ -268,6 +268,21 @@ async fn primary_is_cloned_streamed_to_and_replica_promoted() {
         ConfigChange::Reload
     );
     b.pg.reload().await.unwrap();
+    // Dropping the standby settings is a reload, and the promoted primary has no restart
+    // pending: recovery-only settings (recovery_target_timeline, which PostgreSQL flags as
+    // pending restart once it leaves the file) do not apply to a primary.
+    eventually("the reload has dropped primary_conninfo", START, || async {
+        b.query("SHOW primary_conninfo").await[0][0].as_deref() == Some("")
+    })
+    .await;
+    let pending = b
+        .query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY 1")
+        .await;
+    let status = b.pg.status().await;
+    assert!(
+        !status.pending_restart,
+        "a promoted primary reports a pending restart; pending in pg_settings: {pending:?}"
+    );
 
     b.pg.stop(StopMode::Fast, STOP).await.unwrap();
     a.pg.stop(StopMode::Fast, STOP).await.unwrap();
