@@ -10,9 +10,10 @@
 //!    paused: maintenance mode suspends automation, never the one-writable-primary guarantee.
 //! 2. **Paused.** No automatic action, with one exception: a writable holder keeps renewing
 //!    its lease, otherwise its lease would expire and rule 1 would demote it.
-//! 3. **Holder** (`HeldByMe`, or `HeldByMeExpiring` with PostgreSQL not writable, where a
-//!    committed renewal resets the clock): bootstrap, renew, promote or start as primary; or
-//!    release the lease at once when this member cannot serve (demoting first if writable).
+//! 3. **Holder** (`HeldByMe`, or `HeldByMeExpiring` with PostgreSQL not writable): with a
+//!    fresh lease, bootstrap, renew, promote or start as primary; with an expiring one,
+//!    reclaim it first (a committed renewal makes it fresh again); or release the lease at
+//!    once when this member cannot serve (demoting first if writable).
 //! 4. **Not the holder**: clone, start as a replica, follow the holder, or take a free or
 //!    expired lease when this member is the healthiest eligible one; otherwise wait.
 
@@ -44,13 +45,18 @@ pub enum Decision {
     /// I hold the lease and run a writable primary: renew the lease (and record the database
     /// if `obs.database` is still `None`).
     RenewLease,
-    /// I hold the lease, my data is Initialised but PostgreSQL is not running, and it has
+    /// I hold the lease by the record, but no renewal of my own committed within the
+    /// holder's deadline (`HeldByMeExpiring`: a restarted daemon, or a member cut off from
+    /// the quorum) and PostgreSQL is not writable: renew it, and nothing else. Once the
+    /// renewal commits, the next cycle starts, bootstraps or promotes; a member that cannot
+    /// reach the quorum never decides to become writable on a lease it may have lost.
+    ReclaimLease,
+    /// I hold a fresh lease, my data is Initialised but PostgreSQL is not running, and it has
     /// been down for less than `config.primary_start_timeout`: start it as primary (the
     /// executor also renews the lease).
     StartPrimary,
-    /// I hold the lease and my PostgreSQL runs in recovery: promote it (the executor renews
-    /// too; under `HeldByMeExpiring` the renewal should commit before PostgreSQL becomes
-    /// writable, else the next cycle fences it).
+    /// I hold a fresh lease and my PostgreSQL runs in recovery: promote it (the executor
+    /// renews too, and reserves the new timeline in the same Raft round).
     Promote,
     /// I am writable but do not hold a valid lease (or hold it but must release it): stop
     /// being writable now. `follow` is the current holder if another member holds it.
@@ -100,8 +106,7 @@ pub enum Decision {
 
 impl Decision {
     /// True for the decisions that leave or make this member writable. `decide` returns
-    /// them only while this member holds the lease (`HeldByMe`, or `HeldByMeExpiring` for
-    /// those that renew before PostgreSQL becomes writable).
+    /// them only while this member holds a fresh lease (`HeldByMe`).
     pub fn leaves_me_writable(&self) -> bool {
         matches!(
             self,
@@ -300,8 +305,21 @@ fn as_holder(obs: &Observation) -> Outcome {
         );
         say(obs, Decision::ReleaseLease { reason }, text)
     };
+    // Becoming writable needs a fresh lease: with an expiring one, renew it and nothing
+    // else this cycle; the cycle after a committed renewal becomes writable.
+    let expiring = obs.lease_clock == LeaseClockView::HeldByMeExpiring;
+    let reclaim = |before: &str| {
+        let text = format!(
+            "holding lease epoch {epoch}, but no renewal of mine has committed within its \
+             deadline; renewing it before {before}"
+        );
+        say(obs, Decision::ReclaimLease, text)
+    };
     match (obs.data_dir, obs.database) {
         (DataDir::Missing, None) => {
+            if expiring {
+                return reclaim("bootstrapping");
+            }
             let text =
                 format!("holding lease epoch {epoch}, no database exists; bootstrapping (initdb)");
             return say(obs, Decision::Bootstrap, text);
@@ -324,11 +342,6 @@ fn as_holder(obs: &Observation) -> Outcome {
         // The data is ours; the executor records it once the primary runs.
         (DataDir::Initialised { .. }, _) => {}
     }
-    let expiring = if obs.lease_clock == LeaseClockView::HeldByMeExpiring {
-        "; lease expiring, renewing it too"
-    } else {
-        ""
-    };
     if is_writable(&obs.pg) && obs.lease_clock == LeaseClockView::HeldByMe {
         if let Some(outcome) = switchover(obs) {
             return outcome;
@@ -347,8 +360,10 @@ fn as_holder(obs: &Observation) -> Outcome {
         )
     } else if let (true, Some(why)) = (obs.pg.running, &obs.pre_promote_refused) {
         release(format!("the pre_promote hook refused promotion: {why}"))
+    } else if obs.pg.running && expiring {
+        reclaim("promoting")
     } else if obs.pg.running {
-        let text = format!("holding lease epoch {epoch} as a replica; promoting{expiring}");
+        let text = format!("holding lease epoch {epoch} as a replica; promoting");
         say(obs, Decision::Promote, text)
     } else if let Some(failure) = obs
         .start_failure
@@ -359,10 +374,15 @@ fn as_holder(obs: &Observation) -> Outcome {
             "PostgreSQL failed to start {} times in a row (last: {})",
             failure.attempts, failure.error
         ))
+    } else if obs.down_for < obs.config.primary_start_timeout && expiring {
+        reclaim(&format!(
+            "starting PostgreSQL as primary (down for {})",
+            human(obs.down_for)
+        ))
     } else if obs.down_for < obs.config.primary_start_timeout {
         let text = format!(
             "holding lease epoch {epoch}, PostgreSQL down for {}; starting it as primary \
-             (primary_start_timeout {}){expiring}",
+             (primary_start_timeout {})",
             human(obs.down_for),
             human(obs.config.primary_start_timeout)
         );

@@ -377,6 +377,12 @@ impl Executor {
                 self.after_renewal(obs).await?;
                 Ok(false)
             }
+            Decision::ReclaimLease => {
+                // Renewing is all: the next cycle, with a fresh lease, acts on it.
+                self.renew(obs).await?;
+                tracing::info!("lease renewed: it is fresh again");
+                Ok(true)
+            }
             Decision::Bootstrap => {
                 // Every step that makes us writable starts from a freshly committed renewal.
                 self.renew(obs).await?;

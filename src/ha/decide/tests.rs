@@ -378,10 +378,20 @@ fn check_invariants(obs: &Observation, out: &Outcome) -> Result<(), String> {
             out.decision
         ));
     }
+    let writable = obs.pg.running && !obs.pg.in_recovery;
+    if out.decision.leaves_me_writable() && !writable && *clock != LeaseClockView::HeldByMe {
+        return Err(format!(
+            "{:?} makes me writable on a lease that is not fresh ({clock:?})",
+            out.decision
+        ));
+    }
+    let expiring_not_writable = *clock == LeaseClockView::HeldByMeExpiring && !writable;
+    if out.decision == D::ReclaimLease && !expiring_not_writable {
+        return Err(format!("reclaiming with {clock:?}, writable: {writable}"));
+    }
     if out.decision == D::RenewLease && *clock != LeaseClockView::HeldByMe {
         return Err(format!("renewing a lease that is not fresh ({clock:?})"));
     }
-    let writable = obs.pg.running && !obs.pg.in_recovery;
     if out.decision.keeps_vip() && !(writable && *clock == LeaseClockView::HeldByMe) {
         return Err(format!(
             "{:?} keeps the VIP without a writable PostgreSQL and a fresh lease ({clock:?})",
@@ -554,15 +564,24 @@ fn decisions() {
             obs(2).replica_of(1, P).lease(mine()).refused("exit status: 1"),
             release("the pre_promote hook refused promotion: exit status: 1"),
             "another member takes over"),
-        ("holder in recovery with an expiring lease promotes and renews",
+        ("holder in recovery with an expiring lease renews before promoting",
             obs(2).replica_of(1, P).lease(expiring()),
-            D::Promote, "renewing it too"),
+            D::ReclaimLease, "no renewal of mine has committed within its deadline; renewing it before promoting"),
         ("holder whose postgres is down briefly starts it as primary",
             obs(1).lease(mine()).down_for(4),
             D::StartPrimary, "down for 4s"),
-        ("holder with an expiring lease and postgres down starts it and renews",
+        // A cut-off member after fencing, or a restarted daemon: never "starting it as
+        // primary" on a lease that may have expired, only a renewal; its commit decides.
+        ("holder with an expiring lease and postgres down renews before starting it",
             obs(1).lease(expiring()).down_for(1),
-            D::StartPrimary, "renewing it too"),
+            D::ReclaimLease, "renewing it before starting PostgreSQL as primary (down for 1s)"),
+        ("holder with an expiring lease and postgres down too long releases it",
+            obs(1).lease(expiring()).down_for(5),
+            release("PostgreSQL has been down for 5s (primary_start_timeout 5s)"),
+            "another member takes over"),
+        ("holder with an expiring lease and no database renews before bootstrapping",
+            obs(1).no_database().data(Missing).lease(expiring()),
+            D::ReclaimLease, "renewing it before bootstrapping"),
         ("holder whose postgres is down for primary_start_timeout releases",
             obs(1).lease(mine()).down_for(5),
             release("PostgreSQL has been down for 5s (primary_start_timeout 5s)"),
