@@ -4,6 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use common::pg::{healthy_cluster, replicas_streaming, resume_receiving, stop_receiving, writable};
 use common::{eventually, require_postgres, OutputExt, TestCluster};
 
@@ -326,6 +328,42 @@ fn the_old_primary_rejoins_on_the_new_timeline_after_a_failover() {
         "on the new timeline: {timeline}"
     );
     assert_eq!(writable(&cluster), Ok(new));
+
+    // The promotion is in the timeline history, as Patroni's /history shows it: the ended
+    // timeline, where it ended, why, when, and the new primary; and `pgquorum history`
+    // prints it.
+    let new_name = cluster.node(new).name.clone();
+    let history = eventually(FAILOVER, "the promotion is in GET /history", || {
+        let (code, body) = cluster
+            .node(old)
+            .get("/history")
+            .map_err(|e| e.to_string())?;
+        let rows: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {body}: {e}"))?;
+        match rows.as_array().map(Vec::as_slice) {
+            Some([row]) => Ok(row.clone()),
+            _ => Err(format!("{code} {body}")),
+        }
+    });
+    assert_eq!(history[0], 1, "timeline 1 ended: {history}");
+    assert!(history[1].as_u64().is_some_and(|lsn| lsn > 0), "{history}");
+    assert!(
+        history[2].as_str().is_some_and(|r| !r.is_empty()),
+        "{history}"
+    );
+    assert!(
+        history[3].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{history}"
+    );
+    assert_eq!(history[4], new_name.as_str(), "{history}");
+    let printed = cluster.node(old).cli(&["history"]);
+    common::assert_success(&printed, "history");
+    let table = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("| 1 ") && l.contains(&new_name)),
+        "{table}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! `/liveness`, `/cluster`, `/metrics` (see [`metrics`]) and `/history`.
 
 pub mod health;
+pub mod history;
 pub mod metrics;
 
 use std::time::Duration;
@@ -77,7 +78,7 @@ pub async fn serve(
         )
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics))
-        .route("/history", get(history))
+        .route("/history", get(history::history))
         .route("/admin/lease/{action}", post(lease))
         .route("/admin/members/{name}", delete(remove_member))
         .route("/admin/tokens", post(create_token))
@@ -262,12 +263,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         metrics::render(&input),
     )
         .into_response()
-}
-
-/// `GET /history`: Patroni's timeline history. No timeline history is recorded yet, so the
-/// list is empty.
-async fn history() -> Json<serde_json::Value> {
-    Json(json!([]))
 }
 
 /// One member in `/cluster`.

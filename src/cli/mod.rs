@@ -52,6 +52,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the timeline history: every promotion, where and when the old timeline ended
+    /// and who took over (like `patronictl history`).
+    History {
+        /// Print the raw JSON of GET /history instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage membership.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -249,6 +256,14 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
                 output::json(&report);
             } else {
                 output::cluster_table(&report);
+            }
+        }
+        Command::History { json } => {
+            let rows: Vec<serde_json::Value> = client(&config, false)?.get("/history").await?;
+            if json {
+                output::json(&rows);
+            } else {
+                output::history_table(&rows);
             }
         }
         Command::Node(NodeCommand::Remove { name }) => {

@@ -41,6 +41,60 @@ pub fn config_ok(config: &NodeConfig) {
     );
 }
 
+/// A boxed table with a header row, columns as wide as their widest cell; no final newline.
+fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let sep: String = widths
+        .iter()
+        .map(|w| "-".repeat(w + 2))
+        .collect::<Vec<_>>()
+        .join("+");
+    let fmt_row = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!(" {c:<w$} "))
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    let mut out = format!("+{sep}+\n");
+    out += &format!("|{}|\n", fmt_row(&header.map(String::from)));
+    out += &format!("+{sep}+\n");
+    for row in rows {
+        out += &format!("|{}|\n", fmt_row(row));
+    }
+    out + &format!("+{sep}+")
+}
+
+/// The timeline history as `patronictl history` prints it, from `GET /history`'s rows
+/// (`[timeline, lsn, reason, timestamp, new_leader]`); the LSN in PostgreSQL's notation.
+pub fn history_table(rows: &[serde_json::Value]) {
+    println!("{}", render_history_table(rows));
+}
+
+fn render_history_table(rows: &[serde_json::Value]) -> String {
+    let cell = |row: &serde_json::Value, i: usize| match &row[i] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let rows: Vec<[String; 5]> = rows
+        .iter()
+        .map(|row| {
+            let lsn = row[1]
+                .as_u64()
+                .map_or_else(|| cell(row, 1), |l| crate::postgres::Lsn(l).to_string());
+            [cell(row, 0), lsn, cell(row, 2), cell(row, 3), cell(row, 4)]
+        })
+        .collect();
+    render_table(&["TL", "LSN", "Reason", "Timestamp", "New Leader"], &rows)
+}
+
 /// A `patronictl list`-style table, one row per member:
 ///
 /// ```text
@@ -79,32 +133,7 @@ fn render_cluster_table(report: &ClusterReport) -> String {
         "Raft",
         "Tags",
     ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let sep: String = widths
-        .iter()
-        .map(|w| "-".repeat(w + 2))
-        .collect::<Vec<_>>()
-        .join("+");
-    let fmt_row = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!(" {c:<w$} "))
-            .collect::<Vec<_>>()
-            .join("|")
-    };
-    out += &format!("+{sep}+\n");
-    out += &format!("|{}|\n", fmt_row(&header.map(String::from)));
-    out += &format!("+{sep}+\n");
-    for row in &rows {
-        out += &format!("|{}|\n", fmt_row(row));
-    }
-    out += &format!("+{sep}+");
+    out += &render_table(&header, &rows);
     if report.paused {
         out += "\n Maintenance mode: on";
     }
@@ -180,6 +209,31 @@ fn member_row(m: &MemberReport) -> [String; 9] {
         m.raft_role.clone(),
         tags.join(", "),
     ]
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn the_history_prints_one_row_per_promotion() {
+        let rows = [serde_json::json!([
+            1,
+            0x3000060u64,
+            "no recovery target specified",
+            "2026-12-06T03:34:56.123Z",
+            "n2"
+        ])];
+        assert_eq!(
+            render_history_table(&rows),
+            "\
++----+-----------+------------------------------+--------------------------+------------+
+| TL | LSN       | Reason                       | Timestamp                | New Leader |
++----+-----------+------------------------------+--------------------------+------------+
+| 1  | 0/3000060 | no recovery target specified | 2026-12-06T03:34:56.123Z | n2         |
++----+-----------+------------------------------+--------------------------+------------+"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::DynamicConfig;
+use super::history::TimelineSwitch;
 use super::lease::{Epoch, Lease, LeaseRef};
 use super::member::{Member, NodeId, Tags};
 use super::state::{Failover, JoinToken, MemberAction, Switchover};
@@ -99,6 +100,13 @@ pub enum Command {
         holder: NodeId,
         epoch: Epoch,
         at_least: u32,
+    },
+    /// Records a promotion in the timeline history (`GET /history`): only the lease holder,
+    /// about its own promotion; a timeline already recorded is not recorded again.
+    RecordTimelineSwitch {
+        holder: NodeId,
+        epoch: Epoch,
+        switch: TimelineSwitch,
     },
 }
 

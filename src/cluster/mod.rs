@@ -16,6 +16,7 @@
 
 mod command;
 mod config;
+pub mod history;
 mod lease;
 mod member;
 mod state;
@@ -23,6 +24,7 @@ mod sync;
 
 pub use command::{Command, CommandResult, Rejection};
 pub use config::{DynamicConfig, SynchronousMode};
+pub use history::TimelineSwitch;
 pub use lease::{Epoch, Lease, LeaseRef};
 pub use member::{Member, NodeId, Tags};
 pub use state::{apply, ClusterState, Failover, JoinToken, MemberAction, Switchover};

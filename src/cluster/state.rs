@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Command, CommandResult, Rejection};
 use super::config::DynamicConfig;
+use super::history::TimelineSwitch;
 use super::lease::{Epoch, Lease, LeaseRef};
 use super::member::{Member, NodeId, Tags};
 use super::sync::SyncState;
@@ -90,6 +91,8 @@ pub struct ClusterState {
     /// primaries ever create the same timeline ID, even when one was cut off before anyone
     /// saw its history file: pg_rewind tells diverged histories apart only by timeline ID.
     pub timeline: u32,
+    /// Every promotion, oldest first (see [`super::history`]).
+    pub history: Vec<TimelineSwitch>,
 }
 
 impl Default for ClusterState {
@@ -110,6 +113,7 @@ impl Default for ClusterState {
             failover: None,
             actions: BTreeMap::new(),
             timeline: 0,
+            history: Vec::new(),
         }
     }
 }
@@ -315,6 +319,20 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             let timeline = (*at_least).max(state.timeline.saturating_add(1));
             state.timeline = timeline;
             Ok(CommandResult::Timeline { timeline })
+        }
+        Command::RecordTimelineSwitch {
+            holder,
+            epoch,
+            switch,
+        } => {
+            current_lease(state, *holder, *epoch)?;
+            if switch.new_primary != *holder {
+                return Err(Rejection::LeaseNotHeld {
+                    current: state.lease,
+                });
+            }
+            super::history::record(&mut state.history, switch);
+            Ok(CommandResult::Applied)
         }
     }
 }

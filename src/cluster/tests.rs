@@ -140,6 +140,29 @@ fn reserve(holder: u64, epoch: u64, at_least: u32) -> Command {
     }
 }
 
+/// Member 1's promotion from `timeline` to `new_timeline`.
+fn switch(timeline: u32, new_timeline: u32) -> TimelineSwitch {
+    TimelineSwitch {
+        timeline,
+        lsn: crate::postgres::Lsn(0x3000060),
+        reason: "no recovery target specified".into(),
+        at_unix_ms: 1_000,
+        new_primary: NodeId(1),
+        new_timeline,
+    }
+}
+
+fn record_switch(holder: u64, epoch: u64, timeline: u32, new_timeline: u32) -> Command {
+    Command::RecordTimelineSwitch {
+        holder: NodeId(holder),
+        epoch: Epoch(epoch),
+        switch: TimelineSwitch {
+            new_primary: NodeId(holder),
+            ..switch(timeline, new_timeline)
+        },
+    }
+}
+
 /// Node 1 holds the lease in epoch 3; timeline `timeline` was reserved before.
 fn reserved(timeline: u32) -> ClusterState {
     let mut s = state().with_lease(1, 3, 0);
@@ -777,6 +800,49 @@ fn cases() -> Vec<Case> {
             command: reserve(1, 3, 9),
             result: CommandResult::Timeline { timeline: 9 },
             change: |s| s.timeline = 9,
+        },
+        Case {
+            name: "the holder records its promotion in the timeline history",
+            given: state().with_lease(1, 3, 0),
+            command: record_switch(1, 3, 1, 2),
+            result: CommandResult::Applied,
+            change: |s| s.history.push(switch(1, 2)),
+        },
+        Case {
+            name: "a promotion already in the history is not recorded twice",
+            given: {
+                let mut s = state().with_lease(1, 3, 0);
+                s.history.push(switch(1, 2));
+                s
+            },
+            command: record_switch(1, 3, 1, 2),
+            result: CommandResult::Applied,
+            change: unchanged,
+        },
+        Case {
+            name: "only the holder records a promotion, and only its own",
+            given: state().with_lease(1, 3, 0),
+            command: Command::RecordTimelineSwitch {
+                holder: NodeId(1),
+                epoch: Epoch(3),
+                switch: TimelineSwitch {
+                    new_primary: NodeId(2),
+                    ..switch(1, 2)
+                },
+            },
+            result: rejected(Rejection::LeaseNotHeld {
+                current: Some(lease(1, 3, 0)),
+            }),
+            change: unchanged,
+        },
+        Case {
+            name: "a member that lost the lease records no promotion",
+            given: state().with_lease(1, 4, 0),
+            command: record_switch(2, 3, 1, 2),
+            result: rejected(Rejection::LeaseNotHeld {
+                current: Some(lease(1, 4, 0)),
+            }),
+            change: unchanged,
         },
         Case {
             name: "only the holder in its epoch reserves a timeline",

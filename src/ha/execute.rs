@@ -988,9 +988,42 @@ impl Executor {
                 .context("creating the replication roles")?;
             self.record_database(obs).await?;
         }
+        if obs.pg.timeline > obs.recorded_timeline.max(1) {
+            self.record_timeline_switch(obs).await?;
+        }
         self.manage_sync(obs)
             .await
             .context("synchronous replication")
+    }
+
+    /// Records how this primary's timeline began in the cluster's timeline history, from
+    /// the history file PostgreSQL wrote at the promotion.
+    async fn record_timeline_switch(&self, obs: &Observation) -> anyhow::Result<()> {
+        let lease = obs.lease.ok_or_else(|| anyhow!("no lease"))?;
+        let new_timeline = obs.pg.timeline;
+        let Some((timeline, lsn, reason, at_unix_ms)) =
+            self.postgres.timeline_switch(new_timeline)?
+        else {
+            return Ok(());
+        };
+        let switch = crate::cluster::TimelineSwitch {
+            timeline,
+            lsn,
+            reason,
+            at_unix_ms,
+            new_primary: self.me,
+            new_timeline,
+        };
+        let command = Command::RecordTimelineSwitch {
+            holder: self.me,
+            epoch: lease.epoch,
+            switch,
+        };
+        if let CommandResult::Rejected { rejection } = self.propose(command, obs).await? {
+            bail!("recording the timeline history: {rejection}");
+        }
+        tracing::info!(timeline, new_timeline, %lsn, "recorded the promotion in the timeline history");
+        Ok(())
     }
 
     /// `synchronous_standby_names` as it should be now.

@@ -264,6 +264,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
             last_primary_position: primary_seen.map(|(_, lsn)| lsn),
             failover: view.state.failover.clone(),
             action: view.state.actions.get(&me).copied(),
+            recorded_timeline: view.state.history.last().map_or(0, |s| s.new_timeline),
             now_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

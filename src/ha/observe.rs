@@ -113,6 +113,8 @@ pub struct Observation {
     pub failover: Option<Failover>,
     /// An operation an operator asked of this member (`pgquorum restart`, `reinit`).
     pub action: Option<MemberAction>,
+    /// The newest timeline the cluster's timeline history has a promotion for (0: none).
+    pub recorded_timeline: u32,
     /// The wall clock, milliseconds since the Unix epoch: only for a scheduled switchover.
     pub now_unix_ms: u64,
 }

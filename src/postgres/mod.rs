@@ -421,6 +421,30 @@ impl Postgres {
         Ok(timeline::lowest_next(current, known))
     }
 
+    /// How timeline `tli` began, from its history file in `pg_wal`: the parent timeline, the
+    /// switch position, PostgreSQL's reason, and when the file was written (Unix ms).
+    /// `None` for timeline 1, or when the file is missing or a placeholder.
+    pub fn timeline_switch(&self, tli: u32) -> Result<Option<(u32, Lsn, String, u64)>, Error> {
+        let path = timeline::history_path(&self.settings.data_dir.join("pg_wal"), tli);
+        let io = |source| Error::Io {
+            action: format!("reading {}", path.display()),
+            source,
+        };
+        let text = match fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            other => other.map_err(io)?,
+        };
+        let written = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(io)?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Ok(
+            timeline::last_switch(&text)
+                .map(|(parent, lsn, reason)| (parent, lsn, reason, written)),
+        )
+    }
+
     /// Writes the placeholder history files that make the promotion of this replica, on
     /// timeline `current`, create timeline `reserved`; returns their timelines.
     pub fn place_timeline_placeholders(

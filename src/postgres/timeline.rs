@@ -36,6 +36,23 @@ pub fn placeholder_text() -> String {
     )
 }
 
+/// The last switch a history file records: the parent timeline, the position where it
+/// ended, and PostgreSQL's reason. Lines are `<parent TLI>\t<LSN>\t<reason>`; comments and
+/// blank lines (and a placeholder) yield `None`.
+pub fn last_switch(text: &str) -> Option<(u32, super::Lsn, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, char::is_whitespace);
+            let parent = fields.next()?.parse().ok()?;
+            let lsn = fields.next()?.trim().parse().ok()?;
+            let reason = fields.next().unwrap_or("").trim().to_string();
+            Some((parent, lsn, reason))
+        })
+        .next_back()
+}
+
 /// `pg_wal/<TLI>.history` for timeline `tli`.
 pub fn history_path(pg_wal: &Path, tli: u32) -> PathBuf {
     pg_wal.join(format!("{tli:08X}.history"))
@@ -140,6 +157,22 @@ pub fn remove_stray_placeholders(pg_wal: &Path) -> io::Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_switch_of_a_history_file_is_its_newest_line() {
+        let text = "1\t0/3000060\tno recovery target specified\n\n\
+                    2\t0/5000100\tno recovery target specified\n";
+        assert_eq!(
+            last_switch(text),
+            Some((
+                2,
+                "0/5000100".parse().unwrap(),
+                "no recovery target specified".into()
+            ))
+        );
+        assert_eq!(last_switch(&placeholder_text()), None);
+        assert_eq!(last_switch("garbage\n"), None);
+    }
 
     #[test]
     fn history_file_names_parse_and_others_do_not() {

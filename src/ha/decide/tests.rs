@@ -88,6 +88,7 @@ fn obs(me: u64) -> Observation {
         last_primary_position: None,
         failover: None,
         action: None,
+        recorded_timeline: 0,
         now_unix_ms: 1_000_000,
     }
 }
