@@ -22,7 +22,11 @@
 //!   the daemon's own demotion, so a live daemon always demotes first, and earlier than any
 //!   other member can take the lease (it waits a whole ttl from the renewal it saw last, the
 //!   margin after the holder's deadline).
-//! - It disarms the fence once its PostgreSQL is seen stopped or in recovery.
+//! - It disarms the fence once its PostgreSQL is seen stopped or in recovery, and as soon as
+//!   a shutdown it asked for has begun (`postmaster.pid` says `stopping`): from then on the
+//!   postmaster has ended every client session and refuses new ones, so it acknowledges no
+//!   more writes, and its clean shutdown (which, cut off from its standbys, waits
+//!   `wal_sender_timeout` for them) must not be turned into a crash.
 //! - When the deadline passes, the fence kills the postmaster's process group (every backend
 //!   with it) with SIGKILL, if that pid is still a live `postgres`, and disarms. A restarted
 //!   PostgreSQL has another pid and is left alone.
@@ -214,9 +218,10 @@ fn fire(pid: u32) {
     let _ = match outcome {
         Ok(()) => writeln!(
             err,
-            "pgquorum fence: the daemon did not renew the lease of this primary before its \
-             deadline (stopped or stuck?); killed PostgreSQL (postmaster {pid}) so that it \
-             accepts no write while another member may be promoted"
+            "pgquorum fence: the daemon neither renewed the lease of this primary before its \
+             deadline nor reported it shutting down (is the daemon stopped or stuck?); killed \
+             PostgreSQL (postmaster {pid}) so that it accepts no write while another member \
+             may be promoted"
         ),
         Err(e) => writeln!(err, "pgquorum fence: killing postmaster {pid}: {e}"),
     };

@@ -21,6 +21,14 @@ fn acked_since(acks: &[Ack], since: std::time::Instant) -> Vec<i64> {
         .collect()
 }
 
+/// How many clean shutdowns PostgreSQL's own log records so far.
+fn clean_stops(pg_log: &std::path::Path) -> usize {
+    std::fs::read_to_string(pg_log)
+        .unwrap_or_default()
+        .matches("database system is shut down")
+        .count()
+}
+
 /// Whether member `i`'s PostgreSQL answers as a primary (not in recovery), through its unix
 /// socket, which a network cut does not affect.
 fn is_primary(cluster: &TestCluster, i: usize) -> bool {
@@ -65,6 +73,8 @@ fn a_primary_cut_off_from_both_others_is_fenced_and_rejoins_after_heal() {
         .collect();
     let majority = Writer::start("m", targets, Duration::ZERO);
 
+    let pg_log = cluster.node(old).state_dir.join("postgresql.log");
+    let clean_stops_before = clean_stops(&pg_log);
     let cut = Instant::now();
     cluster.node(old).note("=== harness: host cut off ===");
     hosts.cut(old);
@@ -122,6 +132,26 @@ fn a_primary_cut_off_from_both_others_is_fenced_and_rejoins_after_heal() {
     assert!(
         late.is_empty(),
         "the cut-off writer port acknowledged {late:?} after fencing"
+    );
+    // The daemon demoted its primary itself, with a clean (fast) shutdown: its own fence
+    // did not kill it part-way, and the shutdown was not escalated to a crash stop.
+    eventually(
+        FAILOVER,
+        "the old primary's PostgreSQL is shut down",
+        || {
+            let n = clean_stops(&pg_log);
+            (n > clean_stops_before).then_some(()).ok_or(n)
+        },
+    );
+    let since_cut = cluster.node(old).log();
+    let since_cut = &since_cut[since_cut.find("=== harness: host cut off").unwrap()..];
+    assert!(
+        !since_cut.contains("pgquorum fence:"),
+        "the fence killed a primary its live daemon was demoting"
+    );
+    assert!(
+        !since_cut.contains("escalating"),
+        "the fast shutdown was escalated to an immediate one"
     );
     let after_cut: Vec<_> = minority_acks.iter().filter(|a| a.at > cut).collect();
     let window = after_cut.last().map(|a| a.at.duration_since(cut));

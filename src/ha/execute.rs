@@ -17,9 +17,13 @@ use crate::postgres::{
 };
 use crate::raft::RaftHandle;
 
-/// How long PostgreSQL may take to start or stop before the action counts as failed.
+/// How long PostgreSQL may take to start before the action counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a fast shutdown may take before it is escalated to an immediate one (a crash
+/// stop). Well above `wal_sender_timeout` (10 s): cut off from its standbys, a primary's
+/// fast shutdown waits that long for them to confirm its last WAL, and that wait must end
+/// in a clean stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait before trying again a rewind that failed without touching anything
 /// (the source unreachable, a password not yet replicated).
 const REWIND_RETRY: Duration = Duration::from_secs(5);
@@ -507,10 +511,7 @@ impl Executor {
                 // It may have written WAL the next primary never gets: rewind before
                 // following anyone.
                 self.set_needs_rewind(true);
-                self.postgres
-                    .stop(StopMode::Fast, STOP_TIMEOUT)
-                    .await
-                    .context("fencing")?;
+                self.stop_postgres().await.context("fencing")?;
                 self.following = None;
                 Ok(true)
             }
@@ -520,10 +521,7 @@ impl Executor {
                 // Not writable from here on; the fast shutdown sends connected standbys the
                 // rest of the WAL before it completes.
                 self.set_needs_rewind(true);
-                self.postgres
-                    .stop(StopMode::Fast, STOP_TIMEOUT)
-                    .await
-                    .context("switchover")?;
+                self.stop_postgres().await.context("switchover")?;
                 self.following = None;
                 self.propose(
                     Command::ReleaseLease {
@@ -563,7 +561,7 @@ impl Executor {
             Decision::Rewind { source } => {
                 let upstream = self.upstream(*source, obs)?;
                 if self.postgres.is_running() {
-                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                    self.stop_postgres().await?;
                 }
                 tracing::info!(source = %source, "rewinding with pg_rewind");
                 if self.rewind_retry_at.is_some_and(|at| Instant::now() < at) {
@@ -585,7 +583,7 @@ impl Executor {
                         self.postgres
                             .write_config(&Role::Replica { upstream: None })?;
                         self.postgres.start(START_TIMEOUT).await?;
-                        self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                        self.stop_postgres().await?;
                         Ok(true)
                     }
                     Err(
@@ -625,7 +623,7 @@ impl Executor {
                     .await
                     .context("restarting the primary")?;
                 } else {
-                    self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                    self.stop_postgres().await?;
                     self.start_replica(self.following, obs).await?;
                 }
                 tracing::info!(primary, "restarted PostgreSQL as requested");
@@ -656,7 +654,7 @@ impl Executor {
                     ConfigChange::Unchanged => {}
                     ConfigChange::Reload => self.postgres.reload().await?,
                     ConfigChange::Restart => {
-                        self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                        self.stop_postgres().await?;
                         self.postgres.start(START_TIMEOUT).await?;
                     }
                 }
@@ -678,7 +676,7 @@ impl Executor {
     ) -> anyhow::Result<()> {
         let upstream = self.upstream(source, obs)?;
         if self.postgres.is_running() {
-            self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+            self.stop_postgres().await?;
         }
         let data_dir = self.postgres.settings().data_dir.clone();
         match discard {
@@ -936,6 +934,22 @@ impl Executor {
         if let Some(fence) = &self.fence {
             fence.tell(instruction);
         }
+    }
+
+    /// Stops PostgreSQL with a fast shutdown. The fence stands down as soon as the
+    /// postmaster says it is shutting down: it then commits nothing more for clients, and
+    /// its clean shutdown (which in a partition waits up to `wal_sender_timeout` for the
+    /// standbys it cannot reach) must not be turned into a crash by the fence.
+    async fn stop_postgres(&self) -> Result<(), PgError> {
+        self.postgres
+            .stop_then(StopMode::Fast, STOP_TIMEOUT, |pid| {
+                tracing::info!(
+                    pid,
+                    "PostgreSQL is shutting down: it accepts no more writes"
+                );
+                self.tell_fence(crate::fence::Instruction::Disarm);
+            })
+            .await
     }
 
     /// Removes the VIP (if held) and waits for it to be gone.
@@ -1204,7 +1218,7 @@ impl Executor {
     /// a successor never overlaps a writable us.
     pub async fn shutdown(&mut self) {
         self.release_vip().await;
-        if let Err(e) = self.postgres.stop(StopMode::Fast, STOP_TIMEOUT).await {
+        if let Err(e) = self.stop_postgres().await {
             tracing::warn!(error = %e, "stopping PostgreSQL at shutdown");
         }
         let view = self.handle.view().borrow().clone();

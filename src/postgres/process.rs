@@ -30,6 +30,9 @@ use super::{io_error, ConfigChange, Error, Postgres, StopMode};
 
 /// How often start and stop look at the postmaster.
 const POLL: Duration = Duration::from_millis(50);
+/// How often a stopping postmaster is checked on: its shutting-down status is what lets
+/// the fence stand down (see [`Postgres::stop_then`]).
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// How much of the server log an error quotes.
 pub(super) const LOG_TAIL_LINES: usize = 15;
@@ -322,10 +325,25 @@ impl Postgres {
     /// after `timeout` is escalated to immediate, which gets another `timeout`. Not running
     /// is success. Cancelling it only stops the waiting; a signal already sent stays sent.
     pub async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<(), Error> {
+        self.stop_then(mode, timeout, |_| {}).await
+    }
+
+    /// [`stop`](Self::stop), calling `shutting_down(pid)` as soon as the postmaster says in
+    /// `postmaster.pid` that it is shutting down (or has exited): from then on it has told
+    /// every client backend to exit and refuses new connections, so it commits nothing
+    /// more for clients while its shutdown checkpoint and the rest of its WAL to connected
+    /// standbys finish. Not called if it never says so within `timeout`.
+    pub async fn stop_then(
+        &self,
+        mode: StopMode,
+        timeout: Duration,
+        shutting_down: impl FnOnce(u32),
+    ) -> Result<(), Error> {
         let _serial = self.lifecycle.lock().await;
         let Some(pid) = self.postmaster_pid() else {
             return Ok(());
         };
+        let mut shutting_down = Some(shutting_down);
         let mut signal = match mode {
             StopMode::Fast => sys::SIGINT,
             StopMode::Immediate => sys::SIGQUIT,
@@ -340,10 +358,21 @@ impl Postgres {
             signal_postmaster(pid, signal)?;
             let deadline = Instant::now() + timeout;
             while self.postmaster_pid() == Some(pid) {
+                if self.postmaster_says_stopping() {
+                    if let Some(tell) = shutting_down.take() {
+                        tell(pid);
+                    }
+                }
                 if Instant::now() >= deadline {
                     break;
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(STOP_POLL).await;
+            }
+            if let Some(tell) = shutting_down
+                .take()
+                .filter(|_| self.postmaster_pid() != Some(pid))
+            {
+                tell(pid);
             }
             if self.postmaster_pid() != Some(pid) {
                 tracing::info!(pid, "postgres stopped");
@@ -363,6 +392,13 @@ impl Postgres {
             );
             signal = sys::SIGQUIT;
         }
+    }
+
+    /// Whether `postmaster.pid` gives the postmaster's status as `stopping` (line 8, which
+    /// PostgreSQL 10 and later write when a shutdown request arrives).
+    fn postmaster_says_stopping(&self) -> bool {
+        fs::read_to_string(self.settings.data_dir.join("postmaster.pid"))
+            .is_ok_and(|text| text.lines().nth(7).map(str::trim) == Some("stopping"))
     }
 
     /// How our last postmaster ended, for messages.
