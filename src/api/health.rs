@@ -125,12 +125,12 @@ impl HealthInput {
     /// Bytes of WAL this replica is behind the lease holder, measured per `mode`; `None` when
     /// this is not a running replica or either position is unknown.
     fn lag(&self, mode: LagMode) -> Option<u64> {
-        let pg = self.pg.as_ref().filter(|pg| pg.running && pg.in_recovery)?;
+        let pg = self.pg.as_ref()?;
         let mine = match mode {
             LagMode::Apply => pg.replayed.or(pg.wal_position),
             LagMode::Write => pg.wal_position,
         }?;
-        Some(self.primary_position?.bytes_after(mine))
+        pg.lag_behind(mine, self.primary_position)
     }
 
     /// Whether the replica is within `limit` bytes (no limit: always); unknown lag fails.

@@ -244,6 +244,7 @@ mod tests {
                 streaming: true,
                 pending_restart: false,
                 replay_delay_ms: None,
+                primary_end: Some(Lsn(0x3000060)),
             }),
             replication_lag: Some(96),
             synchronous: false,

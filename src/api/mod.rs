@@ -354,8 +354,8 @@ fn describe_member(
     };
     let running = pg.filter(|pg| pg.running && !is_witness(member));
     let lag_mb = running
-        .filter(|pg| pg.in_recovery && !lease_holder)
-        .and_then(|pg| Some(primary_position?.bytes_after(pg.wal_position?)))
+        .filter(|_| !lease_holder)
+        .and_then(|pg| pg.lag_behind(pg.wal_position?, primary_position))
         .map(|bytes| (bytes as f64 / (1u64 << 20) as f64 * 10.0).round() / 10.0);
     MemberReport {
         id: member.id.0,
@@ -877,6 +877,8 @@ mod tests {
             streaming,
             pending_restart: false,
             replay_delay_ms: None,
+            // Its primary has told it of more WAL than any test's holder position.
+            primary_end: (in_recovery && streaming).then_some(Lsn(u64::MAX)),
         }
     }
 
@@ -909,6 +911,8 @@ mod tests {
             ("streaming replica", "pg:5432", false, Some(pg(true, true, 100 * MB)), primary, ("Replica", "streaming", Some(1), Some(0.0), false)),
             ("replica 2.5 MB behind", "pg:5432", false, Some(pg(true, true, 97 * MB + MB / 2)), primary, ("Replica", "streaming", Some(1), Some(2.5), false)),
             ("replica not streaming", "pg:5432", false, Some(pg(true, false, 100 * MB)), primary, ("Replica", "running", Some(1), Some(0.0), false)),
+            ("replica just connected, nothing heard", "pg:5432", false, Some(PgStatus { primary_end: None, ..pg(true, true, 80 * MB) }), Some(Lsn(96 * MB)), ("Replica", "streaming", Some(1), None, false)),
+            ("holder sampled after a segment switch", "pg:5432", false, Some(PgStatus { primary_end: Some(Lsn(80 * MB)), ..pg(true, true, 80 * MB) }), Some(Lsn(96 * MB)), ("Replica", "streaming", Some(1), Some(0.0), false)),
             ("replica, holder unknown", "pg:5432", false, Some(pg(true, true, 100 * MB)), None, ("Replica", "streaming", Some(1), None, false)),
             ("replica needing a restart", "pg:5432", false, Some(restart.clone()), primary, ("Replica", "streaming", Some(1), Some(0.0), true)),
             ("stopped replica", "pg:5432", false, Some(stopped.clone()), primary, ("Replica", "stopped", None, None, false)),

@@ -61,7 +61,8 @@ SELECT pg_is_in_recovery(),
                  OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
             ELSE greatest(0, (1000 * extract(epoch FROM
                      now() - pg_last_xact_replay_timestamp()))::bigint)
-       END";
+       END,
+       (SELECT latest_end_lsn FROM pg_stat_wal_receiver)";
 
 impl Postgres {
     /// Opens a connection over the unix socket within 2 s.
@@ -145,6 +146,7 @@ impl Postgres {
             streaming: flag(5),
             pending_restart: flag(6),
             replay_delay_ms: text(7).and_then(|t| t.parse().ok()),
+            primary_end: if in_recovery { lsn(8) } else { None },
         }
     }
 

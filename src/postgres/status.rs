@@ -75,6 +75,48 @@ pub struct PgStatus {
     /// transaction replayed since start). Absent in statuses from older versions.
     #[serde(default)]
     pub replay_delay_ms: Option<u64>,
+    /// Replica: the end of its primary's WAL as the primary last reported it to this
+    /// replica's WAL receiver (`pg_stat_wal_receiver.latest_end_lsn`); `None` before the
+    /// first message from the primary, or with no WAL receiver. Absent in statuses from
+    /// older versions.
+    #[serde(default)]
+    pub primary_end: Option<Lsn>,
+}
+
+impl PgStatus {
+    /// A primary accepting writes: running and not in recovery.
+    pub fn is_writable(&self) -> bool {
+        self.running && !self.in_recovery
+    }
+
+    /// A running standby.
+    pub fn is_running_replica(&self) -> bool {
+        self.running && self.in_recovery
+    }
+
+    /// Bytes this replica's `position` (one of its own, received or replayed) is behind its
+    /// primary, whose position the primary itself last gave as `primary`; `None` when this is
+    /// not a running replica or the lag cannot be measured.
+    ///
+    /// The primary's status and this one are sampled at different moments, so WAL the
+    /// primary wrote after this sample is not lag. A streaming replica is therefore measured
+    /// against the lower of `primary` and what its primary last told it (`primary_end`, from
+    /// the same sample as `position`); a streaming replica that has heard nothing from its
+    /// primary yet (it connected a moment ago and starts at a segment boundary) has no
+    /// measurable lag. A replica that is not streaming falls further behind as the primary
+    /// writes, so it is measured against `primary` alone.
+    pub fn lag_behind(&self, position: Lsn, primary: Option<Lsn>) -> Option<u64> {
+        if !self.is_running_replica() {
+            return None;
+        }
+        let primary = primary?;
+        let reference = if self.streaming {
+            primary.min(self.primary_end?)
+        } else {
+            primary
+        };
+        Some(reference.bytes_after(position))
+    }
 }
 
 #[cfg(test)]
@@ -97,5 +139,94 @@ mod tests {
         }
         assert_eq!(Lsn(10).bytes_after(Lsn(4)), 6);
         assert_eq!(Lsn(4).bytes_after(Lsn(10)), 0);
+    }
+
+    #[test]
+    fn lag_is_measured_against_what_the_replica_could_have_received() {
+        let replica = |streaming: bool, primary_end: Option<u64>| PgStatus {
+            running: true,
+            in_recovery: true,
+            streaming,
+            primary_end: primary_end.map(Lsn),
+            ..PgStatus::default()
+        };
+        const SEGMENT: u64 = 16 << 20;
+        let cases = [
+            // (status, position, primary's own position, lag)
+            (
+                "caught up",
+                replica(true, Some(100)),
+                100,
+                Some(100),
+                Some(0),
+            ),
+            (
+                "behind what the primary told it",
+                replica(true, Some(900)),
+                100,
+                Some(900),
+                Some(800),
+            ),
+            (
+                "primary sampled after a segment switch the replica had not seen",
+                replica(true, Some(SEGMENT + 40)),
+                SEGMENT + 40,
+                Some(2 * SEGMENT + 96),
+                Some(0),
+            ),
+            (
+                "primary sampled earlier than the replica",
+                replica(true, Some(500)),
+                400,
+                Some(450),
+                Some(50),
+            ),
+            (
+                "streaming, nothing heard yet",
+                replica(true, None),
+                SEGMENT,
+                Some(2 * SEGMENT),
+                None,
+            ),
+            (
+                "not streaming: against the primary",
+                replica(false, Some(100)),
+                100,
+                Some(700),
+                Some(600),
+            ),
+            (
+                "not streaming, nothing heard ever",
+                replica(false, None),
+                100,
+                Some(700),
+                Some(600),
+            ),
+            (
+                "primary position unknown",
+                replica(true, Some(100)),
+                100,
+                None,
+                None,
+            ),
+            (
+                "a primary has no lag",
+                PgStatus {
+                    running: true,
+                    ..PgStatus::default()
+                },
+                1,
+                Some(9),
+                None,
+            ),
+            ("stopped", PgStatus::default(), 1, Some(9), None),
+        ];
+        for (name, status, position, primary, want) in cases {
+            assert_eq!(
+                status.lag_behind(Lsn(position), primary.map(Lsn)),
+                want,
+                "{name}"
+            );
+        }
     }
 }

@@ -203,6 +203,7 @@ mod tests {
             streaming: true,
             pending_restart: false,
             replay_delay_ms: None,
+            primary_end: Some(Lsn(replayed)),
         }
     }
 

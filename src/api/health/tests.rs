@@ -30,6 +30,7 @@ fn primary() -> HealthInput {
             streaming: false,
             pending_restart: false,
             replay_delay_ms: None,
+            primary_end: None,
         }),
         lease: lease(1),
         tags: Tags::default(),
@@ -48,6 +49,7 @@ fn replica() -> HealthInput {
             in_recovery: true,
             replayed: Some(Lsn(100 * MB)),
             streaming: true,
+            primary_end: Some(Lsn(100 * MB)),
             ..primary().pg.unwrap()
         }),
         ..primary()

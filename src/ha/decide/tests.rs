@@ -138,6 +138,7 @@ fn recovering_pg(at: &str) -> PgStatus {
         streaming: true,
         pending_restart: false,
         replay_delay_ms: None,
+        primary_end: Some(lsn(at)),
     }
 }
 
