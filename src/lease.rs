@@ -117,6 +117,14 @@ impl LeaseClock {
         clock
     }
 
+    /// The observation as it stands, to judge at a given instant.
+    pub fn snapshot(&self) -> LeaseObservation {
+        self.observation
+            .lock()
+            .expect("lease observation poisoned")
+            .clone()
+    }
+
     /// See [`LeaseObservation::unchanged_for`], at the current instant.
     pub fn unchanged_for(&self) -> Duration {
         let observation = self.observation.lock().expect("lease observation poisoned");

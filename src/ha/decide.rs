@@ -120,6 +120,50 @@ impl Decision {
     pub fn keeps_vip(&self) -> bool {
         matches!(self, Decision::RenewLease)
     }
+
+    /// Decisions that build a data directory (initdb, a clone, a rewind).
+    pub fn builds_data_dir(&self) -> bool {
+        matches!(
+            self,
+            Decision::Bootstrap
+                | Decision::Clone { .. }
+                | Decision::Rewind { .. }
+                | Decision::Reinit { .. }
+                | Decision::Reclone { .. }
+        )
+    }
+
+    /// Decisions that legitimately take long (they renew the lease while they run).
+    pub fn takes_long(&self) -> bool {
+        self.builds_data_dir() || matches!(self, Decision::StartPrimary | Decision::Promote)
+    }
+
+    /// The decision's name, for log spans: `RenewLease`, `Promote`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Idle => "Idle",
+            Decision::Paused => "Paused",
+            Decision::AcquireLease { .. } => "AcquireLease",
+            Decision::Bootstrap => "Bootstrap",
+            Decision::RenewLease => "RenewLease",
+            Decision::ReclaimLease => "ReclaimLease",
+            Decision::StartPrimary => "StartPrimary",
+            Decision::Promote => "Promote",
+            Decision::Fence { .. } => "Fence",
+            Decision::ReleaseLease { .. } => "ReleaseLease",
+            Decision::Clone { .. } => "Clone",
+            Decision::StartReplica { .. } => "StartReplica",
+            Decision::Follow { .. } => "Follow",
+            Decision::Rewind { .. } => "Rewind",
+            Decision::TakeOver { .. } => "TakeOver",
+            Decision::Reclone { .. } => "Reclone",
+            Decision::HandOver { .. } => "HandOver",
+            Decision::Restart { .. } => "Restart",
+            Decision::Reinit { .. } => "Reinit",
+            Decision::DropAction { .. } => "DropAction",
+            Decision::Wait => "Wait",
+        }
+    }
 }
 
 /// A decision and the one human sentence that explains it, naming this member, its role
@@ -527,6 +571,14 @@ fn as_other(obs: &Observation, lease: NotMine) -> Outcome {
     }
     if obs.needs_rewind {
         if let Some(source) = primary {
+            if let Some(after) = obs.rewind_retry_in {
+                return wait(format!(
+                    "data directory was last a primary's; the rewind from {} failed, trying \
+                     again in {}",
+                    name(obs, source),
+                    human(after)
+                ));
+            }
             let text = format!(
                 "data directory was last a primary's; rewinding from {} (lease epoch {}) \
                  before following it",
@@ -672,6 +724,7 @@ fn replica(obs: &Observation, holder: NodeId, holder_is_primary: bool) -> Outcom
             && !obs.pg.streaming
             && holder_timeline.is_some_and(|tl| obs.pg.timeline < tl)
             && obs.not_streaming_for >= STALLED_BEHIND_TIMELINE
+            && obs.rewind_retry_in.is_none()
         {
             let text = format!(
                 "replica of {leader} on timeline {} while {leader} is on timeline {}, not \

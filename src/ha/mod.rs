@@ -15,23 +15,25 @@
 
 pub mod decide;
 pub mod execute;
+pub mod memory;
 pub mod observe;
 pub mod sync;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use decide::{decide, Decision, Outcome};
+pub use memory::Memory;
 pub use observe::{LeaseClockView, Observation, PeerStatus};
 
 use crate::cluster::{Epoch, Lease, NodeId};
-use crate::lease::{LeaseClock, TakeoverRefused};
-use crate::peers::{LocalStatus, PeerReport, PeerStatuses};
+use crate::lease::LeaseClock;
+use crate::peers::{LocalStatus, PeerStatuses};
 use crate::postgres::Postgres;
 use crate::raft::{ClusterView, RaftHandle};
 
@@ -91,34 +93,6 @@ pub fn safety_margin(ttl: Duration) -> Duration {
     ttl / 4
 }
 
-/// Judges the lease on this member's clock.
-pub fn lease_clock_view(
-    me: NodeId,
-    lease: Option<&Lease>,
-    holder_clock: &HolderClock,
-    lease_clock: &LeaseClock,
-    ttl: Duration,
-    now: Instant,
-) -> LeaseClockView {
-    match lease {
-        None => LeaseClockView::Free,
-        Some(lease) if lease.holder == me => match holder_clock.deadline(lease, ttl) {
-            Some(deadline) if now < deadline => LeaseClockView::HeldByMe,
-            _ => LeaseClockView::HeldByMeExpiring,
-        },
-        Some(lease) => match lease_clock.takeover(me, Some(lease), ttl) {
-            Ok(Some(expected)) => LeaseClockView::Expired {
-                holder: lease.holder,
-                expected,
-            },
-            Ok(None) | Err(TakeoverRefused::AlreadyHolder { .. }) => LeaseClockView::Free,
-            Err(TakeoverRefused::StillRenewed { .. }) => LeaseClockView::HeldByOther {
-                holder: lease.holder,
-            },
-        },
-    }
-}
-
 /// Runs the loop until `shutdown`. On shutdown a writable primary is stopped before the
 /// lease is released, so a successor never overlaps a writable us.
 pub async fn run(deps: Deps, shutdown: CancellationToken) {
@@ -126,210 +100,32 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
     let mut executor = execute::Executor::new(me, deps.handle.clone(), deps.postgres.clone())
         .with_hooks(deps.hooks.clone(), deps.name.clone())
         .with_vip(deps.vip.clone(), deps.vip_text.clone())
-        .with_fence(deps.fence.clone());
-    let role_changes = crate::hooks::RoleChanges::spawn(&deps.hooks);
-    let mut last_role: Option<&'static str> = None;
-    let mut last_sentence = String::new();
-    let mut down_since: Option<Instant> = None;
-    let mut stalled_since: Option<Instant> = None;
-    // The current (or last) holder's highest position as a primary, by epoch.
-    let mut primary_seen: Option<(Epoch, crate::postgres::Lsn)> = None;
+        .with_fence(deps.fence.clone())
+        .with_rewind_marker_checked();
+    let mut memory = Memory::default();
+    let mut runtime = Runtime::new(&deps);
     // The last cycle's observation, for renewing ahead of this cycle's status query.
     let mut previous: Option<Observation> = None;
     loop {
         let view: Arc<ClusterView> = deps.handle.view().borrow().clone();
-        let config = view.state.config.clone();
-        // The status describes PostgreSQL as of no earlier than this.
-        let taken = Instant::now();
-        // A primary whose last cycle renewed renews again while the status query runs: a
-        // PostgreSQL slow to answer under load (a second, measured) must not cost the lease
-        // it still deserves. The previous cycle saw it healthy; this one judges it again.
-        let same_tenure = previous
-            .as_ref()
-            .is_some_and(|p| p.lease.is_some() && p.lease == view.state.lease);
-        let renew_ahead = async {
-            match previous.as_ref() {
-                Some(previous) if same_tenure => executor.renew_ahead(previous).await,
-                _ => {}
-            }
-        };
-        let (pg, ()) = tokio::join!(deps.postgres.status(), renew_ahead);
-        let status_took = taken.elapsed();
-        let data_dir = deps.postgres.data_dir_state();
-        let following = executor.following();
-        let status = PeerStatus {
-            node_id: me,
-            pg: pg.clone(),
-            data_dir,
-            following,
-            summary: last_sentence.clone(),
-            pre_promote_refused: executor.pre_promote_refused().is_some(),
-            vip: executor.vip_held(),
-        };
-        let now = Instant::now();
-        deps.local_status.send_replace(Some((status, taken)));
-
-        let horizon = config.status_horizon();
-        let (reports, quiet_replicas) = {
-            let all = deps.peers.borrow();
-            let reports: Vec<(NodeId, PeerReport)> = all
-                .iter()
-                .filter(|(_, report)| now.duration_since(report.received) <= horizon)
-                .map(|(id, report)| (*id, report.clone()))
-                .collect();
-            (reports, quiet_replicas(&all, horizon, now))
-        };
-        let status_age = reports
-            .iter()
-            .map(|(id, report)| (*id, now.saturating_duration_since(report.taken)))
-            .collect();
-        let peers: BTreeMap<NodeId, PeerStatus> = reports
-            .into_iter()
-            .map(|(id, report)| (id, report.status))
-            .collect();
-        stalled_since = if pg.running && pg.in_recovery && !pg.streaming {
-            stalled_since.or(Some(now))
-        } else {
-            None
-        };
-        if pg.running || view.state.lease.is_none_or(|l| l.holder != me) {
-            executor.clear_start_failure();
-        }
-        down_since = if pg.running {
-            None
-        } else {
-            down_since.or(Some(now))
-        };
-        let lease = view.state.lease;
-        let epoch = lease.map_or(view.state.last_epoch, |l| l.epoch);
-        let role = match (pg.running, pg.in_recovery) {
-            (false, _) => "stopped",
-            (true, true) => "replica",
-            (true, false) => "primary",
-        };
-        if last_role != Some(role) {
-            last_role = Some(role);
-            role_changes.changed(crate::hooks::HookArgs {
-                role: role.into(),
-                member: deps.name.clone(),
-                epoch: epoch.0,
-                vip: deps.vip_text.clone(),
-            });
-        }
-        let holder_position = lease
-            .and_then(|l| peers.get(&l.holder))
-            .filter(|p| p.pg.running && !p.pg.in_recovery)
-            .and_then(|p| p.pg.wal_position);
-        primary_seen = match (primary_seen, holder_position) {
-            (Some((e, seen)), Some(now)) if e == epoch => Some((e, seen.max(now))),
-            (Some((e, seen)), None) if e == epoch => Some((e, seen)),
-            (_, now) => now.map(|now| (epoch, now)),
-        };
-        let obs = Observation {
-            me,
-            lease,
-            lease_clock: lease_clock_view(
-                me,
-                lease.as_ref(),
-                executor.holder_clock(),
-                &deps.lease_clock,
-                config.ttl,
-                now,
-            ),
-            database: view.state.database,
-            config: config.clone(),
-            members: view.state.members.clone(),
-            peers,
-            status_age,
-            quiet_replicas,
-            data_dir,
-            pg,
-            following,
-            down_for: down_since
-                .map(|t| now.duration_since(t))
-                .unwrap_or_default(),
-            start_failure: executor.start_failure(),
-            pre_promote_refused: executor.pre_promote_refused(),
-            not_streaming_for: stalled_since
-                .map(|t| now.duration_since(t))
-                .unwrap_or_default(),
-            switchover: view.state.switchover.clone(),
-            paused: view.state.paused,
-            lease_unchanged_for: deps.lease_clock.unchanged_for(),
-            needs_rewind: executor.needs_rewind(),
-            rejoin_blocked: executor.rejoin_blocked(),
-            sync: view.state.sync.clone(),
-            last_epoch: view.state.last_epoch,
-            last_holder: view.state.last_holder,
-            last_primary_position: primary_seen.map(|(_, lsn)| lsn),
-            failover: view.state.failover.clone(),
-            action: view.state.actions.get(&me).copied(),
-            recorded_timeline: view.state.history.last().map_or(0, |s| s.new_timeline),
-            now_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        };
-        let outcome = decide(&obs);
-        if outcome.sentence != last_sentence {
-            tracing::info!("{}", outcome.sentence);
-            crate::systemd::status(&outcome.sentence);
-            last_sentence = outcome.sentence.clone();
-        } else {
-            tracing::debug!("{}", outcome.sentence);
-        }
-        let acting = Instant::now();
-        let again_now = executor.execute(&outcome.decision, &obs).await;
-        let action_took = acting.elapsed();
-        // Building a data directory (initdb, a clone) is not PostgreSQL being down: the
-        // restart budget (primary_start_timeout) starts after it.
-        if builds_data_dir(&outcome.decision) {
-            down_since = None;
-        }
-        // A rewind restarts PostgreSQL: its time to start streaming starts again too, or a
-        // replica that needed none (pg_rewind: "no rewind required") but takes more than the
-        // stall limit to reconnect over a slow link is rewound again and again, never left
-        // running long enough to stream (seen at 100 ms round trip).
-        if matches!(outcome.decision, Decision::Rewind { .. }) {
-            stalled_since = None;
-        }
-        let applying = Instant::now();
-        executor.apply_parameters(&obs).await;
-        // A slow cycle delays the next renewal: say where the time went.
-        let cycle = taken.elapsed();
-        if cycle > config.loop_wait.max(config.ttl / 4) && !long_action(&outcome.decision) {
-            tracing::warn!(
-                took = ?cycle,
-                status = ?status_took,
-                action = ?action_took,
-                parameters = ?applying.elapsed(),
-                decision = ?outcome.decision,
-                "slow HA cycle: the lease renewal waits for it"
-            );
-        }
-
+        let cycle = tracing::info_span!("ha", member = %deps.name, epoch = view.state.lease.map(|l| l.epoch.0));
+        let next = runtime
+            .cycle(&view, &mut executor, &mut memory, previous.as_ref())
+            .instrument(cycle)
+            .await;
+        let (obs, again_now) = next;
         // Sleep until the next cycle, but a holder renews loop_wait after its last renewal
         // was sent (a slow cycle must not stretch the interval), and wakes at its deadline:
         // fencing must not wait for a cycle.
-        let now = Instant::now();
-        let mut wake = now + config.loop_wait;
-        if let Some(lease) = deps.handle.view().borrow().state.lease {
-            if lease.holder == me {
-                if let Some(sent) = executor.holder_clock().sent(&lease) {
-                    wake = wake.min((sent + config.loop_wait).max(now + MIN_CYCLE));
-                }
-                if let Some(deadline) = executor.holder_clock().deadline(&lease, config.ttl) {
-                    wake = wake.min(deadline.max(now));
-                }
-            }
-        }
-        previous = Some(obs.clone());
-        if again_now {
-            continue;
-        }
+        let wake = next_wake(me, &deps.handle, &memory, &obs.config);
         let holder = view.state.lease.map(|l| l.holder).filter(|h| *h != me);
         let holder_was_primary = holder
             .and_then(|h| obs.peers.get(&h))
-            .is_some_and(|p| p.pg.running && !p.pg.in_recovery);
+            .is_some_and(|p| p.pg.is_writable());
+        previous = Some(obs);
+        if again_now {
+            continue;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}
@@ -340,39 +136,157 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) {
     executor.shutdown().await;
 }
 
-/// The members whose last answer, a running replica, arrived more than `horizon` ago (so
-/// they do not count as answering) but no more than twice that.
-fn quiet_replicas(reports: &PeerStatuses, horizon: Duration, now: Instant) -> BTreeSet<NodeId> {
-    reports
-        .iter()
-        .filter(|(_, report)| report.status.pg.running && report.status.pg.in_recovery)
-        .filter(|(_, report)| {
-            let quiet_for = now.saturating_duration_since(report.received);
-            quiet_for > horizon && quiet_for <= horizon * 2
-        })
-        .map(|(id, _)| *id)
-        .collect()
+/// When the loop wakes next: after loop_wait, but a holder renews loop_wait after its last
+/// renewal was sent and wakes at its deadline.
+fn next_wake(
+    me: NodeId,
+    handle: &RaftHandle,
+    memory: &Memory,
+    config: &crate::cluster::DynamicConfig,
+) -> Instant {
+    let now = Instant::now();
+    let mut wake = now + config.loop_wait;
+    if let Some(lease) = handle.view().borrow().state.lease {
+        if lease.holder == me {
+            if let Some(sent) = memory.holder_clock().sent(&lease) {
+                wake = wake.min((sent + config.loop_wait).max(now + MIN_CYCLE));
+            }
+            if let Some(deadline) = memory.holder_clock().deadline(&lease, config.ttl) {
+                wake = wake.min(deadline.max(now));
+            }
+        }
+    }
+    wake
+}
+
+/// The loop's I/O around the engine: gathering, publishing, logging, acting.
+struct Runtime<'a> {
+    deps: &'a Deps,
+    me: NodeId,
+    role_changes: crate::hooks::RoleChanges,
+    last_role: Option<&'static str>,
+    last_sentence: String,
+}
+
+impl<'a> Runtime<'a> {
+    fn new(deps: &'a Deps) -> Self {
+        Runtime {
+            deps,
+            me: NodeId(deps.handle.id()),
+            role_changes: crate::hooks::RoleChanges::spawn(&deps.hooks),
+            last_role: None,
+            last_sentence: String::new(),
+        }
+    }
+
+    /// One cycle: gather, observe, decide, log, execute. Returns the observation and
+    /// whether to run the next cycle at once.
+    async fn cycle(
+        &mut self,
+        view: &ClusterView,
+        executor: &mut execute::Executor,
+        memory: &mut Memory,
+        previous: Option<&Observation>,
+    ) -> (Observation, bool) {
+        let deps = self.deps;
+        // The status describes PostgreSQL as of no earlier than this.
+        let taken = Instant::now();
+        // A primary whose last cycle renewed renews again while the status query runs: a
+        // PostgreSQL slow to answer under load (a second, measured) must not cost the lease
+        // it still deserves. The previous cycle saw it healthy; this one judges it again.
+        let ahead = previous.filter(|p| memory.renews_ahead(p, view.state.lease.as_ref(), taken));
+        let renew_ahead = async {
+            if let Some(previous) = ahead {
+                executor.renew_ahead(previous, memory).await;
+            }
+        };
+        let (pg, ()) = tokio::join!(deps.postgres.status(), renew_ahead);
+        let status_took = taken.elapsed();
+        let data_dir = deps.postgres.data_dir_state();
+        let now = Instant::now();
+        let status = PeerStatus {
+            node_id: self.me,
+            pg: pg.clone(),
+            data_dir,
+            following: executor.following(),
+            summary: self.last_sentence.clone(),
+            pre_promote_refused: memory.pre_promote_refused(now).is_some(),
+            vip: executor.vip_held(),
+        };
+        deps.local_status.send_replace(Some((status, taken)));
+        self.tell_role_change(&pg, view);
+        let peers = deps.peers.borrow().clone();
+        let obs = observe::observe(
+            observe::Gathered {
+                me: self.me,
+                view,
+                pg,
+                data_dir,
+                following: executor.following(),
+                peers: &peers,
+                lease_clock: &deps.lease_clock.snapshot(),
+                needs_rewind: executor.needs_rewind(),
+                rejoin_blocked: executor.rejoin_blocked(),
+                now,
+                now_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            },
+            memory,
+        );
+        let outcome = decide(&obs);
+        if outcome.sentence != self.last_sentence {
+            tracing::info!("{}", outcome.sentence);
+            crate::systemd::status(&outcome.sentence);
+            self.last_sentence = outcome.sentence.clone();
+        } else {
+            tracing::debug!("{}", outcome.sentence);
+        }
+        let acting = Instant::now();
+        let again_now = executor.execute(&outcome.decision, &obs, memory).await;
+        let action_took = acting.elapsed();
+        memory.acted(&outcome.decision);
+        let applying = Instant::now();
+        executor.apply_parameters(&obs, memory).await;
+        // A slow cycle delays the next renewal: say where the time went.
+        let cycle = taken.elapsed();
+        let config = &obs.config;
+        if cycle > config.loop_wait.max(config.ttl / 4) && !outcome.decision.takes_long() {
+            tracing::warn!(
+                took = ?cycle,
+                status = ?status_took,
+                action = ?action_took,
+                parameters = ?applying.elapsed(),
+                decision = ?outcome.decision,
+                "slow HA cycle: the lease renewal waits for it"
+            );
+        }
+        (obs, again_now)
+    }
+
+    /// Tells the role-change hooks when PostgreSQL's role changed.
+    fn tell_role_change(&mut self, pg: &crate::postgres::PgStatus, view: &ClusterView) {
+        let role = match (pg.running, pg.in_recovery) {
+            (false, _) => "stopped",
+            (true, true) => "replica",
+            (true, false) => "primary",
+        };
+        if self.last_role == Some(role) {
+            return;
+        }
+        self.last_role = Some(role);
+        let epoch = view.state.lease.map_or(view.state.last_epoch, |l| l.epoch);
+        self.role_changes.changed(crate::hooks::HookArgs {
+            role: role.into(),
+            member: self.deps.name.clone(),
+            epoch: epoch.0,
+            vip: self.deps.vip_text.clone(),
+        });
+    }
 }
 
 /// The shortest pause between cycles when a renewal is overdue.
 const MIN_CYCLE: Duration = Duration::from_millis(50);
-
-/// Decisions that build a data directory (initdb, a clone, a rewind).
-fn builds_data_dir(decision: &Decision) -> bool {
-    matches!(
-        decision,
-        Decision::Bootstrap
-            | Decision::Clone { .. }
-            | Decision::Rewind { .. }
-            | Decision::Reinit { .. }
-            | Decision::Reclone { .. }
-    )
-}
-
-/// Decisions that legitimately take long (they renew the lease while they run).
-fn long_action(decision: &Decision) -> bool {
-    builds_data_dir(decision) || matches!(decision, Decision::StartPrimary | Decision::Promote)
-}
 
 /// Resolves when `holder`'s status first shows a writable primary (a new primary is up:
 /// replicas clone from it or follow it without waiting a cycle). Never without a holder.
@@ -419,6 +333,8 @@ async fn tenure_changed(mut view: watch::Receiver<Arc<ClusterView>>, seen: &Clus
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -454,6 +370,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_replica_is_quiet_from_the_freshness_horizon_to_twice_it() {
+        use crate::peers::PeerReport;
         use crate::postgres::{DataDir, PgStatus};
         let horizon = Duration::from_millis(1500);
         let now = Instant::now() + Duration::from_secs(10);
@@ -486,7 +403,7 @@ mod tests {
         .into_iter()
         .map(|(id, running, rec, ago)| (NodeId(id), report(running, rec, ago)))
         .collect();
-        let quiet = quiet_replicas(&reports, horizon, now);
+        let quiet = observe::quiet_replicas(&reports, horizon, now);
         assert_eq!(quiet, BTreeSet::from([NodeId(2), NodeId(3)]));
     }
 }

@@ -79,6 +79,7 @@ fn obs(me: u64) -> Observation {
         switchover: None,
         paused: false,
         needs_rewind: false,
+        rewind_retry_in: None,
         rejoin_blocked: None,
         // Unchanged for ttl: a status taken in the last 500 ms is fresh (see `aged`).
         lease_unchanged_for: Duration::from_secs(2),
@@ -527,6 +528,10 @@ fn decisions() {
         ("a running former primary in recovery rewinds from the new primary",
             obs(1).replica_of(3, P).needs_rewind().lease(held_by_other(2)).peer(2, primary(P)),
             D::Rewind { source: n(2) }, "rewinding from n2"),
+        ("a rewind that failed cleanly lately is not tried again before its back-off",
+            Observation { rewind_retry_in: Some(Duration::from_secs(3)), ..obs(1).needs_rewind()
+                .lease(held_by_other(2)).peer(2, primary(P)) },
+            D::Wait, "the rewind from n2 failed, trying again in 3s"),
         ("a former primary with no new primary yet starts as a standby to join the race",
             obs(1).needs_rewind().lease(expired(2)),
             D::StartReplica { follow: None }, "no primary to follow yet"),
@@ -772,6 +777,12 @@ fn decisions() {
             D::Rewind { source: n(2) }, "on timeline 1 while n2 is on timeline 2"),
         ("a replica briefly not streaming after a timeline switch is left alone",
             Observation { not_streaming_for: Duration::from_secs(1), ..obs(3).replica_of(2, P)
+                .not_streaming().lease(held_by_other(2))
+                .peer(2, peer_with(PgStatus { timeline: 2, ..writable_pg(P) })) },
+            D::Idle, "replica of n2, not streaming"),
+        ("a stalled replica whose rewind failed lately waits for the back-off",
+            Observation { not_streaming_for: Duration::from_secs(9),
+                rewind_retry_in: Some(Duration::from_secs(2)), ..obs(3).replica_of(2, P)
                 .not_streaming().lease(held_by_other(2))
                 .peer(2, peer_with(PgStatus { timeline: 2, ..writable_pg(P) })) },
             D::Idle, "replica of n2, not streaming"),
