@@ -237,22 +237,7 @@ pub struct NodeConfig {
     pub vip: Option<crate::vip::VipConfig>,
 }
 
-/// The validated `[proxy]` section.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// Default `0.0.0.0:5000`.
-    pub writer_listen: SocketAddr,
-    /// Default `0.0.0.0:5001`.
-    pub reader_listen: SocketAddr,
-    /// Default 1000 per port.
-    pub max_connections: usize,
-    /// Default 10 s.
-    pub primary_wait: Duration,
-    /// Reader lag limits (default 16 MiB and 10 s), fallback on, least-connections.
-    pub policy: crate::proxy::Policy,
-    /// Threads relaying connections; default 1.
-    pub threads: usize,
-}
+pub use crate::proxy::ProxyConfig;
 
 /// The validated `[postgresql]` section.
 #[derive(Debug, Clone)]

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::NodeId;
-use crate::ha::PeerStatus;
+use crate::postgres::{DataDir, PgStatus};
 use crate::raft::proto::pb;
 use crate::raft::RaftHandle;
 
@@ -31,8 +32,94 @@ pub struct PeerReport {
     pub taken: Instant,
 }
 
-/// Peer statuses by member.
-pub type PeerStatuses = BTreeMap<NodeId, PeerReport>;
+/// What one member reports of itself through the peer status exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node_id: NodeId,
+    pub pg: PgStatus,
+    pub data_dir: DataDir,
+    /// The node this member's PostgreSQL streams from, if it is a replica.
+    pub following: Option<NodeId>,
+    /// The member's last HA sentence ("n2: replica of n1, streaming, 0 B behind"): what
+    /// `list` shows to say why nothing happens.
+    #[serde(default)]
+    pub summary: String,
+    /// Its `pre_promote` hook refused a promotion lately: it stands aside.
+    #[serde(default)]
+    pub pre_promote_refused: bool,
+    /// Its interface carries the floating VIP.
+    #[serde(default)]
+    pub vip: bool,
+}
+
+/// Peer statuses by member: each peer's latest answer, however old.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStatuses(BTreeMap<NodeId, PeerReport>);
+
+impl PeerStatuses {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The answers received within `horizon` of `now` (`member_timeout + loop_wait`, see
+    /// `DynamicConfig::status_horizon`); older ones count as unknown. The one freshness
+    /// rule of the HA loop, the health checks and the proxy.
+    pub fn fresh(
+        &self,
+        horizon: Duration,
+        now: Instant,
+    ) -> impl Iterator<Item = (NodeId, &PeerReport)> {
+        self.0
+            .iter()
+            .filter(move |(_, report)| now.saturating_duration_since(report.received) <= horizon)
+            .map(|(id, report)| (*id, report))
+    }
+
+    /// `part` of every member's status as this member knows it at `now`: its own
+    /// (`local`), and the others' [`fresh`](Self::fresh) ones.
+    pub fn known<T>(
+        &self,
+        local: Option<&PeerStatus>,
+        horizon: Duration,
+        now: Instant,
+        part: impl Fn(&PeerStatus) -> T,
+    ) -> BTreeMap<NodeId, T> {
+        self.fresh(horizon, now)
+            .map(|(id, report)| (id, part(&report.status)))
+            .chain(local.map(|s| (s.node_id, part(s))))
+            .collect()
+    }
+
+    /// Every member's PostgreSQL status as this member knows it at `now` (see
+    /// [`known`](Self::known)).
+    pub fn known_statuses(
+        &self,
+        local: Option<&PeerStatus>,
+        horizon: Duration,
+        now: Instant,
+    ) -> BTreeMap<NodeId, PgStatus> {
+        self.known(local, horizon, now, |s| s.pg.clone())
+    }
+}
+
+impl std::ops::Deref for PeerStatuses {
+    type Target = BTreeMap<NodeId, PeerReport>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PeerStatuses {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl FromIterator<(NodeId, PeerReport)> for PeerStatuses {
+    fn from_iter<I: IntoIterator<Item = (NodeId, PeerReport)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
 
 /// This member's own latest status and when it was taken, as the HA loop publishes it.
 pub type LocalStatus = Option<(PeerStatus, Instant)>;
@@ -121,7 +208,7 @@ pub fn spawn_poller(
                 *holder != me
                     && !statuses
                         .get(holder)
-                        .is_some_and(|r| r.status.pg.running && !r.status.pg.in_recovery)
+                        .is_some_and(|r| r.status.pg.is_writable())
             });
             let interval = |id: NodeId| {
                 if Some(id) == promoting_holder {

@@ -61,3 +61,11 @@ pub struct Member {
     #[serde(default)]
     pub tags: Tags,
 }
+
+impl Member {
+    /// A witness: a voting member without PostgreSQL (it registered no PostgreSQL address).
+    /// It never holds data, is never cloned from and never promoted.
+    pub fn is_witness(&self) -> bool {
+        self.pg_addr.is_empty()
+    }
+}

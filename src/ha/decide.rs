@@ -22,7 +22,7 @@ use std::time::Duration;
 use humantime_serde::re::humantime::format_duration;
 
 use crate::cluster::{LeaseRef, MemberAction, NodeId, SynchronousMode};
-use crate::postgres::{DataDir, Lsn, PgStatus};
+use crate::postgres::{DataDir, Lsn};
 
 use super::observe::{highest_position, LeaseClockView, Observation, PeerStatus};
 
@@ -227,7 +227,7 @@ struct Vacancy {
 /// Rule 1: writable without a valid lease of my own. `None` when this member may stay as it
 /// is as far as fencing goes.
 fn fence(obs: &Observation) -> Option<Outcome> {
-    if !is_writable(&obs.pg) {
+    if !obs.pg.is_writable() {
         return None;
     }
     let (follow, why) = match &obs.lease_clock {
@@ -276,7 +276,7 @@ fn member_action(obs: &Observation) -> Option<Outcome> {
             say(obs, Decision::DropAction { action, reason }, text)
         }
         MemberAction::Restart => {
-            let primary = is_writable(&obs.pg);
+            let primary = obs.pg.is_writable();
             let role = if primary {
                 format!("primary, keeping lease epoch {}", epoch(obs))
             } else {
@@ -312,7 +312,7 @@ fn member_action(obs: &Observation) -> Option<Outcome> {
 /// Rule 2: maintenance mode. Reached only when rule 1 did not fence, so a writable member
 /// here holds the lease; it keeps renewing so that pausing never demotes the primary.
 fn paused(obs: &Observation) -> Outcome {
-    if is_writable(&obs.pg) {
+    if obs.pg.is_writable() {
         let text = format!(
             "paused (maintenance mode); primary, renewing lease epoch {} only",
             epoch(obs)
@@ -338,7 +338,7 @@ fn as_holder(obs: &Observation) -> Outcome {
     let release = |reason: String| {
         // Safety: never release while writable, or a successor could overlap us. Demote
         // first; the next cycle, no longer writable, releases.
-        if is_writable(&obs.pg) {
+        if obs.pg.is_writable() {
             let text = format!(
                 "holding lease epoch {epoch} but {reason}; fencing (demoting) before releasing it"
             );
@@ -386,12 +386,12 @@ fn as_holder(obs: &Observation) -> Outcome {
         // The data is ours; the executor records it once the primary runs.
         (DataDir::Initialised { .. }, _) => {}
     }
-    if is_writable(&obs.pg) && obs.lease_clock == LeaseClockView::HeldByMe {
+    if obs.pg.is_writable() && obs.lease_clock == LeaseClockView::HeldByMe {
         if let Some(outcome) = switchover(obs) {
             return outcome;
         }
     }
-    if is_writable(&obs.pg) {
+    if obs.pg.is_writable() {
         let record = if obs.database.is_none() {
             ", recording the database"
         } else {
@@ -768,7 +768,7 @@ fn replica(obs: &Observation, holder: NodeId, holder_is_primary: bool) -> Outcom
 /// healthiest eligible one.
 fn take_over(obs: &Observation, vacancy: Vacancy) -> Outcome {
     let wait = |why: String| say(obs, Decision::Wait, format!("{}; {why}", vacancy.what));
-    let still_writable = obs.peers.values().find(|p| is_writable(&p.pg)).map(|p| {
+    let still_writable = obs.peers.values().find(|p| p.pg.is_writable()).map(|p| {
         wait(format!(
             "{} still reports itself writable",
             name(obs, p.node_id)
@@ -1105,13 +1105,9 @@ fn first_eligible_below_me(obs: &Observation) -> Option<NodeId> {
         .min()
 }
 
-fn is_writable(pg: &PgStatus) -> bool {
-    pg.running && !pg.in_recovery
-}
-
 /// Whether `id` answered this cycle and reports a writable primary.
 fn runs_primary(obs: &Observation, id: NodeId) -> bool {
-    obs.peers.get(&id).is_some_and(|p| is_writable(&p.pg))
+    obs.peers.get(&id).is_some_and(|p| p.pg.is_writable())
 }
 
 fn peer_position(obs: &Observation, id: NodeId) -> Option<Lsn> {

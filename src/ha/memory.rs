@@ -1,5 +1,5 @@
 //! The engine's memory: everything the HA rules remember from one cycle to the next, and
-//! the rules that read it. The runtime ([`execute`](super::execute)) performs actions and
+//! the rules that read it. The runtime (`ha::execute`) performs actions and
 //! reports what happened as [`Event`]s; [`Memory::fold`] is the only way this memory
 //! changes. Nothing here does I/O or reads a clock: every instant is passed in, so each rule
 //! is a plain function of its inputs (tested in `memory/tests.rs`).

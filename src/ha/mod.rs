@@ -15,6 +15,7 @@
 
 pub mod decide;
 pub mod execute;
+pub mod gather;
 pub mod memory;
 pub mod observe;
 pub mod sync;
@@ -216,8 +217,8 @@ impl<'a> Runtime<'a> {
         deps.local_status.send_replace(Some((status, taken)));
         self.tell_role_change(&pg, view);
         let peers = deps.peers.borrow().clone();
-        let obs = observe::observe(
-            observe::Gathered {
+        let obs = gather::observe(
+            gather::Gathered {
                 me: self.me,
                 view,
                 pg,
@@ -298,7 +299,7 @@ async fn turned_primary(mut peers: watch::Receiver<Arc<PeerStatuses>>, holder: O
         let primary = peers
             .borrow_and_update()
             .get(&holder)
-            .is_some_and(|r| r.status.pg.running && !r.status.pg.in_recovery);
+            .is_some_and(|r| r.status.pg.is_writable());
         if primary {
             return;
         }
@@ -403,7 +404,7 @@ mod tests {
         .into_iter()
         .map(|(id, running, rec, ago)| (NodeId(id), report(running, rec, ago)))
         .collect();
-        let quiet = observe::quiet_replicas(&reports, horizon, now);
+        let quiet = gather::quiet_replicas(&reports, horizon, now);
         assert_eq!(quiet, BTreeSet::from([NodeId(2), NodeId(3)]));
     }
 }

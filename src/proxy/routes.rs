@@ -95,7 +95,7 @@ pub struct Routes {
 pub fn routes(inputs: &Inputs<'_>, policy: &Policy, previous: &Routes) -> Routes {
     let target = |id: NodeId| -> Option<Target> {
         let member = inputs.members.get(&id)?;
-        (!member.pg_addr.is_empty()).then(|| Target {
+        (!member.is_witness()).then(|| Target {
             node: id,
             addr: member.pg_addr.clone(),
         })
@@ -103,7 +103,7 @@ pub fn routes(inputs: &Inputs<'_>, policy: &Policy, previous: &Routes) -> Routes
     let holder = inputs.lease.map(|l| l.holder);
     let primary_status = holder
         .and_then(|h| inputs.statuses.get(&h))
-        .filter(|pg| pg.running && !pg.in_recovery);
+        .filter(|pg| pg.is_writable());
     let writer = match (inputs.lease_alive, holder, primary_status) {
         (true, Some(h), Some(_)) => target(h),
         _ => None,
@@ -118,7 +118,7 @@ pub fn routes(inputs: &Inputs<'_>, policy: &Policy, previous: &Routes) -> Routes
             let Some(pg) = inputs.statuses.get(&m.id) else {
                 return false;
             };
-            if !(pg.running && pg.in_recovery && pg.streaming) {
+            if !(pg.is_running_replica() && pg.streaming) {
                 return false;
             }
             let within = |value: u64, limit: u64| {

@@ -18,8 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use super::routes::{routes, Balance, Inputs, Routes, Target};
 use super::stats::{Port, Stats};
+use super::ProxyConfig;
 use crate::cluster::NodeId;
-use crate::config::ProxyConfig;
 use crate::lease::LeaseClock;
 use crate::peers::{LocalStatus, PeerStatuses};
 use crate::raft::RaftHandle;
@@ -178,10 +178,9 @@ async fn maintain_routes(
         let config = &current.state.config;
         let local_status = local.borrow_and_update().as_ref().map(|(s, _)| s.clone());
         let peer_statuses = peers.borrow_and_update().clone();
-        let statuses = crate::api::health::known_statuses(
+        let statuses = peer_statuses.known_statuses(
             local_status.as_ref(),
-            &peer_statuses,
-            config,
+            config.status_horizon(),
             Instant::now(),
         );
         let lease = current.state.lease;
