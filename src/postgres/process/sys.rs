@@ -1,0 +1,148 @@
+//! The few libc calls std does not wrap. Each is a thin, checked wrapper.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::Account;
+
+pub use libc::{SIGHUP, SIGINT, SIGQUIT};
+
+/// Whether the daemon runs with effective uid 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill has no memory-safety preconditions; pid > 0 targets one process.
+    if pid > 0 && unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `signal` to every process of group `pgid`.
+pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pgid =
+        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill has no memory-safety preconditions; -pgid (pgid > 1) targets one
+    // process group, never "every process" (-1).
+    if pgid > 1 && unsafe { libc::kill(-pgid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process whose executable is `postgres` (or
+/// `postmaster`), from `/proc/<pid>/stat`; guards against a stale `postmaster.pid`
+/// whose pid was reused.
+pub fn is_live_postgres(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let state = stat[close + 1..].trim_start().chars().next();
+    matches!(comm, "postgres" | "postmaster") && !matches!(state, Some('Z' | 'X' | 'x'))
+}
+
+/// Looks up `name` with getpwnam_r; `Ok(None)` if there is no such user.
+pub fn lookup_user(name: &str) -> io::Result<Option<Account>> {
+    let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut size = 1024usize;
+    loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: zeroed passwd is a valid value for this plain C struct (null pointers).
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; buf outlives every use of pwd's
+        // string fields below, which point into buf.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && size < 1 << 20 {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        let home = if pwd.pw_dir.is_null() {
+            PathBuf::from("/")
+        } else {
+            // SAFETY: on success a non-null pw_dir is a NUL-terminated string inside buf.
+            let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+            PathBuf::from(OsStr::from_bytes(dir.to_bytes()))
+        };
+        return Ok(Some(Account {
+            name: name.to_string(),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home,
+        }));
+    }
+}
+
+/// Clears the child's ambient capabilities before exec. The packaged unit grants the
+/// daemon CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities (for the VIP); they would
+/// pass to every program it runs, and a PostgreSQL backend (say, `COPY ... TO PROGRAM`)
+/// must not be able to move addresses or send raw frames. A no-op without them.
+pub fn drop_ambient_capabilities(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl,
+    // which is async-signal-safe; it allocates nothing. Its result is ignored: kernels
+    // before 4.3 have no ambient set (EINVAL), and then there is nothing to clear.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
+}
+
+/// Makes the child receive SIGQUIT (PostgreSQL's immediate shutdown) when the thread
+/// that spawns it exits, and refuse to start if the daemon is already gone.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec. It calls only prctl and
+    // getppid, both async-signal-safe, and does not allocate (the error is a raw OS
+    // error). std runs it after switching uid, which matters because a credential change
+    // clears the death signal.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The daemon died between fork and prctl: we were reparented; do not start.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
