@@ -92,6 +92,18 @@ fn a_replica_is_promoted_when_the_primary_host_is_lost() {
         killed.elapsed()
     );
     assert_eq!(writable(&cluster), Ok(new), "exactly one writable member");
+    // The failover can be followed in the new primary's log: the cycle's span names the
+    // member, the action's span the decision and the lease epoch.
+    let log = cluster.node(new).log();
+    let promoted = log
+        .lines()
+        .find(|l| l.contains("promoted to primary"))
+        .unwrap_or_else(|| panic!("no promotion in n{new}'s log"));
+    assert!(
+        promoted.contains(&format!("ha{{member=n{new}"))
+            && promoted.contains("action{decision=\"Promote\" epoch="),
+        "the promotion is logged inside its cycle's and action's spans: {promoted}"
+    );
 
     let other = *survivors.iter().find(|&&i| i != new).unwrap();
     eventually(
