@@ -6,7 +6,7 @@ use super::config::DynamicConfig;
 use super::history::TimelineSwitch;
 use super::lease::{Epoch, Lease, LeaseRef};
 use super::member::{Member, NodeId, Tags};
-use super::state::{Failover, JoinToken, MemberAction, Switchover};
+use super::request::{Failover, JoinToken, MemberAction, Switchover};
 use super::sync::SyncRule;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
@@ -182,6 +182,8 @@ pub enum Rejection {
     InvalidConfig(String),
     #[error("invalid switchover: {0}")]
     InvalidSwitchover(String),
+    #[error("refused: {0}")]
+    InvalidAction(String),
     #[error(
         "the cluster's database is already recorded with system identifier {recorded}; \
          a data directory with identifier {offered} belongs to another database"

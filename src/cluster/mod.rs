@@ -14,20 +14,24 @@
 //! never a panic or an `Err`, and a rejected command leaves the state untouched, so all nodes
 //! that apply the same log hold byte-identical states.
 
+mod apply;
 mod command;
 mod config;
 pub mod history;
 mod lease;
 mod member;
+mod request;
 mod state;
 mod sync;
 
+pub use apply::apply;
 pub use command::{Command, CommandResult, Rejection};
 pub use config::{DynamicConfig, SynchronousMode};
 pub use history::TimelineSwitch;
 pub use lease::{Epoch, Lease, LeaseRef};
 pub use member::{Member, NodeId, Tags};
-pub use state::{apply, ClusterState, Failover, JoinToken, MemberAction, Switchover};
+pub use request::{Failover, JoinToken, MemberAction, Switchover};
+pub use state::ClusterState;
 pub use sync::{SyncRule, SyncState};
 
 #[cfg(test)]
