@@ -30,11 +30,8 @@ use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
-use tokio::time::Instant;
 
-use crate::cluster::{DynamicConfig, Lease, NodeId, Tags};
-use crate::ha::PeerStatus;
-use crate::peers::PeerStatuses;
+use crate::cluster::{Lease, NodeId, Tags};
 use crate::postgres::{Lsn, PgStatus};
 
 /// The checks, one per meaning; several paths may share one (see [`Endpoint::PATHS`]).
@@ -334,42 +331,13 @@ fn status_document(input: &HealthInput, mode: LagMode) -> Value {
     Value::Object(doc)
 }
 
-/// Every member's PostgreSQL status as this member knows it at `now`: its own from the HA
-/// loop, the others' from the status exchange when received within `member_timeout +
-/// loop_wait` (the horizon the HA loop uses); older answers count as unknown.
-pub fn known_statuses(
-    local: Option<&PeerStatus>,
-    peers: &PeerStatuses,
-    config: &DynamicConfig,
-    now: Instant,
-) -> BTreeMap<NodeId, PgStatus> {
-    known(local, peers, config, now, |s| s.pg.clone())
-}
-
-/// [`known_statuses`], reading `part` of each status.
-pub fn known<T>(
-    local: Option<&PeerStatus>,
-    peers: &PeerStatuses,
-    config: &DynamicConfig,
-    now: Instant,
-    part: impl Fn(&PeerStatus) -> T,
-) -> BTreeMap<NodeId, T> {
-    let horizon = config.status_horizon();
-    peers
-        .iter()
-        .filter(|(_, report)| now.saturating_duration_since(report.received) <= horizon)
-        .map(|(id, report)| (*id, part(&report.status)))
-        .chain(local.map(|s| (s.node_id, part(s))))
-        .collect()
-}
-
 /// The lease holder's WAL position, if `statuses` shows it as a running primary.
 pub fn primary_position(
     lease: Option<&Lease>,
     statuses: &BTreeMap<NodeId, PgStatus>,
 ) -> Option<Lsn> {
     let pg = statuses.get(&lease?.holder)?;
-    if pg.running && !pg.in_recovery {
+    if pg.is_writable() {
         pg.wal_position
     } else {
         None

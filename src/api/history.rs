@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::state::AppState;
 use crate::cluster::ClusterState;
 
 pub async fn history(State(state): State<AppState>) -> Json<Value> {

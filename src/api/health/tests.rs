@@ -2,8 +2,10 @@
 use std::time::Duration;
 
 use super::*;
-use crate::cluster::Epoch;
+use crate::cluster::{DynamicConfig, Epoch};
+use crate::peers::{PeerStatus, PeerStatuses};
 use crate::postgres::DataDir;
+use tokio::time::Instant;
 
 const MB: u64 = 1 << 20;
 
@@ -315,7 +317,7 @@ fn stale_peer_statuses_are_unknown_and_the_holder_position_needs_a_running_prima
         ),
     );
     let local = status(2, replica().pg.unwrap());
-    let known = known_statuses(Some(&local), &peers, &config, now);
+    let known = peers.known_statuses(Some(&local), config.status_horizon(), now);
     assert_eq!(
         known.keys().copied().collect::<Vec<_>>(),
         [NodeId(1), NodeId(2)]
