@@ -1,0 +1,175 @@
+//! The Prometheus text: every metric with its help, type and labels; unknown values left out.
+
+use super::*;
+use crate::postgres::Lsn;
+
+fn input() -> MetricsInput {
+    MetricsInput {
+        cluster_id: "c1".into(),
+        name: "n2".into(),
+        vip_held: None,
+        raft_term: 4,
+        raft_leader: false,
+        lease_epoch: 3,
+        lease_holder: false,
+        members: 3,
+        pg: Some(PgStatus {
+            running: true,
+            in_recovery: true,
+            timeline: 2,
+            wal_position: Some(Lsn(0x3000060)),
+            replayed: Some(Lsn(0x3000000)),
+            streaming: true,
+            pending_restart: false,
+            replay_delay_ms: None,
+            primary_end: Some(Lsn(0x3000060)),
+        }),
+        replication_lag: Some(96),
+        synchronous: false,
+        proxy: None,
+        names: Default::default(),
+    }
+}
+
+/// The sample lines of `text`, as (name, value).
+fn samples(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (name, rest) = l.split_once('{').expect("labels");
+            let (_, value) = rest.rsplit_once("} ").expect("a value after the labels");
+            (name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_replica_reports_every_metric_with_help_type_and_labels() {
+    let text = render(&input());
+    let expected = [
+        ("pgquorum_up", "1"),
+        ("pgquorum_raft_term", "4"),
+        ("pgquorum_raft_leader", "0"),
+        ("pgquorum_lease_epoch", "3"),
+        ("pgquorum_lease_changes_total", "2"),
+        ("pgquorum_lease_holder", "0"),
+        ("pgquorum_members", "3"),
+        ("pgquorum_postgres_running", "1"),
+        ("pgquorum_postgres_primary", "0"),
+        ("pgquorum_postgres_timeline", "2"),
+        ("pgquorum_postgres_wal_position_bytes", "50331744"),
+        ("pgquorum_replication_lag_bytes", "96"),
+        ("pgquorum_synchronous_standby", "0"),
+    ];
+    assert_eq!(
+        samples(&text),
+        expected.map(|(n, v)| (n.to_string(), v.to_string()))
+    );
+    assert!(text.contains(
+        "# HELP pgquorum_raft_term The current Raft term.\n\
+         # TYPE pgquorum_raft_term gauge\n\
+         pgquorum_raft_term{cluster=\"c1\",member=\"n2\"} 4\n"
+    ));
+    assert!(text.contains("# TYPE pgquorum_lease_changes_total counter\n"));
+    assert!(text.ends_with('\n'));
+}
+
+#[test]
+fn the_vip_is_reported_only_where_this_member_manages_it() {
+    let sample = |vip_held| {
+        samples(&render(&MetricsInput {
+            vip_held,
+            ..input()
+        }))
+        .into_iter()
+        .find(|(name, _)| name == "pgquorum_vip_held")
+        .map(|(_, value)| value)
+    };
+    let cases = [
+        ("on this member's interface", Some(true), Some("1")),
+        ("managed here, on another member", Some(false), Some("0")),
+        ("no VIP, or hook mode", None, None),
+    ];
+    for (what, held, want) in cases {
+        assert_eq!(sample(held).as_deref(), want, "{what}");
+    }
+}
+
+#[test]
+fn unknown_values_are_left_out() {
+    let primary = MetricsInput {
+        raft_leader: true,
+        lease_holder: true,
+        pg: Some(PgStatus {
+            in_recovery: false,
+            replayed: None,
+            ..input().pg.unwrap()
+        }),
+        replication_lag: None,
+        ..input()
+    };
+    let names = |i: &MetricsInput| -> Vec<String> {
+        samples(&render(i)).into_iter().map(|(n, _)| n).collect()
+    };
+    let got = samples(&render(&primary));
+    assert!(got.contains(&("pgquorum_postgres_primary".into(), "1".into())));
+    assert!(got.contains(&("pgquorum_lease_holder".into(), "1".into())));
+    assert!(!names(&primary).contains(&"pgquorum_replication_lag_bytes".to_string()));
+
+    let witness = MetricsInput {
+        pg: None,
+        replication_lag: None,
+        ..input()
+    };
+    assert_eq!(
+        names(&witness),
+        [
+            "pgquorum_up",
+            "pgquorum_raft_term",
+            "pgquorum_raft_leader",
+            "pgquorum_lease_epoch",
+            "pgquorum_lease_changes_total",
+            "pgquorum_lease_holder",
+            "pgquorum_members",
+            "pgquorum_postgres_running",
+            "pgquorum_postgres_primary",
+            "pgquorum_synchronous_standby",
+        ]
+    );
+    assert!(render(&witness).contains("pgquorum_postgres_running{cluster=\"c1\",member=\"n2\"} 0"));
+}
+
+#[test]
+fn proxy_counters_are_labelled_by_port_and_backend_name() {
+    use crate::proxy::stats::{Port, Stats};
+    let stats = Stats::default();
+    stats.opened(Port::Writer, crate::cluster::NodeId(1));
+    stats.refused(Port::Reader);
+    let with_proxy = MetricsInput {
+        proxy: Some(stats.snapshot()),
+        names: [(crate::cluster::NodeId(1), "n1".to_string())]
+            .into_iter()
+            .collect(),
+        ..input()
+    };
+    let text = render(&with_proxy);
+    for line in [
+        "pgquorum_proxy_connections_active{cluster=\"c1\",member=\"n2\",port=\"writer\",backend=\"n1\"} 1",
+        "pgquorum_proxy_connections_total{cluster=\"c1\",member=\"n2\",port=\"writer\",backend=\"n1\"} 1",
+        "pgquorum_proxy_refused_total{cluster=\"c1\",member=\"n2\",port=\"reader\"} 1",
+        "pgquorum_proxy_writer_changes_total{cluster=\"c1\",member=\"n2\"} 0",
+        "# TYPE pgquorum_proxy_connections_total counter",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!render(&input()).contains("pgquorum_proxy_"));
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let odd = MetricsInput {
+        cluster_id: "a\"b\\c\nd".into(),
+        ..input()
+    };
+    assert!(render(&odd).contains(r#"pgquorum_up{cluster="a\"b\\c\nd",member="n2"} 1"#));
+}
