@@ -100,17 +100,11 @@ impl HealthInput {
 
     /// Holds the lease and its PostgreSQL is a running, writable primary.
     fn is_primary(&self) -> bool {
-        self.holds_lease()
-            && self
-                .pg
-                .as_ref()
-                .is_some_and(|pg| pg.running && !pg.in_recovery)
+        self.holds_lease() && self.pg.as_ref().is_some_and(PgStatus::is_writable)
     }
 
     fn is_running_replica(&self) -> bool {
-        self.pg
-            .as_ref()
-            .is_some_and(|pg| pg.running && pg.in_recovery)
+        self.pg.as_ref().is_some_and(PgStatus::is_running_replica)
     }
 
     /// Bytes of WAL this replica has not replayed compared with the lease holder's position

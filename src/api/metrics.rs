@@ -92,7 +92,7 @@ pub fn render(input: &MetricsInput) -> String {
         (
             "pgquorum_postgres_primary",
             "Whether this member's PostgreSQL runs out of recovery (writable).",
-            flag(pg.is_some_and(|pg| pg.running && !pg.in_recovery)),
+            flag(pg.is_some_and(PgStatus::is_writable)),
         ),
         (
             "pgquorum_postgres_timeline",

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::state::AppState;
 use super::{health, metrics};
 use crate::cluster::{Lease, Member, NodeId, SynchronousMode, Tags};
-use crate::postgres::{Lsn, PgStatus};
+use crate::postgres::{Lsn, PgRole, PgStatus};
 use crate::raft::{ClusterView, MembershipRole};
 
 /// `GET /liveness`: 200 while the Raft core runs, 503 once it has stopped for good.
@@ -248,10 +248,10 @@ fn describe_member(
 }
 
 fn pg_state(pg: Option<&PgStatus>) -> &'static str {
-    match pg {
+    match pg.map(|pg| (pg.role(), pg.streaming)) {
         None => "unknown",
-        Some(pg) if !pg.running => "stopped",
-        Some(pg) if pg.in_recovery && pg.streaming => "streaming",
+        Some((PgRole::Stopped, _)) => "stopped",
+        Some((PgRole::Replica, true)) => "streaming",
         Some(_) => "running",
     }
 }

@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use client::Standby;
 pub use conf::{ConfigChange, REWIND_USER};
 pub use rewind::RewindOutcome;
-pub use status::{DataDir, Lsn, PgStatus};
+pub use status::{DataDir, Lsn, PgRole, PgStatus};
 
 use crate::secret::Secret;
 use binaries::Binaries;

@@ -83,7 +83,27 @@ pub struct PgStatus {
     pub primary_end: Option<Lsn>,
 }
 
+/// What a PostgreSQL is, as far as its status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgRole {
+    /// Not accepting connections (stopped, starting, crashed, or not answering).
+    Stopped,
+    /// Running and not in recovery: it accepts writes.
+    Primary,
+    /// Running in recovery: a standby.
+    Replica,
+}
+
 impl PgStatus {
+    /// Its role: [`PgRole::Primary`] exactly when [`is_writable`](Self::is_writable).
+    pub fn role(&self) -> PgRole {
+        match (self.running, self.in_recovery) {
+            (false, _) => PgRole::Stopped,
+            (true, false) => PgRole::Primary,
+            (true, true) => PgRole::Replica,
+        }
+    }
+
     /// A primary accepting writes: running and not in recovery.
     pub fn is_writable(&self) -> bool {
         self.running && !self.in_recovery
@@ -122,6 +142,29 @@ impl PgStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_role_follows_running_and_recovery_and_agrees_with_the_predicates() {
+        for (running, in_recovery, role) in [
+            (false, false, PgRole::Stopped),
+            (false, true, PgRole::Stopped),
+            (true, false, PgRole::Primary),
+            (true, true, PgRole::Replica),
+        ] {
+            let pg = PgStatus {
+                running,
+                in_recovery,
+                ..PgStatus::default()
+            };
+            assert_eq!(
+                pg.role(),
+                role,
+                "running {running}, in recovery {in_recovery}"
+            );
+            assert_eq!(pg.is_writable(), role == PgRole::Primary);
+            assert_eq!(pg.is_running_replica(), role == PgRole::Replica);
+        }
+    }
 
     #[test]
     fn lsn_round_trips_in_postgres_notation() {
