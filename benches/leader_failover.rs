@@ -6,12 +6,16 @@
 //! `cargo bench --bench leader_failover`; env: `PGQ_BENCH_RUNS` (default 7), `PGQUORUM_BIN`.
 //! Goal: median < 3 s.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod report;
 mod support;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Cluster, Http};
+use common::TestCluster;
+use support::Http;
 
 const TOKEN_REQUEST: &str = r#"{"uses":1,"ttl":"1h"}"#;
 
@@ -21,10 +25,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
     println!("leader_failover: 3 nodes on loopback, default LAN timings (heartbeat 100 ms, election 400-800 ms)");
-    println!("binary: {}", support::binary().display());
-    println!("machine: {}", support::machine());
-    let mut cluster = Cluster::start(3, "");
-    println!("cluster up in {}", cluster.root.path().display());
+    println!("binary: {}", report::describe_binary(&common::node::bin()));
+    println!("machine: {}", report::machine());
+    let mut cluster = TestCluster::start(3);
+    println!("cluster up; logs in target/test-logs/leader_failover.unnamed/");
     println!();
     println!(
         "{:>3}  {:>10}  {:>10}  {:>9}",
@@ -33,13 +37,14 @@ fn main() {
 
     let mut times = Vec::new();
     for run in 1..=runs {
-        let killed = cluster.leader_index().expect("a leader before the kill");
-        let survivor = (killed + 1) % cluster.nodes.len();
-        let token = cluster.nodes[survivor].admin_token();
-        let mut http = Http::new(&cluster.nodes[survivor].api_addr);
+        // 1-based, as the harness counts members.
+        let killed = cluster.leader_index();
+        let survivor = killed % cluster.len() + 1;
+        let token = cluster.node(survivor).admin_token();
+        let mut http = Http::new(&cluster.node(survivor).api_addr());
 
         let started = Instant::now();
-        cluster.nodes[killed].kill();
+        cluster.node_mut(killed).kill();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -55,37 +60,33 @@ fn main() {
         }
         let elapsed = started.elapsed();
         times.push(elapsed);
-        let new_leader = cluster.nodes[survivor]
-            .cluster()
-            .and_then(|v| v["leader"].as_u64())
-            .map_or_else(|| "?".into(), |id| cluster.name_of(id));
+        let new_leader = cluster
+            .node(survivor)
+            .cluster_view()
+            .ok()
+            .and_then(|v| Some(cluster.name_of(&v, v["leader"].as_u64()?)))
+            .unwrap_or_else(|| "?".into());
         println!(
             "{run:>3}  {:>10}  {new_leader:>10}  {:>9}",
-            cluster.nodes[killed].name,
+            cluster.node(killed).name,
             elapsed.as_millis()
         );
 
         // Restart the killed node and wait until all three agree on the leader and the
         // restarted one has applied everything the leader had when it came back.
-        cluster.nodes[killed].start();
-        cluster.wait_for(
-            "the restarted node to rejoin",
+        cluster.node_mut(killed).start();
+        let leader_view =
+            cluster.wait_converged(Duration::from_secs(60), "the restarted node to rejoin");
+        let target = leader_view["last_applied"].as_u64().unwrap_or(0);
+        common::eventually(
             Duration::from_secs(60),
-            |c| c.voters_seen_by_all() == Some(3),
-        );
-        let target = cluster
-            .leader_index()
-            .and_then(|l| cluster.nodes[l].cluster())
-            .and_then(|v| v["last_applied"].as_u64())
-            .unwrap_or(0);
-        cluster.wait_for(
             "the restarted node to catch up",
-            Duration::from_secs(60),
-            |c| {
-                c.nodes[killed]
-                    .cluster()
-                    .and_then(|v| v["last_applied"].as_u64())
-                    .is_some_and(|a| a >= target)
+            || {
+                let applied = cluster.node(killed).cluster_view()?["last_applied"].as_u64();
+                match applied {
+                    Some(a) if a >= target => Ok(()),
+                    other => Err(format!("applied {other:?} of {target}")),
+                }
             },
         );
     }

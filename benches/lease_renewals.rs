@@ -8,6 +8,9 @@
 //! `PGQ_BENCH_CONNS` (default 8), `PGQ_BENCH_SNAPSHOT_EVERY` (default: the config default,
 //! 1000), `PGQUORUM_BIN`. Goals: Raft store under 50 MB on disk, RSS under 30 MB.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod report;
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +18,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{mb, Cluster, Http};
+use common::TestCluster;
+use support::{mb, Http};
 
 const DISK_GOAL_MB: f64 = 50.0;
 const RSS_GOAL_MB: f64 = 30.0;
@@ -28,10 +32,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// Disk and RSS of every node, for the table.
-fn sample(cluster: &Cluster) -> Vec<(u64, u64)> {
-    cluster
-        .nodes
-        .iter()
+fn sample(cluster: &TestCluster) -> Vec<(u64, u64)> {
+    (1..=cluster.len())
+        .map(|i| cluster.node(i))
         .map(|n| (n.raft_dir_bytes(), n.rss_bytes().unwrap_or(0)))
         .collect()
 }
@@ -54,14 +57,15 @@ fn main() {
             &raft_toml
         }
     );
-    println!("binary: {}", support::binary().display());
-    println!("machine: {}", support::machine());
-    let cluster = Cluster::start(3, &raft_toml);
-    println!("cluster up in {}", cluster.root.path().display());
+    println!("binary: {}", report::describe_binary(&common::node::bin()));
+    println!("machine: {}", report::machine());
+    let cluster = TestCluster::start_with_raft(3, &raft_toml);
+    println!("cluster up; logs in target/test-logs/lease_renewals.unnamed/");
 
-    let holder = cluster.leader_index().expect("a raft leader");
-    let api = cluster.nodes[holder].api_addr.clone();
-    let token = cluster.nodes[holder].admin_token();
+    // 1-based, as the harness counts members.
+    let holder = cluster.leader_index();
+    let api = cluster.node(holder).api_addr();
+    let token = cluster.node(holder).admin_token();
     let mut http = Http::new(&api);
     let (status, body) = http
         .request("POST", "/admin/lease/acquire", Some(&token), None)
@@ -69,7 +73,7 @@ fn main() {
     assert_eq!(status, 200, "acquire: {body}");
     println!(
         "lease acquired by {} (the raft leader): {body}",
-        cluster.nodes[holder].name
+        cluster.node(holder).name
     );
     let before = sample(&cluster);
 
@@ -95,7 +99,7 @@ fn main() {
 
     // Progress and growth every 10% (stderr, so stdout stays the table).
     let mut reported = 0;
-    let mut peaks = vec![(0u64, 0u64); cluster.nodes.len()];
+    let mut peaks = vec![(0u64, 0u64); cluster.len()];
     while workers.iter().any(|w| !w.is_finished()) {
         thread::sleep(Duration::from_millis(200));
         for (peak, (disk, rss)) in peaks.iter_mut().zip(sample(&cluster)) {
@@ -125,7 +129,7 @@ fn main() {
     let renewed = done.load(Ordering::Relaxed);
     let after = sample(&cluster);
 
-    let final_lease = cluster.nodes[holder].cluster().expect("cluster view")["lease"].clone();
+    let final_lease = cluster.node(holder).cluster_view().expect("cluster view")["lease"].clone();
     println!("final lease: {final_lease}");
     println!();
     println!("renewals  elapsed (s)  renewals/s");
@@ -145,10 +149,11 @@ fn main() {
         "RSS end",
         "RSS peak"
     );
-    for (i, node) in cluster.nodes.iter().enumerate() {
+    for i in 0..cluster.len() {
+        let node = cluster.node(i + 1);
         println!(
             "{:<5}  {:>11.1} MB  {:>9.1} MB  {:>10.1} MB  {:>10.1} MB  {:>8.1} MB  {:>9.1} MB",
-            format!("{}{}", node.name, if i == holder { "*" } else { "" }),
+            format!("{}{}", node.name, if i + 1 == holder { "*" } else { "" }),
             mb(before[i].0),
             mb(after[i].0),
             mb(peaks[i].0),

@@ -20,8 +20,7 @@
 //!    new primary afterwards (must be 0). One cluster for all runs.
 //!
 //! `cargo bench --bench supervision`; env: `RUNS` (default 5), `ONLY=failover` (or
-//! `formation`, `switchover`, comma-separated: just those parts), `KEEP=1` (keep the temp dir
-//! with the daemons' logs and print its path), `PGQUORUM_BIN` (default: the
+//! `formation`, `switchover`, comma-separated: just those parts), `PGQUORUM_BIN` (default: the
 //! binary cargo builds for the bench, `target/release/pgquorum`), `PGQ_BENCH_POLL=psql` (health
 //! polls with a psql per member per poll instead of long-lived connections: on 2 cores that
 //! alone slowed formation from ~3 s to ~5 s). Needs PostgreSQL server binaries in
@@ -29,26 +28,25 @@
 //! Every daemon and PostgreSQL is stopped and every temp dir removed at the end, on a panic
 //! and on SIGINT/SIGTERM/SIGHUP (best effort).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod report;
+
+use common::node::process_alive;
+use common::Node;
 
 use report::{
     command_output, describe_binary, load_average, machine, ms, pg_bin_dir, stats, verdict,
 };
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashSet};
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-
-use tempfile::TempDir;
 
 /// Every poll and every client attempt in this bench is paced at this period.
 const POLL: Duration = Duration::from_millis(20);
@@ -74,7 +72,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(5);
-    let bin = binary();
+    let bin = common::node::bin();
     let pg_bin = pg_bin_dir().expect("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin");
     let pg_version = command_output(&pg_bin.join("postgres"), &["--version"]);
 
@@ -101,7 +99,6 @@ fn main() {
     println!();
 
     let env = Env {
-        bin,
         psql: pg_bin.join("psql"),
     };
     // ONLY=failover (or formation, switchover; comma-separated) runs just those parts.
@@ -459,7 +456,7 @@ fn bench_switchover(env: &Env, runs: usize) -> SwitchoverResults {
         };
         thread::sleep(CLIENT_MARGIN);
         let requested = Instant::now();
-        let output = cluster.nodes[old].cli(env, &["switchover", "--candidate", &candidate_name]);
+        let output = cluster.nodes[old].cli(&["switchover", "--candidate", &candidate_name]);
         if !output.status.success() {
             stop.store(true, Ordering::Relaxed);
             let _ = client.join();
@@ -570,11 +567,10 @@ fn commit_loop(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cluster
+// The cluster: the tests' harness (`tests/common`), plus how this bench reaches PostgreSQL
 
 #[derive(Clone)]
 struct Env {
-    bin: PathBuf,
     psql: PathBuf,
 }
 
@@ -588,6 +584,24 @@ struct Pg {
 }
 
 impl Pg {
+    /// The node's PostgreSQL, over its unix socket.
+    fn socket(node: &Node) -> Pg {
+        Pg {
+            socket_dir: node.state_dir.join("run"),
+            port: node.pg_port,
+            password: false,
+        }
+    }
+
+    /// The node's proxy writer port.
+    fn writer(node: &Node) -> Pg {
+        Pg {
+            socket_dir: PathBuf::new(),
+            port: node.writer_port,
+            password: true,
+        }
+    }
+
     fn command(&self, env: &Env, query: &str) -> Command {
         let mut cmd = Command::new(&env.psql);
         cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]);
@@ -640,192 +654,51 @@ fn sql_parallel(env: &Env, queries: &[(&Pg, String)]) -> Vec<Result<String, Stri
         .collect()
 }
 
-struct Node {
-    name: String,
-    config: PathBuf,
-    state_dir: PathBuf,
-    api_port: u16,
-    peer_addr: String,
-    log: PathBuf,
+/// One member: the harness's node (config, ports, process, log under
+/// `target/test-logs/supervision/<cluster>/`) and how this bench reaches its PostgreSQL.
+struct Member {
+    node: Node,
     pg: Pg,
     /// The proxy's writer port on this member.
     writer: Pg,
-    child: Option<Child>,
 }
 
-impl Node {
-    fn new(root: &Path, name: &str) -> Node {
-        let state_dir = root.join(name);
-        let (peer_port, api_port, pg_port) = (free_port(), free_port(), free_port());
-        let writer_port = free_port();
-        let config = root.join(format!("{name}.toml"));
-        let text = format!(
-            "[node]\nname = \"{name}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \
-             \"127.0.0.1:{peer_port}\"\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n[raft]\n\
-             profile = \"lan\"\n\n[postgresql]\nlisten = \"127.0.0.1:{pg_port}\"\n\n[proxy]\n\
-             writer_listen = \"127.0.0.1:{}\"\nreader_listen = \"127.0.0.1:{}\"\n",
-            state_dir.display(),
-            writer_port,
-            free_port()
-        );
-        fs::write(&config, text).expect("writing a config file");
-        Node {
-            name: name.to_string(),
-            log: root.join(format!("{name}.log")),
-            config,
-            api_port,
-            peer_addr: format!("127.0.0.1:{peer_port}"),
-            pg: Pg {
-                socket_dir: state_dir.join("run"),
-                port: pg_port,
-                password: false,
-            },
-            writer: Pg {
-                socket_dir: PathBuf::new(),
-                port: writer_port,
-                password: true,
-            },
-            state_dir,
-            child: None,
+impl Member {
+    fn new(cluster: &str, name: &str) -> Member {
+        let node = Node::new(&format!("supervision/{cluster}"), name).with_postgres();
+        Member {
+            pg: Pg::socket(&node),
+            writer: Pg::writer(&node),
+            node,
         }
     }
 
-    /// `pgquorum <args> --config <config>`, its output also appended to the node's log.
-    fn cli(&self, env: &Env, args: &[&str]) -> Output {
-        let output = cli_command(env, &self.config, args)
-            .output()
-            .expect("running pgquorum");
-        self.note(&format!(
-            "$ pgquorum {} -> {}\n{}",
-            args.join(" "),
-            output.status,
-            output_text(&output)
-        ));
-        output
+    /// `pgquorum run`, without waiting for anything: the bench times what follows.
+    fn start(&mut self) {
+        self.node.spawn();
+        if let Some(pid) = self.node.pid() {
+            registry().daemons.push(pid as i32);
+        }
     }
 
-    /// `pgquorum run` in a process group of its own, logging to `<root>/<name>.log`.
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        self.note("=== bench: start ===");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("opening the node log");
-        let bin = binary();
-        let child = Command::new(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .env_remove("PGQUORUM_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning the log handle"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawning pgquorum run");
-        registry().daemons.push(child.id() as i32);
-        self.child = Some(child);
+    /// Host loss (see `Node::kill_host`).
+    fn kill_host(&mut self) {
+        if let Some(pid) = self.node.pid() {
+            unregister_daemon(pid as i32);
+        }
+        self.node.kill_host();
     }
 
     /// Whether the API answers `GET /liveness` with 200.
     fn live(&self) -> bool {
-        http_status(self.api_port, "/liveness") == Some(200)
-    }
-
-    /// Host loss: SIGKILL to the daemon's process group and to its postmaster's (the daemon
-    /// starts PostgreSQL in a process group of its own) at once; waits until both are gone.
-    fn kill_host(&mut self) {
-        let postmaster = postmaster_pid(&self.state_dir);
-        let mut child = self.child.take().expect("kill_host: not running");
-        self.note("=== bench: SIGKILL of the daemon's and the postmaster's process groups ===");
-        // SAFETY: kill(2) has no memory-safety preconditions. The daemon is our unreaped
-        // child, so its pid (= its process group id) cannot have been reused; the postmaster
-        // pid was checked to be a live `postgres` process just above.
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGKILL);
-            if let Some(pid) = postmaster {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        let _ = child.wait();
-        unregister_daemon(child.id() as i32);
-        if let Some(pid) = postmaster {
-            wait_for(LIMIT, "the killed postmaster to be gone", || {
-                (!process_alive(pid)).then_some(())
-            });
-        }
-    }
-
-    /// SIGTERM to the daemon, without waiting.
-    fn terminate(&self) {
-        if let Some(child) = &self.child {
-            self.note("=== bench: SIGTERM ===");
-            // SAFETY: kill(2) has no memory-safety preconditions; our unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-    }
-
-    /// Waits up to `grace` for the daemon to exit after [`Node::terminate`], then SIGKILLs
-    /// its process group; then the same for its postmaster.
-    fn reap(&mut self, grace: Duration) {
-        let postmaster = postmaster_pid(&self.state_dir);
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + grace;
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                thread::sleep(POLL);
-            }
-            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped
-            // yet (or was reaped by try_wait just now, and its group is then empty).
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            unregister_daemon(child.id() as i32);
-        }
-        if let Some(pid) = postmaster {
-            let deadline = Instant::now() + grace;
-            while process_alive(pid) && Instant::now() < deadline {
-                thread::sleep(POLL);
-            }
-            if process_alive(pid) {
-                // SAFETY: as above; `pid` is a live postgres process (checked just now).
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
-        }
-    }
-
-    fn note(&self, text: &str) {
-        if let Ok(mut log) = OpenOptions::new().create(true).append(true).open(&self.log) {
-            let _ = writeln!(log, "{}", text.trim_end());
-        }
-    }
-
-    fn print_log_tail(&self) {
-        for (what, path) in [
-            ("daemon log", self.log.clone()),
-            ("postgresql.log", self.state_dir.join("postgresql.log")),
-        ] {
-            let text = fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!(
-                "----- {} {what} (last {} lines) -----",
-                self.name,
-                tail.len()
-            );
-            for line in tail {
-                eprintln!("{line}");
-            }
-        }
+        matches!(self.node.get("/liveness"), Ok((200, _)))
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.terminate();
-        self.reap(Duration::from_secs(15));
+impl std::ops::Deref for Member {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
     }
 }
 
@@ -839,47 +712,33 @@ struct FormationTimes {
     primary_index: usize,
 }
 
-/// Three members in a temp dir (mode 0711, so that PostgreSQL, running as `postgres`, can
-/// reach its data directory). Dropping it stops everything and removes the dir.
+/// Three members, each in a temp dir of its own. Dropping it kills every daemon (their
+/// PostgreSQL servers follow: the daemon is their parent-death signal) and waits until
+/// every postmaster is gone, so that the next cluster starts on a quiet machine.
 struct Cluster {
-    nodes: Vec<Node>,
-    root: Option<TempDir>,
+    nodes: Vec<Member>,
     env: Env,
     observer: RefCell<Observer>,
 }
 
 impl Cluster {
     fn form(env: &Env) -> (Cluster, FormationTimes) {
-        let root = tempfile::Builder::new()
-            .prefix("pgq-bench-supervision-")
-            .tempdir()
-            .expect("creating a temp dir");
-        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o711))
-            .expect("chmod 0711 of the temp dir");
-        registry().roots.push(root.path().to_path_buf());
-        let nodes = (1..=3)
-            .map(|i| Node::new(root.path(), &format!("n{i}")))
+        static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
+        let tag = format!("cluster-{}", CLUSTERS.fetch_add(1, Ordering::Relaxed) + 1);
+        let nodes: Vec<Member> = (1..=3)
+            .map(|i| Member::new(&tag, &format!("n{i}")))
             .collect();
+        registry()
+            .dirs
+            .extend(nodes.iter().map(|m| m.dir().to_path_buf()));
         let mut cluster = Cluster {
             nodes,
-            root: Some(root),
             env: env.clone(),
             observer: RefCell::new(Observer::new()),
         };
 
         let started = Instant::now();
-        let output = cluster.nodes[0].cli(env, &["init", "--token-uses", "2"]);
-        assert!(
-            output.status.success(),
-            "init failed: {}",
-            output_text(&output)
-        );
-        let token = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with("pgq1."))
-            .expect("init printed a join token")
-            .to_string();
+        let token = cluster.nodes[0].init(&["--token-uses", "2"]);
         cluster.nodes[0].start();
         wait_for(LIMIT, "n1's API to answer", || {
             cluster.nodes[0].live().then_some(())
@@ -887,23 +746,20 @@ impl Cluster {
         let api = started.elapsed();
 
         // Both joins at once, each retried until the CLI succeeds; each node runs as soon as
-        // its join is done.
+        // its join is done. The joining threads only borrow the members' configs, so the
+        // starts happen here, on the channel's side.
+        let seed = cluster.nodes[0].peer_addr();
+        let joiners: Vec<(usize, JoinCall)> = (1..cluster.nodes.len())
+            .map(|i| (i, JoinCall::of(&cluster.nodes[i], &seed, &token)))
+            .collect();
         let (done, joined) = mpsc::channel();
-        for i in 1..cluster.nodes.len() {
-            let (env, config) = (env.clone(), cluster.nodes[i].config.clone());
-            let (seed, token, done) = (
-                cluster.nodes[0].peer_addr.clone(),
-                token.clone(),
-                done.clone(),
-            );
+        for (i, call) in joiners {
+            let done = done.clone();
             thread::spawn(move || {
                 let begun = Instant::now();
                 let result = loop {
                     let tick = Instant::now();
-                    let output =
-                        cli_command(&env, &config, &["node", "join", &seed, "--token", &token])
-                            .output()
-                            .expect("running pgquorum node join");
+                    let output = call.run();
                     if output.status.success() {
                         break Ok(());
                     }
@@ -974,27 +830,56 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if thread::panicking() {
-            for node in &self.nodes {
-                node.print_log_tail();
+        // Each node prints its log tail itself when it is dropped during a panic.
+        let postmasters: Vec<i32> = self
+            .nodes
+            .iter()
+            .filter_map(|m| m.live_postmaster())
+            .collect();
+        for member in self.nodes.drain(..) {
+            let mut registry = registry();
+            if let Some(pid) = member.pid() {
+                registry.daemons.retain(|&p| p != pid as i32);
             }
+            registry.dirs.retain(|d| d != member.dir());
         }
-        for node in &self.nodes {
-            node.terminate();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while postmasters.iter().any(|&pid| process_alive(pid)) && Instant::now() < deadline {
+            thread::sleep(POLL);
         }
-        for node in &mut self.nodes {
-            node.reap(Duration::from_secs(15));
+    }
+}
+
+/// One `pgquorum node join` call, runnable from another thread (a [`Node`] stays on this
+/// one): the same binary, config and environment as `Node::join`, retried by the caller.
+struct JoinCall {
+    bin: PathBuf,
+    config: PathBuf,
+    seed: String,
+    token: String,
+}
+
+impl JoinCall {
+    fn of(node: &Node, seed: &str, token: &str) -> JoinCall {
+        JoinCall {
+            bin: common::node::bin(),
+            config: node.config_path.clone(),
+            seed: seed.to_string(),
+            token: token.to_string(),
         }
-        if let Some(root) = self.root.take() {
-            let path = root.path().to_path_buf();
-            registry().roots.retain(|r| *r != path);
-            if std::env::var_os("KEEP").is_some() {
-                // KEEP=1: leave the logs and data directories for a look afterwards.
-                println!("kept: {}", root.keep().display());
-            } else {
-                let _ = root.close();
-            }
-        }
+    }
+
+    fn run(&self) -> Output {
+        Command::new(&self.bin)
+            .args(["node", "join", &self.seed, "--token", &self.token])
+            .arg("-c")
+            .arg(&self.config)
+            .env_remove("PGQUORUM_CONFIG")
+            .env_remove("PGQUORUM_JOIN_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running pgquorum node join")
     }
 }
 
@@ -1104,18 +989,6 @@ fn healthy(states: &[PgState]) -> Option<usize> {
     }
 }
 
-fn cli_command(env: &Env, config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(&env.bin);
-    cmd.args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("PGQUORUM_CONFIG")
-        .env_remove("PGQUORUM_JOIN_TOKEN")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
 fn output_text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -1127,18 +1000,18 @@ fn output_text(output: &Output) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes, cleanup on signals
+// Cleanup on signals
 
-/// What a signal handler must clean up: daemons' process groups and temp dirs (whose state
-/// dirs name the postmasters).
+/// What a signal handler must clean up: daemons' process groups (their PostgreSQL servers
+/// die with them) and the members' temp dirs.
 struct Registry {
     daemons: Vec<i32>,
-    roots: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     daemons: Vec::new(),
-    roots: Vec::new(),
+    dirs: Vec::new(),
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
@@ -1149,7 +1022,8 @@ fn unregister_daemon(pgid: i32) {
     registry().daemons.retain(|&p| p != pgid);
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: kill every daemon and postmaster, remove the temp dirs.
+/// On SIGINT, SIGTERM or SIGHUP: kill every daemon (and so its PostgreSQL), remove the
+/// temp dirs.
 fn install_signal_cleanup() {
     report::on_fatal_signal(|sig| {
         eprintln!("signal {sig}: stopping every daemon and PostgreSQL, removing temp dirs");
@@ -1158,89 +1032,11 @@ fn install_signal_cleanup() {
             // SAFETY: kill(2) has no memory-safety preconditions.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
-        for root in &reg.roots {
-            for i in 1..=3 {
-                if let Some(pid) = postmaster_pid(&root.join(format!("n{i}"))) {
-                    // SAFETY: as above; a live postgres process.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
-                }
-            }
-        }
         thread::sleep(Duration::from_millis(500));
-        for root in &reg.roots {
-            let _ = fs::remove_dir_all(root);
+        for dir in &reg.dirs {
+            let _ = fs::remove_dir_all(dir);
         }
     });
-}
-
-/// The postmaster of the data dir `<state_dir>/pgdata`, if `postmaster.pid` names a live
-/// `postgres` process.
-fn postmaster_pid(state_dir: &Path) -> Option<i32> {
-    let text = fs::read_to_string(state_dir.join("pgdata/postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "postgres" && process_alive(pid)).then_some(pid)
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn process_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// The daemon binary: `PGQUORUM_BIN`, or the one cargo built for this bench (the bench
-/// profile builds the package's binaries in `target/release`).
-fn binary() -> PathBuf {
-    match std::env::var_os("PGQUORUM_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_pgquorum")),
-    }
-}
-
-/// A loopback port nobody listens on right now, never the same one twice in this process.
-fn free_port() -> u16 {
-    static USED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if USED.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
-        }
-    }
-}
-
-/// The status of a plain HTTP/1.1 GET on 127.0.0.1:`port`.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let addr = ([127, 0, 0, 1], port).into();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .ok()?;
-    let mut head = [0u8; 16];
-    let mut read = 0;
-    while read < head.len() {
-        match stream.read(&mut head[read..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => read += n,
-        }
-    }
-    std::str::from_utf8(&head[..read])
-        .ok()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------

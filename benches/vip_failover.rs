@@ -116,7 +116,7 @@ fn run() {
     let pg_version = pg_bin_dir()
         .map(|bin| command_output(&bin.join("postgres"), &["--version"]))
         .unwrap_or_else(|| "unknown".to_string());
-    let bin = PathBuf::from(common::node::BIN);
+    let bin = common::node::bin();
 
     let hosts = Hosts::create(3).expect("creating the network namespace hosts");
     register_hosts(&hosts);

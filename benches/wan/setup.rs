@@ -1,7 +1,6 @@
 //! What the three measurements share: the three-region cluster and its health checks, the
 //! PostgreSQL client's errors, named threads and the printed tables.
 
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -196,10 +195,7 @@ pub(crate) fn print_header(phase: &str, command: &str, method: &str) {
     println!("## wan {phase}");
     println!();
     println!("- command: `{command}`");
-    println!(
-        "- binary: {}",
-        describe_binary(Path::new(common::node::BIN))
-    );
+    println!("- binary: {}", describe_binary(&common::node::bin()));
     println!("- postgres: {pg_version} (0.0.0.0:{PG_PORT} on each host)");
     println!("- machine: {}", machine());
     println!("- load: {} (at start)", load_average());

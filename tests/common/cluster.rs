@@ -24,6 +24,8 @@ pub struct TestCluster {
     hosts: Vec<(String, String)>,
     /// The `[raft] profile` of every member (`lan` unless asked otherwise).
     profile: String,
+    /// More `[raft]` settings of every member (TOML lines), empty unless asked.
+    raft: String,
 }
 
 impl TestCluster {
@@ -32,6 +34,12 @@ impl TestCluster {
     /// of them as voters under one leader.
     pub fn start(n: usize) -> TestCluster {
         Self::start_opts(n, false)
+    }
+
+    /// Like [`TestCluster::start`], with `raft` (TOML lines, e.g. `snapshot_every = 100`) in
+    /// every member's `[raft]` table.
+    pub fn start_with_raft(n: usize, raft: &str) -> TestCluster {
+        Self::start_full_on(n, false, &[], "", Vec::new(), "lan", raft)
     }
 
     /// Like [`TestCluster::start`], each member supervising its own PostgreSQL.
@@ -68,7 +76,7 @@ impl TestCluster {
         let hosts: Vec<(String, String)> = (1..=hosts.len())
             .map(|i| (hosts.netns(i), hosts.ip(i)))
             .collect();
-        Self::start_full_on(hosts.len(), true, &all, extra, hosts, profile)
+        Self::start_full_on(hosts.len(), true, &all, extra, hosts, profile, "")
     }
 
     fn start_on_hosts_tagged(
@@ -79,7 +87,7 @@ impl TestCluster {
         let hosts: Vec<(String, String)> = (1..=hosts.len())
             .map(|i| (hosts.netns(i), hosts.ip(i)))
             .collect();
-        Self::start_full_on(hosts.len(), true, tagged, extra, hosts, "lan")
+        Self::start_full_on(hosts.len(), true, tagged, extra, hosts, "lan", "")
     }
 
     fn start_opts(n: usize, postgres: bool) -> TestCluster {
@@ -87,7 +95,7 @@ impl TestCluster {
     }
 
     fn start_full(n: usize, postgres: bool, tagged: &[usize], extra: &str) -> TestCluster {
-        Self::start_full_on(n, postgres, tagged, extra, Vec::new(), "lan")
+        Self::start_full_on(n, postgres, tagged, extra, Vec::new(), "lan", "")
     }
 
     fn start_full_on(
@@ -97,6 +105,7 @@ impl TestCluster {
         extra: &str,
         hosts: Vec<(String, String)>,
         profile: &str,
+        raft: &str,
     ) -> TestCluster {
         assert!(n >= 1);
         let test = test_name();
@@ -108,6 +117,7 @@ impl TestCluster {
             first = first.with_postgres();
         }
         first.set_profile(profile);
+        first.add_raft_settings(raft);
         if tagged.contains(&1) {
             first.append_config(extra);
         }
@@ -132,6 +142,7 @@ impl TestCluster {
             postgres,
             hosts,
             profile: profile.to_string(),
+            raft: raft.to_string(),
         };
         for i in 2..=n {
             let mut node = cluster.new_node(&format!("n{i}"));
@@ -160,6 +171,7 @@ impl TestCluster {
             node
         };
         node.set_profile(&self.profile);
+        node.add_raft_settings(&self.raft);
         node
     }
 
@@ -259,6 +271,15 @@ impl TestCluster {
             .and_then(|ms| ms.iter().find(|m| m["name"] == name.as_str()))
             .and_then(|m| m["id"].as_u64())
             .unwrap_or_else(|| panic!("no member named {name} in {view}"))
+    }
+
+    /// The name of the member with Raft id `id` in `view`, or `id <id>`.
+    pub fn name_of(&self, view: &Value, id: u64) -> String {
+        view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+            .and_then(|m| m["name"].as_str())
+            .map_or_else(|| format!("id {id}"), str::to_string)
     }
 
     /// The index of the current leader, once the running members agree on one.

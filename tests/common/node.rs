@@ -17,8 +17,14 @@ use tempfile::TempDir;
 use super::ports::free_port;
 use super::wait::{eventually, scaled};
 
-/// The binary under test.
+/// The binary cargo built for this test or bench.
 pub const BIN: &str = env!("CARGO_BIN_EXE_pgquorum");
+
+/// The binary the harness runs: `PGQUORUM_BIN` when set (a bench comparing two builds runs
+/// the same harness against each), else [`BIN`].
+pub fn bin() -> PathBuf {
+    std::env::var_os("PGQUORUM_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
 
 /// How long one CLI call may take: longer than any timeout of the product (a join waits up
 /// to 30 s).
@@ -187,6 +193,53 @@ impl Node {
         self.write_config(&text);
     }
 
+    /// Adds `lines` (TOML) to this node's `[raft]` table, after its profile.
+    pub fn add_raft_settings(&self, lines: &str) {
+        if lines.is_empty() {
+            return;
+        }
+        let current = std::fs::read_to_string(&self.config_path).expect("reading the config");
+        let (head, tail) = current
+            .split_once("[raft]\n")
+            .expect("the harness's config has a [raft] table");
+        let (profile, rest) = tail.split_once('\n').unwrap_or((tail, ""));
+        self.write_config(&format!("{head}[raft]\n{profile}\n{lines}\n{rest}"));
+    }
+
+    /// The admin token `init` or `node join` wrote into the state directory.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("admin.token"))
+            .expect("reading admin.token")
+            .trim()
+            .to_string()
+    }
+
+    /// VmRSS of the running daemon, in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// Bytes of all files under `<state_dir>/raft` (the Raft store).
+    pub fn raft_dir_bytes(&self) -> u64 {
+        fn size(path: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(path) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        size(&self.state_dir.join("raft"))
+    }
+
     /// Appends `text` (TOML) to this node's config file.
     pub fn append_config(&self, text: &str) {
         let mut current = std::fs::read_to_string(&self.config_path).expect("reading the config");
@@ -274,10 +327,10 @@ impl Node {
         match &self.netns {
             Some(ns) => {
                 let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns, BIN]);
+                command.args(["netns", "exec", ns]).arg(bin());
                 command
             }
-            None => Command::new(BIN),
+            None => Command::new(bin()),
         }
     }
 
@@ -362,6 +415,30 @@ impl Node {
 
     /// [`Node::start`] with extra environment variables for the daemon.
     pub fn start_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) {
+        self.spawn_with_env(env);
+        let what = format!("{} answers /liveness", self.name);
+        eventually(Duration::from_secs(10), &what, || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("{} exited during start with {status}", self.name);
+            }
+            match self.get("/liveness") {
+                Ok((200, _)) => Ok(()),
+                other => Err(other),
+            }
+        });
+    }
+
+    /// Starts `pgquorum run` in its own process group and returns at once (a bench that
+    /// times the start waits for what it measures itself).
+    pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    fn spawn_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
         self.note(&format!("=== harness: start #{} ===", self.starts));
@@ -376,7 +453,9 @@ impl Node {
                 // as ambient capabilities (AmbientCapabilities=).
                 command.args(["--reuid", user, "--regid", user, "--init-groups"]);
                 command.args(["--inh-caps", "+net_admin,+net_raw"]);
-                command.args(["--ambient-caps", "+net_admin,+net_raw", BIN]);
+                command
+                    .args(["--ambient-caps", "+net_admin,+net_raw"])
+                    .arg(bin());
                 command
             }
             None => self.command(),
@@ -394,20 +473,6 @@ impl Node {
             .spawn()
             .expect("spawning pgquorum run");
         self.child = Some(child);
-        let what = format!("{} answers /liveness", self.name);
-        eventually(Duration::from_secs(10), &what, || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("{} exited during start with {status}", self.name);
-            }
-            match self.get("/liveness") {
-                Ok((200, _)) => Ok(()),
-                other => Err(other),
-            }
-        });
     }
 
     /// The daemon's pid while it runs.
@@ -426,6 +491,45 @@ impl Node {
             signal_group(&child, libc::SIGKILL);
             let _ = child.wait();
         }
+    }
+
+    /// Host loss: SIGKILL to the daemon's process group and to its postmaster's (the daemon
+    /// starts PostgreSQL in a process group of its own) at once; waits until both are gone.
+    pub fn kill_host(&mut self) {
+        let postmaster = self.live_postmaster();
+        let mut child = self
+            .child
+            .take()
+            .expect("kill_host: the node is not running");
+        self.note("=== harness: SIGKILL of the daemon's and the postmaster's process groups ===");
+        signal_group(&child, libc::SIGKILL);
+        if let Some(pid) = postmaster {
+            // SAFETY: kill(2) has no memory-safety preconditions; `pid` was a live postgres
+            // process just above (see `live_postmaster`).
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let _ = child.wait();
+        if let Some(pid) = postmaster {
+            let what = format!("{}'s killed postmaster to be gone", self.name);
+            eventually(Duration::from_secs(60), &what, || {
+                (!process_alive(pid)).then_some(())
+            });
+        }
+    }
+
+    /// [`Node::postmaster_pid`] if it names a live `postgres` process (not a reused pid).
+    pub fn live_postmaster(&self) -> Option<i32> {
+        let pid = self.postmaster_pid()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "postgres" && process_alive(pid)).then_some(pid)
+    }
+
+    /// The node's temp dir (config, state dir); removed when the node is dropped.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Waits until the daemon exits by itself (a crash point, a fatal error) and returns its
@@ -576,6 +680,17 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> (ExitStatus, boo
     let status = child.wait().expect("waiting for pgquorum");
     let _ = done.send(());
     (status, killer.join().unwrap_or(false))
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 fn signal_group(child: &Child, signal: libc::c_int) {
