@@ -45,6 +45,17 @@ fn three_members_form_one_primary_and_two_streaming_replicas() {
         );
         // A replica refuses writes.
         assert!(cluster.node(i).sql("insert into t values (3)").is_err());
+        // A fresh clone of the primary has nothing of its own to lose: it starts streaming
+        // without being stopped again for a rewind.
+        let log = cluster.node(i).log();
+        assert!(
+            !log.contains("decision=\"Rewind\""),
+            "n{i} rewound its fresh clone:\n{}",
+            log.lines()
+                .filter(|l| l.contains("pgquorum::ha"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 
