@@ -90,8 +90,11 @@ impl Postgres {
     /// Clones `from` with `pg_basebackup` (WAL streamed, fast checkpoint, through the slot
     /// `from.slot`, which must exist on the upstream) as the replication user, reading the
     /// password from the passfile: it never appears on a command line. Fails with
-    /// [`Error::DataDirNotMissing`] unless `data_dir` is missing or empty. Does not write
-    /// the replica configuration: call [`write_config`](Self::write_config) next.
+    /// [`Error::DataDirNotMissing`] unless `data_dir` is missing or empty. The clone gets
+    /// `standby.signal` before it is moved into place, so that it is never taken for a
+    /// directory last used by a primary (which would be rewound before following anyone),
+    /// not even after a crash before the first start. The rest of the replica
+    /// configuration is [`write_config`](Self::write_config)'s.
     pub async fn basebackup(&self, from: &Upstream) -> Result<(), Error> {
         self.populate("cloning with pg_basebackup", |work| async move {
             let port = from.port.to_string();
@@ -116,8 +119,8 @@ impl Postgres {
                 ],
                 &[("PGPASSFILE", self.settings.passfile.as_os_str())],
             )
-            .await
-            .map(drop)
+            .await?;
+            self.write_file(&work.join("standby.signal"), b"")
         })
         .await?;
         tracing::info!(data_dir = %self.settings.data_dir.display(), host = %from.host, port = from.port, "cloned the cluster");

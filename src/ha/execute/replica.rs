@@ -108,7 +108,7 @@ impl Executor {
             .basebackup(&upstream)
             .await
             .context("pg_basebackup")?;
-        self.start_copied_replica(Some(source), obs).await?;
+        self.start_replica(Some(source), obs).await?;
         Ok(true)
     }
 
@@ -128,7 +128,7 @@ impl Executor {
                 tracing::info!(?outcome, source = %source, "rewind done");
                 memory.fold(Event::Rewound);
                 self.set_needs_rewind(false);
-                self.start_copied_replica(Some(source), obs).await?;
+                self.start_replica(Some(source), obs).await?;
                 Ok(true)
             }
             Err(PgError::RecoveryUnfinished { .. }) => {
@@ -208,33 +208,22 @@ impl Executor {
             .basebackup(&upstream)
             .await
             .context("pg_basebackup")?;
-        self.start_copied_replica(Some(source), obs).await
+        self.start_replica(Some(source), obs).await
     }
 
-    /// Starts PostgreSQL, in the data directory it has, as a replica of `follow` (or of
-    /// nobody yet). A directory last used by a stopped primary gets the rewind marker first:
-    /// the standby.signal written here would otherwise hide that it may hold WAL the next
-    /// primary never had.
+    /// Starts PostgreSQL as a replica of `follow` (or of nobody yet). A directory last used
+    /// by a stopped primary gets the rewind marker first: the standby.signal written here
+    /// would otherwise hide that it may hold WAL the next primary never had. (A fresh
+    /// clone or rewind already has standby.signal, see `Postgres::basebackup`.)
     pub(super) async fn start_replica(
         &mut self,
         follow: Option<NodeId>,
         obs: &Observation,
     ) -> anyhow::Result<()> {
+        let upstream = follow.map(|id| self.upstream(id, obs)).transpose()?;
         if !self.postgres.is_running() && self.last_a_primarys() {
             self.set_needs_rewind(true);
         }
-        self.start_copied_replica(follow, obs).await
-    }
-
-    /// Starts PostgreSQL as a replica of `follow` in a data directory just made from the
-    /// primary (by pg_basebackup or pg_rewind): it holds nothing of its own to lose, so it
-    /// gets no rewind marker, although it has no standby.signal yet.
-    async fn start_copied_replica(
-        &mut self,
-        follow: Option<NodeId>,
-        obs: &Observation,
-    ) -> anyhow::Result<()> {
-        let upstream = follow.map(|id| self.upstream(id, obs)).transpose()?;
         let change = self.postgres.write_config(&Role::Replica {
             upstream: upstream.as_ref(),
         })?;

@@ -75,6 +75,10 @@ async fn primary_is_cloned_streamed_to_and_replica_promoted() {
     let up = a.upstream("pgquorum_2");
     b.pg.basebackup(&up).await.unwrap();
     assert_eq!(b.pg.data_dir_state(), DataDir::Initialised { system_id });
+    assert!(
+        b.pg.settings().data_dir.join("standby.signal").exists(),
+        "a clone is a standby from the start"
+    );
     let replica = Role::Replica {
         upstream: Some(&up),
     };
