@@ -746,20 +746,23 @@ impl Cluster {
         let api = started.elapsed();
 
         // Both joins at once, each retried until the CLI succeeds; each node runs as soon as
-        // its join is done. The joining threads only borrow the members' configs, so the
-        // starts happen here, on the channel's side.
+        // its join is done. The joining threads get only the command (the members stay on
+        // this thread), so the starts happen here, as each join is reported.
         let seed = cluster.nodes[0].peer_addr();
-        let joiners: Vec<(usize, JoinCall)> = (1..cluster.nodes.len())
-            .map(|i| (i, JoinCall::of(&cluster.nodes[i], &seed, &token)))
+        let joiners: Vec<(usize, Command)> = (1..cluster.nodes.len())
+            .map(|i| {
+                let join = ["node", "join", &seed, "--token", &token];
+                (i, cluster.nodes[i].cli_command(&join))
+            })
             .collect();
         let (done, joined) = mpsc::channel();
-        for (i, call) in joiners {
+        for (i, mut join) in joiners {
             let done = done.clone();
             thread::spawn(move || {
                 let begun = Instant::now();
                 let result = loop {
                     let tick = Instant::now();
-                    let output = call.run();
+                    let output = join.output().expect("running pgquorum node join");
                     if output.status.success() {
                         break Ok(());
                     }
@@ -847,39 +850,6 @@ impl Drop for Cluster {
         while postmasters.iter().any(|&pid| process_alive(pid)) && Instant::now() < deadline {
             thread::sleep(POLL);
         }
-    }
-}
-
-/// One `pgquorum node join` call, runnable from another thread (a [`Node`] stays on this
-/// one): the same binary, config and environment as `Node::join`, retried by the caller.
-struct JoinCall {
-    bin: PathBuf,
-    config: PathBuf,
-    seed: String,
-    token: String,
-}
-
-impl JoinCall {
-    fn of(node: &Node, seed: &str, token: &str) -> JoinCall {
-        JoinCall {
-            bin: common::node::bin(),
-            config: node.config_path.clone(),
-            seed: seed.to_string(),
-            token: token.to_string(),
-        }
-    }
-
-    fn run(&self) -> Output {
-        Command::new(&self.bin)
-            .args(["node", "join", &self.seed, "--token", &self.token])
-            .arg("-c")
-            .arg(&self.config)
-            .env_remove("PGQUORUM_CONFIG")
-            .env_remove("PGQUORUM_JOIN_TOKEN")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running pgquorum node join")
     }
 }
 

@@ -338,6 +338,22 @@ impl Node {
         self.api_addr().parse().expect("the API address is ip:port")
     }
 
+    /// `pgquorum <args> -c <config>` for this node, not started, without the environment
+    /// that would change what it does (`RUST_LOG`, `PGQUORUM_CONFIG`, a join token): for a
+    /// caller that runs it on another thread or many times. [`Node::cli`] runs it once.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = self.command();
+        command
+            .args(args)
+            .arg("-c")
+            .arg(&self.config_path)
+            .env_remove("RUST_LOG")
+            .env_remove("PGQUORUM_CONFIG")
+            .env_remove("PGQUORUM_JOIN_TOKEN")
+            .stdin(Stdio::null());
+        command
+    }
+
     /// Runs `pgquorum <args> -c <config>` to completion (killed and a panic after
     /// [`CLI_DEADLINE`]). The call and its output are appended to this node's log.
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -351,15 +367,8 @@ impl Node {
         let out_path = self.dir.path().join(format!("cli-{call}.out"));
         let err_path = self.dir.path().join(format!("cli-{call}.err"));
         let mut child = self
-            .command()
-            .args(args)
-            .arg("-c")
-            .arg(&self.config_path)
-            .env_remove("RUST_LOG")
-            .env_remove("PGQUORUM_CONFIG")
-            .env_remove("PGQUORUM_JOIN_TOKEN")
+            .cli_command(args)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
             .stdout(File::create(&out_path).expect("creating the stdout file"))
             .stderr(File::create(&err_path).expect("creating the stderr file"))
             .spawn()
