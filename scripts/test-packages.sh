@@ -154,7 +154,7 @@ check_rpm() {
   expect "$scripts" '^postinstall scriptlet' "%post"
   expect "$scripts" 'systemctl daemon-reload' "%post: daemon-reload"
   expect "$scripts" 'systemctl preset pgquorum\.service' "%post: preset on first install"
-  expect "$scripts" 'install -d -o postgres -g postgres -m 0700 /var/lib/pgquorum' "%post: the state directory"
+  expect "$scripts" 'install -d -o pgquorum -g pgquorum -m 0711 /var/lib/pgquorum' "%post: the state directory"
   expect "$scripts" '^preuninstall scriptlet' "%preun"
   expect "$scripts" 'systemctl disable --now pgquorum\.service' "%preun: disable --now on erase"
   expect "$scripts" '^postuninstall scriptlet' "%postun"
@@ -191,7 +191,9 @@ check_installed() {
   expect "$got" '^755 root:root regular file /usr/bin/pgquorum$' "/usr/bin/pgquorum 0755 root"
   expect "$got" '^755 root:root directory /etc/pgquorum$' "/etc/pgquorum 0755 root"
   expect "$got" '^644 root:root regular file /etc/pgquorum/pgquorum.toml$' "the config 0644 root"
-  expect "$got" '^700 postgres:postgres directory /var/lib/pgquorum$' "/var/lib/pgquorum postgres 0700"
+  expect "$got" '^711 pgquorum:pgquorum directory /var/lib/pgquorum$' "/var/lib/pgquorum pgquorum 0711"
+  expect "$(in_root getent passwd pgquorum)" '^pgquorum:x:[0-9]+:[0-9]+:pgquorum daemon,*:/var/lib/pgquorum:/usr/sbin/nologin$' \
+    "the pgquorum system user"
   expect "$got" '^644 root:root regular file /usr/lib/systemd/system/pgquorum.service$' "the unit"
   expect "$got" '^644 root:root regular file /etc/postgresql-common/createcluster.d/50-pgquorum.conf$' "the createcluster snippet"
   # shellcheck disable=SC2016
@@ -318,6 +320,21 @@ check_reinstall_purge() {
   }
   [ -L "$copy$WANTS" ] || { echo "not enabled after reinstalling"; return 1; }
   echo "reinstall: $conf keeps the operator's change; the unit stays enabled"
+  # Upgrading from the layout where postgres owned the state directory: one never set up is
+  # handed to pgquorum at once; one set up is left for the daemon to take over at its next
+  # start (the daemon of the old version may still run, as postgres), and the postinst says so.
+  in_copy chown postgres:postgres /var/lib/pgquorum # the root's postgres, not ours
+  in_copy chmod 0700 /var/lib/pgquorum
+  out=$(in_copy dpkg -i "/tmp/pgquorum/$(basename "$deb")" 2>&1) || { echo "$out"; return 1; }
+  expect "$(in_copy stat -c '%a %U:%G' /var/lib/pgquorum)" '^711 pgquorum:pgquorum$' "upgrade: an empty postgres-owned state directory handed to pgquorum"
+  in_copy chown postgres:postgres /var/lib/pgquorum # the root's postgres, not ours
+  in_copy chmod 0700 /var/lib/pgquorum
+  echo '{}' >"$copy/var/lib/pgquorum/node.json"
+  out=$(in_copy dpkg -i "/tmp/pgquorum/$(basename "$deb")" 2>&1) || { echo "$out"; return 1; }
+  expect "$out" '^pgquorum: /var/lib/pgquorum now belongs to the pgquorum user' "upgrade: the postinst tells of the takeover"
+  expect "$(in_copy stat -c '%a %U:%G' /var/lib/pgquorum)" '^700 postgres:postgres$' "upgrade: a set-up state directory left to the daemon"
+  echo "upgrade from the postgres layout: empty state directory handed over; a set-up one left to the daemon, with a message"
+  rm "$copy/var/lib/pgquorum/node.json"
   # A node that was set up: purging keeps its state, removes the rest.
   echo '{}' >"$copy/var/lib/pgquorum/node.json"
   out=$(in_copy dpkg --purge pgquorum 2>&1)
@@ -339,6 +356,7 @@ check_rpm_scriptlets() {
   make_copy rpm
   in_copy dpkg --purge pgquorum >/dev/null # what stays: PostgreSQL and its postgres user
   [ ! -e "$copy/var/lib/pgquorum" ] || { echo "purging the .deb left /var/lib/pgquorum"; return 1; }
+  in_copy userdel pgquorum # the .deb's postinst made it (purging keeps system users)
   # The .rpm's files as rpm unpacks them (not its database), and its scriptlets as shipped.
   local payload="$copy/tmp/rpm-payload" out tag
   mkdir -p "$payload"
@@ -353,9 +371,10 @@ check_rpm_scriptlets() {
   mkdir -p "$copy/etc/systemd/system-preset"
   echo 'disable *' >"$copy/etc/systemd/system-preset/99-default-disable.preset"
   out=$(in_copy sh -e /tmp/POSTIN 1 2>&1) || { echo "$out"; return 1; }
-  expect "$(in_copy stat -c '%a %U:%G' /var/lib/pgquorum)" '^700 postgres:postgres$' "%post: /var/lib/pgquorum postgres 0700"
+  expect "$(in_copy stat -c '%a %U:%G' /var/lib/pgquorum)" '^711 pgquorum:pgquorum$' "%post: /var/lib/pgquorum pgquorum 0711"
+  expect "$(in_copy getent passwd pgquorum)" '^pgquorum:x:[0-9]+:[0-9]+:pgquorum daemon:/var/lib/pgquorum:/sbin/nologin$' "%post: the pgquorum system user"
   [ -L "$copy$WANTS" ] || { echo "%post (systemctl preset) did not enable the unit"; return 1; }
-  echo "%post 1: /var/lib/pgquorum 700 postgres; $WANTS -> $(readlink "$copy$WANTS")"
+  echo "%post 1: /var/lib/pgquorum 711 pgquorum; $WANTS -> $(readlink "$copy$WANTS")"
   out=$(in_copy sh -e /tmp/PREUN 0 2>&1) || { echo "$out"; return 1; }
   [ ! -L "$copy$WANTS" ] || { echo "%preun 0 left the unit enabled"; return 1; }
   echo "%preun 0: unit disabled"

@@ -418,6 +418,30 @@ else
   indent <<<"$table"
 fi
 
+# The daemon as the unit runs it (pgquorum), PostgreSQL as postgres, and the daemon's secrets
+# out of reach of PostgreSQL's superuser: pg_read_file and COPY ... TO PROGRAM are refused on
+# each of them, while both read the daemon's node.json (so the refusal is the file's).
+superuser_sql() { in_host "$1" runuser -u postgres -- psql -h /var/lib/pgquorum/run -d postgres -XqAt -v ON_ERROR_STOP=1 -c "$2" 2>&1; }
+for h in "${NODES[@]}"; do
+  # Owners as the host's own /etc/passwd names them (the chroot's, not ours).
+  daemon=$(for pid in $(ip netns pids "$PFX-$h"); do
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pgquorum ]; then in_host "$h" stat -c %U "/proc/$pid" || true; fi
+  done | sort -u | tr '\n' ' ')
+  postmaster=$(in_host "$h" sh -c 'stat -c %U "/proc/$(head -n 1 /var/lib/pgquorum/pgdata/postmaster.pid)"' 2>&1 || true)
+  refused=()
+  for secret in ca.key node.key admin.token replication.password; do
+    f=/var/lib/pgquorum/$secret
+    superuser_sql "$h" "select pg_read_file('$f')" >/dev/null && refused+=("pg_read_file read $secret")
+    superuser_sql "$h" "copy (select 1) to program 'cat $f >/dev/null'" >/dev/null && refused+=("cat read $secret")
+  done
+  superuser_sql "$h" "select length(pg_read_file('/var/lib/pgquorum/node.json'))" >/dev/null || refused+=("pg_read_file cannot read node.json")
+  if [ "$daemon" = "pgquorum " ] && [ "$postmaster" = postgres ] && [ ${#refused[@]} -eq 0 ]; then
+    pass "$h: daemon runs as pgquorum, PostgreSQL as postgres; its superuser reads none of the 4 secrets (pg_read_file, COPY TO PROGRAM cat)"
+  else
+    fail "$h: daemon as '$daemon', postmaster as '$postmaster'; ${refused[*]:-}"
+  fi
+done
+
 # `vagrant provision` again (pg1 ran init, pg2 joined): nothing is set up twice.
 for h in pg1 pg2; do
   if out=$(provision "$h") && grep -q "4/6 already set up" <<<"$out" &&
@@ -433,7 +457,7 @@ done
 # --- a client on the LAN -----------------------------------------------------------------
 # The password role, on the primary through its local socket, as the demo's guide says.
 if in_host "$primary" runuser -u postgres -- psql -h /var/lib/pgquorum/run -d postgres \
-  -v ON_ERROR_STOP=1 -qAtc "CREATE ROLE demo LOGIN SUPERUSER PASSWORD 'demo'"; then
+  -v ON_ERROR_STOP=1 -qAtc "CREATE ROLE demo LOGIN CREATEDB PASSWORD 'demo'"; then
   pass "CREATE ROLE demo on $primary through /var/lib/pgquorum/run"
 else
   give_up "CREATE ROLE demo on $primary"

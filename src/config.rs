@@ -250,7 +250,8 @@ pub struct PostgresqlConfig {
     pub listen: SocketAddr,
     /// `host:port` other members use to replicate from this one; default `listen`.
     pub advertise: String,
-    /// The OS user PostgreSQL runs as when the daemon runs as root (default `postgres`).
+    /// The OS user PostgreSQL runs as when the daemon may switch users (root, or the
+    /// packaged unit's capabilities); default `postgres`.
     pub os_user: String,
 }
 

@@ -23,7 +23,7 @@ use crate::cluster::{Command, CommandResult, Member};
 use crate::config::NodeConfig;
 use crate::config::PostgresqlConfig;
 use crate::ha;
-use crate::identity::{NodeRecord, StateDir};
+use crate::identity::{NodeRecord, StateDir, REPLICATION_PASSWORD_FILE};
 use crate::lease::LeaseClock;
 use crate::peers::{self, StatusService};
 use crate::postgres::{self, Postgres};
@@ -41,6 +41,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// is not set up, and names the port if binding fails.
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state = StateDir::new(&config.state_dir);
+    if crate::postgres::process::privilege() == crate::postgres::process::Privilege::Capabilities {
+        let (uid, gid) = crate::postgres::process::effective_ids();
+        let taken = state.claim(uid, gid)?;
+        if !taken.is_empty() {
+            tracing::info!(
+                files = taken.len(),
+                uid,
+                state_dir = %state.path().display(),
+                "took over the daemon's files from another owner: now its user's, secrets \
+                 0600 (PostgreSQL's files left alone)"
+            );
+        }
+    }
     let record = state.load_record()?;
     let identity = tls::NodeIdentity::load(state.path())
         .with_context(|| format!("loading certificates from {}", state.path().display()))?;
@@ -58,6 +71,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         )?)),
         None => None,
     };
+    if let Some(pg) = &postgres {
+        warn_of_exposed_secrets(pg, &state);
+    }
     // Also before any port: a VIP this process cannot move (a missing capability, no such
     // interface) is a config problem, better found now than at the first failover.
     let vip = match &config.vip {
@@ -378,8 +394,29 @@ async fn bootstrap(
     }
 }
 
-/// The file in the state directory that holds the replication role's password.
-pub const REPLICATION_PASSWORD_FILE: &str = "replication.password";
+/// Says so when PostgreSQL's OS user can read one of the daemon's secrets: a superuser role
+/// could then read it with `pg_read_file` or `COPY ... TO PROGRAM`.
+fn warn_of_exposed_secrets(pg: &Postgres, state: &StateDir) {
+    match pg.os_uid() {
+        None => tracing::warn!(
+            state_dir = %state.path().display(),
+            "PostgreSQL runs as the daemon's own OS user, so any PostgreSQL superuser can read \
+             this member's secrets (CA key, node key, admin token); run the daemon as a user of \
+             its own with the capabilities to switch (the packaged unit runs it as pgquorum) or \
+             as root"
+        ),
+        Some(uid) => {
+            for path in state.exposed_secrets(uid) {
+                tracing::warn!(
+                    path = %path.display(),
+                    "PostgreSQL's OS user can read this secret; make it 0600 and the daemon's \
+                     user's (chown, chmod), or restart the daemon under the packaged unit, which \
+                     does it"
+                );
+            }
+        }
+    }
+}
 
 /// `host:port` of this member's PostgreSQL for the others, or empty for a witness.
 pub fn pg_advertise(config: &NodeConfig) -> String {

@@ -72,6 +72,9 @@ pub async fn run(
         // A group of its own, so that a timeout kills what the command started too.
         .process_group(0)
         .kill_on_drop(true);
+    // As the daemon's user with its CAP_NET_ADMIN and CAP_NET_RAW (a hook may move an
+    // address), not with its power over PostgreSQL's files and processes.
+    crate::postgres::process::drop_switch_capabilities(&mut child);
     tracing::info!(hook, command, ?args, "running hook");
     let child = child
         .spawn()

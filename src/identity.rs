@@ -4,8 +4,14 @@
 //! <state_dir>/node.json      cluster id, node id, name, seed member, pending bootstrap
 //! <state_dir>/ca.pem node.pem node.key ca.key   certificates (keys 0600)
 //! <state_dir>/admin.token    bearer token for the admin REST endpoints (0600)
+//! <state_dir>/replication.password   PostgreSQL replication and rewind password (0600)
 //! <state_dir>/raft/          the sled Raft store
 //! ```
+//!
+//! These are the daemon's files, owned by its OS user (`pgquorum` in the packages). The
+//! state directory also holds PostgreSQL's (`pgdata/`, `run/`, `pgpass`, `postgresql.log`),
+//! owned by PostgreSQL's OS user, which can enter the directory (0711) but not read the
+//! daemon's secrets.
 //!
 //! `init` and `node join` create it; `run` reads it, so a restarted member needs no token.
 
@@ -19,6 +25,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::JoinToken;
 use crate::secret::Secret;
+
+/// The file holding the PostgreSQL replication password.
+pub const REPLICATION_PASSWORD_FILE: &str = "replication.password";
+
+/// The daemon's secret files: 0600, its user's alone.
+pub const SECRET_FILES: [&str; 4] = [
+    "ca.key",
+    "node.key",
+    "admin.token",
+    REPLICATION_PASSWORD_FILE,
+];
+
+/// The daemon's other files (a directory's contents included).
+const DAEMON_FILES: [&str; 5] = ["node.json", "ca.pem", "node.pem", "raft", "failpoints"];
 
 /// What `node.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +141,76 @@ impl StateDir {
             }
         }
         Ok(Some(uid))
+    }
+
+    /// Makes the daemon's files its own user's, for a daemon that runs as its own user with
+    /// CAP_CHOWN: the directory (mode 0711) and every file of [`SECRET_FILES`] and
+    /// `DAEMON_FILES` (a directory with its contents) owned by another user are handed to
+    /// it, and a secret that others could read is made 0600. This is the migration from the
+    /// layout where the daemon ran as PostgreSQL's user, who owned all of it. PostgreSQL's
+    /// own files are left alone. Returns what changed.
+    pub fn claim(&self, uid: u32, gid: u32) -> anyhow::Result<Vec<PathBuf>> {
+        use std::os::unix::fs::MetadataExt;
+        let mut changed = Vec::new();
+        let take = |path: &Path, changed: &mut Vec<PathBuf>| -> anyhow::Result<()> {
+            let meta = fs::symlink_metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if meta.uid() != uid || meta.gid() != gid {
+                std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                    .with_context(|| format!("handing {} to uid {uid}", path.display()))?;
+                changed.push(path.to_path_buf());
+            }
+            Ok(())
+        };
+        let before =
+            fs::metadata(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        take(&self.path, &mut changed)?;
+        if !changed.is_empty() && before.mode() & 0o7777 != 0o711 {
+            fs::set_permissions(&self.path, fs::Permissions::from_mode(0o711))
+                .with_context(|| format!("setting permissions of {}", self.path.display()))?;
+        }
+        for name in SECRET_FILES.iter().chain(&DAEMON_FILES) {
+            let mut pending = vec![self.path.join(name)];
+            while let Some(path) = pending.pop() {
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                take(&path, &mut changed)?;
+                if meta.is_dir() {
+                    for entry in fs::read_dir(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                    {
+                        pending.push(entry?.path());
+                    }
+                }
+            }
+        }
+        for name in SECRET_FILES {
+            let path = self.path.join(name);
+            if let Ok(meta) = fs::metadata(&path) {
+                if meta.mode() & 0o077 != 0 {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("setting permissions of {}", path.display()))?;
+                    if !changed.contains(&path) {
+                        changed.push(path);
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The secrets of [`SECRET_FILES`] that OS user `uid` (PostgreSQL's) could read: its
+    /// own, or readable by group or others.
+    pub fn exposed_secrets(&self, uid: u32) -> Vec<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        SECRET_FILES
+            .iter()
+            .map(|name| self.path.join(name))
+            .filter(|path| {
+                fs::metadata(path).is_ok_and(|m| m.uid() == uid || m.mode() & 0o044 != 0)
+            })
+            .collect()
     }
 
     /// Creates the directory: 0711, so PostgreSQL's OS user can reach the data and socket

@@ -1,16 +1,23 @@
 # pgquorum %post. $1: 1 on first install, 2 or more on upgrade.
-# /var/lib/pgquorum, postgres:postgres 0700, must exist before the first start: `pgquorum
-# init` or `pgquorum node join` fills it. The postgres user comes with the PostgreSQL
-# server package this one requires.
+# The daemon runs as its own system user, pgquorum, which owns its secrets; PostgreSQL runs
+# as postgres (its server package makes that user) and cannot read them.
+# /var/lib/pgquorum, pgquorum:pgquorum 0711, must exist before the first start: `pgquorum
+# init` or `pgquorum node join` fills it. On upgrade from the layout where postgres owned
+# it, a directory already set up is left to the daemon, which takes over its own files
+# (only those) when it next starts.
 if ! getent passwd postgres >/dev/null 2>&1; then
     echo "pgquorum: there is no postgres user; install the PostgreSQL server package first" >&2
     exit 1
 fi
+if ! getent passwd pgquorum >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir /var/lib/pgquorum --no-create-home \
+        --shell /sbin/nologin --comment "pgquorum daemon" pgquorum
+fi
 if [ ! -d /var/lib/pgquorum ]; then
-    install -d -o postgres -g postgres -m 0700 /var/lib/pgquorum
-elif [ "$1" -eq 1 ]; then
-    chown postgres:postgres /var/lib/pgquorum
-    chmod 0700 /var/lib/pgquorum
+    install -d -o pgquorum -g pgquorum -m 0711 /var/lib/pgquorum
+elif [ "$1" -eq 1 ] || [ -z "$(ls -A /var/lib/pgquorum)" ]; then
+    chown pgquorum:pgquorum /var/lib/pgquorum
+    chmod 0711 /var/lib/pgquorum
 fi
 systemctl daemon-reload >/dev/null 2>&1 || :
 if [ "$1" -eq 1 ]; then

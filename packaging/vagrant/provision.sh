@@ -166,13 +166,18 @@ if [ -d /run/systemd/system ]; then
     }
 else
     # No systemd (a chroot: scripts/test-vagrant.sh): start the daemon as the unit would, as
-    # postgres with CAP_NET_ADMIN and CAP_NET_RAW for the VIP, logging to a file.
+    # its User= with its AmbientCapabilities=, read from the installed unit itself, logging
+    # to a file.
+    unit=$(ls /usr/lib/systemd/system/pgquorum.service /lib/systemd/system/pgquorum.service 2>/dev/null | head -n 1)
+    [ -n "$unit" ] || fail "the package installed no pgquorum.service"
+    user=$(sed -n 's/^User=//p' "$unit")
+    caps=$(sed -n 's/^AmbientCapabilities=//p' "$unit" | tr 'A-Z' 'a-z' | sed 's/cap_/+/g; s/ /,/g')
     if port_open 127.0.0.1 8008; then
         echo "pgquorum already runs (port 8008 answers)"
     else
-        echo "no systemd here: starting pgquorum run as postgres, log in /var/log/pgquorum.log"
-        setsid -f setpriv --reuid postgres --regid postgres --init-groups \
-            --inh-caps +net_admin,+net_raw --ambient-caps +net_admin,+net_raw \
+        echo "no systemd here: starting pgquorum run as $user ($caps), log in /var/log/pgquorum.log"
+        setsid -f setpriv --reuid "$user" --regid "$user" --init-groups \
+            --inh-caps "$caps" --ambient-caps "$caps" \
             /usr/bin/pgquorum run --config "$CONFIG" >>/var/log/pgquorum.log 2>&1 </dev/null
     fi
 fi
@@ -210,8 +215,9 @@ if [ "$members" -ge "$CLUSTER_SIZE" ]; then
       vagrant ssh $NODE_NAME -c 'pgquorum list'
 
   A role with a password (pg_hba.conf trusts only the local socket; TCP needs SCRAM),
-  created on the primary through its socket:
-      vagrant ssh $primary -c "sudo -u postgres psql -h $STATE_DIR/run -c \"CREATE ROLE demo LOGIN SUPERUSER PASSWORD 'demo'\""
+  created on the primary through its socket; not a superuser (a superuser on TCP is one
+  password away from running programs as postgres):
+      vagrant ssh $primary -c "sudo -u postgres psql -h $STATE_DIR/run -c \"CREATE ROLE demo LOGIN CREATEDB PASSWORD 'demo'\""
 
   Connect through the VIP, to PostgreSQL itself or to the writer proxy on it (from the host
   if it has psql, or from any VM: vagrant ssh $NODE_NAME -c "PGPASSWORD=demo psql ..."):

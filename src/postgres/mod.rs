@@ -10,8 +10,11 @@
 //!                           └─ rewind     pg_rewind a former primary onto the new one
 //! ```
 //!
-//! When the daemon runs as root, every PostgreSQL program runs as `Settings::os_user`
-//! (PostgreSQL refuses root), and the files it must read are owned by that user. The
+//! When the daemon may act as another user (root, or its own user with the capabilities of
+//! [`process::Privilege::Capabilities`], as the packaged unit runs it), every PostgreSQL
+//! program runs as `Settings::os_user`, and the files it must read are owned by that user;
+//! the daemon's own secrets stay 0600 files of the daemon's user, which no PostgreSQL role
+//! can read. The
 //! postmaster dies with the daemon (`PR_SET_PDEATHSIG` = SIGQUIT): a daemon that is killed
 //! must not leave a writable primary behind that a failover would duplicate. Dropping a
 //! [`Postgres`] whose postmaster is still running has the same effect.
@@ -58,7 +61,8 @@ pub struct Settings {
     /// `unix_socket_directories`; created mode 0700 owned by `os_user`, which is what makes
     /// the `local all all trust` rule of `pg_hba.conf` safe.
     pub socket_dir: PathBuf,
-    /// Whom PostgreSQL runs as when the daemon runs as root; ignored otherwise.
+    /// Whom PostgreSQL runs as when the daemon may switch users (root, or its own user
+    /// with [`process::SWITCH_CAPABILITIES`]); ignored otherwise.
     pub os_user: String,
     /// A libpq passfile (0600, owned by `os_user`) written by [`Postgres::new`] with the
     /// replication password (for the replication role and for [`REWIND_USER`]), so no
@@ -123,6 +127,8 @@ pub enum Error {
         user: String,
         blocked: PathBuf,
     },
+    #[error("the daemon has CAP_SETUID but not {missing}, which it also needs to run PostgreSQL as OS user {user:?}; grant them all (the packaged unit's AmbientCapabilities= lists them) or run the daemon as {user}")]
+    MissingCapabilities { missing: String, user: String },
     #[error("replication user {user:?} {why}")]
     BadReplicationUser { user: String, why: &'static str },
     #[error("{action}")]
@@ -246,8 +252,8 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Finds the binaries, resolves `os_user` when running as root, checks that the paths
-    /// are reachable by it, and writes the passfile (mode 0600, owned by `os_user`). Starts
+    /// Finds the binaries, resolves `os_user` when the daemon may switch to it, checks that
+    /// the paths are reachable by it, and writes the passfile (mode 0600, owned by `os_user`). Starts
     /// nothing besides the spawner thread. Errors say what is missing and how to fix it.
     pub fn new(settings: Settings, creds: ReplicationCredentials) -> Result<Self, Error> {
         if creds.user.is_empty()
@@ -268,19 +274,30 @@ impl Postgres {
             });
         }
         let bin = Binaries::find(settings.bin_dir.as_deref())?;
-        let account = if process::is_root() {
-            let account = Account::lookup(&settings.os_user)?;
-            for path in [
-                &settings.data_dir,
-                &settings.socket_dir,
-                &settings.passfile,
-                &settings.log_file,
-            ] {
-                account.check_reachable(path)?;
+        let account = match process::privilege() {
+            process::Privilege::Unprivileged => None,
+            process::Privilege::Partial { missing } => {
+                return Err(Error::MissingCapabilities {
+                    missing: missing.join(", "),
+                    user: settings.os_user.clone(),
+                })
             }
-            Some(account)
-        } else {
-            None
+            process::Privilege::Root | process::Privilege::Capabilities => {
+                let account = Account::lookup(&settings.os_user)?;
+                if account.uid == process::effective_ids().0 {
+                    None
+                } else {
+                    for path in [
+                        &settings.data_dir,
+                        &settings.socket_dir,
+                        &settings.passfile,
+                        &settings.log_file,
+                    ] {
+                        account.check_reachable(path)?;
+                    }
+                    Some(account)
+                }
+            }
         };
         let locale = if ["C.UTF-8", "C.utf8"]
             .iter()
@@ -305,6 +322,11 @@ impl Postgres {
         let passfile = conf::passfile(&pg.creds.user, pg.creds.password.expose());
         pg.write_file(&pg.settings.passfile, passfile.as_bytes())?;
         Ok(pg)
+    }
+
+    /// PostgreSQL's OS uid when it is not the daemon's.
+    pub fn os_uid(&self) -> Option<u32> {
+        self.account.as_ref().map(|a| a.uid)
     }
 
     /// The major version of the server binaries in use, e.g. 15.
@@ -534,7 +556,7 @@ impl Postgres {
         Ok(())
     }
 
-    /// Gives `path` to the OS user when running as root; a no-op otherwise.
+    /// Gives `path` to the OS user when PostgreSQL runs as another user; a no-op otherwise.
     fn chown(&self, path: &Path) -> io::Result<()> {
         match &self.account {
             Some(a) => std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid)),

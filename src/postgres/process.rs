@@ -37,9 +37,77 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 /// How much of the server log an error quotes.
 pub(super) const LOG_TAIL_LINES: usize = 15;
 
-pub use sys::is_root;
+pub use sys::{effective_ids, is_root};
 
-/// The OS account PostgreSQL runs as when the daemon is root.
+/// The capabilities a daemon that is not root needs to run PostgreSQL as another OS user:
+/// switch to it (SETUID, SETGID), hand it the files it reads (CHOWN, FOWNER), read and write
+/// its data and socket directories (DAC_OVERRIDE) and signal its postmaster (KILL).
+pub const SWITCH_CAPABILITIES: [(u32, &str); 6] = [
+    (sys::CAP_SETUID, "CAP_SETUID"),
+    (sys::CAP_SETGID, "CAP_SETGID"),
+    (sys::CAP_CHOWN, "CAP_CHOWN"),
+    (sys::CAP_FOWNER, "CAP_FOWNER"),
+    (sys::CAP_DAC_OVERRIDE, "CAP_DAC_OVERRIDE"),
+    (sys::CAP_KILL, "CAP_KILL"),
+];
+
+/// What a hook must not inherit from the daemon's ambient set: [`SWITCH_CAPABILITIES`].
+const HOOK_DROPPED_CAPABILITIES: [u32; SWITCH_CAPABILITIES.len()] = {
+    let mut caps = [0; SWITCH_CAPABILITIES.len()];
+    let mut i = 0;
+    while i < caps.len() {
+        caps[i] = SWITCH_CAPABILITIES[i].0;
+        i += 1;
+    }
+    caps
+};
+
+/// Whether the daemon may run PostgreSQL as another OS user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Privilege {
+    /// Effective uid 0.
+    Root,
+    /// Its own user with every one of [`SWITCH_CAPABILITIES`] (the packaged unit).
+    Capabilities,
+    /// Neither root nor CAP_SETUID: PostgreSQL runs as the daemon's user.
+    Unprivileged,
+    /// CAP_SETUID without the rest: a misconfiguration, refused.
+    Partial { missing: Vec<&'static str> },
+}
+
+/// The daemon's [`Privilege`], from its effective uid and capability set.
+pub fn privilege() -> Privilege {
+    if is_root() {
+        return Privilege::Root;
+    }
+    privilege_from(sys::effective_capabilities())
+}
+
+/// [`privilege`] for a process that is not root and has effective capabilities `effective`.
+pub fn privilege_from(effective: u64) -> Privilege {
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if !has(sys::CAP_SETUID) {
+        return Privilege::Unprivileged;
+    }
+    let missing: Vec<&'static str> = SWITCH_CAPABILITIES
+        .iter()
+        .filter(|(cap, _)| !has(*cap))
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Privilege::Capabilities
+    } else {
+        Privilege::Partial { missing }
+    }
+}
+
+/// Makes `cmd` (a hook) run without the daemon's power over other users' files and
+/// processes; it keeps the rest of the daemon's ambient capabilities.
+pub fn drop_switch_capabilities(cmd: &mut tokio::process::Command) {
+    sys::lower_ambient(cmd, &HOOK_DROPPED_CAPABILITIES);
+}
+
+/// The OS account PostgreSQL runs as when the daemon may switch users.
 #[derive(Debug, Clone)]
 pub struct Account {
     pub name: String,
@@ -132,7 +200,8 @@ impl Spawner {
 
 impl Postgres {
     /// A command for PostgreSQL program `program` (a name in the bin dir): as the OS user
-    /// when root, in `/`, with the PG* variables that could redirect it removed, `LC_ALL`
+    /// when the daemon may switch to it, with no supplementary group or capability of the
+    /// daemon's, in `/`, with the PG* variables that could redirect it removed, `LC_ALL`
     /// set, and `HOME` set to the OS user's home.
     pub(super) fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.tool(program));
@@ -141,7 +210,7 @@ impl Postgres {
                 cmd.env_remove(&key);
             }
         }
-        sys::drop_ambient_capabilities(&mut cmd);
+        sys::drop_privileges(&mut cmd, self.account.is_some());
         cmd.env_remove(crate::systemd::NOTIFY_SOCKET)
             .env("LC_ALL", self.locale)
             .current_dir("/")

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod netns;
 pub mod node;
+pub mod os;
 pub mod pg;
 pub mod ports;
 pub mod wait;

@@ -90,9 +90,12 @@ pub struct Node {
     pub netns: Option<String>,
     child: Option<Child>,
     starts: u32,
-    /// The OS user `pgquorum run` runs as (through `setpriv`, with the unit's two ambient
+    /// The OS user `pgquorum run` runs as (through `setpriv`, with the unit's ambient
     /// capabilities), as the packaged unit's `User=` does; `None`: the test's own user.
     pub run_as: Option<String>,
+    /// With `run_as`: the ambient capabilities in setpriv's form (`+net_admin,...`);
+    /// default the packaged unit's.
+    pub run_caps: Option<String>,
     dir: TempDir,
 }
 
@@ -146,6 +149,7 @@ impl Node {
             child: None,
             starts: 0,
             run_as: None,
+            run_caps: None,
             dir,
         };
         node.write_config(&node.default_config());
@@ -458,13 +462,15 @@ impl Node {
         let mut command = match &self.run_as {
             Some(user) => {
                 let mut command = Command::new("setpriv");
-                // As the packaged unit runs it: that user, with CAP_NET_ADMIN and CAP_NET_RAW
-                // as ambient capabilities (AmbientCapabilities=).
+                // As the packaged unit runs it: that user, with the unit's
+                // AmbientCapabilities= (or `run_caps`) as ambient capabilities.
+                let caps = self
+                    .run_caps
+                    .clone()
+                    .unwrap_or_else(super::os::unit_capabilities_for_setpriv);
                 command.args(["--reuid", user, "--regid", user, "--init-groups"]);
-                command.args(["--inh-caps", "+net_admin,+net_raw"]);
-                command
-                    .args(["--ambient-caps", "+net_admin,+net_raw"])
-                    .arg(bin());
+                command.args(["--inh-caps", &caps]);
+                command.args(["--ambient-caps", &caps]).arg(bin());
                 command
             }
             None => self.command(),

@@ -103,23 +103,100 @@ pub fn lookup_user(name: &str) -> io::Result<Option<Account>> {
     }
 }
 
-/// Clears the child's ambient capabilities before exec. The packaged unit grants the
-/// daemon CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities (for the VIP); they would
-/// pass to every program it runs, and a PostgreSQL backend (say, `COPY ... TO PROGRAM`)
-/// must not be able to move addresses or send raw frames. A no-op without them.
-pub fn drop_ambient_capabilities(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and calls only prctl,
-    // which is async-signal-safe; it allocates nothing. Its result is ignored: kernels
-    // before 4.3 have no ambient set (EINVAL), and then there is nothing to clear.
+/// The effective uid and gid of the daemon.
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// The daemon's effective capability set (bit n is capability n), from
+/// `/proc/self/status`; 0 when it cannot be read.
+pub fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Capability numbers (linux/capability.h), which the libc crate does not define.
+pub const CAP_CHOWN: u32 = 0;
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_FOWNER: u32 = 3;
+pub const CAP_KILL: u32 = 5;
+pub const CAP_SETGID: u32 = 6;
+pub const CAP_SETUID: u32 = 7;
+
+/// Leaves the child (a PostgreSQL program) with none of the daemon's privileges: no
+/// supplementary groups when it switches user (std drops them only when the daemon is root,
+/// not when it switches with CAP_SETGID as its own user), and an empty ambient capability
+/// set. The packaged unit grants the daemon ambient capabilities (for the VIP and for running
+/// PostgreSQL as another user); they would pass to every program it runs, and a PostgreSQL
+/// backend (say, `COPY ... TO PROGRAM`) must not be able to read the daemon's secrets, move
+/// addresses or send raw frames. A failure refuses the start rather than run PostgreSQL
+/// with what it must not have.
+pub fn drop_privileges(cmd: &mut Command, switching_user: bool) {
+    // SAFETY: the closure runs in the forked child before exec and calls only getgroups,
+    // setgroups and prctl, which are async-signal-safe system calls; it allocates nothing
+    // (errors are raw OS errors). std runs it after switching uid and gid: a non-root
+    // daemon keeps CAP_SETGID across that switch, a root one has already dropped its
+    // groups.
     unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(
+        cmd.pre_exec(move || {
+            if switching_user {
+                let groups = libc::getgroups(0, std::ptr::null_mut());
+                if groups < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if groups > 0 && libc::setgroups(0, std::ptr::null()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            let cleared = libc::prctl(
                 libc::PR_CAP_AMBIENT,
                 libc::PR_CAP_AMBIENT_CLEAR_ALL,
                 0,
                 0,
                 0,
             );
+            // EINVAL: a kernel before 4.3 has no ambient set, so there is nothing to clear.
+            if cleared != 0 {
+                let error = io::Error::last_os_error();
+                if error.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(error);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Removes `caps` from the child's ambient set before exec, keeping the others (a hook
+/// keeps CAP_NET_ADMIN and CAP_NET_RAW, which moving an address may need, but not the
+/// daemon's power over other users' processes and files).
+pub fn lower_ambient(cmd: &mut tokio::process::Command, caps: &'static [u32]) {
+    // SAFETY: as in drop_privileges: only prctl, async-signal-safe, no allocation. A
+    // capability not in the ambient set lowers to a no-op; EINVAL (no ambient set, or a
+    // capability this kernel does not know) leaves nothing to lower.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &cap in caps {
+                let lowered = libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_LOWER,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                );
+                if lowered != 0 {
+                    let error = io::Error::last_os_error();
+                    if error.raw_os_error() != Some(libc::EINVAL) {
+                        return Err(error);
+                    }
+                }
+            }
             Ok(())
         });
     }

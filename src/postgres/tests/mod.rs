@@ -164,4 +164,5 @@ async fn streams_to(i: &Instance, timeline: u32, target: Lsn) {
 
 mod lag;
 mod lifecycle;
+mod privilege;
 mod rewind;
