@@ -26,6 +26,9 @@ fn with_ca(token: &str, ca: &str) -> String {
     format!("{}.{ca}.{}.{}", parts[0], parts[2], parts[3])
 }
 
+/// What a join with an unknown token id or a wrong secret is told.
+const REFUSED: &str = "join token refused: this cluster has no token with that id and secret";
+
 #[test]
 fn joins_with_bad_tokens_are_refused_and_leave_membership_unchanged() {
     let cluster = TestCluster::start(3);
@@ -51,13 +54,8 @@ fn joins_with_bad_tokens_are_refused_and_leave_membership_unchanged() {
     // Refused by the cluster or by the CA pin: the operation failed (exit 1). A token that
     // cannot even be parsed is a usage error (exit 2).
     let cases: [(&str, String, i32, &str); 6] = [
-        ("wrong secret", bad_secret, 1, "secret does not match"),
-        (
-            "unknown token id",
-            unknown_id,
-            1,
-            "not known to this cluster",
-        ),
+        ("wrong secret", bad_secret, 1, REFUSED),
+        ("unknown token id", unknown_id, 1, REFUSED),
         (
             "another cluster's token",
             foreign_token,
@@ -83,10 +81,14 @@ fn joins_with_bad_tokens_are_refused_and_leave_membership_unchanged() {
             "unsupported join token version",
         ),
     ];
+    let mut refusals = Vec::new();
     for (i, (case, token, code, needle)) in cases.iter().enumerate() {
         let joiner = cluster.new_node(&format!("joiner{i}"));
         let output = joiner.join(&cluster.node(1).peer_addr(), token);
         let line = assert_error(&output, *code, needle);
+        if *needle == REFUSED {
+            refusals.push(line.clone());
+        }
         assert!(
             !line.contains(secret),
             "{case}: the error must not echo the secret: {line}"
@@ -98,6 +100,12 @@ fn joins_with_bad_tokens_are_refused_and_leave_membership_unchanged() {
         );
         eprintln!("{case}: {line}");
     }
+
+    assert!(
+        refusals.len() == 2 && refusals[0] == refusals[1],
+        "an unknown id and a wrong secret get the same answer, so ids cannot be probed: \
+         {refusals:?}"
+    );
 
     let after = cluster.wait_converged(ELECTION, "the three members still agree");
     assert_eq!(member_names(&after), before, "membership is unchanged");
@@ -124,6 +132,91 @@ fn joins_with_bad_tokens_are_refused_and_leave_membership_unchanged() {
             Some(m) if m["raft_role"] == "voter" => Ok(()),
             _ => Err(view.to_string()),
         }
+    });
+}
+
+/// `csr` with one base64 character changed inside its signature's last integer: it still
+/// parses, its signature no longer verifies.
+fn broken_signature(csr: &str) -> String {
+    let end = csr.find("-----END").unwrap();
+    let pos = csr[..end].trim_end().trim_end_matches('=').len() - 10;
+    let mut bytes = csr.as_bytes().to_vec();
+    bytes[pos] = if bytes[pos] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn a_join_with_a_bad_certificate_request_spends_no_token_use_and_adds_no_member() {
+    use pgquorum::raft::proto::pb;
+    let cluster = TestCluster::start(3);
+    let before = member_names(&cluster.node(1).list());
+    let created = cluster.node(1).cli(&["token", "create", "--uses", "1"]);
+    assert_success(&created, "token create --uses 1");
+    let token_text = created.stdout_text().trim().to_string();
+    let token: pgquorum::tls::JoinTokenString = token_text.parse().expect("a token");
+    let good_csr = pgquorum::tls::NodeKey::generate()
+        .unwrap()
+        .csr_pem("intruder")
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cases = [
+        ("garbage CSR", "garbage".to_string(), vec![]),
+        (
+            "CSR whose self-signature does not verify",
+            broken_signature(&good_csr),
+            vec![],
+        ),
+        (
+            "extra name that is neither an address nor a DNS name",
+            good_csr.clone(),
+            vec!["not a name!".to_string()],
+        ),
+    ];
+    for (case, csr_pem, sans) in cases {
+        let request = pb::JoinRequest {
+            token_id: token.id().to_string(),
+            token_secret: token.secret().expose().to_string(),
+            name: "intruder".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            api_addr: "127.0.0.1:2".into(),
+            pg_addr: String::new(),
+            csr_pem,
+            sans,
+        };
+        let refused = runtime
+            .block_on(pgquorum::raft::join::request_join(
+                &cluster.node(1).peer_addr(),
+                &token,
+                request,
+            ))
+            .expect_err(case);
+        let message = format!("{refused:#}");
+        assert!(
+            message.contains("certificate signing request"),
+            "{case}: refused for its CSR: {message}"
+        );
+        eprintln!("{case}: {message}");
+    }
+    let after = cluster.wait_converged(ELECTION, "the three members still agree");
+    assert_eq!(
+        member_names(&after),
+        before,
+        "no member was registered for a request that could not be signed"
+    );
+    // The one use is still there.
+    let mut fourth = cluster.new_node("n4");
+    assert_success(
+        &fourth.join(&cluster.node(1).peer_addr(), &token_text),
+        "join with the single-use token after the refusals",
+    );
+    fourth.start();
+    eventually(ELECTION, "n4 is a member", || {
+        let names = member_names(&cluster.node(1).list());
+        names
+            .iter()
+            .any(|(_, n)| n == "n4")
+            .then_some(())
+            .ok_or(names)
     });
 }
 

@@ -4,10 +4,6 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use super::output;
 use crate::cluster::JoinToken;
@@ -100,41 +96,17 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
     let key = NodeKey::generate()?;
     let csr_pem = key.csr_pem(&config.name)?;
 
-    let tls = tls::pinned_client_config(token.ca_sha256())?;
-    let connector = TlsConnector::from(tls);
-    let peer_addr = peer.to_string();
-    let connect = tower::service_fn(move |_: tonic::transport::Uri| {
-        let connector = connector.clone();
-        let peer_addr = peer_addr.clone();
-        async move {
-            let tcp = TcpStream::connect(&peer_addr).await?;
-            // The pin, not the name, is the trust anchor here; any name will do.
-            let name = ServerName::try_from("pgquorum-join").expect("valid name");
-            let tls = connector.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_static("http://peer")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect_with_connector(connect)
-        .await
-        .map_err(|e| anyhow!("connecting to {peer}: {}", cause(&e)))?;
-    let mut client = pb::peer_client::PeerClient::new(channel);
-    let reply = client
-        .join(pb::JoinRequest {
-            token_id: token.id().to_string(),
-            token_secret: token.secret().expose().to_string(),
-            name: config.name.clone(),
-            peer_addr: config.peer_advertise.clone(),
-            api_addr: config.api_advertise.clone(),
-            pg_addr: pg_advertise(config),
-            csr_pem,
-            sans: sans(config),
-        })
-        .await
-        .map_err(|status| anyhow!("joining through {peer}: {}", status.message()))?
-        .into_inner();
+    let request = pb::JoinRequest {
+        token_id: token.id().to_string(),
+        token_secret: token.secret().expose().to_string(),
+        name: config.name.clone(),
+        peer_addr: config.peer_advertise.clone(),
+        api_addr: config.api_advertise.clone(),
+        pg_addr: pg_advertise(config),
+        csr_pem,
+        sans: sans(config),
+    };
+    let reply = crate::raft::join::request_join(peer, &token, request).await?;
     // The server proved it holds a certificate of the pinned CA; check that the CA it hands
     // us is that same one before trusting it for everything else.
     let ca_hash = tls::ca_sha256_hex(&reply.ca_pem)?;
@@ -195,14 +167,4 @@ fn user_name(uid: u32) -> Option<String> {
         let id = fields.nth(1)?;
         (id.parse() == Ok(uid)).then(|| name.to_string())
     })
-}
-
-/// The innermost cause of an error: tonic's transport errors wrap the useful part (a
-/// refused pin, a refused connection) in layers such as "transport error: unexpected error".
-fn cause(e: &dyn std::error::Error) -> String {
-    let mut innermost = e;
-    while let Some(source) = innermost.source() {
-        innermost = source;
-    }
-    innermost.to_string()
 }

@@ -236,9 +236,9 @@ fn register_member(
     let token = state
         .tokens
         .get(token_id)
-        .ok_or_else(|| Rejection::TokenUnknown { id: id.clone() })?;
+        .ok_or_else(|| Rejection::TokenRefused { id: id.clone() })?;
     if token.secret_sha256 != secret_sha256 {
-        return Err(Rejection::TokenSecretMismatch { id });
+        return Err(Rejection::TokenRefused { id });
     }
     if now_unix >= token.expires_at_unix {
         return Err(Rejection::TokenExpired {

@@ -152,10 +152,13 @@ pub enum Rejection {
     AlreadyBootstrapped { cluster_id: String },
     #[error("invalid bootstrap: {0}")]
     InvalidBootstrap(String),
-    #[error("join token {id} is unknown; create one with `pgquorum token create`")]
-    TokenUnknown { id: String },
-    #[error("join token secret does not match; check the token")]
-    TokenSecretMismatch { id: String },
+    /// An unknown token id and a wrong secret get the same answer, so that one cannot probe
+    /// which ids exist.
+    #[error(
+        "join token refused: this cluster has no token with that id and secret; copy the whole \
+         token again, or create one with `pgquorum token create`"
+    )]
+    TokenRefused { id: String },
     #[error(
         "join token {id} expired at unix time {expires_at_unix}; create a new one with \
          `pgquorum token create`"

@@ -105,6 +105,9 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "ident_file",
 ];
 
+/// Configuration-file directives that read other files: never accepted as parameters.
+pub const INCLUDE_DIRECTIVES: &[&str] = &["include", "include_dir", "include_if_exists"];
+
 impl DynamicConfig {
     /// How long a peer's status answer counts as fresh: one poll interval plus the time a
     /// poll may take. Older answers are kept, but readers do not trust them.
@@ -163,7 +166,21 @@ impl DynamicConfig {
                     .to_string(),
             );
         }
-        for name in self.postgresql_parameters.keys() {
+        for (name, value) in &self.postgresql_parameters {
+            if INCLUDE_DIRECTIVES.contains(&name.as_str()) {
+                return Err(format!(
+                    "postgresql_parameters key {name:?} is not a parameter but a directive that \
+                     makes PostgreSQL read another file (any its OS user can read); set the \
+                     parameters themselves instead"
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(format!(
+                    "postgresql_parameters value of {name:?} holds a newline or another control \
+                     character, which would end the parameter's line in the configuration file \
+                     and start another; remove it"
+                ));
+            }
             if MANAGED_PARAMETERS.contains(&name.as_str()) {
                 return Err(format!(
                     "postgresql_parameters key {name:?} is managed by pgquorum itself \

@@ -10,6 +10,7 @@
 //! Knows nothing about PostgreSQL. Everything that changes the cluster goes through
 //! [`RaftHandle::propose`], which forwards to the leader when this node is not it.
 
+pub mod join;
 mod membership;
 pub mod network;
 pub mod proto;

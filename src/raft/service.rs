@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::pb;
 use super::{Error, NodeId, RaftHandle, RaftNode, TypeConfig};
-use crate::cluster::{Command, CommandResult, Tags};
+use crate::cluster::{Command, CommandResult, Rejection, Tags};
 use crate::secret::Secret;
 use crate::tls;
 
@@ -322,18 +322,29 @@ impl pb::peer_server::Peer for PeerService {
                 ))
             }
         };
-        let token = view.state.tokens.get(&req.token_id).ok_or_else(|| {
-            Status::permission_denied(format!(
-                "join token {} is not known to this cluster; create one with `pgquorum token create`",
-                req.token_id
-            ))
-        })?;
-        if !tls::secret_matches(&req.token_secret, &token.secret_sha256) {
-            tracing::warn!(?remote, token = %req.token_id, "join refused: wrong token secret");
-            return Err(Status::permission_denied(
-                "join token secret does not match; copy the whole token again",
-            ));
-        }
+        // One answer for an unknown token id and a wrong secret: the peer port is open to
+        // anyone, and telling the two apart would confirm which ids exist.
+        let token = view
+            .state
+            .tokens
+            .get(&req.token_id)
+            .filter(|token| tls::secret_matches(&req.token_secret, &token.secret_sha256))
+            .ok_or_else(|| {
+                tracing::warn!(?remote, token = %req.token_id, "join refused: unknown token or wrong secret");
+                let refused = Rejection::TokenRefused {
+                    id: req.token_id.clone(),
+                };
+                Status::permission_denied(refused.to_string())
+            })?;
+        let cluster_id = self.handle.peers().cluster_id().to_string();
+        // Before the member is registered: a CSR that cannot be signed must not spend a use
+        // of the token or leave a member without a certificate.
+        self.ca
+            .check_node_request(&cluster_id, &req.csr_pem, &req.sans)
+            .map_err(|e| {
+                tracing::warn!(?remote, name = %req.name, error = %format!("{e:#}"), "join refused: bad certificate request");
+                Status::invalid_argument(format!("the certificate signing request: {e}"))
+            })?;
         let command = Command::RegisterMember {
             token_id: req.token_id.clone(),
             secret_sha256: token.secret_sha256.clone(),
@@ -353,7 +364,6 @@ impl pb::peer_server::Peer for PeerService {
             Ok(other) => return Err(Status::internal(format!("unexpected result {other:?}"))),
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
-        let cluster_id = self.handle.peers().cluster_id().to_string();
         let cert_pem = self
             .ca
             .issue_node(id.0, &cluster_id, &req.csr_pem, &req.sans)

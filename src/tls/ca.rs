@@ -111,6 +111,20 @@ impl ClusterCa {
         self.sha256_hex.clone()
     }
 
+    /// Checks a joiner's CSR and extra names as [`issue_node`](Self::issue_node) would, by
+    /// signing one for node id 0 and throwing it away: a join checks this before the cluster
+    /// registers the member, so a bad CSR neither spends a token use nor leaves a member
+    /// that has no certificate. Errors are `issue_node`'s.
+    pub fn check_node_request(
+        &self,
+        cluster_id: &str,
+        csr_pem: &str,
+        extra_sans: &[String],
+    ) -> Result<(), Error> {
+        self.issue_node(0, cluster_id, csr_pem, extra_sans)
+            .map(drop)
+    }
+
     /// Issues the certificate of node `node_id` for the key in `csr_pem`, returned as PEM.
     ///
     /// Only the CSR's public key is used, after its self-signature has verified (proof that

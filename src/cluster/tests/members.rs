@@ -115,7 +115,7 @@ pub(super) fn cases() -> Vec<Case> {
                     *token_id = "nope".into();
                 }
             }),
-            result: rejected(Rejection::TokenUnknown { id: "nope".into() }),
+            result: rejected(Rejection::TokenRefused { id: "nope".into() }),
             change: unchanged,
         },
         Case {
@@ -132,7 +132,7 @@ pub(super) fn cases() -> Vec<Case> {
                     *now_unix = NOW + 3600;
                 }
             }),
-            result: rejected(Rejection::TokenSecretMismatch { id: "t".into() }),
+            result: rejected(Rejection::TokenRefused { id: "t".into() }),
             change: unchanged,
         },
         Case {

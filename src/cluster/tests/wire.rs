@@ -49,8 +49,9 @@ fn rejections_say_what_and_how_to_fix() {
             "join token t has no uses left; create a new one with `pgquorum token create`",
         ),
         (
-            Rejection::TokenSecretMismatch { id: "t".into() },
-            "join token secret does not match; check the token",
+            Rejection::TokenRefused { id: "t".into() },
+            "join token refused: this cluster has no token with that id and secret; copy the \
+             whole token again, or create one with `pgquorum token create`",
         ),
         (
             Rejection::NameInUse {
@@ -107,8 +108,13 @@ fn dynamic_config_validation_names_the_key_and_the_fix() {
         config
     }
     fn param(name: &str) -> DynamicConfig {
+        value(name, "1")
+    }
+    fn value(name: &str, value: &str) -> DynamicConfig {
         let mut config = DynamicConfig::default();
-        config.postgresql_parameters.insert(name.into(), "1".into());
+        config
+            .postgresql_parameters
+            .insert(name.into(), value.into());
         config
     }
     let ms = Duration::from_millis;
@@ -140,6 +146,30 @@ fn dynamic_config_validation_names_the_key_and_the_fix() {
         (
             param("Work_Mem"),
             "postgresql_parameters key \"Work_Mem\" is not a parameter name",
+        ),
+        (
+            param("include"),
+            "postgresql_parameters key \"include\" is not a parameter but a directive",
+        ),
+        (
+            param("include_dir"),
+            "postgresql_parameters key \"include_dir\" is not a parameter but a directive",
+        ),
+        (
+            param("include_if_exists"),
+            "postgresql_parameters key \"include_if_exists\" is not a parameter but a directive",
+        ),
+        (
+            value("work_mem", "64MB\nshared_preload_libraries = 'evil'"),
+            "postgresql_parameters value of \"work_mem\" holds a newline",
+        ),
+        (
+            value("application_name", "a\rb"),
+            "postgresql_parameters value of \"application_name\" holds a newline",
+        ),
+        (
+            value("application_name", "nul\0"),
+            "postgresql_parameters value of \"application_name\" holds a newline",
         ),
     ];
     for (config, prefix) in cases {
