@@ -432,9 +432,10 @@ for h in "${NODES[@]}"; do
   for secret in ca.key node.key admin.token replication.password; do
     f=/var/lib/pgquorum/$secret
     superuser_sql "$h" "select pg_read_file('$f')" >/dev/null && refused+=("pg_read_file read $secret")
-    superuser_sql "$h" "copy (select 1) to program 'cat $f >/dev/null'" >/dev/null && refused+=("cat read $secret")
+    superuser_sql "$h" "copy (select 1) to program 'cat >/dev/null; cat $f >/dev/null'" >/dev/null && refused+=("cat read $secret")
   done
   superuser_sql "$h" "select length(pg_read_file('/var/lib/pgquorum/node.json'))" >/dev/null || refused+=("pg_read_file cannot read node.json")
+  superuser_sql "$h" "copy (select 1) to program 'cat >/dev/null; cat /var/lib/pgquorum/node.json >/dev/null'" >/dev/null || refused+=("cat cannot read node.json")
   if [ "$daemon" = "pgquorum " ] && [ "$postmaster" = postgres ] && [ ${#refused[@]} -eq 0 ]; then
     pass "$h: daemon runs as pgquorum, PostgreSQL as postgres; its superuser reads none of the 4 secrets (pg_read_file, COPY TO PROGRAM cat)"
   else

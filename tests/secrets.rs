@@ -41,12 +41,13 @@ fn owner_and_mode(path: &Path) -> (u32, u32, u32) {
 }
 
 /// Every way a PostgreSQL superuser could read `path` fails; the same ways read a file the
-/// daemon means PostgreSQL to read (so a refusal is about the file, not the method).
+/// daemon means PostgreSQL to read (so a refusal is about the file, not the method). The
+/// program reads its input first, so COPY's own write never meets a closed pipe.
 fn assert_unreadable_by_superuser(node: &Node, path: &Path, readable: &Path) {
     let read = |p: &Path| node.sql(&format!("select length(pg_read_file('{}'))", p.display()));
     let cat = |p: &Path| {
         node.sql(&format!(
-            "copy (select 1) to program 'cat {} > /dev/null'",
+            "copy (select 1) to program 'cat > /dev/null; cat {} > /dev/null'",
             p.display()
         ))
     };
