@@ -122,9 +122,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let db = raft::store::open_db(&state.raft_dir())?;
     let log_store = LogStore::open(&db)?.with_failpoints(crate::failpoint::dir(&config.state_dir));
     let (state_machine, view) = StateMachine::open(&db)?;
+    // The members' key pins for the server certificates we verify, from the stored state
+    // now and kept current below.
+    let key_pins = tls::KeyPins::default();
+    key_pins.replace(pins_of(&view.borrow()));
     let peers = Peers::new(
         record.cluster_id.clone(),
-        tls::member_client_config(&identity)?,
+        tls::member_client_config(&identity, &record.cluster_id, key_pins.clone())?,
     );
     let openraft_config = Arc::new(config.timings.openraft_config(&record.cluster_id)?);
     let raft = raft::Raft::new(
@@ -148,6 +152,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     let tasks = TaskTracker::new();
     let serve_shutdown = shutdown.child_token();
+    tasks.spawn(keep_pins_current(
+        view.clone(),
+        key_pins,
+        serve_shutdown.clone(),
+    ));
     let (local_status, local_status_rx) = watch::channel(None);
     {
         let tls_config = tls::server_config(&identity)?;
@@ -216,9 +225,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             &tasks,
         )?;
     }
+    let key_pin = tls::key_sha256_of_cert_pem(identity.cert_pem())
+        .context("reading this node's certificate")?;
     tasks.spawn(update_member_record(
         handle.clone(),
         config.clone(),
+        key_pin.clone(),
         serve_shutdown.clone(),
     ));
     {
@@ -265,6 +277,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             state.clone(),
             record.clone(),
             config.clone(),
+            key_pin,
             serve_shutdown.clone(),
         ));
     } else if let Some(seed) = record.seed.clone() {
@@ -330,6 +343,7 @@ async fn bootstrap(
     state: StateDir,
     mut record: NodeRecord,
     config: NodeConfig,
+    key_pin: String,
     shutdown: CancellationToken,
 ) {
     let Some(plan) = record.bootstrap.clone() else {
@@ -368,6 +382,7 @@ async fn bootstrap(
             tags: config.tags.clone(),
         },
         token: plan.token,
+        key_sha256: Some(key_pin),
     };
     loop {
         if handle.view().borrow().state.is_bootstrapped() {
@@ -452,14 +467,56 @@ fn postgres_for(
         .with_context(|| format!("[postgresql] in {}", config.path.display()))
 }
 
-/// Keeps this member's addresses in the cluster state equal to its config: a changed
-/// advertise address (or PostgreSQL added to a witness) is proposed once the cluster knows us.
-async fn update_member_record(handle: RaftHandle, config: NodeConfig, shutdown: CancellationToken) {
+/// Keeps this member's record in the cluster state equal to its config: a changed advertise
+/// address (or PostgreSQL added to a witness) is proposed once the cluster knows us, and so
+/// is this member's key pin if it joined before pins were recorded.
+async fn update_member_record(
+    handle: RaftHandle,
+    config: NodeConfig,
+    key_pin: String,
+    shutdown: CancellationToken,
+) {
     let me = crate::cluster::NodeId(handle.id());
     let mut view = handle.view();
+    let mut pinned = false;
     loop {
-        let current = view.borrow_and_update().state.member(me).cloned();
-        if let Some(member) = current {
+        let (current, recorded_pin) = {
+            let view = view.borrow_and_update();
+            (
+                view.state.member(me).cloned(),
+                view.state.keys.get(&me).cloned(),
+            )
+        };
+        if current.is_some() && !pinned {
+            match recorded_pin {
+                Some(pin) if pin == key_pin => pinned = true,
+                Some(_) => {
+                    tracing::error!(
+                        "the cluster has another key pinned for this member than the one in \
+                         node.pem: peers will refuse it; restore its state directory or remove \
+                         and re-join it"
+                    );
+                    pinned = true;
+                }
+                None => match handle
+                    .propose(Command::PinKey {
+                        id: me,
+                        key_sha256: key_pin.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(
+                            "recorded this member's key pin in the cluster (it joined before \
+                             pins were recorded)"
+                        );
+                        pinned = true;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "recording the key pin; retrying"),
+                },
+            }
+        }
+        if let (Some(member), true) = (current, pinned) {
             let wanted = Member {
                 peer_addr: config.peer_advertise.clone(),
                 api_addr: config.api_advertise.clone(),
@@ -485,6 +542,30 @@ async fn update_member_record(handle: RaftHandle, config: NodeConfig, shutdown: 
             _ = shutdown.cancelled() => return,
             _ = view.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The key pins of the cluster state, by node id.
+fn pins_of(view: &raft::ClusterView) -> BTreeMap<u64, String> {
+    view.state
+        .keys
+        .iter()
+        .map(|(id, pin)| (id.0, pin.clone()))
+        .collect()
+}
+
+/// Keeps `pins` equal to the cluster state's key pins.
+async fn keep_pins_current(
+    mut view: watch::Receiver<Arc<raft::ClusterView>>,
+    pins: tls::KeyPins,
+    shutdown: CancellationToken,
+) {
+    loop {
+        pins.replace(pins_of(&view.borrow_and_update()));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = view.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -220,6 +220,98 @@ fn a_join_with_a_bad_certificate_request_spends_no_token_use_and_adds_no_member(
     });
 }
 
+/// What `identity` gets from member `target` (at `addr`) for a Propose call whose command is
+/// not JSON: `Ok(status)` for a caller that got past authorization (the command is refused
+/// as malformed, or this member is not the leader), the refusal's message otherwise.
+fn propose_as(
+    runtime: &tokio::runtime::Runtime,
+    identity: &pgquorum::tls::NodeIdentity,
+    cluster_id: &str,
+    target: u64,
+    addr: &str,
+) -> Result<String, String> {
+    let pins = pgquorum::tls::KeyPins::default();
+    let tls =
+        pgquorum::tls::member_client_config(identity, cluster_id, pins).expect("a client config");
+    let peers = pgquorum::raft::Peers::new(cluster_id.to_string(), tls);
+    let request = pgquorum::raft::proto::pb::ProposeRequest {
+        command: b"not a command".to_vec(),
+    };
+    let answer = runtime.block_on(async { peers.peer_client(target, addr).propose(request).await });
+    match answer {
+        Ok(reply) => panic!("a malformed command was accepted: {reply:?}"),
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            Err(status.message().to_string())
+        }
+        Err(status) => Ok(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+#[test]
+fn a_removed_member_and_a_certificate_minted_for_a_member_are_refused_on_the_peer_port() {
+    use pgquorum::tls::{ClusterCa, NodeIdentity, NodeKey};
+    let mut cluster = TestCluster::start(3);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ids: Vec<(u64, String)> = member_names(&cluster.node(1).list());
+    let id_of = |name: &str| ids.iter().find(|(_, n)| n == name).unwrap().0;
+    let (n1, n2, n3) = (id_of("n1"), id_of("n2"), id_of("n3"));
+    let record = pgquorum::identity::StateDir::new(&cluster.node(1).state_dir)
+        .load_record()
+        .unwrap();
+    let cluster_id = record.cluster_id;
+    let addr = cluster.node(1).peer_addr();
+    let dirs: Vec<_> = (1..=3).map(|i| cluster.node(i).state_dir.clone()).collect();
+    let genuine = |i: usize| NodeIdentity::load(&dirs[i - 1]).unwrap();
+
+    // n2 as itself: authorized (the malformed command is what fails).
+    let answer = propose_as(&runtime, &genuine(2), &cluster_id, n1, &addr);
+    assert!(
+        answer.is_ok(),
+        "n2's own certificate is accepted: {answer:?}"
+    );
+
+    // A certificate for n2's id signed with the cluster CA (every member holds its key), for
+    // another key: refused.
+    let ca_key = std::fs::read_to_string(cluster.node(3).state_dir.join("ca.key")).unwrap();
+    let ca = ClusterCa::from_pem(
+        genuine(3).ca_pem().to_string(),
+        pgquorum::secret::Secret::new(ca_key),
+    )
+    .unwrap();
+    let key = NodeKey::generate().unwrap();
+    let minted_cert = ca
+        .issue_node(n2, &cluster_id, &key.csr_pem("n2").unwrap(), &[])
+        .unwrap();
+    let minted = NodeIdentity::new(genuine(2).ca_pem().to_string(), minted_cert, key.key_pem());
+    let refused = propose_as(&runtime, &minted, &cluster_id, n1, &addr)
+        .expect_err("a certificate minted for n2's id is refused");
+    assert!(
+        refused.contains(&format!("presented for node {n2} is not for the key")),
+        "refused for its key: {refused}"
+    );
+
+    // n3 removed: its own, genuine certificate is refused from then on.
+    let n3_identity = genuine(3);
+    let answer = propose_as(&runtime, &n3_identity, &cluster_id, n1, &addr);
+    assert!(answer.is_ok(), "n3 is accepted while a member: {answer:?}");
+    cluster.node_mut(3).kill();
+    assert_success(
+        &cluster.node(1).cli(&["node", "remove", "n3"]),
+        "node remove n3",
+    );
+    eventually(
+        ELECTION,
+        "n3 refused after its removal",
+        || match propose_as(&runtime, &n3_identity, &cluster_id, n1, &addr) {
+            Err(message) if message.contains(&format!("node {n3} is not a member")) => Ok(()),
+            other => Err(other),
+        },
+    );
+    // The others are unaffected.
+    let answer = propose_as(&runtime, &genuine(2), &cluster_id, n1, &addr);
+    assert!(answer.is_ok(), "n2 still accepted: {answer:?}");
+}
+
 /// Everything a plain-text client gets back from `addr` after sending `request`, until the
 /// server closes the connection.
 fn plain_text_exchange(addr: &str, request: &[u8]) -> Vec<u8> {

@@ -31,7 +31,12 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             cluster_id,
             member,
             token,
-        } => bootstrap(state, cluster_id, member, token),
+            key_sha256,
+        } => bootstrap(state, cluster_id, member, token).inspect(|_| {
+            if let Some(pin) = key_sha256 {
+                state.keys.insert(member.id, pin.clone());
+            }
+        }),
         Command::CreateToken { token } => {
             state.tokens.insert(token.id.clone(), token.clone());
             Ok(CommandResult::Applied)
@@ -45,6 +50,7 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             pg_addr,
             tags,
             now_unix,
+            key_sha256,
         } => register_member(
             state,
             Registration {
@@ -60,7 +66,13 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
                 pg_addr: pg_addr.clone(),
                 tags: tags.clone(),
             },
-        ),
+        )
+        .inspect(|result| {
+            if let (CommandResult::MemberRegistered { id }, Some(pin)) = (result, key_sha256) {
+                state.keys.insert(*id, pin.clone());
+            }
+        }),
+        Command::PinKey { id, key_sha256 } => pin_key(state, *id, key_sha256),
         Command::UpdateMember { member } => update_member(state, member),
         Command::RemoveMember { id } => remove_member(state, *id),
         Command::AcquireLease {
@@ -265,6 +277,20 @@ fn register_member(
     Ok(CommandResult::MemberRegistered { id: new_id })
 }
 
+fn pin_key(state: &mut ClusterState, id: NodeId, pin: &str) -> Result<CommandResult, Rejection> {
+    if state.member(id).is_none() {
+        return Err(Rejection::UnknownMember { id });
+    }
+    match state.keys.get(&id) {
+        Some(recorded) if recorded == pin => Ok(CommandResult::Applied),
+        Some(_) => Err(Rejection::KeyAlreadyPinned { id }),
+        None => {
+            state.keys.insert(id, pin.to_string());
+            Ok(CommandResult::Applied)
+        }
+    }
+}
+
 fn update_member(state: &mut ClusterState, member: &Member) -> Result<CommandResult, Rejection> {
     match state.members.get_mut(&member.id) {
         Some(existing) if existing.name == member.name => {
@@ -279,6 +305,8 @@ fn remove_member(state: &mut ClusterState, id: NodeId) -> Result<CommandResult, 
     if state.members.remove(&id).is_none() {
         return Err(Rejection::UnknownMember { id });
     }
+    // Its certificate is refused from now on (see `ClusterState::keys`).
+    state.keys.remove(&id);
     if state.lease_holder() == Some(id) {
         // last_epoch is kept, so the next tenure still gets a larger epoch.
         state.lease = None;

@@ -22,6 +22,9 @@ pub enum Command {
         cluster_id: String,
         member: Member,
         token: JoinToken,
+        /// The first member's key pin (see `ClusterState::keys`).
+        #[serde(default)]
+        key_sha256: Option<String>,
     },
     /// Stores a join token, replacing one with the same id.
     CreateToken { token: JoinToken },
@@ -38,7 +41,13 @@ pub enum Command {
         tags: Tags,
         /// The proposer's wall clock, in seconds since the Unix epoch, to judge expiry.
         now_unix: u64,
+        /// The pin of the key in the joiner's certificate request (see `ClusterState::keys`).
+        #[serde(default)]
+        key_sha256: Option<String>,
     },
+    /// Records the key pin of a member that has none (one that joined before pins existed);
+    /// a recorded pin is never replaced by this command.
+    PinKey { id: NodeId, key_sha256: String },
     /// Replaces the addresses and tags of the member with the same id and name.
     UpdateMember { member: Member },
     /// Removes a member; releases its lease and clears a switchover that names it.
@@ -159,6 +168,11 @@ pub enum Rejection {
          token again, or create one with `pgquorum token create`"
     )]
     TokenRefused { id: String },
+    #[error(
+        "node {id} already has a different key pinned; a member's key changes only by \
+         certificate rotation"
+    )]
+    KeyAlreadyPinned { id: NodeId },
     #[error(
         "join token {id} expired at unix time {expires_at_unix}; create a new one with \
          `pgquorum token create`"

@@ -52,6 +52,12 @@ pub struct ClusterState {
     pub timeline: u32,
     /// Every promotion, oldest first (see [`super::history`]).
     pub history: Vec<TimelineSwitch>,
+    /// Each member's key pin: hex SHA-256 of the SubjectPublicKeyInfo its certificate
+    /// certifies. A peer is accepted only with a certificate for its member's pinned key, so
+    /// a removed member (no pin left) and a certificate minted with the CA for a member's id
+    /// (another key) are refused. Recorded at join and bootstrap; a member from before pins
+    /// existed records its own at its next start (trust on first use), once.
+    pub keys: BTreeMap<NodeId, String>,
 }
 
 impl Default for ClusterState {
@@ -73,6 +79,7 @@ impl Default for ClusterState {
             actions: BTreeMap::new(),
             timeline: 0,
             history: Vec::new(),
+            keys: BTreeMap::new(),
         }
     }
 }

@@ -177,11 +177,23 @@ pub(crate) fn authorize_member<T>(
     let id = tls::node_id_from_cert_der(cert.as_ref(), cluster_id).ok_or_else(|| {
         Status::permission_denied("client certificate does not name a node of this cluster")
     })?;
-    let view = handle.view().borrow().clone();
-    if view.state.is_bootstrapped() && view.state.member(id.into()).is_none() {
+    let view = handle.view();
+    let state = &view.borrow().state;
+    if state.is_bootstrapped() && state.member(id.into()).is_none() {
         return Err(Status::permission_denied(format!(
             "node {id} is not a member of this cluster"
         )));
+    }
+    // The member's pinned key, not just a CA signature on its id: a certificate minted with
+    // the CA key for this id (another key) is refused.
+    if let Some(pin) = state.keys.get(&id.into()) {
+        if tls::key_sha256_of_cert_der(cert.as_ref()).as_ref() != Some(pin) {
+            return Err(Status::permission_denied(format!(
+                "the certificate presented for node {id} is not for the key the cluster \
+                 recorded for that member (a certificate minted for its id, or one it no longer \
+                 uses); refused"
+            )));
+        }
     }
     Ok(id)
 }
@@ -339,7 +351,8 @@ impl pb::peer_server::Peer for PeerService {
         let cluster_id = self.handle.peers().cluster_id().to_string();
         // Before the member is registered: a CSR that cannot be signed must not spend a use
         // of the token or leave a member without a certificate.
-        self.ca
+        let key_pin = self
+            .ca
             .check_node_request(&cluster_id, &req.csr_pem, &req.sans)
             .map_err(|e| {
                 tracing::warn!(?remote, name = %req.name, error = %format!("{e:#}"), "join refused: bad certificate request");
@@ -354,6 +367,7 @@ impl pb::peer_server::Peer for PeerService {
             pg_addr: req.pg_addr.clone(),
             tags: Tags::default(),
             now_unix: now_unix(),
+            key_sha256: Some(key_pin),
         };
         let id = match self.handle.propose(command).await {
             Ok(CommandResult::MemberRegistered { id }) => id,

@@ -61,6 +61,7 @@ fn node(id: u64) -> RaftNode {
 fn cluster_log(n: u64) -> Vec<Entry> {
     let membership = Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node(1))]));
     let bootstrap = Command::Bootstrap {
+        key_sha256: None,
         cluster_id: "c1".into(),
         member: Member {
             id: cluster::NodeId(1),

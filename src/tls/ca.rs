@@ -114,15 +114,19 @@ impl ClusterCa {
     /// Checks a joiner's CSR and extra names as [`issue_node`](Self::issue_node) would, by
     /// signing one for node id 0 and throwing it away: a join checks this before the cluster
     /// registers the member, so a bad CSR neither spends a token use nor leaves a member
-    /// that has no certificate. Errors are `issue_node`'s.
+    /// that has no certificate. Returns the pin of the CSR's key
+    /// ([`key_sha256_of_cert_der`](super::key_sha256_of_cert_der)), which the member's
+    /// record gets. Errors are `issue_node`'s.
     pub fn check_node_request(
         &self,
         cluster_id: &str,
         csr_pem: &str,
         extra_sans: &[String],
-    ) -> Result<(), Error> {
-        self.issue_node(0, cluster_id, csr_pem, extra_sans)
-            .map(drop)
+    ) -> Result<String, Error> {
+        let pem = self.issue_node(0, cluster_id, csr_pem, extra_sans)?;
+        super::key_sha256_of_cert_pem(&pem).ok_or_else(|| Error::InvalidCa {
+            reason: "a certificate it signed does not parse".into(),
+        })
     }
 
     /// Issues the certificate of node `node_id` for the key in `csr_pem`, returned as PEM.

@@ -22,6 +22,22 @@ pub fn node_server_name(node_id: u64, cluster_id: &str) -> String {
     format!("node-{node_id}.{cluster_id}")
 }
 
+/// The pin of the key a certificate certifies: lowercase hex SHA-256 of its
+/// SubjectPublicKeyInfo (DER), or `None` if the DER does not parse. The cluster records each
+/// member's (`ClusterState::keys`) and accepts a peer only with a certificate for that key.
+pub fn key_sha256_of_cert_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(super::sha256_hex(cert.public_key().raw))
+}
+
+/// [`key_sha256_of_cert_der`] of the first certificate in `cert_pem`.
+pub fn key_sha256_of_cert_pem(cert_pem: &str) -> Option<String> {
+    let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()?
+        .ok()?;
+    key_sha256_of_cert_der(der.as_ref())
+}
+
 /// Returns the node id named by the certificate's DNS subject alternative name
 /// `node-<id>.<cluster_id>`, or `None` if the DER does not parse, no SAN has exactly that form
 /// for this `cluster_id`, or several SANs name different ids.
@@ -49,7 +65,7 @@ pub fn node_id_from_cert_der(der: &[u8], cluster_id: &str) -> Option<u64> {
 }
 
 /// Parses `node-<id>.<cluster_id>` with `<id>` in canonical decimal (no sign, no leading zero).
-fn parse_node_server_name(name: &str, cluster_id: &str) -> Option<u64> {
+pub(super) fn parse_node_server_name(name: &str, cluster_id: &str) -> Option<u64> {
     let (id, cluster) = name.strip_prefix("node-")?.split_once('.')?;
     if cluster != cluster_id || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -4,16 +4,19 @@
 //! Every config is built with the ring provider passed explicitly, so no process-wide default
 //! provider has to be installed. All of them negotiate ALPN `h2` (gRPC).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::cert::{node_id_from_cert_der, parse_certs, parse_key};
+use super::cert::{
+    key_sha256_of_cert_der, node_id_from_cert_der, parse_certs, parse_key, parse_node_server_name,
+};
 use super::{sha256_hex, Error, NodeIdentity};
 
 const ALPN_H2: &[u8] = b"h2";
@@ -68,25 +71,129 @@ pub fn server_config(id: &NodeIdentity) -> Result<Arc<ServerConfig>, Error> {
     Ok(Arc::new(config))
 }
 
+/// The members' key pins by node id (`ClusterState::keys`), which the daemon keeps equal to
+/// the cluster state's; the member client's verifier reads them at every handshake.
+#[derive(Clone, Debug, Default)]
+pub struct KeyPins(Arc<RwLock<BTreeMap<u64, String>>>);
+
+impl KeyPins {
+    /// Replaces every pin.
+    pub fn replace(&self, pins: BTreeMap<u64, String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = pins;
+    }
+
+    fn get(&self, id: u64) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
 /// The member client: trusts only the cluster CA and presents this node's certificate.
 ///
 /// Connect with `ServerName` = [`super::node_server_name`]`(target, cluster)`: the standard
 /// webpki hostname check then proves the peer is the intended node, not merely a member.
-pub fn member_client_config(id: &NodeIdentity) -> Result<Arc<ClientConfig>, Error> {
+pub fn member_client_config(
+    id: &NodeIdentity,
+    cluster_id: &str,
+    pins: KeyPins,
+) -> Result<Arc<ClientConfig>, Error> {
+    let provider = provider();
     let rustls_err = |source| Error::Rustls {
         what: "member client",
         source,
     };
     let chain = parse_certs(id.cert_pem(), "the node certificate")?;
     let key = parse_key(id.key_pem(), "the node key")?;
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let webpki = WebPkiServerVerifier::builder_with_provider(
+        Arc::new(ca_roots(id.ca_pem())?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|source| Error::ServerVerifier { source })?;
+    let verifier = Arc::new(PinnedMemberVerifier {
+        webpki,
+        pins,
+        cluster_id: cluster_id.to_string(),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(rustls_err)?
-        .with_root_certificates(ca_roots(id.ca_pem())?)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(chain, key)
         .map_err(rustls_err)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Verifies a member server as webpki does (a chain to the cluster CA, the name
+/// `node-<id>.<cluster>` asked for), then that its certificate is for the key the cluster
+/// pinned for that id, when it has one: a server presenting a certificate minted for the id
+/// with the CA key, or a removed member's old one, fails the handshake.
+#[derive(Debug)]
+struct PinnedMemberVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    pins: KeyPins,
+    cluster_id: String,
+}
+
+impl ServerCertVerifier for PinnedMemberVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let ServerName::DnsName(name) = server_name else {
+            return Ok(verified);
+        };
+        let Some(id) = parse_node_server_name(name.as_ref(), &self.cluster_id) else {
+            return Ok(verified);
+        };
+        match self.pins.get(id) {
+            Some(pin) if key_sha256_of_cert_der(end_entity).as_ref() != Some(&pin) => {
+                Err(rustls::Error::General(format!(
+                    "the certificate node {id} presented is not for the key the cluster recorded \
+                     for it (minted for its id, or no longer its own)"
+                )))
+            }
+            _ => Ok(verified),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// The joiner's client: no client certificate; trusts the server only if one of the

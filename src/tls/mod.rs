@@ -31,8 +31,13 @@ mod token;
 use std::path::PathBuf;
 
 pub use ca::{ca_sha256_hex, ClusterCa};
-pub use cert::{node_id_from_cert_der, node_server_name, NodeIdentity, NodeKey};
-pub use config::{member_client_config, peer_node_id, pinned_client_config, server_config};
+pub use cert::{
+    key_sha256_of_cert_der, key_sha256_of_cert_pem, node_id_from_cert_der, node_server_name,
+    NodeIdentity, NodeKey,
+};
+pub use config::{
+    member_client_config, peer_node_id, pinned_client_config, server_config, KeyPins,
+};
 pub use token::{secret_matches, JoinTokenString, TokenError};
 
 /// Errors from the cluster PKI. Every variant says what was being done and, where relevant,
@@ -119,6 +124,13 @@ pub enum Error {
     Verifier {
         #[source]
         source: rustls::server::VerifierBuilderError,
+    },
+
+    /// The server-certificate verifier could not be built (for example, no usable CA root).
+    #[error("building the server certificate verifier for the cluster CA")]
+    ServerVerifier {
+        #[source]
+        source: rustls::client::VerifierBuilderError,
     },
 
     /// Reading or writing a file of the node identity failed.

@@ -1,5 +1,6 @@
 //! Issuance and identity round trips, and real TLS handshakes over loopback TCP.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -230,7 +231,7 @@ async fn members_authenticate_each_other_by_node_id() {
     let (server_id, client_id) = (member(&ca, 1), member(&ca, 2));
     let out = handshake(
         server_config(&server_id).unwrap(),
-        member_client_config(&client_id).unwrap(),
+        member_client_config(&client_id, CLUSTER, KeyPins::default()).unwrap(),
         &node_server_name(1, CLUSTER),
     )
     .await;
@@ -284,7 +285,7 @@ async fn client_certificate_from_a_foreign_ca_is_rejected_by_the_server() {
     );
     let out = handshake(
         server_config(&member(&ca, 1)).unwrap(),
-        member_client_config(&impostor).unwrap(),
+        member_client_config(&impostor, CLUSTER, KeyPins::default()).unwrap(),
         &node_server_name(1, CLUSTER),
     )
     .await;
@@ -298,11 +299,43 @@ async fn member_client_refuses_a_server_that_is_not_the_intended_node() {
     let ca = ClusterCa::generate(CLUSTER).unwrap();
     let out = handshake(
         server_config(&member(&ca, 1)).unwrap(),
-        member_client_config(&member(&ca, 2)).unwrap(),
+        member_client_config(&member(&ca, 2), CLUSTER, KeyPins::default()).unwrap(),
         &node_server_name(3, CLUSTER),
     )
     .await;
     let err = out.client.unwrap_err().to_string();
     assert!(err.contains("not valid for name"), "{err}");
     assert!(out.server.is_err());
+}
+
+#[tokio::test]
+async fn member_client_refuses_a_server_whose_key_is_not_the_pinned_one() {
+    let ca = ClusterCa::generate(CLUSTER).unwrap();
+    let genuine = member(&ca, 1);
+    // Signed by the cluster CA for node 1's id, but for another key.
+    let minted = member(&ca, 1);
+    let pins = KeyPins::default();
+    pins.replace(
+        [(1, key_sha256_of_cert_pem(genuine.cert_pem()).unwrap())]
+            .into_iter()
+            .collect(),
+    );
+    let client = member_client_config(&member(&ca, 2), CLUSTER, pins.clone()).unwrap();
+    let name = node_server_name(1, CLUSTER);
+
+    let out = handshake(server_config(&genuine).unwrap(), client.clone(), &name).await;
+    out.client.expect("the pinned key is accepted");
+
+    let out = handshake(server_config(&minted).unwrap(), client.clone(), &name).await;
+    let err = out.client.unwrap_err().to_string();
+    assert!(
+        err.contains("is not for the key the cluster recorded"),
+        "{err}"
+    );
+
+    // A member without a pin (one that joined before pins existed) is checked as before.
+    pins.replace(BTreeMap::new());
+    let out = handshake(server_config(&minted).unwrap(), client, &name).await;
+    out.client
+        .expect("no pin: the CA signature and name suffice");
 }

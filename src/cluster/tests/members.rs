@@ -2,20 +2,22 @@
 
 use super::*;
 
+/// What registering "db2" (with [`register`]'s addresses) does to [`state`].
+fn registered(s: &mut ClusterState) {
+    let mut m = member(2);
+    m.name = "db2".into();
+    m.peer_addr = "10.0.0.9:7400".into();
+    m.api_addr = "10.0.0.9:8008".into();
+    m.pg_addr = "10.0.0.9:5432".into();
+    s.members.insert(NodeId(2), m);
+    s.next_node_id = 3;
+    s.tokens.get_mut("t").unwrap().uses_left = 1;
+}
+
 pub(super) fn cases() -> Vec<Case> {
     let nofailover = Tags {
         nofailover: true,
         ..Tags::default()
-    };
-    let registered = |s: &mut ClusterState| {
-        let mut m = member(2);
-        m.name = "db2".into();
-        m.peer_addr = "10.0.0.9:7400".into();
-        m.api_addr = "10.0.0.9:8008".into();
-        m.pg_addr = "10.0.0.9:5432".into();
-        s.members.insert(NodeId(2), m);
-        s.next_node_id = 3;
-        s.tokens.get_mut("t").unwrap().uses_left = 1;
     };
     vec![
         // -- bootstrap
@@ -23,6 +25,7 @@ pub(super) fn cases() -> Vec<Case> {
             name: "bootstrap sets cluster id, first member, next id and token",
             given: ClusterState::default(),
             command: Command::Bootstrap {
+                key_sha256: None,
                 cluster_id: "c1".into(),
                 member: member(1),
                 token: token("t", 2),
@@ -31,9 +34,25 @@ pub(super) fn cases() -> Vec<Case> {
             change: |s| *s = state(),
         },
         Case {
+            name: "bootstrap records the first member's key pin",
+            given: ClusterState::default(),
+            command: Command::Bootstrap {
+                key_sha256: Some("k1".into()),
+                cluster_id: "c1".into(),
+                member: member(1),
+                token: token("t", 2),
+            },
+            result: CommandResult::Applied,
+            change: |s| {
+                *s = state();
+                s.keys.insert(NodeId(1), "k1".into());
+            },
+        },
+        Case {
             name: "bootstrap of a bootstrapped cluster is rejected",
             given: state(),
             command: Command::Bootstrap {
+                key_sha256: None,
                 cluster_id: "c2".into(),
                 member: member(5),
                 token: token("u", 1),
@@ -47,6 +66,7 @@ pub(super) fn cases() -> Vec<Case> {
             name: "bootstrap with an empty cluster id is rejected",
             given: ClusterState::default(),
             command: Command::Bootstrap {
+                key_sha256: None,
                 cluster_id: "".into(),
                 member: member(1),
                 token: token("t", 2),
@@ -60,6 +80,7 @@ pub(super) fn cases() -> Vec<Case> {
             name: "bootstrap with node id 0 is rejected",
             given: ClusterState::default(),
             command: Command::Bootstrap {
+                key_sha256: None,
                 cluster_id: "c1".into(),
                 member: member(0),
                 token: token("t", 2),
@@ -195,6 +216,87 @@ pub(super) fn cases() -> Vec<Case> {
                 s.members.insert(NodeId(3), m);
                 s.next_node_id = 4;
                 s.tokens.get_mut("t").unwrap().uses_left = 1;
+            },
+        },
+        // -- key pins
+        Case {
+            name: "register with a key pin records it for the new id",
+            given: state(),
+            command: register_with("db2", |c| {
+                if let Command::RegisterMember { key_sha256, .. } = c {
+                    *key_sha256 = Some("k2".into());
+                }
+            }),
+            result: CommandResult::MemberRegistered { id: NodeId(2) },
+            change: |s| {
+                registered(s);
+                s.keys.insert(NodeId(2), "k2".into());
+            },
+        },
+        Case {
+            name: "a refused registration records no pin",
+            given: state(),
+            command: register_with("node1", |c| {
+                if let Command::RegisterMember { key_sha256, .. } = c {
+                    *key_sha256 = Some("k2".into());
+                }
+            }),
+            result: rejected(Rejection::NameInUse {
+                name: "node1".into(),
+                id: NodeId(1),
+            }),
+            change: unchanged,
+        },
+        Case {
+            name: "pin a member without one",
+            given: state().with_member(2),
+            command: Command::PinKey {
+                id: NodeId(2),
+                key_sha256: "k2".into(),
+            },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.keys.insert(NodeId(2), "k2".into());
+            },
+        },
+        Case {
+            name: "pinning the recorded key again changes nothing",
+            given: state().with_member(2).with_key(2, "k2"),
+            command: Command::PinKey {
+                id: NodeId(2),
+                key_sha256: "k2".into(),
+            },
+            result: CommandResult::Applied,
+            change: unchanged,
+        },
+        Case {
+            name: "a recorded pin is never replaced by PinKey",
+            given: state().with_member(2).with_key(2, "k2"),
+            command: Command::PinKey {
+                id: NodeId(2),
+                key_sha256: "minted".into(),
+            },
+            result: rejected(Rejection::KeyAlreadyPinned { id: NodeId(2) }),
+            change: unchanged,
+        },
+        Case {
+            name: "pin of an unknown member is rejected",
+            given: state(),
+            command: Command::PinKey {
+                id: NodeId(7),
+                key_sha256: "k7".into(),
+            },
+            result: rejected(Rejection::UnknownMember { id: NodeId(7) }),
+            change: unchanged,
+        },
+        Case {
+            name: "remove member drops its pin, which revokes its certificate",
+            given: state().with_member(2).with_key(2, "k2"),
+            command: Command::RemoveMember { id: NodeId(2) },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.members.remove(&NodeId(2));
+                s.keys.remove(&NodeId(2));
             },
         },
         // -- update and remove

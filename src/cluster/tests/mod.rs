@@ -41,6 +41,7 @@ fn token(id: &str, uses_left: u32) -> JoinToken {
 fn state() -> ClusterState {
     let mut s = ClusterState::default();
     let bootstrap = Command::Bootstrap {
+        key_sha256: None,
         cluster_id: "c1".into(),
         member: member(1),
         token: token("t", 2),
@@ -57,6 +58,7 @@ trait Given: Sized {
     fn with_lease(self, holder: u64, epoch: u64, seq: u64) -> Self;
     fn with_token(self, token: JoinToken) -> Self;
     fn with_switchover(self, from: u64, to: Option<u64>) -> Self;
+    fn with_key(self, id: u64, pin: &str) -> Self;
 }
 
 impl Given for ClusterState {
@@ -88,6 +90,10 @@ impl Given for ClusterState {
         self.switchover = Some(switchover(from, to));
         self
     }
+    fn with_key(mut self, id: u64, pin: &str) -> Self {
+        self.keys.insert(NodeId(id), pin.into());
+        self
+    }
 }
 
 fn lease(holder: u64, epoch: u64, seq: u64) -> Lease {
@@ -115,6 +121,7 @@ fn switchover(from: u64, to: Option<u64>) -> Switchover {
 
 fn register(name: &str) -> Command {
     Command::RegisterMember {
+        key_sha256: None,
         token_id: "t".into(),
         secret_sha256: SECRET.into(),
         name: name.into(),
