@@ -231,6 +231,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         handle.clone(),
         config.clone(),
         key_pin.clone(),
+        peer_statuses.clone(),
         serve_shutdown.clone(),
     ));
     {
@@ -474,68 +475,86 @@ async fn update_member_record(
     handle: RaftHandle,
     config: NodeConfig,
     key_pin: String,
+    peers: watch::Receiver<Arc<crate::peers::PeerStatuses>>,
     shutdown: CancellationToken,
 ) {
     let me = crate::cluster::NodeId(handle.id());
     let mut view = handle.view();
-    let mut pinned = false;
+    let (mut pinned, mut updated) = (false, false);
     loop {
-        let (current, recorded_pin) = {
+        let (current, recorded_pin, others) = {
             let view = view.borrow_and_update();
+            let others: Vec<_> = (view.state.members.keys().copied())
+                .filter(|id| *id != me)
+                .collect();
             (
                 view.state.member(me).cloned(),
                 view.state.keys.get(&me).cloned(),
+                others,
             )
         };
-        if current.is_some() && !pinned {
-            match recorded_pin {
-                Some(pin) if pin == key_pin => pinned = true,
-                Some(_) => {
-                    tracing::error!(
-                        "the cluster has another key pinned for this member than the one in \
+        // PinKey only once every other member's binary can apply it (see COMMAND_LEVEL).
+        let all_can_pin = peers
+            .borrow()
+            .all_at_command_level(&others, crate::cluster::COMMAND_LEVEL);
+        if let Some(member) = current {
+            if !pinned {
+                match recorded_pin {
+                    Some(pin) if pin == key_pin => pinned = true,
+                    Some(_) => {
+                        tracing::error!(
+                            "the cluster has another key pinned for this member than the one in \
                          node.pem: peers will refuse it; restore its state directory or remove \
                          and re-join it"
-                    );
-                    pinned = true;
-                }
-                None => match handle
-                    .propose(Command::PinKey {
-                        id: me,
-                        key_sha256: key_pin.clone(),
-                    })
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(
-                            "recorded this member's key pin in the cluster (it joined before \
-                             pins were recorded)"
                         );
                         pinned = true;
                     }
-                    Err(e) => tracing::debug!(error = %e, "recording the key pin; retrying"),
-                },
-            }
-        }
-        if let (Some(member), true) = (current, pinned) {
-            let wanted = Member {
-                peer_addr: config.peer_advertise.clone(),
-                api_addr: config.api_advertise.clone(),
-                pg_addr: pg_advertise(&config),
-                tags: config.tags.clone(),
-                ..member.clone()
-            };
-            if wanted == member {
-                return;
-            }
-            match handle
-                .propose(Command::UpdateMember { member: wanted })
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!("updated this member's addresses in the cluster");
-                    return;
+                    None if !all_can_pin => {}
+                    None => match handle
+                        .propose(Command::PinKey {
+                            id: me,
+                            key_sha256: key_pin.clone(),
+                        })
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(
+                                "recorded this member's key pin in the cluster (it joined before \
+                             pins were recorded)"
+                            );
+                            pinned = true;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "recording the key pin; retrying"),
+                    },
                 }
-                Err(e) => tracing::debug!(error = %e, "updating member addresses; retrying"),
+            }
+            if !updated {
+                let wanted = Member {
+                    peer_addr: config.peer_advertise.clone(),
+                    api_addr: config.api_advertise.clone(),
+                    pg_addr: pg_advertise(&config),
+                    tags: config.tags.clone(),
+                    ..member.clone()
+                };
+                if wanted == member {
+                    updated = true;
+                } else {
+                    match handle
+                        .propose(Command::UpdateMember { member: wanted })
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!("updated this member's addresses in the cluster");
+                            updated = true;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "updating member addresses; retrying")
+                        }
+                    }
+                }
+            }
+            if pinned && updated {
+                return;
             }
         }
         tokio::select! {

@@ -50,6 +50,12 @@ pub struct PeerStatus {
     /// Its interface carries the floating VIP.
     #[serde(default)]
     pub vip: bool,
+    /// The newest replicated command its binary can apply ([`crate::cluster::COMMAND_LEVEL`];
+    /// 0 from a binary older than this field). A command that older binaries cannot decode
+    /// is proposed only once every member reports a level that has it: during a rolling
+    /// upgrade, an entry they cannot read would stall the Raft log on them.
+    #[serde(default)]
+    pub command_level: u32,
 }
 
 /// Peer statuses by member: each peer's latest answer, however old.
@@ -99,6 +105,18 @@ impl PeerStatuses {
         now: Instant,
     ) -> BTreeMap<NodeId, PgStatus> {
         self.known(local, horizon, now, |s| s.pg.clone())
+    }
+}
+
+impl PeerStatuses {
+    /// Whether every member of `ids` has reported (at any time) a binary that applies
+    /// commands of `level` (see `PeerStatus::command_level`); one that never answered has
+    /// not.
+    pub fn all_at_command_level(&self, ids: &[NodeId], level: u32) -> bool {
+        ids.iter().all(|id| {
+            self.get(id)
+                .is_some_and(|r| r.status.command_level >= level)
+        })
     }
 }
 
@@ -304,4 +322,44 @@ async fn poll(
         _ => None,
     };
     (id, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(level: u32) -> PeerReport {
+        PeerReport {
+            status: PeerStatus {
+                node_id: NodeId(0),
+                pg: PgStatus::default(),
+                data_dir: DataDir::Initialised { system_id: 1 },
+                following: None,
+                summary: String::new(),
+                pre_promote_refused: false,
+                vip: false,
+                command_level: level,
+            },
+            received: Instant::now(),
+            taken: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_command_level_counts_only_when_every_member_reported_it() {
+        let statuses: PeerStatuses = [(NodeId(2), report(1)), (NodeId(3), report(0))]
+            .into_iter()
+            .collect();
+        let cases: [(&str, &[u64], bool); 5] = [
+            ("no other member", &[], true),
+            ("one at the level", &[2], true),
+            ("one from an older binary (0)", &[2, 3], false),
+            ("one that never answered", &[2, 4], false),
+            ("only the older one", &[3], false),
+        ];
+        for (case, ids, expected) in cases {
+            let ids: Vec<NodeId> = ids.iter().copied().map(NodeId).collect();
+            assert_eq!(statuses.all_at_command_level(&ids, 1), expected, "{case}");
+        }
+    }
 }

@@ -9,6 +9,13 @@ use super::member::{Member, NodeId, Tags};
 use super::request::{Failover, JoinToken, MemberAction, Switchover};
 use super::sync::SyncRule;
 
+/// The newest command this binary's `apply` knows, by the level it came with. Members report
+/// theirs (`PeerStatus::command_level`); a command of a level some member lacks is not
+/// proposed (a binary that cannot decode an entry stops applying the log).
+///
+/// - 1: [`Command::PinKey`].
+pub const COMMAND_LEVEL: u32 = 1;
+
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
 ///

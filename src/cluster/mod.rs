@@ -25,7 +25,7 @@ mod state;
 mod sync;
 
 pub use apply::apply;
-pub use command::{Command, CommandResult, Rejection};
+pub use command::{Command, CommandResult, Rejection, COMMAND_LEVEL};
 pub use config::{DynamicConfig, SynchronousMode};
 pub use history::TimelineSwitch;
 pub use lease::{Epoch, Lease, LeaseRef};
