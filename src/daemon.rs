@@ -40,6 +40,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Runs the daemon until `shutdown` is cancelled. Fails before binding anything if the node
 /// is not set up, and names the port if binding fails.
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match crate::postgres::process::raise_open_files_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::debug!(before, after, "raised the open files limit");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "raising the open files limit"),
+    }
     let state = StateDir::new(&config.state_dir);
     if crate::postgres::process::privilege() == crate::postgres::process::Privilege::Capabilities {
         let (uid, gid) = crate::postgres::process::effective_ids();

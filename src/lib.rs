@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::print_stdout)]
 
+pub mod accept;
 pub mod api;
 pub mod cli;
 pub mod cluster;

@@ -12,6 +12,7 @@ use common::ports::is_free;
 use common::wait::scaled;
 use common::{
     assert_error, assert_success, eventually, member_names, Node, OutputExt, TestCluster, ELECTION,
+    FORMATION,
 };
 
 /// `token` with its secret (4th part) replaced by `secret`.
@@ -396,4 +397,98 @@ fn an_unknown_config_key_stops_run_with_exit_2_before_binding() {
     assert!(!output.stderr_text().contains("pgquorum started"));
     assert!(is_free(node.peer_port), "the peer port must not be bound");
     assert!(is_free(node.api_port), "the API port must not be bound");
+}
+
+/// The lease as `node`'s view has it: (holder id, epoch, renewal seq).
+fn lease_of(node: &Node) -> Result<(u64, u64, u64), String> {
+    let view = node.cluster_view()?;
+    let lease = &view["lease"];
+    match (
+        lease["holder"].as_u64(),
+        lease["epoch"].as_u64(),
+        lease["seq"].as_u64(),
+    ) {
+        (Some(holder), Some(epoch), Some(seq)) => Ok((holder, epoch, seq)),
+        _ => Err(format!("no lease in {view}")),
+    }
+}
+
+#[test]
+fn floods_of_idle_connections_on_the_peer_rest_and_proxy_ports_cost_no_lease() {
+    use std::net::SocketAddr;
+    if !common::require_postgres() {
+        return;
+    }
+    /// Idle connections opened to each port: more than the peer (512), REST (256) and
+    /// proxy (1000) caps.
+    const FLOOD: usize = 1500;
+    let cluster = TestCluster::start_with_postgres(3);
+    let (holder, epoch, _) = eventually(FORMATION, "a lease holder", || lease_of(cluster.node(1)));
+    let view = cluster.node(1).list();
+    let primary = cluster.index_of_id(&view, holder);
+    let observer = cluster.node(if primary == 1 { 2 } else { 1 });
+    let target = cluster.node(primary);
+    eventually(FORMATION, "a writable primary", || {
+        match target.sql("select pg_is_in_recovery()") {
+            Ok(answer) if answer == "f" => Ok(()),
+            other => Err(other),
+        }
+    });
+    let ports: [(&str, SocketAddr); 3] = [
+        ("peer", target.peer_addr().parse().unwrap()),
+        ("REST", target.api_addr().parse().unwrap()),
+        (
+            "writer proxy",
+            format!("127.0.0.1:{}", target.writer_port).parse().unwrap(),
+        ),
+    ];
+    // Connections that say nothing, held open from here to the end of the check. The
+    // kernel completes each TCP handshake before the daemon accepts or closes it.
+    let mut flood = Vec::new();
+    for (port, addr) in ports {
+        for _ in 0..FLOOD {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(stream) => flood.push(stream),
+                Err(e) => panic!("connecting to the {port} port: {e}"),
+            }
+        }
+    }
+    let (_, _, at_flood) = lease_of(observer).unwrap();
+    // Ten renewals (5 s at the harness's loop_wait) with the flood held, all by the same
+    // holder in the same epoch.
+    let renewed = eventually(
+        Duration::from_secs(30),
+        "ten lease renewals under the flood",
+        || {
+            let (now_holder, now_epoch, seq) = lease_of(observer)?;
+            assert_eq!(
+                (now_holder, now_epoch),
+                (holder, epoch),
+                "the lease moved during the flood"
+            );
+            (seq >= at_flood + 10)
+                .then_some(seq)
+                .ok_or(format!("seq {seq}"))
+        },
+    );
+    assert!(
+        target.sql("select 1").is_ok(),
+        "the primary still answers on its socket"
+    );
+    drop(flood);
+    // The ports serve again once the flood is gone.
+    eventually(
+        Duration::from_secs(30),
+        "the flooded REST port answers",
+        || target.get("/liveness").map_err(|e| e.to_string()),
+    );
+    let (after_holder, after_epoch, _) = lease_of(observer).unwrap();
+    assert_eq!((after_holder, after_epoch), (holder, epoch), "no failover");
+    let log = target.log();
+    assert!(
+        log.contains("connection limit reached"),
+        "the caps were reached and logged: {}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("lease renewed to seq {renewed} under {FLOOD} idle connections per port");
 }

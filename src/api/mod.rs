@@ -19,6 +19,8 @@ pub mod metrics;
 mod read;
 mod state;
 
+use std::time::Duration;
+
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -69,7 +71,43 @@ pub async fn serve(
         .route("/admin/pause", post(admin::pause))
         .route("/admin/resume", post(admin::resume))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    serve_http(listener, app, shutdown).await;
+    Ok(())
+}
+
+/// How many connections the REST port keeps open at once (see [`crate::accept`]): health
+/// checkers, Prometheus and the CLI need a handful each.
+const MAX_API_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request's headers, and how long a kept-alive
+/// connection may sit idle between requests, before it is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/1.1 on `listener` with `app`, under the connection cap and header timeout, until
+/// `shutdown`; then each connection finishes the request it is on and closes.
+async fn serve_http(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    let mut gate = crate::accept::Gate::new(listener, MAX_API_CONNECTIONS, "REST");
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let admitted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            admitted = gate.accept() => admitted,
+        };
+        let _ = admitted.tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(admitted.tcp), service);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = admitted.permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
 }

@@ -37,7 +37,7 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 /// How much of the server log an error quotes.
 pub(super) const LOG_TAIL_LINES: usize = 15;
 
-pub use sys::{effective_ids, is_root};
+pub use sys::{effective_ids, is_root, raise_open_files_limit};
 
 /// The capabilities a daemon that is not root needs to run PostgreSQL as another OS user:
 /// switch to it (SETUID, SETGID), hand it the files it reads (CHOWN, FOWNER), read and write

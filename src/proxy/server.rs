@@ -26,6 +26,9 @@ use crate::raft::RaftHandle;
 
 /// How long connecting to a backend PostgreSQL may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a client may stay silent after connecting before it is closed without a backend
+/// (see [`relay`]); libpq sends its first packet at once.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Copy buffers per direction: large enough for bulk results, allocated once per connection.
 const BUFFER: usize = 64 * 1024;
 /// How often routes are recomputed without any other change (the lease ages on our clock).
@@ -410,6 +413,18 @@ async fn relay(
     cut: impl std::future::Future<Output = ()>,
     shutdown: CancellationToken,
 ) {
+    // A PostgreSQL client speaks first (its startup packet or SSLRequest). Until it has, no
+    // backend is dialled: idle connections must not take PostgreSQL's connection slots, nor
+    // those its superusers and this daemon keep in reserve.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, client.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            stats.refused(port);
+            return;
+        }
+    }
     let server = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr)).await;
     let mut server = match server {
         Ok(Ok(server)) => server,

@@ -33,6 +33,10 @@ use crate::tls;
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many connections the peer port keeps open at once, handshakes included (see
+/// [`crate::accept`]): far more than members and joiners need, far fewer than the file
+/// descriptors a member has.
+const MAX_PEER_CONNECTIONS: usize = 512;
 /// How long adding a learner may wait for it to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -48,6 +52,8 @@ pub struct PeerConnInfo {
 pub struct PeerStream {
     inner: TlsStream<TcpStream>,
     info: PeerConnInfo,
+    /// Counts this connection against [`MAX_PEER_CONNECTIONS`] until it closes.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl tonic::transport::server::Connected for PeerStream {
@@ -92,17 +98,16 @@ fn accept_tls(
     shutdown: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut gate = crate::accept::Gate::new(listener, MAX_PEER_CONNECTIONS, "peer");
     tokio::spawn(async move {
         loop {
-            let (tcp, remote) = tokio::select! {
+            let crate::accept::Admitted {
+                tcp,
+                remote,
+                permit,
+            } = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting peer connection");
-                        continue;
-                    }
-                },
+                admitted = gate.accept() => admitted,
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
@@ -117,7 +122,12 @@ fn accept_tls(
                             .and_then(|certs| certs.first())
                             .map(|c| c.clone().into_owned());
                         let info = PeerConnInfo { remote, cert };
-                        let _ = tx.send(Ok(PeerStream { inner: tls, info })).await;
+                        let stream = PeerStream {
+                            inner: tls,
+                            info,
+                            _permit: permit,
+                        };
+                        let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%remote, error = %e, "peer TLS handshake failed")

@@ -223,3 +223,28 @@ pub fn die_with_parent(cmd: &mut Command) {
         });
     }
 }
+
+/// Raises the soft limit on open files to the hard one (at most 2^20): systemd's
+/// `LimitNOFILE=` sets both, but a shell often leaves the soft limit at 1024, which the
+/// connection caps of the open ports (see `crate::accept`) and the proxy would exceed before
+/// they bind. Returns the soft limit before and after.
+pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given, which lives on our stack.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    let wanted = limit.rlim_max.min(1 << 20);
+    if before < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
