@@ -500,10 +500,12 @@ async fn update_member_record(
                 others,
             )
         };
-        // PinKey only once every other member's binary can apply it (see COMMAND_LEVEL).
-        let all_can_pin = peers
-            .borrow()
-            .all_at_command_level(&others, crate::cluster::COMMAND_LEVEL);
+        // PinKey only once every other member's binary can apply it (see Command::level).
+        let pin = Command::PinKey {
+            id: me,
+            key_sha256: key_pin.clone(),
+        };
+        let all_can_pin = peers.borrow().all_at_command_level(&others, pin.level());
         if let Some(member) = current {
             if !pinned {
                 match recorded_pin {
@@ -517,13 +519,7 @@ async fn update_member_record(
                         pinned = true;
                     }
                     None if !all_can_pin => {}
-                    None => match handle
-                        .propose(Command::PinKey {
-                            id: me,
-                            key_sha256: key_pin.clone(),
-                        })
-                        .await
-                    {
+                    None => match handle.propose(pin.clone()).await {
                         Ok(_) => {
                             tracing::info!(
                                 "recorded this member's key pin in the cluster (it joined before \

@@ -50,17 +50,17 @@ pub struct PeerStatus {
     /// Its interface carries the floating VIP.
     #[serde(default)]
     pub vip: bool,
-    /// The newest replicated command its binary can apply ([`crate::cluster::COMMAND_LEVEL`];
-    /// 0 from a binary older than this field). A command that older binaries cannot decode
-    /// is proposed only once every member reports a level that has it: during a rolling
-    /// upgrade, an entry they cannot read would stall the Raft log on them.
-    #[serde(default)]
-    pub command_level: u32,
 }
 
 /// Peer statuses by member: each peer's latest answer, however old.
 #[derive(Debug, Clone, Default)]
-pub struct PeerStatuses(BTreeMap<NodeId, PeerReport>);
+pub struct PeerStatuses {
+    reports: BTreeMap<NodeId, PeerReport>,
+    /// Each member's [`crate::cluster::COMMAND_LEVEL`] as its last answer gave it (0 from
+    /// binaries older than the field); kept apart from the reports because a member with no
+    /// status of its own yet (a witness) still answers with it.
+    levels: BTreeMap<NodeId, u32>,
+}
 
 impl PeerStatuses {
     pub fn new() -> Self {
@@ -75,7 +75,7 @@ impl PeerStatuses {
         horizon: Duration,
         now: Instant,
     ) -> impl Iterator<Item = (NodeId, &PeerReport)> {
-        self.0
+        self.reports
             .iter()
             .filter(move |(_, report)| now.saturating_duration_since(report.received) <= horizon)
             .map(|(id, report)| (*id, report))
@@ -109,33 +109,39 @@ impl PeerStatuses {
 }
 
 impl PeerStatuses {
-    /// Whether every member of `ids` has reported (at any time) a binary that applies
-    /// commands of `level` (see `PeerStatus::command_level`); one that never answered has
-    /// not.
+    /// Whether every member of `ids` has answered (at any time) from a binary that applies
+    /// commands of `level` ([`crate::cluster::Command::level`]); one that never answered
+    /// has not.
     pub fn all_at_command_level(&self, ids: &[NodeId], level: u32) -> bool {
-        ids.iter().all(|id| {
-            self.get(id)
-                .is_some_and(|r| r.status.command_level >= level)
-        })
+        ids.iter()
+            .all(|id| self.levels.get(id).is_some_and(|l| *l >= level))
+    }
+
+    /// Records the command level member `id` answered with.
+    pub fn set_level(&mut self, id: NodeId, level: u32) {
+        self.levels.insert(id, level);
     }
 }
 
 impl std::ops::Deref for PeerStatuses {
     type Target = BTreeMap<NodeId, PeerReport>;
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.reports
     }
 }
 
 impl std::ops::DerefMut for PeerStatuses {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
+        &mut self.reports
     }
 }
 
 impl FromIterator<(NodeId, PeerReport)> for PeerStatuses {
     fn from_iter<I: IntoIterator<Item = (NodeId, PeerReport)>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        Self {
+            reports: iter.into_iter().collect(),
+            levels: BTreeMap::new(),
+        }
     }
 }
 
@@ -173,7 +179,11 @@ impl pb::status_server::Status for StatusService {
             None => (Vec::new(), Duration::ZERO),
         };
         let age_us = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
-        Ok(Response::new(pb::StatusReply { status, age_us }))
+        Ok(Response::new(pb::StatusReply {
+            status,
+            age_us,
+            command_level: crate::cluster::COMMAND_LEVEL,
+        }))
     }
 }
 
@@ -215,6 +225,9 @@ pub fn spawn_poller(
             }
             let before = statuses.len();
             statuses.retain(|id, _| view.state.members.contains_key(id));
+            statuses
+                .levels
+                .retain(|id, _| view.state.members.contains_key(id));
             asked.retain(|id, _| view.state.members.contains_key(id));
             if statuses.len() != before {
                 tx.send_replace(Arc::new(statuses.clone()));
@@ -258,8 +271,12 @@ pub fn spawn_poller(
             let mut changes = handle.view();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some((id, status)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((id, status, level)) = in_flight.next(), if !in_flight.is_empty() => {
                     asking.remove(&id);
+                    if let Some(level) = level.filter(|l| statuses.levels.get(&id) != Some(l)) {
+                        statuses.set_level(id, level);
+                        tx.send_replace(Arc::new(statuses.clone()));
+                    }
                     if let Some((status, taken)) = status {
                         let report = PeerReport {
                             status,
@@ -297,16 +314,21 @@ fn tenure_key(view: &crate::raft::ClusterView) -> TenureKey {
 }
 
 /// One status poll of member `id`, within `timeout`: its status and when it took it (on our
-/// clock), or `None` if it did not answer.
+/// clock), or `None` if it did not answer or has no status yet; and its command level, if it
+/// answered.
 async fn poll(
     mut client: pb::status_client::StatusClient<tonic::transport::Channel>,
     id: NodeId,
     timeout: Duration,
-) -> (NodeId, Option<(PeerStatus, Instant)>) {
+) -> (NodeId, Option<(PeerStatus, Instant)>, Option<u32>) {
     let mut request = Request::new(pb::StatusRequest {});
     request.set_timeout(timeout);
     let asked = Instant::now();
     let reply = tokio::time::timeout(timeout, client.get(request)).await;
+    let level = match &reply {
+        Ok(Ok(reply)) => Some(reply.get_ref().command_level),
+        _ => None,
+    };
     let status = match reply {
         Ok(Ok(reply)) if !reply.get_ref().status.is_empty() => {
             let reply = reply.into_inner();
@@ -321,35 +343,18 @@ async fn poll(
         }
         _ => None,
     };
-    (id, status)
+    (id, status, level)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn report(level: u32) -> PeerReport {
-        PeerReport {
-            status: PeerStatus {
-                node_id: NodeId(0),
-                pg: PgStatus::default(),
-                data_dir: DataDir::Initialised { system_id: 1 },
-                following: None,
-                summary: String::new(),
-                pre_promote_refused: false,
-                vip: false,
-                command_level: level,
-            },
-            received: Instant::now(),
-            taken: Instant::now(),
-        }
-    }
-
     #[test]
     fn a_command_level_counts_only_when_every_member_reported_it() {
-        let statuses: PeerStatuses = [(NodeId(2), report(1)), (NodeId(3), report(0))]
-            .into_iter()
-            .collect();
+        let mut statuses = PeerStatuses::new();
+        statuses.set_level(NodeId(2), 1);
+        statuses.set_level(NodeId(3), 0);
         let cases: [(&str, &[u64], bool); 5] = [
             ("no other member", &[], true),
             ("one at the level", &[2], true),

@@ -492,3 +492,63 @@ fn floods_of_idle_connections_on_the_peer_rest_and_proxy_ports_cost_no_lease() {
     );
     eprintln!("lease renewed to seq {renewed} under {FLOOD} idle connections per port");
 }
+
+#[test]
+fn a_revoked_join_token_is_listed_no_more_and_admits_no_one() {
+    let cluster = TestCluster::start(3);
+    let created = cluster.node(1).cli(&["token", "create", "--uses", "2"]);
+    assert_success(&created, "token create");
+    let token = created.stdout_text().trim().to_string();
+    let (id, secret) = {
+        let parts: Vec<&str> = token.split('.').collect();
+        (parts[2].to_string(), parts[3].to_string())
+    };
+    let listed = cluster.node(2).cli(&["token", "list", "--json"]);
+    assert_success(&listed, "token list --json");
+    let json: serde_json::Value = serde_json::from_str(listed.stdout_text().trim()).unwrap();
+    let entry = json["tokens"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("token {id} listed: {json}"));
+    assert_eq!(entry["uses_left"], 2);
+    assert_eq!(entry["usable"], true);
+    let table = cluster.node(2).cli(&["token", "list"]);
+    assert!(table.stdout_text().contains(&id), "{}", table.stdout_text());
+    for output in [&listed, &table] {
+        assert!(
+            !output.stdout_text().contains(&secret) && !output.stdout_text().contains("sha256"),
+            "no secret, nor its hash, is listed"
+        );
+    }
+
+    // Refused until every member's binary is known to apply the revocation; then revoked.
+    eventually(ELECTION, "token revoke", || {
+        let output = cluster.node(1).cli(&["token", "revoke", &id]);
+        output
+            .status
+            .success()
+            .then_some(())
+            .ok_or(output.stderr_text())
+    });
+    let listed = cluster.node(3).cli(&["token", "list", "--json"]);
+    assert!(
+        !listed.stdout_text().contains(&id),
+        "revoked token no longer listed: {}",
+        listed.stdout_text()
+    );
+    let joiner = cluster.new_node("late");
+    assert_error(
+        &joiner.join(&cluster.node(1).peer_addr(), &token),
+        1,
+        REFUSED,
+    );
+    assert!(
+        !joiner.state_dir.exists(),
+        "a refused join creates no state"
+    );
+    assert_error(
+        &cluster.node(1).cli(&["token", "revoke", &id]),
+        1,
+        &format!("there is no join token {id}"),
+    );
+}

@@ -191,7 +191,25 @@ async fn propose_as_admin(
 }
 
 /// Proposes `command` and answers with its result (the caller has checked the token).
+/// Refused while a member's binary is too old to apply it ([`Command::level`]): during a
+/// rolling upgrade such an entry would stop that member applying the log.
 async fn propose(state: &AppState, command: Command) -> Result<Response, ApiError> {
+    if command.level() > 0 {
+        let me = NodeId(state.handle.id());
+        let others: Vec<NodeId> = (committed(state).state.members.keys().copied())
+            .filter(|id| *id != me)
+            .collect();
+        if !state
+            .peer_statuses
+            .borrow()
+            .all_at_command_level(&others, command.level())
+        {
+            return Err(ApiError::conflict(
+                "not every member runs a version of pgquorum that can apply this change (or \
+                 one has not answered lately); upgrade them all and retry",
+            ));
+        }
+    }
     Ok(command_response(state.handle.propose(command).await?))
 }
 
@@ -403,6 +421,35 @@ pub(super) async fn create_token(
         return Err(ApiError::conflict(rejection.to_string()));
     }
     Ok((StatusCode::OK, Json(json!({ "token": token.to_string() }))).into_response())
+}
+
+/// `GET /admin/tokens`: the join tokens, without their secrets (or hashes).
+pub(super) async fn list_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let now = crate::raft::service::now_unix();
+    let tokens: Vec<_> = (committed(&state).state.tokens.values())
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "uses_left": t.uses_left,
+                "expires_at_unix": t.expires_at_unix,
+                "usable": t.uses_left > 0 && now < t.expires_at_unix,
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, Json(json!({ "tokens": tokens }))).into_response())
+}
+
+/// `DELETE /admin/tokens/{id}`: revokes a join token.
+pub(super) async fn revoke_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    propose_as_admin(&state, &headers, Command::RevokeToken { id }).await
 }
 
 #[cfg(test)]

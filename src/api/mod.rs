@@ -51,7 +51,11 @@ pub async fn serve(
         .route("/history", get(history::history))
         .route("/admin/lease/{action}", post(admin::lease))
         .route("/admin/members/{name}", delete(admin::remove_member))
-        .route("/admin/tokens", post(admin::create_token))
+        .route(
+            "/admin/tokens",
+            post(admin::create_token).get(admin::list_tokens),
+        )
+        .route("/admin/tokens/{id}", delete(admin::revoke_token))
         .route(
             "/admin/switchover",
             post(admin::request_switchover).delete(admin::cancel_switchover),

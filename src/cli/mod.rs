@@ -132,6 +132,13 @@ pub enum TokenCommand {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// List the join tokens: id, uses left, expiry (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token before it is used up or expires.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +285,21 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             let reply: serde_json::Value =
                 client(&config, true)?.post("/admin/tokens", &body).await?;
             output::line(reply["token"].as_str().unwrap_or_default());
+        }
+        Command::Token(TokenCommand::List { json }) => {
+            let reply: serde_json::Value = client(&config, true)?.get("/admin/tokens").await?;
+            if json {
+                output::line(&reply.to_string());
+            } else {
+                output::tokens_table(&reply["tokens"]);
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let _: serde_json::Value = client(&config, true)?
+                .delete(&format!("/admin/tokens/{id}"))
+                .await
+                .with_context(|| format!("revoking join token {id}"))?;
+            output::line(&format!("revoked join token {id}"));
         }
         Command::Pause | Command::Resume => {
             let pausing = matches!(cli.command, Command::Pause);

@@ -95,6 +95,38 @@ fn render_history_table(rows: &[serde_json::Value]) -> String {
     render_table(&["TL", "LSN", "Reason", "Timestamp", "New Leader"], &rows)
 }
 
+pub fn tokens_table(tokens: &serde_json::Value) {
+    println!("{}", render_tokens_table(tokens));
+}
+
+/// One row per join token: id, uses left, expiry (UTC, RFC 3339) and whether it can still
+/// admit a member.
+fn render_tokens_table(tokens: &serde_json::Value) -> String {
+    let rows: Vec<[String; 4]> = (tokens.as_array().into_iter().flatten())
+        .map(|t| {
+            let expires = t["expires_at_unix"]
+                .as_u64()
+                .map(|at| {
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+                    humantime::format_rfc3339_seconds(at).to_string()
+                })
+                .unwrap_or_default();
+            let usable = if t["usable"].as_bool() == Some(true) {
+                "usable"
+            } else {
+                "expired or used up"
+            };
+            [
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["uses_left"].to_string(),
+                expires,
+                usable.to_string(),
+            ]
+        })
+        .collect();
+    render_table(&["Token", "Uses left", "Expires", "State"], &rows)
+}
+
 /// A `patronictl list`-style table, one row per member:
 ///
 /// ```text
@@ -232,6 +264,29 @@ mod history_tests {
 +----+-----------+------------------------------+--------------------------+------------+
 | 1  | 0/3000060 | no recovery target specified | 2026-12-06T03:34:56.123Z | n2         |
 +----+-----------+------------------------------+--------------------------+------------+"
+        );
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_print_without_secrets_one_row_each() {
+        let tokens = serde_json::json!([
+            {"id": "ab12cd", "uses_left": 2, "expires_at_unix": 1_796_000_000u64, "usable": true},
+            {"id": "ef34gh", "uses_left": 0, "expires_at_unix": 1_796_000_000u64, "usable": false},
+        ]);
+        assert_eq!(
+            render_tokens_table(&tokens),
+            "\
++--------+-----------+----------------------+--------------------+
+| Token  | Uses left | Expires              | State              |
++--------+-----------+----------------------+--------------------+
+| ab12cd | 2         | 2026-11-30T00:53:20Z | usable             |
+| ef34gh | 0         | 2026-11-30T00:53:20Z | expired or used up |
++--------+-----------+----------------------+--------------------+"
         );
     }
 }

@@ -73,6 +73,10 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             }
         }),
         Command::PinKey { id, key_sha256 } => pin_key(state, *id, key_sha256),
+        Command::RevokeToken { id } => match state.tokens.remove(id) {
+            Some(_) => Ok(CommandResult::Applied),
+            None => Err(Rejection::UnknownToken { id: id.clone() }),
+        },
         Command::UpdateMember { member } => update_member(state, member),
         Command::RemoveMember { id } => remove_member(state, *id),
         Command::AcquireLease {

@@ -14,7 +14,8 @@ use super::sync::SyncRule;
 /// proposed (a binary that cannot decode an entry stops applying the log).
 ///
 /// - 1: [`Command::PinKey`].
-pub const COMMAND_LEVEL: u32 = 1;
+/// - 2: [`Command::RevokeToken`].
+pub const COMMAND_LEVEL: u32 = 2;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
@@ -55,6 +56,8 @@ pub enum Command {
     /// Records the key pin of a member that has none (one that joined before pins existed);
     /// a recorded pin is never replaced by this command.
     PinKey { id: NodeId, key_sha256: String },
+    /// Deletes a join token before it is used up or expires.
+    RevokeToken { id: String },
     /// Replaces the addresses and tags of the member with the same id and name.
     UpdateMember { member: Member },
     /// Removes a member; releases its lease and clears a switchover that names it.
@@ -142,6 +145,18 @@ pub enum CommandResult {
     Rejected { rejection: Rejection },
 }
 
+impl Command {
+    /// The [`COMMAND_LEVEL`] this command came with: every member's binary must report at
+    /// least this before it is proposed (0: understood by every version).
+    pub fn level(&self) -> u32 {
+        match self {
+            Command::PinKey { .. } => 1,
+            Command::RevokeToken { .. } => 2,
+            _ => 0,
+        }
+    }
+}
+
 impl CommandResult {
     /// True if and only if the command was refused (and so changed nothing).
     pub fn is_rejected(&self) -> bool {
@@ -187,6 +202,8 @@ pub enum Rejection {
     TokenExpired { id: String, expires_at_unix: u64 },
     #[error("join token {id} has no uses left; create a new one with `pgquorum token create`")]
     TokenUsedUp { id: String },
+    #[error("there is no join token {id}; `pgquorum token list` shows the ones there are")]
+    UnknownToken { id: String },
     #[error(
         "member name {name} is already used by node {id}; remove it first with \
          `pgquorum node remove {name}` or choose another name"

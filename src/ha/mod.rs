@@ -213,7 +213,6 @@ impl<'a> Runtime<'a> {
             summary: self.last_sentence.clone(),
             pre_promote_refused: memory.pre_promote_refused(now).is_some(),
             vip: executor.vip_held(),
-            command_level: crate::cluster::COMMAND_LEVEL,
         };
         deps.local_status.send_replace(Some((status, taken)));
         self.tell_role_change(&pg, view);
@@ -389,7 +388,6 @@ mod tests {
                 summary: String::new(),
                 pre_promote_refused: false,
                 vip: false,
-                command_level: 0,
             },
             received: now - Duration::from_millis(ago_ms),
             taken: now - Duration::from_millis(ago_ms),

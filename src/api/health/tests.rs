@@ -297,7 +297,6 @@ fn stale_peer_statuses_are_unknown_and_the_holder_position_needs_a_running_prima
         summary: String::new(),
         pre_promote_refused: false,
         vip: false,
-        command_level: 0,
     };
     let horizon = config.member_timeout + config.loop_wait;
     let mut peers = PeerStatuses::new();

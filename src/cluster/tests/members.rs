@@ -218,6 +218,23 @@ pub(super) fn cases() -> Vec<Case> {
                 s.tokens.get_mut("t").unwrap().uses_left = 1;
             },
         },
+        // -- token revocation
+        Case {
+            name: "revoke deletes the token",
+            given: state(),
+            command: Command::RevokeToken { id: "t".into() },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.tokens.remove("t");
+            },
+        },
+        Case {
+            name: "revoke of an unknown token is rejected",
+            given: state(),
+            command: Command::RevokeToken { id: "nope".into() },
+            result: rejected(Rejection::UnknownToken { id: "nope".into() }),
+            change: unchanged,
+        },
         // -- key pins
         Case {
             name: "register with a key pin records it for the new id",

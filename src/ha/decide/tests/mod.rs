@@ -155,7 +155,6 @@ fn peer_with(pg: PgStatus) -> PeerStatus {
         summary: String::new(),
         pre_promote_refused: false,
         vip: false,
-        command_level: 0,
     }
 }
 
