@@ -443,6 +443,17 @@ for h in "${NODES[@]}"; do
   fi
 done
 
+# Replication over TLS from the cluster CA: both walsenders on the primary are encrypted.
+tls_walsenders() {
+  superuser_sql "$primary" "select count(*) filter (where s.ssl) || '/' || count(*) from pg_stat_replication r join pg_stat_ssl s using (pid) where r.application_name like 'pgquorum\\_%'"
+}
+both_over_tls() { [ "$(tls_walsenders)" = 2/2 ]; }
+if poll "$DEADLINE_SECONDS" both_over_tls; then
+  pass "$primary: both replicas stream over TLS (pg_stat_ssl of every walsender)"
+else
+  fail "$primary: walsenders over TLS / all: $(tls_walsenders)"
+fi
+
 # `vagrant provision` again (pg1 ran init, pg2 joined): nothing is set up twice.
 for h in pg1 pg2; do
   if out=$(provision "$h") && grep -q "4/6 already set up" <<<"$out" &&

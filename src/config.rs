@@ -121,6 +121,7 @@ pub struct PostgresqlSection {
     pub listen: Option<SocketAddr>,
     pub advertise: Option<String>,
     pub os_user: Option<String>,
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +254,10 @@ pub struct PostgresqlConfig {
     /// The OS user PostgreSQL runs as when the daemon may switch users (root, or the
     /// packaged unit's capabilities); default `postgres`.
     pub os_user: String,
+    /// TLS from the cluster CA for PostgreSQL (replication, clones and rewinds verified,
+    /// `hostssl` for the members' roles). Default on; off only to compare or to debug, and
+    /// then on every member alike: a member with TLS cannot stream from one without.
+    pub tls: bool,
 }
 
 impl NodeConfig {
@@ -376,6 +381,7 @@ impl NodeConfig {
                     listen,
                     advertise,
                     os_user: pg.os_user.unwrap_or_else(|| "postgres".into()),
+                    tls: pg.tls.unwrap_or(true),
                 })
             }
         };

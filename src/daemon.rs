@@ -81,6 +81,15 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     if let Some(pg) = &postgres {
         warn_of_exposed_secrets(pg, &state);
     }
+    if let (Some(pg), Some(pg_config)) = (&postgres, config.postgresql.as_ref().filter(|c| c.tls)) {
+        // A fresh server certificate at every start: its names follow the config, and a
+        // restart renews it.
+        let (cert, key) = ca
+            .issue_postgres_server(record.node_id, &record.cluster_id, &pg_tls_hosts(pg_config))
+            .context("issuing PostgreSQL's server certificate")?;
+        pg.install_tls(&cert, key.expose(), identity.ca_pem())
+            .context("writing PostgreSQL's TLS files")?;
+    }
     // Also before any port: a VIP this process cannot move (a missing capability, no such
     // interface) is a config problem, better found now than at the first failover.
     let vip = match &config.vip {
@@ -450,6 +459,25 @@ pub fn pg_advertise(config: &NodeConfig) -> String {
         .unwrap_or_default()
 }
 
+/// The names PostgreSQL's server certificate carries: the advertised host (what replicas
+/// dial), the listen address when it is a specific one, and the loopback names.
+fn pg_tls_hosts(pg: &PostgresqlConfig) -> Vec<String> {
+    let advertised = pg
+        .advertise
+        .rsplit_once(':')
+        .map_or(pg.advertise.as_str(), |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut hosts = vec![advertised];
+    if !pg.listen.ip().is_unspecified() {
+        hosts.push(pg.listen.ip().to_string());
+    }
+    hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    hosts.dedup();
+    hosts
+}
+
 /// The supervised PostgreSQL of this member.
 fn postgres_for(
     config: &NodeConfig,
@@ -466,6 +494,9 @@ fn postgres_for(
         os_user: pg.os_user.clone(),
         passfile: state.path().join("pgpass"),
         log_file: state.path().join("postgresql.log"),
+        tls: pg
+            .tls
+            .then(|| postgres::TlsFiles::in_dir(&state.path().join("pgtls"))),
     };
     let creds = postgres::ReplicationCredentials {
         user: "pgquorum_replicator".into(),

@@ -65,6 +65,9 @@ pub enum Command {
     /// Manage join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The cluster CA.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Inspect the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -121,6 +124,13 @@ pub enum NodeCommand {
     },
     /// Remove a member from the cluster.
     Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print the cluster CA certificate (PEM), for clients that verify PostgreSQL's
+    /// certificate (`sslmode=verify-full sslrootcert=...`); it holds no secret.
+    Export,
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +295,16 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             let reply: serde_json::Value =
                 client(&config, true)?.post("/admin/tokens", &body).await?;
             output::line(reply["token"].as_str().unwrap_or_default());
+        }
+        Command::Ca(CaCommand::Export) => {
+            let path = config.state_dir.join(crate::tls::NodeIdentity::CA_FILE);
+            let pem = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {}: this node is not set up (`pgquorum init` or `node join`)",
+                    path.display()
+                )
+            })?;
+            output::line(pem.trim_end());
         }
         Command::Token(TokenCommand::List { json }) => {
             let reply: serde_json::Value = client(&config, true)?.get("/admin/tokens").await?;

@@ -103,6 +103,10 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "config_file",
     "hba_file",
     "ident_file",
+    "ssl",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_ca_file",
 ];
 
 /// Configuration-file directives that read other files: never accepted as parameters.

@@ -35,6 +35,7 @@ fn postgresql_section_gets_defaults_under_the_state_dir() {
     assert_eq!(pg.data_dir, PathBuf::from("/tmp/pgq/pgdata"));
     assert_eq!(pg.advertise, "127.0.0.1:5433");
     assert_eq!(pg.os_user, "postgres");
+    assert!(pg.tls, "PostgreSQL TLS is on by default");
     assert!(parse(MINIMAL).unwrap().postgresql.is_none());
     let err = parse(&format!(
         "{MINIMAL}\n[postgresql]\nlisten = \"127.0.0.1:7400\"\n"

@@ -117,7 +117,7 @@ impl Postgres {
                     "fast".as_ref(),
                     "--no-password".as_ref(),
                 ],
-                &[("PGPASSFILE", self.settings.passfile.as_os_str())],
+                &self.client_env(),
             )
             .await?;
             self.write_file(&work.join("standby.signal"), b"")

@@ -70,6 +70,38 @@ pub struct Settings {
     pub passfile: PathBuf,
     /// PostgreSQL's stderr (and stdout) are appended here.
     pub log_file: PathBuf,
+    /// TLS from the cluster CA for PostgreSQL's own traffic, `None` for plain TCP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where PostgreSQL's TLS files are (written by [`Postgres::install_tls`], owned by
+/// `os_user`): its server certificate and key, and the cluster CA that replicas,
+/// `pg_basebackup` and `pg_rewind` verify the server against (`sslmode=verify-full`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files in directory `dir`.
+    pub fn in_dir(dir: &Path) -> TlsFiles {
+        TlsFiles {
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+            ca: dir.join("ca.crt"),
+        }
+    }
+
+    /// What libpq needs to verify the server: `sslmode=verify-full` against the CA, as
+    /// environment variables for `pg_basebackup` and `pg_rewind`.
+    fn client_env(&self) -> [(&'static str, &std::ffi::OsStr); 2] {
+        [
+            ("PGSSLMODE", std::ffi::OsStr::new("verify-full")),
+            ("PGSSLROOTCERT", self.ca.as_os_str()),
+        ]
+    }
 }
 
 /// The role replicas (and `pg_basebackup`) authenticate as.
@@ -324,6 +356,28 @@ impl Postgres {
         Ok(pg)
     }
 
+    /// Writes PostgreSQL's TLS files (see [`TlsFiles`]): the key 0600 and everything owned
+    /// by `os_user`, as PostgreSQL requires. A no-op without `Settings::tls`. A running
+    /// server picks new files up at its next reload.
+    pub fn install_tls(&self, cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<(), Error> {
+        let Some(tls) = &self.settings.tls else {
+            return Ok(());
+        };
+        self.write_file(&tls.key, key_pem.as_bytes())?;
+        self.write_file(&tls.cert, cert_pem.as_bytes())?;
+        self.write_file(&tls.ca, ca_pem.as_bytes())
+    }
+
+    /// The libpq environment for connecting to another member's PostgreSQL: the passfile,
+    /// and with TLS, `verify-full` against the cluster CA.
+    pub(super) fn client_env(&self) -> Vec<(&'static str, &std::ffi::OsStr)> {
+        let mut env = vec![("PGPASSFILE", self.settings.passfile.as_os_str())];
+        if let Some(tls) = &self.settings.tls {
+            env.extend(tls.client_env());
+        }
+        env
+    }
+
     /// PostgreSQL's OS uid when it is not the daemon's.
     pub fn os_uid(&self) -> Option<u32> {
         self.account.as_ref().map(|a| a.uid)
@@ -370,6 +424,13 @@ impl Postgres {
             change = ConfigChange::Restart;
         }
 
+        let tls_paths = self.settings.tls.as_ref().map(|t| {
+            (
+                t.cert.to_string_lossy().into_owned(),
+                t.key.to_string_lossy().into_owned(),
+                t.ca.to_string_lossy().into_owned(),
+            )
+        });
         let inputs = conf::Inputs {
             listen_host: &self.settings.listen_host,
             port: self.settings.port,
@@ -377,6 +438,11 @@ impl Postgres {
             passfile: &self.settings.passfile.to_string_lossy(),
             replication_user: &self.creds.user,
             version: self.bin.version,
+            tls: tls_paths.as_ref().map(|(c, k, a)| conf::TlsPaths {
+                cert: c,
+                key: k,
+                ca: a,
+            }),
         };
         let parameters = self
             .parameters
@@ -407,7 +473,7 @@ impl Postgres {
         }
 
         let hba = dir.join("pg_hba.conf");
-        let rendered = conf::render_hba(&self.creds.user);
+        let rendered = conf::render_hba(&self.creds.user, self.settings.tls.is_some());
         if fs::read_to_string(&hba).ok().as_deref() != Some(rendered.as_str()) {
             self.write_file(&hba, rendered.as_bytes())?;
             change = change.max(ConfigChange::Reload);

@@ -127,7 +127,7 @@ impl Postgres {
                 .run_unchecked(
                     "pg_rewind",
                     &[target.as_os_str(), source.as_ref()],
-                    &[("PGPASSFILE", self.settings.passfile.as_os_str())],
+                    &self.client_env(),
                 )
                 .await;
             drop(aside);

@@ -173,6 +173,38 @@ impl ClusterCa {
     }
 }
 
+impl ClusterCa {
+    /// A server certificate and a fresh key (PKCS#8 PEM) for member `node_id`'s PostgreSQL,
+    /// naming `hosts` (its advertised and listen addresses, IPs or DNS names) besides its
+    /// node name: replicas, `pg_basebackup` and `pg_rewind` dial it with
+    /// `sslmode=verify-full`, and clients can verify it with the CA (`pgquorum ca export`).
+    pub fn issue_postgres_server(
+        &self,
+        node_id: u64,
+        cluster_id: &str,
+        hosts: &[String],
+    ) -> Result<(String, Secret<String>), Error> {
+        let sign = |source| Error::Sign { node_id, source };
+        let key = KeyPair::generate().map_err(sign)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(format!("postgresql node-{node_id}"));
+        params.subject_alt_names = node_sans(node_id, cluster_id, hosts)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, NODE_VALIDITY);
+        params.serial_number = Some(random_serial());
+        let ca_key = KeyPair::from_pem(self.key_pem.expose()).map_err(sign)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(sign)?;
+        let cert = params.signed_by(&key, &issuer).map_err(sign)?;
+        Ok((cert.pem(), Secret::new(key.serialize_pem())))
+    }
+}
+
 /// Lowercase hex SHA-256 of the DER of the first certificate in `cert_pem`.
 pub fn ca_sha256_hex(cert_pem: &str) -> Result<String, Error> {
     let der = parse_certs(cert_pem, "the CA certificate")?.swap_remove(0);

@@ -12,6 +12,7 @@ fn inputs(version: u32) -> Inputs<'static> {
         passfile: "/var/lib/pgq/pgpass",
         replication_user: "pgquorum_replicator",
         version,
+        tls: None,
     }
 }
 
@@ -152,7 +153,7 @@ fn include_line_is_appended_once() {
 
 #[test]
 fn hba_trusts_the_socket_and_wants_scram_over_tcp() {
-    let hba = render_hba("pgquorum_replicator");
+    let hba = render_hba("pgquorum_replicator", false);
     let rules: Vec<Vec<&str>> = hba
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -195,6 +196,67 @@ fn hba_trusts_the_socket_and_wants_scram_over_tcp() {
         ]
     );
     assert!(hba.contains("0700"));
+}
+
+#[test]
+fn with_tls_members_connect_only_over_verified_tls_and_clients_may() {
+    let tls = TlsPaths {
+        cert: "/var/lib/pgq/pgtls/server.crt",
+        key: "/var/lib/pgq/pgtls/server.key",
+        ca: "/var/lib/pgq/pgtls/ca.crt",
+    };
+    let with_tls = Inputs {
+        tls: Some(tls),
+        ..inputs(15)
+    };
+    let up = upstream("10.0.0.1");
+    let replica = parse(&render(
+        &with_tls,
+        &Role::Replica {
+            upstream: Some(&up),
+        },
+        &BTreeMap::new(),
+    ));
+    assert_eq!(replica["ssl"], "on");
+    assert_eq!(replica["ssl_cert_file"], "'/var/lib/pgq/pgtls/server.crt'");
+    assert_eq!(replica["ssl_key_file"], "'/var/lib/pgq/pgtls/server.key'");
+    assert_eq!(replica["ssl_ca_file"], "'/var/lib/pgq/pgtls/ca.crt'");
+    let conninfo = &replica["primary_conninfo"];
+    assert!(
+        conninfo.contains("sslmode=verify-full sslrootcert=/var/lib/pgq/pgtls/ca.crt"),
+        "{conninfo}"
+    );
+    let hba = render_hba("pgquorum_replicator", true);
+    let methods: Vec<(&str, &str)> = hba
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words[0], words[2])
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            ("local", "all"),
+            ("hostssl", "pgquorum_replicator"),
+            ("hostssl", "pgquorum_replicator"),
+            ("hostssl", "pgquorum_rewind"),
+            ("hostssl", "pgquorum_rewind"),
+            ("host", "all"),
+            ("host", "all"),
+        ],
+        "replication and rewind over TLS only; other roles as the operator allows"
+    );
+    // TLS files are reloadable, not a restart.
+    let plain = parse(&render(
+        &inputs(15),
+        &Role::Replica {
+            upstream: Some(&up),
+        },
+        &BTreeMap::new(),
+    ));
+    assert_eq!(classify(&plain, &replica, 15), ConfigChange::Reload);
 }
 
 #[test]

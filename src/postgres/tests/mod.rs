@@ -130,6 +130,7 @@ fn settings(dir: PathBuf, port: u16) -> Settings {
         os_user: "postgres".into(),
         passfile: dir.join("pgpass"),
         log_file: dir.join("postgres.log"),
+        tls: None,
     }
 }
 

@@ -1,0 +1,127 @@
+//! PostgreSQL's own traffic over TLS from the cluster CA: every walsender on the primary
+//! serves an encrypted connection, replicas verify the primary (`sslmode=verify-full`), and
+//! a client with the CA from `pgquorum ca export` can verify the server too, while one with
+//! another CA is refused.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::node::psql;
+use common::{eventually, require_postgres, OutputExt, TestCluster, FORMATION};
+
+/// Runs `query` as `probe` over TCP to `port` with libpq's `sslmode=verify-full` against
+/// the CA file `ca`.
+fn verified_query(port: u16, ca: &std::path::Path, query: &str) -> Result<String, String> {
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user=probe dbname=postgres sslmode=verify-full sslrootcert={}",
+        ca.display()
+    );
+    let output = Command::new(psql())
+        .args(["-X", "-A", "-t", "-d", &conninfo, "-c", query])
+        .env("PGPASSWORD", "probe")
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(output.stdout_text().trim().to_string())
+    } else {
+        Err(output.stderr_text())
+    }
+}
+
+#[test]
+fn replication_is_encrypted_and_every_member_verifies_the_server() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = TestCluster::start_with_postgres(3);
+    let view = eventually(FORMATION, "a lease holder", || {
+        let view = cluster.node(1).list();
+        view["lease"]["holder"]
+            .as_u64()
+            .map(|_| view.clone())
+            .ok_or(view.to_string())
+    });
+    let primary = cluster.index_of_id(&view, view["lease"]["holder"].as_u64().unwrap());
+    let p = cluster.node(primary);
+    // Both replicas stream, each over TLS.
+    let answer = eventually(FORMATION, "two walsenders, both over TLS", || {
+        let answer = p.sql(
+            "select count(*) filter (where s.ssl) || '/' || count(*) \
+             from pg_stat_replication r join pg_stat_ssl s using (pid) \
+             where r.state = 'streaming' and r.application_name like 'pgquorum\\_%'",
+        )?;
+        (answer == "2/2").then_some(answer.clone()).ok_or(answer)
+    });
+    eprintln!("walsenders over TLS / streaming: {answer}");
+    for i in cluster.running().into_iter().filter(|&i| i != primary) {
+        eventually(
+            Duration::from_secs(10),
+            &format!("n{i} streams with verify-full against the CA"),
+            || {
+                let conninfo = cluster
+                    .node(i)
+                    .sql("select conninfo from pg_stat_wal_receiver")?;
+                (conninfo.contains("sslmode=verify-full") && conninfo.contains("sslrootcert="))
+                    .then_some(())
+                    .ok_or(conninfo)
+            },
+        );
+    }
+    // pg_hba: the replication role over plain TCP is refused.
+    let plain = Command::new(psql())
+        .args([
+            "-X",
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=pgquorum_replicator dbname=replication \
+                 replication=true sslmode=disable",
+                p.pg_port
+            ),
+            "-c",
+            "IDENTIFY_SYSTEM",
+        ])
+        .env("PGPASSWORD", "wrong-anyway")
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let refusal = plain.stderr_text();
+    assert!(
+        !plain.status.success() && refusal.contains("no encryption"),
+        "a replication connection without TLS matches no pg_hba line: {refusal}"
+    );
+
+    // A client verifies the server with the exported CA; another CA is refused.
+    p.sql("create role probe login password 'probe'").unwrap();
+    let exported = cluster.node(primary).cli(&["ca", "export"]);
+    common::assert_success(&exported, "ca export");
+    let pem = exported.stdout_text();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "a verified TLS session",
+        || match verified_query(
+            p.pg_port,
+            &ca,
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        ) {
+            Ok(answer) if answer == "t" => Ok(()),
+            other => Err(other),
+        },
+    );
+    let foreign = pgquorum::tls::ClusterCa::generate("elsewhere").unwrap();
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, foreign.cert_pem()).unwrap();
+    let refused = verified_query(p.pg_port, &other_ca, "select 1").unwrap_err();
+    assert!(
+        refused.contains("certificate verify failed"),
+        "a server certificate from another CA fails verification: {refused}"
+    );
+}
