@@ -15,7 +15,8 @@ use super::sync::SyncRule;
 ///
 /// - 1: [`Command::PinKey`].
 /// - 2: [`Command::RevokeToken`].
-pub const COMMAND_LEVEL: u32 = 2;
+/// - 3: [`Command::SetConfig`] with `pg_hba` rules (older binaries refuse the field).
+pub const COMMAND_LEVEL: u32 = 3;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
@@ -152,6 +153,7 @@ impl Command {
         match self {
             Command::PinKey { .. } => 1,
             Command::RevokeToken { .. } => 2,
+            Command::SetConfig { config } if !config.pg_hba.is_empty() => 3,
             _ => 0,
         }
     }

@@ -51,6 +51,12 @@ pub struct DynamicConfig {
     pub synchronous_node_count: u32,
     /// PostgreSQL parameters applied on every member.
     pub postgresql_parameters: BTreeMap<String, String>,
+    /// The operator's `pg_hba.conf` rules for client connections (Patroni's
+    /// `postgresql.pg_hba`), one rule per entry. When given they replace pgquorum's default
+    /// catch-all rules (`host all all 0.0.0.0/0 scram-sha-256`, and `::/0`); the local socket
+    /// and the members' own replication and rewind rules always come first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pg_hba: Vec<String>,
     /// When pg_rewind cannot bring a former primary back (it failed part-way), clone it
     /// afresh from the primary. The old data directory is moved aside (renamed
     /// `<data dir>.rewind-failed-<unix time>`), never deleted. Off: the member stays out
@@ -75,6 +81,7 @@ impl Default for DynamicConfig {
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
             postgresql_parameters: BTreeMap::new(),
+            pg_hba: Vec::new(),
             remove_data_directory_on_rewind_failure: false,
             primary_start_timeout: Duration::from_secs(5),
         }
@@ -108,6 +115,52 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "ssl_key_file",
     "ssl_ca_file",
 ];
+
+/// The connection types a `pg_hba.conf` rule starts with.
+const HBA_TYPES: [&str; 6] = [
+    "local",
+    "host",
+    "hostssl",
+    "hostnossl",
+    "hostgssenc",
+    "hostnogssenc",
+];
+
+/// One operator rule for `pg_hba.conf`: a single line, a known connection type, at least
+/// database, user and method, and no `include` of another file.
+fn check_hba_rule(rule: &str) -> Result<(), String> {
+    if rule.chars().any(char::is_control) {
+        return Err(format!(
+            "pg_hba rule {rule:?} holds a newline or another control character; give one rule \
+             per list entry"
+        ));
+    }
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    match words.first() {
+        Some(kind) if HBA_TYPES.contains(kind) => {}
+        Some(kind) if kind.starts_with("include") => {
+            return Err(format!(
+                "pg_hba rule {rule:?} includes another file; write the rules themselves"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "pg_hba rule {rule:?} does not start with a connection type ({}); for example \
+                 \"hostssl all all 10.0.0.0/8 scram-sha-256\"",
+                HBA_TYPES.join(", ")
+            ))
+        }
+    }
+    let needed = if words[0] == "local" { 4 } else { 5 };
+    if words.len() < needed {
+        return Err(format!(
+            "pg_hba rule {rule:?} is incomplete: a {} rule needs type, database, user, {}method",
+            words[0],
+            if words[0] == "local" { "" } else { "address, " }
+        ));
+    }
+    Ok(())
+}
 
 /// Configuration-file directives that read other files: never accepted as parameters.
 pub const INCLUDE_DIRECTIVES: &[&str] = &["include", "include_dir", "include_if_exists"];
@@ -169,6 +222,9 @@ impl DynamicConfig {
                         asynchronously set synchronous_mode = \"off\" instead"
                     .to_string(),
             );
+        }
+        for rule in &self.pg_hba {
+            check_hba_rule(rule)?;
         }
         for (name, value) in &self.postgresql_parameters {
             if INCLUDE_DIRECTIVES.contains(&name.as_str()) {

@@ -277,6 +277,8 @@ pub struct Postgres {
     lifecycle: tokio::sync::Mutex<()>,
     /// User parameters from the dynamic configuration, written into `pgquorum.conf`.
     parameters: Mutex<BTreeMap<String, String>>,
+    /// The operator's `pg_hba` rules from the dynamic configuration (empty: the defaults).
+    hba_rules: Mutex<Vec<String>>,
     /// The connection [`Postgres::status`] reuses from cycle to cycle: a new connection is a
     /// new backend, and starting one took up to a second on a saturated host (measured),
     /// while a query on an open one is answered at once.
@@ -349,6 +351,7 @@ impl Postgres {
             postmaster: Mutex::new(Postmaster::default()),
             lifecycle: tokio::sync::Mutex::new(()),
             parameters: Mutex::new(BTreeMap::new()),
+            hba_rules: Mutex::new(Vec::new()),
             status_client: tokio::sync::Mutex::new(None),
         };
         let passfile = conf::passfile(&pg.creds.user, pg.creds.password.expose());
@@ -406,6 +409,17 @@ impl Postgres {
             return false;
         }
         *current = parameters.clone();
+        true
+    }
+
+    /// Sets the operator's `pg_hba` rules that the next [`write_config`](Self::write_config)
+    /// writes. Returns whether they changed.
+    pub fn set_hba_rules(&self, rules: &[String]) -> bool {
+        let mut current = self.hba_rules.lock().expect("hba rules lock poisoned");
+        if current.as_slice() == rules {
+            return false;
+        }
+        *current = rules.to_vec();
         true
     }
 
@@ -473,7 +487,12 @@ impl Postgres {
         }
 
         let hba = dir.join("pg_hba.conf");
-        let rendered = conf::render_hba(&self.creds.user, self.settings.tls.is_some());
+        let rules = self
+            .hba_rules
+            .lock()
+            .expect("hba rules lock poisoned")
+            .clone();
+        let rendered = conf::render_hba(&self.creds.user, self.settings.tls.is_some(), &rules);
         if fs::read_to_string(&hba).ok().as_deref() != Some(rendered.as_str()) {
             self.write_file(&hba, rendered.as_bytes())?;
             change = change.max(ConfigChange::Reload);

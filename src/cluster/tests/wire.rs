@@ -110,6 +110,12 @@ fn dynamic_config_validation_names_the_key_and_the_fix() {
     fn param(name: &str) -> DynamicConfig {
         value(name, "1")
     }
+    fn hba(rule: &str) -> DynamicConfig {
+        DynamicConfig {
+            pg_hba: vec![rule.to_string()],
+            ..Default::default()
+        }
+    }
     fn value(name: &str, value: &str) -> DynamicConfig {
         let mut config = DynamicConfig::default();
         config
@@ -171,6 +177,22 @@ fn dynamic_config_validation_names_the_key_and_the_fix() {
             value("application_name", "nul\0"),
             "postgresql_parameters value of \"application_name\" holds a newline",
         ),
+        (
+            hba("hostssl all all 0.0.0.0/0 scram-sha-256\nhost all all 0.0.0.0/0 trust"),
+            "pg_hba rule \"hostssl all all 0.0.0.0/0 scram-sha-256\\nhost all all 0.0.0.0/0 trust\" holds a newline",
+        ),
+        (
+            hba("include_dir /etc"),
+            "pg_hba rule \"include_dir /etc\" includes another file",
+        ),
+        (
+            hba("all all 0.0.0.0/0 trust"),
+            "pg_hba rule \"all all 0.0.0.0/0 trust\" does not start with a connection type",
+        ),
+        (
+            hba("host all all scram-sha-256"),
+            "pg_hba rule \"host all all scram-sha-256\" is incomplete",
+        ),
     ];
     for (config, prefix) in cases {
         let message = config.validate().unwrap_err();
@@ -180,6 +202,11 @@ fn dynamic_config_validation_names_the_key_and_the_fix() {
         );
     }
     assert_eq!(param("auto_explain.log_min_duration").validate(), Ok(()));
+    assert_eq!(
+        hba("hostssl all app 10.0.0.0/8 scram-sha-256").validate(),
+        Ok(())
+    );
+    assert_eq!(hba("local all all peer").validate(), Ok(()));
     let edge = DynamicConfig {
         ttl: ms(1500),
         loop_wait: ms(500),

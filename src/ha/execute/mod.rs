@@ -47,7 +47,8 @@ pub struct Executor {
     /// The slots last made to exist on our primary; recomputed when membership changes.
     slots: Option<BTreeSet<String>>,
     /// The user parameters last applied to the running server.
-    applied_parameters: Option<std::collections::BTreeMap<String, String>>,
+    /// The `postgresql_parameters` and `pg_hba` rules last applied.
+    applied_parameters: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
     /// `[hooks]` and this member's name, which hooks are told.
     hooks: crate::hooks::HooksConfig,
     name: String,

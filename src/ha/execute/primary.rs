@@ -271,9 +271,13 @@ impl Executor {
     /// call. Skipped while the server's role is not known, so that a replica's upstream is
     /// never written away; a server that is not running gets them when it is next started.
     pub async fn apply_parameters(&mut self, obs: &Observation, memory: &Memory) {
-        let wanted = &obs.config.postgresql_parameters;
-        self.postgres.set_parameters(wanted);
-        if self.applied_parameters.as_ref() == Some(wanted) || !obs.pg.running {
+        let wanted = (
+            obs.config.postgresql_parameters.clone(),
+            obs.config.pg_hba.clone(),
+        );
+        self.postgres.set_parameters(&wanted.0);
+        self.postgres.set_hba_rules(&wanted.1);
+        if self.applied_parameters.as_ref() == Some(&wanted) || !obs.pg.running {
             return;
         }
         let upstream = match (obs.pg.in_recovery, self.following) {
@@ -299,8 +303,8 @@ impl Executor {
         };
         match result {
             Ok(()) => {
-                tracing::info!(parameters = ?wanted, "applied PostgreSQL parameters");
-                self.applied_parameters = Some(wanted.clone());
+                tracing::info!(parameters = ?wanted.0, pg_hba = ?wanted.1, "applied PostgreSQL parameters");
+                self.applied_parameters = Some(wanted);
             }
             Err(e) => tracing::warn!(error = %e, "applying PostgreSQL parameters; retrying"),
         }

@@ -153,7 +153,7 @@ fn include_line_is_appended_once() {
 
 #[test]
 fn hba_trusts_the_socket_and_wants_scram_over_tcp() {
-    let hba = render_hba("pgquorum_replicator", false);
+    let hba = render_hba("pgquorum_replicator", false, &[]);
     let rules: Vec<Vec<&str>> = hba
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -226,7 +226,7 @@ fn with_tls_members_connect_only_over_verified_tls_and_clients_may() {
         conninfo.contains("sslmode=verify-full sslrootcert=/var/lib/pgq/pgtls/ca.crt"),
         "{conninfo}"
     );
-    let hba = render_hba("pgquorum_replicator", true);
+    let hba = render_hba("pgquorum_replicator", true, &[]);
     let methods: Vec<(&str, &str)> = hba
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -257,6 +257,34 @@ fn with_tls_members_connect_only_over_verified_tls_and_clients_may() {
         &BTreeMap::new(),
     ));
     assert_eq!(classify(&plain, &replica, 15), ConfigChange::Reload);
+}
+
+#[test]
+fn operator_rules_replace_the_catch_all_after_the_members_own() {
+    let rules = [
+        "hostssl all app 10.0.0.0/8 scram-sha-256".to_string(),
+        "host all all 0.0.0.0/0 reject".to_string(),
+    ];
+    let hba = render_hba("pgquorum_replicator", true, &rules);
+    let lines: Vec<&str> = hba.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 7, "{hba}");
+    assert!(lines[0].starts_with("local"));
+    assert!(
+        lines[1..5].iter().all(|l| l.starts_with("hostssl")),
+        "{hba}"
+    );
+    assert_eq!(
+        &lines[5..],
+        &rules
+            .map(|r| r)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()[..]
+    );
+    assert!(
+        !hba.contains("host    all          all"),
+        "no catch-all left: {hba}"
+    );
 }
 
 #[test]
