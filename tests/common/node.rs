@@ -185,7 +185,13 @@ impl Node {
             ),
             None => format!("listen = \"{}:{}\"", self.host_ip, self.pg_port),
         };
-        let text = format!("{}\n[postgresql]\n{listen}\n", self.default_config());
+        // PGQ_PG_TLS=off: PostgreSQL without TLS (`[postgresql] tls = false`), for benches
+        // that compare the two.
+        let tls = match std::env::var("PGQ_PG_TLS").as_deref() {
+            Ok("off") => "tls = false\n",
+            _ => "",
+        };
+        let text = format!("{}\n[postgresql]\n{listen}\n{tls}", self.default_config());
         self.write_config(&text);
         self
     }
