@@ -40,7 +40,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub peer: ListenSection,
     #[serde(default)]
-    pub api: ListenSection,
+    pub api: ApiSection,
     #[serde(default)]
     pub raft: RaftSection,
     #[serde(default)]
@@ -141,6 +141,16 @@ pub struct ListenSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    /// Addresses or networks allowed to call the unsafe endpoints (Patroni's
+    /// `restapi.allowlist`); empty or absent: any (the bearer token still applies).
+    pub allowlist: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RaftSection {
     pub profile: Option<Profile>,
     #[serde(default, with = "humantime_serde")]
@@ -223,6 +233,8 @@ pub struct NodeConfig {
     /// REST API: listen address (default `0.0.0.0:8008`) and advertised `host:port`.
     pub api_listen: SocketAddr,
     pub api_advertise: String,
+    /// `[api] allowlist`: who may call the unsafe endpoints; empty: anyone with the token.
+    pub api_allowlist: Vec<crate::net::Network>,
     pub timings: Timings,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -326,6 +338,13 @@ impl NodeConfig {
         let peer_advertise =
             advertise("peer", file.peer.advertise, peer_listen).map_err(invalid)?;
         let api_advertise = advertise("api", file.api.advertise, api_listen).map_err(invalid)?;
+        let api_allowlist = (file.api.allowlist.iter().flatten())
+            .map(|entry| {
+                entry
+                    .parse()
+                    .map_err(|e| invalid(format!("[api] allowlist: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mut timings = file.raft.profile.unwrap_or(Profile::Lan).timings();
         let r = &file.raft;
@@ -469,6 +488,7 @@ impl NodeConfig {
             peer_advertise,
             api_listen,
             api_advertise,
+            api_allowlist,
             timings,
             log_format: file.log.format.unwrap_or(LogFormat::Human),
             log_level: level,

@@ -262,6 +262,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             proxy_stats,
             vip: config.vip.as_ref().map(ToString::to_string),
             vip_handle: vip_for_api,
+            allowlist: Arc::new(config.api_allowlist.clone()),
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {

@@ -24,6 +24,7 @@ pub mod ha;
 pub mod hooks;
 pub mod identity;
 pub mod lease;
+pub mod net;
 pub mod peers;
 pub mod postgres;
 pub mod proxy;

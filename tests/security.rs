@@ -552,3 +552,44 @@ fn a_revoked_join_token_is_listed_no_more_and_admits_no_one() {
         &format!("there is no join token {id}"),
     );
 }
+
+#[test]
+fn unsafe_rest_calls_are_taken_only_from_the_allowlist() {
+    let mut node = Node::new(&test_name(), "n1");
+    let config = std::fs::read_to_string(&node.config_path).unwrap();
+    let with_allowlist =
+        |list: &str| config.replacen("[api]\n", &format!("[api]\nallowlist = {list}\n"), 1);
+    node.write_config(&with_allowlist(r#"["10.255.255.1", "fd00::/8"]"#));
+    node.init(&[]);
+    node.start();
+    eventually(ELECTION, "the REST API answers", || {
+        node.get("/cluster").map_err(|e| e.to_string())
+    });
+    // From 127.0.0.1, outside the list: refused, before the token is even looked at.
+    let refused = node.cli(&["token", "create"]);
+    assert_error(&refused, 1, "is not in this member's [api] allowlist");
+    let (status, _) = node.request("POST", "/admin/pause").unwrap();
+    assert_eq!(status, 403, "an unsafe call from outside the allowlist");
+    let (status, _) = node.get("/liveness").unwrap();
+    assert_eq!(status, 200, "read-only endpoints stay open");
+    assert!(node.terminate().success());
+
+    node.write_config(&with_allowlist(r#"["127.0.0.0/8"]"#));
+    node.start();
+    eventually(ELECTION, "token create from an allowed address", || {
+        let output = node.cli(&["token", "create"]);
+        output
+            .status
+            .success()
+            .then_some(())
+            .ok_or(output.stderr_text())
+    });
+    assert!(node.terminate().success());
+
+    node.write_config(&with_allowlist(r#"["10.0.0.0/33"]"#));
+    assert_error(
+        &node.cli(&["config", "check"]),
+        2,
+        "[api] allowlist: \"10.0.0.0/33\" is not an address or a network",
+    );
+}

@@ -11,6 +11,7 @@
 //! `/liveness`, `/cluster`, `/metrics` (see [`metrics`]) and `/history`.
 
 mod admin;
+pub mod allowlist;
 mod auth;
 mod error;
 pub mod health;
@@ -21,6 +22,7 @@ mod state;
 
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -74,8 +76,9 @@ pub async fn serve(
         )
         .route("/admin/pause", post(admin::pause))
         .route("/admin/resume", post(admin::resume))
-        .with_state(state);
-    serve_http(listener, app, shutdown).await;
+        .with_state(state.clone());
+    let allowlist = state.allowlist.clone();
+    serve_http(listener, app, allowlist, shutdown).await;
     Ok(())
 }
 
@@ -88,7 +91,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP/1.1 on `listener` with `app`, under the connection cap and header timeout, until
 /// `shutdown`; then each connection finishes the request it is on and closes.
-async fn serve_http(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    allowlist: std::sync::Arc<Vec<crate::net::Network>>,
+    shutdown: CancellationToken,
+) {
     let mut gate = crate::accept::Gate::new(listener, MAX_API_CONNECTIONS, "REST");
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -99,7 +107,27 @@ async fn serve_http(listener: TcpListener, app: Router, shutdown: CancellationTo
             admitted = gate.accept() => admitted,
         };
         let _ = admitted.tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (app, allowlist, remote) = (app.clone(), allowlist.clone(), admitted.remote.ip());
+        let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
+            let (app, allowlist) = (app.clone(), allowlist.clone());
+            async move {
+                use tower::ServiceExt as _;
+                if !allowlist::allowed(&allowlist, request.method(), request.uri().path(), remote) {
+                    return Ok::<_, std::convert::Infallible>(
+                        ApiError(
+                            axum::http::StatusCode::FORBIDDEN,
+                            format!(
+                                "{remote} is not in this member's [api] allowlist, which \
+                                 unsafe calls must come from; call from an allowed host or \
+                                 extend the allowlist"
+                            ),
+                        )
+                        .into_response(),
+                    );
+                }
+                app.oneshot(request.map(axum::body::Body::new)).await
+            }
+        });
         let connection = http.serve_connection(hyper_util::rt::TokioIo::new(admitted.tcp), service);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

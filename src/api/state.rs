@@ -27,4 +27,6 @@ pub struct AppState {
     /// interface carries it.
     pub vip: Option<String>,
     pub vip_handle: Option<crate::vip::Vip>,
+    /// `[api] allowlist` (see [`super::allowlist`]).
+    pub allowlist: Arc<Vec<crate::net::Network>>,
 }
