@@ -593,3 +593,54 @@ fn unsafe_rest_calls_are_taken_only_from_the_allowlist() {
         "[api] allowlist: \"10.0.0.0/33\" is not an address or a network",
     );
 }
+
+/// The status code at the start of an HTTP response (`HTTP/1.1 400 ...`), if any.
+fn http_status(reply: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(reply);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[test]
+fn malformed_and_oversized_http_is_refused_and_the_api_keeps_serving() {
+    let mut node = Node::new(&test_name(), "n1");
+    node.init(&[]);
+    node.start();
+    eventually(ELECTION, "the REST API answers", || {
+        node.get("/liveness").map_err(|e| e.to_string())
+    });
+    let addr = node.api_addr();
+    let huge_header = format!(
+        "GET /liveness HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(512 * 1024)
+    );
+    let cases: [(&str, Vec<u8>, &[u16]); 4] = [
+        (
+            "garbage",
+            b"\x16\x03\x01\x00\xff not http at all\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        (
+            "a request line without a version",
+            b"GET /\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        (
+            "a bad header line",
+            b"GET / HTTP/1.1\r\nno colon here\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        ("a 512 KiB header", huge_header.into_bytes(), &[400, 431]),
+    ];
+    for (case, request, expected) in cases {
+        let reply = plain_text_exchange(&addr, &request);
+        let status = http_status(&reply);
+        assert!(
+            status.is_some_and(|s| expected.contains(&s)),
+            "{case}: wanted one of {expected:?}, got {:?}",
+            String::from_utf8_lossy(&reply[..reply.len().min(200)])
+        );
+        let (ok, _) = node.get("/liveness").expect("the API still answers");
+        assert_eq!(ok, 200, "after {case}");
+    }
+    assert!(node.terminate().success());
+}
