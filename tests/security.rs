@@ -155,6 +155,14 @@ fn a_join_with_a_bad_certificate_request_spends_no_token_use_and_adds_no_member(
     assert_success(&created, "token create --uses 1");
     let token_text = created.stdout_text().trim().to_string();
     let token: pgquorum::tls::JoinTokenString = token_text.parse().expect("a token");
+    // The join service reads tokens from n1's applied state, which may lag the commit.
+    eventually(ELECTION, "n1 has applied the new token", || {
+        let listed = cluster
+            .node(1)
+            .cli(&["token", "list", "--json"])
+            .stdout_text();
+        listed.contains(token.id()).then_some(()).ok_or(listed)
+    });
     let good_csr = pgquorum::tls::NodeKey::generate()
         .unwrap()
         .csr_pem("intruder")
@@ -503,7 +511,15 @@ fn a_revoked_join_token_is_listed_no_more_and_admits_no_one() {
         let parts: Vec<&str> = token.split('.').collect();
         (parts[2].to_string(), parts[3].to_string())
     };
-    let listed = cluster.node(2).cli(&["token", "list", "--json"]);
+    // Another member lists it once it has applied the token.
+    let listed = eventually(ELECTION, "n2 lists the new token", || {
+        let listed = cluster.node(2).cli(&["token", "list", "--json"]);
+        listed
+            .stdout_text()
+            .contains(&id)
+            .then_some(listed)
+            .ok_or(())
+    });
     assert_success(&listed, "token list --json");
     let json: serde_json::Value = serde_json::from_str(listed.stdout_text().trim()).unwrap();
     let entry = json["tokens"]
@@ -530,12 +546,14 @@ fn a_revoked_join_token_is_listed_no_more_and_admits_no_one() {
             .then_some(())
             .ok_or(output.stderr_text())
     });
-    let listed = cluster.node(3).cli(&["token", "list", "--json"]);
-    assert!(
-        !listed.stdout_text().contains(&id),
-        "revoked token no longer listed: {}",
-        listed.stdout_text()
-    );
+    // Listed by another member once it has applied the revocation.
+    eventually(ELECTION, "the revoked token no longer listed by n3", || {
+        let listed = cluster
+            .node(3)
+            .cli(&["token", "list", "--json"])
+            .stdout_text();
+        (!listed.contains(&id)).then_some(()).ok_or(listed)
+    });
     let joiner = cluster.new_node("late");
     assert_error(
         &joiner.join(&cluster.node(1).peer_addr(), &token),
@@ -879,7 +897,18 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
             "there is no join token nope00",
         ),
     ];
-    let before = observable_state(&cluster);
+    // n1 may be a follower that has not applied the two new tokens yet.
+    let ids = [
+        token.id().to_string(),
+        expiring.split('.').nth(2).unwrap().to_string(),
+    ];
+    let before = eventually(ELECTION, "n1 lists both new tokens", || {
+        let state = observable_state(&cluster);
+        ids.iter()
+            .all(|id| state.contains(id.as_str()))
+            .then_some(state.clone())
+            .ok_or(state)
+    });
     let mut report = Vec::new();
     for (case, send, needle) in &cases {
         let refusal = send().unwrap_or_else(|accepted| panic!("{case}: not refused: {accepted}"));
