@@ -32,12 +32,8 @@ fn verified_query(port: u16, ca: &std::path::Path, query: &str) -> Result<String
     }
 }
 
-#[test]
-fn replication_is_encrypted_and_every_member_verifies_the_server() {
-    if !require_postgres() {
-        return;
-    }
-    let cluster = TestCluster::start_with_postgres(3);
+/// The index of the member holding the lease, once one does.
+fn lease_holder(cluster: &TestCluster) -> usize {
     let view = eventually(FORMATION, "a lease holder", || {
         let view = cluster.node(1).list();
         view["lease"]["holder"]
@@ -45,7 +41,16 @@ fn replication_is_encrypted_and_every_member_verifies_the_server() {
             .map(|_| view.clone())
             .ok_or(view.to_string())
     });
-    let primary = cluster.index_of_id(&view, view["lease"]["holder"].as_u64().unwrap());
+    cluster.index_of_id(&view, view["lease"]["holder"].as_u64().unwrap())
+}
+
+#[test]
+fn replication_is_encrypted_and_every_member_verifies_the_server() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = TestCluster::start_with_postgres(3);
+    let primary = lease_holder(&cluster);
     let p = cluster.node(primary);
     // Both replicas stream, each over TLS.
     let answer = eventually(FORMATION, "two walsenders, both over TLS", || {
@@ -132,14 +137,7 @@ fn the_operators_pg_hba_rules_restrict_clients_and_leave_the_members_alone() {
         return;
     }
     let cluster = TestCluster::start_with_postgres(3);
-    let view = eventually(FORMATION, "a lease holder", || {
-        let view = cluster.node(1).list();
-        view["lease"]["holder"]
-            .as_u64()
-            .map(|_| view.clone())
-            .ok_or(view.to_string())
-    });
-    let primary = cluster.index_of_id(&view, view["lease"]["holder"].as_u64().unwrap());
+    let primary = lease_holder(&cluster);
     let p = cluster.node(primary);
     let streaming = "select count(*) from pg_stat_replication \
                      where state = 'streaming' and application_name like 'pgquorum\\_%'";

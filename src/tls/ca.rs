@@ -148,21 +148,14 @@ impl ClusterCa {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|source| Error::InvalidCsr { node_id, source })?;
 
-        let mut params = CertificateParams::default();
-        params.distinguished_name = common_name(format!("node-{node_id}"));
-        params.subject_alt_names = node_sans(node_id, cluster_id, extra_sans)?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, NODE_VALIDITY);
-        params.serial_number = Some(random_serial());
+        let params = leaf_params(
+            format!("node-{node_id}"),
+            node_sans(node_id, cluster_id, extra_sans)?,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
 
         let sign = |source| Error::Sign { node_id, source };
         // The invariant of ClusterCa makes these parses succeed; errors still surface as Sign.
@@ -186,18 +179,11 @@ impl ClusterCa {
     ) -> Result<(String, Secret<String>), Error> {
         let sign = |source| Error::Sign { node_id, source };
         let key = KeyPair::generate().map_err(sign)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = common_name(format!("postgresql node-{node_id}"));
-        params.subject_alt_names = node_sans(node_id, cluster_id, hosts)?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, NODE_VALIDITY);
-        params.serial_number = Some(random_serial());
+        let params = leaf_params(
+            format!("postgresql node-{node_id}"),
+            node_sans(node_id, cluster_id, hosts)?,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        );
         let ca_key = KeyPair::from_pem(self.key_pem.expose()).map_err(sign)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(sign)?;
         let cert = params.signed_by(&key, &issuer).map_err(sign)?;
@@ -215,6 +201,29 @@ fn common_name(cn: String) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
     dn
+}
+
+/// The parameters every leaf certificate of the cluster CA shares (not a CA, signing and key
+/// encipherment, the CA's key identifier, [`NODE_VALIDITY`], a random serial), with its
+/// common name, names and extended key usages.
+fn leaf_params(
+    cn: String,
+    sans: Vec<SanType>,
+    usages: Vec<ExtendedKeyUsagePurpose>,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = common_name(cn);
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = usages;
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params, NODE_VALIDITY);
+    params.serial_number = Some(random_serial());
+    params
 }
 
 fn set_validity(params: &mut CertificateParams, validity: Duration) {
