@@ -17,9 +17,24 @@ use super::store::open_db;
 use super::{ClusterView, Entry, LogStore, NodeId, RaftNode, StateMachine, TypeConfig};
 use crate::cluster::{self, Command, CommandResult, Epoch, JoinToken, Member, Tags};
 
-/// Opens the log store and the state machine over a sled database in `dir`.
+/// Opens the log store and the state machine over a sled database in `dir`. A store just
+/// dropped in this process may still hold sled's file lock for a moment (its flusher thread
+/// ends after the last handle is gone): the open is retried while the lock is busy, for up
+/// to 5 s. CI failed once on a reopen that did not wait.
 fn open_store(dir: &Path) -> (LogStore, StateMachine, watch::Receiver<Arc<ClusterView>>) {
-    let db = open_db(dir).expect("open sled db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let db = loop {
+        match open_db(dir) {
+            Ok(db) => break db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("open sled db: {e}"),
+        }
+    };
     let log = LogStore::open(&db).expect("open log store");
     let (sm, view) = StateMachine::open(&db).expect("open state machine");
     (log, sm, view)
