@@ -18,6 +18,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod member;
+
 use crate::api;
 use crate::cluster::{Command, CommandResult, Member};
 use crate::config::NodeConfig;
@@ -141,7 +143,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // The members' key pins for the server certificates we verify, from the stored state
     // now and kept current below.
     let key_pins = tls::KeyPins::default();
-    key_pins.replace(pins_of(&view.borrow()));
+    key_pins.replace(member::pins_of(&view.borrow()));
     let peers = Peers::new(
         record.cluster_id.clone(),
         tls::member_client_config(&identity, &record.cluster_id, key_pins.clone())?,
@@ -168,7 +170,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     let tasks = TaskTracker::new();
     let serve_shutdown = shutdown.child_token();
-    tasks.spawn(keep_pins_current(
+    tasks.spawn(member::keep_pins_current(
         view.clone(),
         key_pins,
         serve_shutdown.clone(),
@@ -243,7 +245,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
     let key_pin = tls::key_sha256_of_cert_pem(identity.cert_pem())
         .context("reading this node's certificate")?;
-    tasks.spawn(update_member_record(
+    tasks.spawn(member::update_member_record(
         handle.clone(),
         config.clone(),
         key_pin.clone(),
@@ -505,123 +507,6 @@ fn postgres_for(
     };
     Postgres::new(settings, creds)
         .with_context(|| format!("[postgresql] in {}", config.path.display()))
-}
-
-/// Keeps this member's record in the cluster state equal to its config: a changed advertise
-/// address (or PostgreSQL added to a witness) is proposed once the cluster knows us, and so
-/// is this member's key pin if it joined before pins were recorded.
-async fn update_member_record(
-    handle: RaftHandle,
-    config: NodeConfig,
-    key_pin: String,
-    peers: watch::Receiver<Arc<crate::peers::PeerStatuses>>,
-    shutdown: CancellationToken,
-) {
-    let me = crate::cluster::NodeId(handle.id());
-    let mut view = handle.view();
-    let (mut pinned, mut updated) = (false, false);
-    loop {
-        let (current, recorded_pin, others) = {
-            let view = view.borrow_and_update();
-            let others: Vec<_> = (view.state.members.keys().copied())
-                .filter(|id| *id != me)
-                .collect();
-            (
-                view.state.member(me).cloned(),
-                view.state.keys.get(&me).cloned(),
-                others,
-            )
-        };
-        // PinKey only once every other member's binary can apply it (see Command::level).
-        let pin = Command::PinKey {
-            id: me,
-            key_sha256: key_pin.clone(),
-        };
-        let all_can_pin = peers.borrow().all_at_command_level(&others, pin.level());
-        if let Some(member) = current {
-            if !pinned {
-                match recorded_pin {
-                    Some(pin) if pin == key_pin => pinned = true,
-                    Some(_) => {
-                        tracing::error!(
-                            "the cluster has another key pinned for this member than the one in \
-                         node.pem: peers will refuse it; restore its state directory or remove \
-                         and re-join it"
-                        );
-                        pinned = true;
-                    }
-                    None if !all_can_pin => {}
-                    None => match handle.propose(pin.clone()).await {
-                        Ok(_) => {
-                            tracing::info!(
-                                "recorded this member's key pin in the cluster (it joined before \
-                             pins were recorded)"
-                            );
-                            pinned = true;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "recording the key pin; retrying"),
-                    },
-                }
-            }
-            if !updated {
-                let wanted = Member {
-                    peer_addr: config.peer_advertise.clone(),
-                    api_addr: config.api_advertise.clone(),
-                    pg_addr: pg_advertise(&config),
-                    tags: config.tags.clone(),
-                    ..member.clone()
-                };
-                if wanted == member {
-                    updated = true;
-                } else {
-                    match handle
-                        .propose(Command::UpdateMember { member: wanted })
-                        .await
-                    {
-                        Ok(_) => {
-                            tracing::info!("updated this member's addresses in the cluster");
-                            updated = true;
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "updating member addresses; retrying")
-                        }
-                    }
-                }
-            }
-            if pinned && updated {
-                return;
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = view.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-/// The key pins of the cluster state, by node id.
-fn pins_of(view: &raft::ClusterView) -> BTreeMap<u64, String> {
-    view.state
-        .keys
-        .iter()
-        .map(|(id, pin)| (id.0, pin.clone()))
-        .collect()
-}
-
-/// Keeps `pins` equal to the cluster state's key pins.
-async fn keep_pins_current(
-    mut view: watch::Receiver<Arc<raft::ClusterView>>,
-    pins: tls::KeyPins,
-    shutdown: CancellationToken,
-) {
-    loop {
-        pins.replace(pins_of(&view.borrow_and_update()));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = view.changed() => if changed.is_err() { return },
-        }
-    }
 }
 
 /// A fresh admin token for this node's REST API.

@@ -7,7 +7,9 @@
 //!                           ├─ conf       pgquorum.conf, pg_hba.conf, standby.signal (pure)
 //!                           ├─ process    postmaster child: start/adopt, stop, is_running
 //!                           ├─ client     status, promote, slots, roles over the unix socket
-//!                           └─ rewind     pg_rewind a former primary onto the new one
+//!                           ├─ rewind     pg_rewind a former primary onto the new one
+//!                           ├─ tls        its TLS files, and verify-full for other members
+//!                           └─ files      atomic writes owned by PostgreSQL's OS user
 //! ```
 //!
 //! When the daemon may act as another user (root, or its own user with the capabilities of
@@ -23,17 +25,18 @@ mod binaries;
 mod bootstrap;
 mod client;
 mod conf;
+mod files;
 pub(crate) mod process;
 mod rewind;
 mod status;
 #[cfg(test)]
 mod tests;
 mod timeline;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -42,6 +45,7 @@ pub use client::Standby;
 pub use conf::{ConfigChange, REWIND_USER};
 pub use rewind::RewindOutcome;
 pub use status::{DataDir, Lsn, PgRole, PgStatus};
+pub use tls::TlsFiles;
 
 use crate::secret::Secret;
 use binaries::Binaries;
@@ -72,36 +76,6 @@ pub struct Settings {
     pub log_file: PathBuf,
     /// TLS from the cluster CA for PostgreSQL's own traffic, `None` for plain TCP.
     pub tls: Option<TlsFiles>,
-}
-
-/// Where PostgreSQL's TLS files are (written by [`Postgres::install_tls`], owned by
-/// `os_user`): its server certificate and key, and the cluster CA that replicas,
-/// `pg_basebackup` and `pg_rewind` verify the server against (`sslmode=verify-full`).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
-
-impl TlsFiles {
-    /// The files in directory `dir`.
-    pub fn in_dir(dir: &Path) -> TlsFiles {
-        TlsFiles {
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-            ca: dir.join("ca.crt"),
-        }
-    }
-
-    /// What libpq needs to verify the server: `sslmode=verify-full` against the CA, as
-    /// environment variables for `pg_basebackup` and `pg_rewind`.
-    fn client_env(&self) -> [(&'static str, &std::ffi::OsStr); 2] {
-        [
-            ("PGSSLMODE", std::ffi::OsStr::new("verify-full")),
-            ("PGSSLROOTCERT", self.ca.as_os_str()),
-        ]
-    }
 }
 
 /// The role replicas (and `pg_basebackup`) authenticate as.
@@ -359,28 +333,6 @@ impl Postgres {
         Ok(pg)
     }
 
-    /// Writes PostgreSQL's TLS files (see [`TlsFiles`]): the key 0600 and everything owned
-    /// by `os_user`, as PostgreSQL requires. A no-op without `Settings::tls`. A running
-    /// server picks new files up at its next reload.
-    pub fn install_tls(&self, cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<(), Error> {
-        let Some(tls) = &self.settings.tls else {
-            return Ok(());
-        };
-        self.write_file(&tls.key, key_pem.as_bytes())?;
-        self.write_file(&tls.cert, cert_pem.as_bytes())?;
-        self.write_file(&tls.ca, ca_pem.as_bytes())
-    }
-
-    /// The libpq environment for connecting to another member's PostgreSQL: the passfile,
-    /// and with TLS, `verify-full` against the cluster CA.
-    pub(super) fn client_env(&self) -> Vec<(&'static str, &std::ffi::OsStr)> {
-        let mut env = vec![("PGPASSFILE", self.settings.passfile.as_os_str())];
-        if let Some(tls) = &self.settings.tls {
-            env.extend(tls.client_env());
-        }
-        env
-    }
-
     /// PostgreSQL's OS uid when it is not the daemon's.
     pub fn os_uid(&self) -> Option<u32> {
         self.account.as_ref().map(|a| a.uid)
@@ -396,11 +348,6 @@ impl Postgres {
         &self.settings
     }
 
-    /// Renders the configuration for `role` into the data directory and reports what a
-    /// running server needs to apply it: appends `include 'pgquorum.conf'` to
-    /// `postgresql.conf` once, rewrites `pgquorum.conf` and `pg_hba.conf` atomically when
-    /// they differ, and creates or removes `standby.signal`. Does not reload or restart
-    /// anything. Errors if the data directory has no `postgresql.conf`.
     /// Sets the user parameters (from the dynamic configuration) that the next
     /// [`write_config`](Self::write_config) writes. Returns whether they changed.
     pub fn set_parameters(&self, parameters: &BTreeMap<String, String>) -> bool {
@@ -423,6 +370,11 @@ impl Postgres {
         true
     }
 
+    /// Renders the configuration for `role` into the data directory and reports what a
+    /// running server needs to apply it: appends `include 'pgquorum.conf'` to
+    /// `postgresql.conf` once, rewrites `pgquorum.conf` and `pg_hba.conf` atomically when
+    /// they differ, and creates or removes `standby.signal`. Does not reload or restart
+    /// anything. Errors if the data directory has no `postgresql.conf`.
     pub fn write_config(&self, role: &Role) -> Result<ConfigChange, Error> {
         self.write_config_in(&self.settings.data_dir, role)
     }
@@ -581,71 +533,5 @@ impl Postgres {
             ),
             source,
         })
-    }
-
-    /// Writes `bytes` to `path` atomically (temporary file, fsync, rename), mode 0600 and
-    /// owned by the OS user, creating missing parent directories.
-    fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-        let action = || format!("writing {}", path.display());
-        if let Some(parent) = path.parent() {
-            self.create_dir(parent, None)?;
-        }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".pgquorum-tmp");
-        let tmp = PathBuf::from(tmp);
-        let result = (|| {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.set_permissions(fs::Permissions::from_mode(0o600))?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            self.chown(&tmp)?;
-            fs::rename(&tmp, path)
-        })();
-        result.map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            Error::Io {
-                action: action(),
-                source,
-            }
-        })
-    }
-
-    /// Creates `dir` and its missing parents. Directories created here, and `dir` itself
-    /// when `mode` is given, are owned by the OS user; `mode` is applied to `dir`.
-    fn create_dir(&self, dir: &Path, mode: Option<u32>) -> Result<(), Error> {
-        let action = || format!("creating {}", dir.display());
-        let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
-        fs::create_dir_all(dir).map_err(|source| Error::Io {
-            action: action(),
-            source,
-        })?;
-        for created in &missing {
-            self.chown(created).map_err(|source| Error::Io {
-                action: action(),
-                source,
-            })?;
-        }
-        if let Some(mode) = mode {
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-                .and_then(|()| self.chown(dir))
-                .map_err(|source| Error::Io {
-                    action: action(),
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
-    /// Gives `path` to the OS user when PostgreSQL runs as another user; a no-op otherwise.
-    fn chown(&self, path: &Path) -> io::Result<()> {
-        match &self.account {
-            Some(a) => std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid)),
-            None => Ok(()),
-        }
     }
 }
