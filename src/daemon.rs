@@ -268,9 +268,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = api::serve(api_listener, app, token).await {
-                tracing::error!(error = %e, "API server stopped");
-            }
+            api::serve(api_listener, app, token).await;
         });
     }
     tracing::info!(

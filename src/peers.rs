@@ -117,6 +117,20 @@ impl PeerStatuses {
             .all(|id| self.levels.get(id).is_some_and(|l| *l >= level))
     }
 
+    /// Whether every member of `state` but `me` has answered from a binary that can apply
+    /// `command` ([`crate::cluster::Command::level`]); always for a command of level 0.
+    pub fn all_can_apply(
+        &self,
+        state: &crate::cluster::ClusterState,
+        me: NodeId,
+        command: &crate::cluster::Command,
+    ) -> bool {
+        let others: Vec<NodeId> = (state.members.keys().copied())
+            .filter(|id| *id != me)
+            .collect();
+        command.level() == 0 || self.all_at_command_level(&others, command.level())
+    }
+
     /// Records the command level member `id` answered with.
     pub fn set_level(&mut self, id: NodeId, level: u32) {
         self.levels.insert(id, level);

@@ -194,21 +194,16 @@ async fn propose_as_admin(
 /// Refused while a member's binary is too old to apply it ([`Command::level`]): during a
 /// rolling upgrade such an entry would stop that member applying the log.
 async fn propose(state: &AppState, command: Command) -> Result<Response, ApiError> {
-    if command.level() > 0 {
-        let me = NodeId(state.handle.id());
-        let others: Vec<NodeId> = (committed(state).state.members.keys().copied())
-            .filter(|id| *id != me)
-            .collect();
-        if !state
-            .peer_statuses
-            .borrow()
-            .all_at_command_level(&others, command.level())
-        {
-            return Err(ApiError::conflict(
-                "not every member runs a version of pgquorum that can apply this change (or \
-                 one has not answered lately); upgrade them all and retry",
-            ));
-        }
+    let me = NodeId(state.handle.id());
+    if !state
+        .peer_statuses
+        .borrow()
+        .all_can_apply(&committed(state).state, me, &command)
+    {
+        return Err(ApiError::conflict(
+            "not every member runs a version of pgquorum that can apply this change (or \
+             one has not answered lately); upgrade them all and retry",
+        ));
     }
     Ok(command_response(state.handle.propose(command).await?))
 }

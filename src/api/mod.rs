@@ -34,11 +34,7 @@ pub use read::{ClusterReport, MemberReport};
 pub use state::AppState;
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
     let mut app = Router::new();
     for (path, endpoint) in health::Endpoint::PATHS {
         app = app.route(path, read::health_route(*endpoint));
@@ -79,7 +75,6 @@ pub async fn serve(
         .with_state(state.clone());
     let allowlist = state.allowlist.clone();
     serve_http(listener, app, allowlist, shutdown).await;
-    Ok(())
 }
 
 /// How many connections the REST port keeps open at once (see [`crate::accept`]): health

@@ -28,23 +28,19 @@ pub(super) async fn update_member_record(
     let mut view = handle.view();
     let (mut pinned, mut updated) = (false, false);
     loop {
-        let (current, recorded_pin, others) = {
-            let view = view.borrow_and_update();
-            let others: Vec<_> = (view.state.members.keys().copied())
-                .filter(|id| *id != me)
-                .collect();
-            (
-                view.state.member(me).cloned(),
-                view.state.keys.get(&me).cloned(),
-                others,
-            )
-        };
         // PinKey only once every other member's binary can apply it (see Command::level).
         let pin = Command::PinKey {
             id: me,
             key_sha256: key_pin.clone(),
         };
-        let all_can_pin = peers.borrow().all_at_command_level(&others, pin.level());
+        let (current, recorded_pin, all_can_pin) = {
+            let view = view.borrow_and_update();
+            (
+                view.state.member(me).cloned(),
+                view.state.keys.get(&me).cloned(),
+                peers.borrow().all_can_apply(&view.state, me, &pin),
+            )
+        };
         if let Some(member) = current {
             if !pinned {
                 match recorded_pin {
