@@ -96,6 +96,8 @@ socket=$dir/$primary/run
 "$pgbin/psql" -X -q -h "$socket" -p "$pg_port" -U postgres \
   -c "grant all on all tables in schema public to bench" postgres
 
+# The API is HTTPS with the cluster CA: HAProxy verifies it as it would Patroni's.
+"$bin" ca export -c "$dir/n1.toml" > "$dir/ca.pem"
 cat > "$dir/haproxy.cfg" <<CFG
 global
     maxconn 1000
@@ -109,7 +111,7 @@ listen primary
     bind 127.0.0.1:15999
     option httpchk OPTIONS /primary
     http-check expect status 200
-    default-server inter 3s fastinter 1s fall 3 rise 2 on-marked-down shutdown-sessions
+    default-server inter 3s fastinter 1s fall 3 rise 2 on-marked-down shutdown-sessions check-ssl verify required ca-file $dir/ca.pem
     server n1 127.0.0.1:15441 maxconn 100 check port 18101
     server n2 127.0.0.1:15442 maxconn 100 check port 18102
     server n3 127.0.0.1:15443 maxconn 100 check port 18103

@@ -64,7 +64,8 @@ cat <<TEXT
 A three-member PostgreSQL cluster is running in $dir (logs: $dir/n*.log).
 Try, in another shell:
   $bin list -c $dir/n2.toml
-  curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:8101/primary   # 200 on the primary
+  $bin ca export -c $dir/n1.toml > $dir/ca.pem   # the cluster CA, which the API's HTTPS uses
+  curl -s --cacert $dir/ca.pem -o /dev/null -w '%{http_code}\\n' https://127.0.0.1:8101/primary   # 200 on the primary
   psql -h $dir/n1/run -p 5441 -U postgres        # (the primary's unix socket; n2: 5442, n3: 5443)
   # every member proxies: writer port 5010 (n1), 5020, 5030 -> the primary; reader 5011, 5021,
   # 5031 -> replicas (TCP needs a password: create a role first)

@@ -2,8 +2,9 @@
 # Installs what building and testing pgquorum needs on Debian/Ubuntu, only when missing:
 # a C compiler (ring, the crypto library, builds C), Rust >= 1.88, the PostgreSQL server
 # and client (the supervisor manages a real PostgreSQL; tests run it), iproute2 (`ip`:
-# the partition tests make hosts out of network namespaces) and nftables (`nft`: the fault
-# campaign's one-way partitions and the three-region relays' NAT rules).
+# the partition tests make hosts out of network namespaces), nftables (`nft`: the fault
+# campaign's one-way partitions and the three-region relays' NAT rules) and HAProxy (its
+# check-ssl health checks of the REST API are tested against a real one).
 set -euo pipefail
 
 need_apt=()
@@ -13,6 +14,7 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 ls /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   sudo_cmd=""

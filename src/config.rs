@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::raft::Timings;
 
 /// Where packages put the config file.
@@ -31,162 +29,16 @@ pub enum Error {
     Invalid { path: PathBuf, message: String },
 }
 
-/// The file as written. Every key is optional; see the `NodeConfig` fields for defaults.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub node: NodeSection,
-    #[serde(default)]
-    pub peer: ListenSection,
-    #[serde(default)]
-    pub api: ApiSection,
-    #[serde(default)]
-    pub raft: RaftSection,
-    #[serde(default)]
-    pub log: LogSection,
-    /// Absent: this member runs no PostgreSQL (a Raft-only witness).
-    pub postgresql: Option<PostgresqlSection>,
-    /// Patroni's member tags.
-    #[serde(default)]
-    pub tags: TagsSection,
-    /// The writer/reader proxy.
-    #[serde(default)]
-    pub proxy: ProxySection,
-    /// Role-change hooks.
-    #[serde(default)]
-    pub hooks: HooksSection,
-    /// The floating VIP.
-    #[serde(default)]
-    pub vip: crate::vip::VipSection,
-}
+/// Default `[tls] server_certificate_lifetime`: renewed at 60 days, so a renewal that keeps
+/// failing leaves a month to notice it.
+const DEFAULT_SERVER_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+/// The shortest lifetimes accepted (tests use them to watch renewals happen); a node
+/// certificate's rotation waits for every member to confirm, so it needs longer.
+const MIN_SERVER_CERT_LIFETIME: Duration = Duration::from_secs(10);
+const MIN_NODE_CERT_LIFETIME: Duration = Duration::from_secs(30);
 
-/// `[hooks]`: commands run on role changes (see `crate::hooks`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HooksSection {
-    /// Runs before this member is promoted; a non-zero exit aborts the promotion.
-    pub pre_promote: Option<String>,
-    /// Runs after this member's PostgreSQL changes role.
-    pub on_role_change: Option<String>,
-    /// How long a hook may run (default 30 s).
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-}
-
-/// `[proxy]`: the built-in writer/reader TCP proxy (on unless `enabled = false`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxySection {
-    pub enabled: Option<bool>,
-    pub writer_listen: Option<SocketAddr>,
-    pub reader_listen: Option<SocketAddr>,
-    /// Client connections per port; more are refused with a PostgreSQL error.
-    pub max_connections: Option<usize>,
-    /// How long a new writer connection waits for a primary when there is none.
-    #[serde(default, with = "humantime_serde")]
-    pub primary_wait: Option<Duration>,
-    /// Bytes of WAL a replica may have left to replay and still take reader connections.
-    pub reader_max_lag: Option<u64>,
-    /// How far behind in time a replica's replay may be and still take reader connections.
-    #[serde(default, with = "humantime_serde")]
-    pub reader_max_lag_time: Option<Duration>,
-    /// With no replica within the lag limit, send readers to the primary.
-    pub reader_fallback_to_primary: Option<bool>,
-    /// `"least-connections"` (default) or `"round-robin"`.
-    pub reader_balance: Option<crate::proxy::Balance>,
-    /// Threads relaying connections (default 1: one thread relays tens of thousands of
-    /// round trips a second; more for hosts with many cores and heavy proxied traffic).
-    pub threads: Option<usize>,
-}
-
-/// `[tags]`: like Patroni's. Kept apart from `cluster::Tags` so that the file refuses unknown
-/// keys while the replicated type stays readable across versions.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TagsSection {
-    /// Never promote this member.
-    pub nofailover: Option<bool>,
-    /// Keep this member out of reader load balancing.
-    pub noloadbalance: Option<bool>,
-    /// Higher wins among equally advanced candidates; 0 means never promote.
-    pub failover_priority: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresqlSection {
-    pub bin_dir: Option<PathBuf>,
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
-    pub advertise: Option<String>,
-    pub os_user: Option<String>,
-    pub tls: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeSection {
-    pub name: Option<String>,
-    pub state_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenSection {
-    pub listen: Option<SocketAddr>,
-    /// The address other members (or clients) use to reach this one; defaults to `listen`.
-    pub advertise: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiSection {
-    pub listen: Option<SocketAddr>,
-    pub advertise: Option<String>,
-    /// Addresses or networks allowed to call the unsafe endpoints (Patroni's
-    /// `restapi.allowlist`); empty or absent: any (the bearer token still applies).
-    pub allowlist: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RaftSection {
-    pub profile: Option<Profile>,
-    #[serde(default, with = "humantime_serde")]
-    pub heartbeat_interval: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub election_timeout_min: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub election_timeout_max: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub propose_timeout: Option<Duration>,
-    pub snapshot_every: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSection {
-    pub format: Option<LogFormat>,
-    /// A tracing filter such as `info` or `pgquorum=debug`; `RUST_LOG` overrides it.
-    pub level: Option<String>,
-}
-
-/// Timing presets. `lan`: members within a few milliseconds of each other. `wan`: members
-/// in different regions, up to ~100 ms round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    Lan,
-    Wan,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+mod file;
+pub use file::*;
 
 impl Profile {
     /// The timings of this profile.
@@ -235,6 +87,14 @@ pub struct NodeConfig {
     pub api_advertise: String,
     /// `[api] allowlist`: who may call the unsafe endpoints; empty: anyone with the token.
     pub api_allowlist: Vec<crate::net::Network>,
+    /// `[api] tls`: HTTPS (true, the default) or plain HTTP.
+    pub api_tls: bool,
+    /// `[api] verify_client`; `None` unless `api_tls`.
+    pub api_verify_client: crate::tls::VerifyClient,
+    /// `[tls] server_certificate_lifetime`: of the API's and PostgreSQL's certificates.
+    pub server_cert_lifetime: Duration,
+    /// `[tls] node_certificate_lifetime`.
+    pub node_cert_lifetime: Duration,
     pub timings: Timings,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -248,6 +108,22 @@ pub struct NodeConfig {
     pub hooks: crate::hooks::HooksConfig,
     /// `[vip]`; `None` without an address or with mode off.
     pub vip: Option<crate::vip::VipConfig>,
+}
+
+impl NodeConfig {
+    /// The names a node certificate carries besides its node name: the advertised peer
+    /// host.
+    pub fn node_cert_sans(&self) -> Vec<String> {
+        let host = (self.peer_advertise.rsplit_once(':'))
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            Vec::new()
+        } else {
+            vec![host.to_string()]
+        }
+    }
 }
 
 pub use crate::proxy::ProxyConfig;
@@ -345,6 +221,39 @@ impl NodeConfig {
                     .map_err(|e| invalid(format!("[api] allowlist: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let api_tls = file.api.tls.unwrap_or(true);
+        let api_verify_client = file.api.verify_client.unwrap_or_default();
+        if !api_tls && api_verify_client != crate::tls::VerifyClient::None {
+            return Err(invalid(
+                "[api] verify_client needs TLS, but [api] tls = false; remove one of them".into(),
+            ));
+        }
+        let server_cert_lifetime = file
+            .tls
+            .server_certificate_lifetime
+            .unwrap_or(DEFAULT_SERVER_CERT_LIFETIME);
+        let node_cert_lifetime =
+            (file.tls.node_certificate_lifetime).unwrap_or(crate::tls::NODE_VALIDITY);
+        for (key, lifetime, min) in [
+            (
+                "server_certificate_lifetime",
+                server_cert_lifetime,
+                MIN_SERVER_CERT_LIFETIME,
+            ),
+            (
+                "node_certificate_lifetime",
+                node_cert_lifetime,
+                MIN_NODE_CERT_LIFETIME,
+            ),
+        ] {
+            if lifetime < min {
+                return Err(invalid(format!(
+                    "[tls] {key} = {} is too short: renewals would never rest; use at least {}",
+                    humantime::format_duration(lifetime),
+                    humantime::format_duration(min)
+                )));
+            }
+        }
 
         let mut timings = file.raft.profile.unwrap_or(Profile::Lan).timings();
         let r = &file.raft;
@@ -489,6 +398,10 @@ impl NodeConfig {
             api_listen,
             api_advertise,
             api_allowlist,
+            api_tls,
+            api_verify_client,
+            server_cert_lifetime,
+            node_cert_lifetime,
             timings,
             log_format: file.log.format.unwrap_or(LogFormat::Human),
             log_level: level,

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod certs;
 mod member;
 
 use crate::api;
@@ -64,10 +65,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     let record = state.load_record()?;
+    tls::NodeIdentity::recover_rotation(state.path())
+        .context("recovering an interrupted certificate rotation")?;
     let identity = tls::NodeIdentity::load(state.path())
         .with_context(|| format!("loading certificates from {}", state.path().display()))?;
     let ca = tls::ClusterCa::from_pem(identity.ca_pem().to_string(), state.load_secret("ca.key")?)
-        .context("loading the cluster CA")?;
+        .context("loading the cluster CA")?
+        .with_node_validity(config.node_cert_lifetime);
     let admin_token = state.admin_token()?;
     let replication_password = state.load_secret(REPLICATION_PASSWORD_FILE)?;
     // Checked before any port is bound: a missing PostgreSQL is a config problem.
@@ -83,15 +87,51 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     if let Some(pg) = &postgres {
         warn_of_exposed_secrets(pg, &state);
     }
+    // The service certificates, fresh at every start (their names follow the config) and
+    // renewed while this process runs (`certs::renew`).
+    let issuer = certs::Issuer {
+        ca: ca.clone(),
+        node_id: record.node_id,
+        cluster_id: record.cluster_id.clone(),
+        lifetime: config.server_cert_lifetime,
+    };
+    let mut renewals = Vec::new();
     if let (Some(pg), Some(pg_config)) = (&postgres, config.postgresql.as_ref().filter(|c| c.tls)) {
-        // A fresh server certificate at every start: its names follow the config, and a
-        // restart renews it.
-        let (cert, key) = ca
-            .issue_postgres_server(record.node_id, &record.cluster_id, &pg_tls_hosts(pg_config))
-            .context("issuing PostgreSQL's server certificate")?;
-        pg.install_tls(&cert, key.expose(), identity.ca_pem())
+        let hosts = certs::postgres_hosts(pg_config);
+        let cert = issuer.issue(certs::Service::Postgres, &hosts)?;
+        pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), identity.ca_pem())
             .context("writing PostgreSQL's TLS files")?;
+        let holder = certs::Holder::Postgres {
+            pg: pg.clone(),
+            ca_pem: identity.ca_pem().to_string(),
+        };
+        renewals.push(certs::Renewal::new(
+            certs::Service::Postgres,
+            hosts,
+            holder,
+            &cert,
+        ));
     }
+    let api_transport = if config.api_tls {
+        let hosts = certs::api_hosts(&config);
+        let cert = issuer.issue(certs::Service::Api, &hosts)?;
+        let slot = tls::CertSlot::of_service(&cert).context("loading the API certificate")?;
+        let server =
+            tls::api_server_config(slot.clone(), identity.ca_pem(), config.api_verify_client)
+                .context("building the API's TLS configuration")?;
+        renewals.push(certs::Renewal::new(
+            certs::Service::Api,
+            hosts,
+            certs::Holder::Api(slot),
+            &cert,
+        ));
+        api::Transport::Https {
+            config: server,
+            verify: config.api_verify_client,
+        }
+    } else {
+        api::Transport::Http
+    };
     // Also before any port: a VIP this process cannot move (a missing capability, no such
     // interface) is a config problem, better found now than at the first failover.
     let vip = match &config.vip {
@@ -144,9 +184,17 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // now and kept current below.
     let key_pins = tls::KeyPins::default();
     key_pins.replace(member::pins_of(&view.borrow()));
+    // What this member presents on the peer port, as server and as client; a certificate
+    // rotation replaces it in place (`crate::rotate`).
+    let node_slot = tls::node_chain_slot(&identity)?;
     let peers = Peers::new(
         record.cluster_id.clone(),
-        tls::member_client_config(&identity, &record.cluster_id, key_pins.clone())?,
+        tls::member_client_config(
+            identity.ca_pem(),
+            node_slot.clone(),
+            &record.cluster_id,
+            key_pins.clone(),
+        )?,
     );
     let openraft_config = Arc::new(config.timings.openraft_config(&record.cluster_id)?);
     let raft = raft::Raft::new(
@@ -172,13 +220,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let serve_shutdown = shutdown.child_token();
     tasks.spawn(member::keep_pins_current(
         view.clone(),
-        key_pins,
+        key_pins.clone(),
         serve_shutdown.clone(),
     ));
     let (local_status, local_status_rx) = watch::channel(None);
     {
-        let tls_config = tls::server_config(&identity)?;
-        let (handle, ca, token) = (handle.clone(), Arc::new(ca), serve_shutdown.clone());
+        let tls_config = tls::server_config(identity.ca_pem(), node_slot.clone())?;
+        let (handle, ca, token) = (handle.clone(), Arc::new(ca.clone()), serve_shutdown.clone());
         let secrets = ClusterSecrets {
             replication_password: replication_password.clone(),
         };
@@ -252,6 +300,20 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         peer_statuses.clone(),
         serve_shutdown.clone(),
     ));
+    let rotator = Arc::new(crate::rotate::Rotator {
+        handle: handle.clone(),
+        ca,
+        slot: node_slot,
+        pins: key_pins,
+        peer_statuses: peer_statuses.clone(),
+        state_dir: state.path().to_path_buf(),
+        name: config.name.clone(),
+        sans: config.node_cert_sans(),
+        presented: std::sync::Mutex::new(key_pin.clone()),
+        lock: tokio::sync::Mutex::new(()),
+    });
+    tasks.spawn(rotator.clone().finish_interrupted(serve_shutdown.clone()));
+    renewals.push(certs::Renewal::node(rotator.clone(), identity.cert_pem())?);
     {
         let app = api::AppState {
             handle: handle.clone(),
@@ -265,11 +327,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             vip: config.vip.as_ref().map(ToString::to_string),
             vip_handle: vip_for_api,
             allowlist: Arc::new(config.api_allowlist.clone()),
+            rotator,
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {
-            api::serve(api_listener, app, token).await;
+            api::serve(api_listener, app, api_transport, token).await;
         });
+        tasks.spawn(certs::renew(issuer, renewals, serve_shutdown.clone()));
     }
     tracing::info!(
         node = record.node_id,
@@ -458,25 +522,6 @@ pub fn pg_advertise(config: &NodeConfig) -> String {
         .as_ref()
         .map(|pg| pg.advertise.clone())
         .unwrap_or_default()
-}
-
-/// The names PostgreSQL's server certificate carries: the advertised host (what replicas
-/// dial), the listen address when it is a specific one, and the loopback names.
-fn pg_tls_hosts(pg: &PostgresqlConfig) -> Vec<String> {
-    let advertised = pg
-        .advertise
-        .rsplit_once(':')
-        .map_or(pg.advertise.as_str(), |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let mut hosts = vec![advertised];
-    if !pg.listen.ip().is_unspecified() {
-        hosts.push(pg.listen.ip().to_string());
-    }
-    hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
-    hosts.dedup();
-    hosts
 }
 
 /// The supervised PostgreSQL of this member.

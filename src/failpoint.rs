@@ -30,3 +30,8 @@ pub fn crash_if_set(_dir: Option<&Path>, _name: &str) {}
 /// while appending the uniform configuration that follows a joint one, before the entry is
 /// stored, so no follower can receive it.
 pub const BEFORE_SECOND_MEMBERSHIP_STEP: &str = "before-second-membership-step";
+
+/// The failpoint that stops a certificate rotation after the member presents its new
+/// certificate and before the cluster adopts the new key (`crate::rotate`, between steps 4
+/// and 5).
+pub const ROTATION_BEFORE_END: &str = "rotation-before-end";

@@ -29,6 +29,7 @@ pub mod peers;
 pub mod postgres;
 pub mod proxy;
 pub mod raft;
+pub mod rotate;
 pub mod secret;
 pub mod systemd;
 pub mod tls;

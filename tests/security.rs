@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::node::test_name;
+use common::peer::propose_as;
 use common::ports::is_free;
 use common::wait::scaled;
 use common::{
@@ -227,33 +228,6 @@ fn a_join_with_a_bad_certificate_request_spends_no_token_use_and_adds_no_member(
             .then_some(())
             .ok_or(names)
     });
-}
-
-/// What `identity` gets from member `target` (at `addr`) for a Propose call whose command is
-/// not JSON: `Ok(status)` for a caller that got past authorization (the command is refused
-/// as malformed, or this member is not the leader), the refusal's message otherwise.
-fn propose_as(
-    runtime: &tokio::runtime::Runtime,
-    identity: &pgquorum::tls::NodeIdentity,
-    cluster_id: &str,
-    target: u64,
-    addr: &str,
-) -> Result<String, String> {
-    let pins = pgquorum::tls::KeyPins::default();
-    let tls =
-        pgquorum::tls::member_client_config(identity, cluster_id, pins).expect("a client config");
-    let peers = pgquorum::raft::Peers::new(cluster_id.to_string(), tls);
-    let request = pgquorum::raft::proto::pb::ProposeRequest {
-        command: b"not a command".to_vec(),
-    };
-    let answer = runtime.block_on(async { peers.peer_client(target, addr).propose(request).await });
-    match answer {
-        Ok(reply) => panic!("a malformed command was accepted: {reply:?}"),
-        Err(status) if status.code() == tonic::Code::PermissionDenied => {
-            Err(status.message().to_string())
-        }
-        Err(status) => Ok(format!("{:?}: {}", status.code(), status.message())),
-    }
 }
 
 #[test]
@@ -626,7 +600,6 @@ fn malformed_and_oversized_http_is_refused_and_the_api_keeps_serving() {
     eventually(ELECTION, "the REST API answers", || {
         node.get("/liveness").map_err(|e| e.to_string())
     });
-    let addr = node.api_addr();
     let huge_header = format!(
         "GET /liveness HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(512 * 1024)
@@ -650,7 +623,9 @@ fn malformed_and_oversized_http_is_refused_and_the_api_keeps_serving() {
         ("a 512 KiB header", huge_header.into_bytes(), &[400, 431]),
     ];
     for (case, request, expected) in cases {
-        let reply = plain_text_exchange(&addr, &request);
+        let reply = node
+            .api_exchange(&request, scaled(Duration::from_secs(8)))
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
         let status = http_status(&reply);
         assert!(
             status.is_some_and(|s| expected.contains(&s)),
@@ -724,7 +699,9 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
         refused_cli(output)
     };
     let http = |request: Vec<u8>| {
-        let reply = plain_text_exchange(&api, &request);
+        let reply = n1
+            .api_exchange(&request, scaled(Duration::from_secs(8)))
+            .map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&reply[..reply.len().min(60)]).into_owned())
     };
     let join_request = |csr_pem: String, sans: Vec<String>| {
@@ -823,6 +800,14 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
             "a CSR with a bad extra name",
             Box::new(|| join_request(csr.clone(), vec!["not a name!".into()])),
             "neither an IP address nor a DNS name",
+        ),
+        (
+            "plain HTTP on the HTTPS REST port",
+            Box::new(|| {
+                let reply = plain_text_exchange(&api, b"GET /cluster HTTP/1.1\r\nHost: x\r\n\r\n");
+                Ok(String::from_utf8_lossy(&reply).into_owned())
+            }),
+            "this port serves HTTPS",
         ),
         (
             "garbage on the REST port",
@@ -933,7 +918,7 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     );
     assert_eq!(
         cases.len(),
-        17,
+        18,
         "the README's security section counts these"
     );
 }

@@ -293,6 +293,19 @@ pub(super) async fn cancel_failover(
     propose_as_admin(&state, &headers, Command::ClearFailover).await
 }
 
+/// `POST /admin/certificate/rotate`: moves this member to a new node key and certificate
+/// (see [`crate::rotate`]); answers when the old key is refused, or 409 with why not.
+pub(super) async fn rotate_certificate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    match state.rotator.rotate().await {
+        Ok(rotated) => Ok(Json(rotated).into_response()),
+        Err(error) => Err(ApiError::conflict(format!("{error:#}"))),
+    }
+}
+
 /// `POST /admin/restart`: restarts PostgreSQL on the named member, or on every member with
 /// PostgreSQL; stops at the first refusal.
 pub(super) async fn request_restart(

@@ -20,6 +20,7 @@ pub mod metrics;
 mod read;
 mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
@@ -33,8 +34,24 @@ pub use error::ApiError;
 pub use read::{ClusterReport, MemberReport};
 pub use state::AppState;
 
-/// Serves the API on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+/// How the API speaks: HTTPS with `config` (from [`crate::tls::api_server_config`]) and
+/// client certificates as `verify` says, or plain HTTP (`[api] tls = false`).
+#[derive(Clone)]
+pub enum Transport {
+    Https {
+        config: std::sync::Arc<rustls::ServerConfig>,
+        verify: crate::tls::VerifyClient,
+    },
+    Http,
+}
+
+/// Serves the API on `listener` over `transport` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    transport: Transport,
+    shutdown: CancellationToken,
+) {
     let mut app = Router::new();
     for (path, endpoint) in health::Endpoint::PATHS {
         app = app.route(path, read::health_route(*endpoint));
@@ -63,6 +80,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
             post(admin::request_failover).delete(admin::cancel_failover),
         )
         .route("/admin/restart", post(admin::request_restart))
+        .route("/admin/certificate/rotate", post(admin::rotate_certificate))
         .route("/admin/reinit", post(admin::request_reinit))
         .route(
             "/config",
@@ -74,7 +92,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         .route("/admin/resume", post(admin::resume))
         .with_state(state.clone());
     let allowlist = state.allowlist.clone();
-    serve_http(listener, app, allowlist, shutdown).await;
+    serve_http(listener, app, allowlist, transport, shutdown).await;
 }
 
 /// How many connections the REST port keeps open at once (see [`crate::accept`]): health
@@ -84,12 +102,14 @@ const MAX_API_CONNECTIONS: usize = 256;
 /// connection may sit idle between requests, before it is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// HTTP/1.1 on `listener` with `app`, under the connection cap and header timeout, until
-/// `shutdown`; then each connection finishes the request it is on and closes.
+/// HTTP/1.1 on `listener` with `app` over `transport`, under the connection cap and header
+/// timeout (which also bounds the TLS handshake), until `shutdown`; then each connection
+/// finishes the request it is on and closes.
 async fn serve_http(
     listener: TcpListener,
     app: Router,
-    allowlist: std::sync::Arc<Vec<crate::net::Network>>,
+    allowlist: Arc<Vec<crate::net::Network>>,
+    transport: Transport,
     shutdown: CancellationToken,
 ) {
     let mut gate = crate::accept::Gate::new(listener, MAX_API_CONNECTIONS, "REST");
@@ -102,39 +122,133 @@ async fn serve_http(
             admitted = gate.accept() => admitted,
         };
         let _ = admitted.tcp.set_nodelay(true);
-        let (app, allowlist, remote) = (app.clone(), allowlist.clone(), admitted.remote.ip());
-        let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
-            let (app, allowlist) = (app.clone(), allowlist.clone());
-            async move {
-                use tower::ServiceExt as _;
-                if !allowlist::allowed(&allowlist, request.method(), request.uri().path(), remote) {
-                    return Ok::<_, std::convert::Infallible>(
-                        ApiError(
-                            axum::http::StatusCode::FORBIDDEN,
-                            format!(
-                                "{remote} is not in this member's [api] allowlist, which \
-                                 unsafe calls must come from; call from an allowed host or \
-                                 extend the allowlist"
-                            ),
-                        )
-                        .into_response(),
-                    );
-                }
-                app.oneshot(request.map(axum::body::Body::new)).await
-            }
-        });
-        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(admitted.tcp), service);
-        let shutdown = shutdown.clone();
+        let caller = Caller {
+            app: app.clone(),
+            allowlist: allowlist.clone(),
+            remote: admitted.remote.ip(),
+            certified: false,
+            verify: crate::tls::VerifyClient::None,
+        };
+        let (http, transport, shutdown) = (http.clone(), transport.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = admitted.permit;
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match transport {
+                Transport::Http => {
+                    serve_connection(&http, admitted.tcp, caller, &shutdown).await;
+                }
+                Transport::Https { config, verify } => {
+                    let mut tcp = admitted.tcp;
+                    if !starts_tls(&mut tcp).await {
+                        return;
+                    }
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    let handshake = acceptor.accept(tcp);
+                    let Ok(Ok(tls)) = tokio::time::timeout(HEADER_READ_TIMEOUT, handshake).await
+                    else {
+                        return; // a certificate refused, or too slow: nothing served
+                    };
+                    let certified = tls.get_ref().1.peer_certificates().is_some();
+                    let caller = Caller {
+                        certified,
+                        verify,
+                        ..caller
+                    };
+                    serve_connection(&http, tls, caller, &shutdown).await;
                 }
             }
         });
+    }
+}
+
+/// Whether the client on `tcp` starts a TLS handshake (a handshake record, byte 0x16)
+/// within the header timeout. One that speaks plain HTTP instead (a health check or a
+/// script not yet moved to HTTPS) is answered 400 with the fix, in clear, and closed.
+async fn starts_tls(tcp: &mut tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => true,
+        Ok(Ok(1)) => {
+            use tokio::io::AsyncWriteExt as _;
+            let body = r#"{"error":"this port serves HTTPS with the cluster CA ([api] tls = true): use https:// and the CA from `pgquorum ca export` (curl --cacert; HAProxy check-ssl verify required ca-file), or set [api] tls = false"}"#;
+            let reply = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ =
+                tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.write_all(reply.as_bytes())).await;
+            let _ = tcp.shutdown().await;
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Who is on one connection, and what it may call: the allowlist and, with
+/// `verify_client = optional`, a client certificate for the unsafe calls.
+#[derive(Clone)]
+struct Caller {
+    app: Router,
+    allowlist: Arc<Vec<crate::net::Network>>,
+    remote: std::net::IpAddr,
+    /// Whether it presented a certificate the cluster CA signed (the handshake verified it).
+    certified: bool,
+    verify: crate::tls::VerifyClient,
+}
+
+impl Caller {
+    /// Why this caller may not make `request`, if it may not.
+    fn refusal<B>(&self, request: &axum::http::Request<B>) -> Option<ApiError> {
+        let (method, path) = (request.method(), request.uri().path());
+        let forbidden = |message| Some(ApiError(axum::http::StatusCode::FORBIDDEN, message));
+        if !allowlist::allowed(&self.allowlist, method, path, self.remote) {
+            return forbidden(format!(
+                "{} is not in this member's [api] allowlist, which unsafe calls must come \
+                 from; call from an allowed host or extend the allowlist",
+                self.remote
+            ));
+        }
+        if self.verify == crate::tls::VerifyClient::Optional
+            && !self.certified
+            && allowlist::is_unsafe(method, path)
+        {
+            return forbidden(
+                "this member's [api] verify_client = \"optional\" requires a client \
+                 certificate from the cluster CA for unsafe calls; present one (the CLI on a \
+                 member uses the member's own)"
+                    .to_string(),
+            );
+        }
+        None
+    }
+}
+
+/// Serves HTTP/1.1 requests from `caller` on `io` until it closes or `shutdown`.
+async fn serve_connection<I>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    caller: Caller,
+    shutdown: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
+        let caller = caller.clone();
+        async move {
+            use tower::ServiceExt as _;
+            if let Some(refusal) = caller.refusal(&request) {
+                return Ok::<_, std::convert::Infallible>(refusal.into_response());
+            }
+            caller.app.oneshot(request.map(axum::body::Body::new)).await
+        }
+    });
+    let connection = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }

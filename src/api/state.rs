@@ -29,4 +29,6 @@ pub struct AppState {
     pub vip_handle: Option<crate::vip::Vip>,
     /// `[api] allowlist` (see [`super::allowlist`]).
     pub allowlist: Arc<Vec<crate::net::Network>>,
+    /// Rotates this member's node certificate (`POST /admin/certificate/rotate`).
+    pub rotator: Arc<crate::rotate::Rotator>,
 }

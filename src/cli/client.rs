@@ -1,11 +1,12 @@
 //! The CLI's client of the local daemon's REST API.
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -16,21 +17,42 @@ use crate::secret::Secret;
 /// not answer at all is frozen or overloaded, and the operator should hear so.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Talks to one daemon's API at `host:port`.
+/// Talks to one daemon's API at `host:port`, over HTTPS when given a TLS configuration
+/// (which trusts the cluster CA and checks that `host` is in the API's certificate).
 pub struct Client {
+    addr: String,
     base: String,
     admin_token: Option<Secret<String>>,
-    http: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 impl Client {
-    pub fn new(addr: &str, admin_token: Option<Secret<String>>) -> Self {
-        let http = HyperClient::builder(TokioExecutor::new()).build_http();
-        Self {
-            base: format!("http://{addr}"),
+    pub fn new(
+        addr: &str,
+        admin_token: Option<Secret<String>>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Self> {
+        let tls = match tls {
+            Some(config) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr, |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = ServerName::try_from(host.to_string()).with_context(|| {
+                    format!("{host:?} ([api] advertise) is neither an IP address nor a DNS name")
+                })?;
+                Some((tokio_rustls::TlsConnector::from(config), name))
+            }
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(Self {
+            addr: addr.to_string(),
+            base: format!("{scheme}://{addr}"),
             admin_token,
-            http,
-        }
+            tls,
+        })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -85,16 +107,12 @@ impl Client {
             None => Full::new(Bytes::new()),
         };
         let exchange = async {
-            let response = self
-                .http
-                .request(request.body(body)?)
-                .await
-                .with_context(|| {
-                    format!(
-                        "{method} {}{path}: is the daemon running (`pgquorum run`)?",
-                        self.base
-                    )
-                })?;
+            let response = self.send(request.body(body)?).await.with_context(|| {
+                format!(
+                    "{method} {}{path}: is the daemon running (`pgquorum run`)?",
+                    self.base
+                )
+            })?;
             let status = response.status();
             let bytes = response.into_body().collect().await?.to_bytes();
             anyhow::Ok((status, bytes))
@@ -118,4 +136,36 @@ impl Client {
         }
         serde_json::from_slice(&bytes).with_context(|| format!("decoding the answer of {path}"))
     }
+
+    /// Sends `request` over a fresh connection (a CLI call makes one or two).
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .context("TLS with the API (it must present a certificate of the cluster CA naming this address)")?;
+                exchange(tls, request).await
+            }
+            None => exchange(tcp, request).await,
+        }
+    }
+}
+
+async fn exchange<I>(
+    io: I,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    Ok(sender.send_request(request).await?)
 }

@@ -68,6 +68,9 @@ pub enum Command {
     /// The cluster CA.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// This member's node certificate.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Inspect the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -131,6 +134,13 @@ pub enum CaCommand {
     /// Print the cluster CA certificate (PEM), for clients that verify PostgreSQL's
     /// certificate (`sslmode=verify-full sslrootcert=...`); it holds no secret.
     Export,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Move this member to a new key and certificate while it runs: the cluster trusts
+    /// both until every member accepts the new one, then refuses the old one.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +306,26 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
                 client(&config, true)?.post("/admin/tokens", &body).await?;
             output::line(reply["token"].as_str().unwrap_or_default());
         }
+        Command::Cert(CertCommand::Rotate) => {
+            let reply: serde_json::Value = client(&config, true)?
+                .post("/admin/certificate/rotate", &())
+                .await
+                .context("rotating this member's certificate")?;
+            let short = |key: &serde_json::Value| {
+                key.as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(16)
+                    .collect::<String>()
+            };
+            output::line(&format!(
+                "rotated the certificate of member {}: key {}… replaced by {}…; the old one is \
+                 refused from now on",
+                reply["member"].as_str().unwrap_or_default(),
+                short(&reply["old_key_sha256"]),
+                short(&reply["new_key_sha256"]),
+            ));
+        }
         Command::Ca(CaCommand::Export) => {
             let path = config.state_dir.join(crate::tls::NodeIdentity::CA_FILE);
             let pem = std::fs::read_to_string(&path).with_context(|| {
@@ -443,7 +473,30 @@ fn client(config: &NodeConfig, admin: bool) -> anyhow::Result<Client> {
     } else {
         None
     };
-    Ok(Client::new(&config.api_advertise, token))
+    Client::new(&config.api_advertise, token, api_tls(config)?)
+}
+
+/// The CLI's TLS with its daemon's API, unless `[api] tls = false`: it trusts the cluster
+/// CA in the state directory and, when the API asks for client certificates, presents this
+/// member's own (when this user may read its key).
+fn api_tls(config: &NodeConfig) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    if !config.api_tls {
+        return Ok(None);
+    }
+    let ca_path = config.state_dir.join(crate::tls::NodeIdentity::CA_FILE);
+    let ca = std::fs::read_to_string(&ca_path).with_context(|| {
+        format!(
+            "reading the cluster CA {} to verify the API: is this node set up (`pgquorum init` \
+             or `node join`)?",
+            ca_path.display()
+        )
+    })?;
+    let identity = match config.api_verify_client {
+        crate::tls::VerifyClient::None => None,
+        _ => crate::tls::NodeIdentity::load(&config.state_dir).ok(),
+    };
+    let client = identity.as_ref().map(|id| (id.cert_pem(), id.key_pem()));
+    Ok(Some(crate::tls::api_client_config(&ca, client)?))
 }
 
 /// Lets the user edit `current` as TOML in their editor; `None` when nothing changed.

@@ -22,10 +22,10 @@ pub fn init(config: &NodeConfig, token_uses: u32, token_ttl: Duration) -> anyhow
     state.ensure_fresh()?;
     let cluster_id = random_token(16);
     let node_id = 1;
-    let ca = ClusterCa::generate(&cluster_id)?;
+    let ca = ClusterCa::generate(&cluster_id)?.with_node_validity(config.node_cert_lifetime);
     let key = NodeKey::generate()?;
     let csr = key.csr_pem(&config.name)?;
-    let cert = ca.issue_node(node_id, &cluster_id, &csr, &sans(config))?;
+    let cert = ca.issue_node(node_id, &cluster_id, &csr, &config.node_cert_sans())?;
     let token = JoinTokenString::generate(&ca.sha256_hex());
 
     state.create()?;
@@ -72,21 +72,6 @@ pub fn init(config: &NodeConfig, token_uses: u32, token_ttl: Duration) -> anyhow
     Ok(())
 }
 
-/// The SANs of a node certificate besides its node name: the advertised peer host.
-fn sans(config: &NodeConfig) -> Vec<String> {
-    let host = config
-        .peer_advertise
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        Vec::new()
-    } else {
-        vec![host.to_string()]
-    }
-}
-
 /// Joins the cluster that `peer` belongs to, authenticated by `token` both ways: the token's
 /// CA hash authenticates the peer, the token's secret authenticates us.
 pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Result<()> {
@@ -104,7 +89,7 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
         api_addr: config.api_advertise.clone(),
         pg_addr: pg_advertise(config),
         csr_pem,
-        sans: sans(config),
+        sans: config.node_cert_sans(),
     };
     let reply = crate::raft::join::request_join(peer, &token, request).await?;
     // The server proved it holds a certificate of the pinned CA; check that the CA it hands

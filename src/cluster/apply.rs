@@ -73,6 +73,27 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             }
         }),
         Command::PinKey { id, key_sha256 } => pin_key(state, *id, key_sha256),
+        Command::BeginKeyRotation { id, key_sha256 } => {
+            if state.member(*id).is_none() {
+                return Err(Rejection::UnknownMember { id: *id });
+            }
+            state.next_keys.insert(*id, key_sha256.clone());
+            Ok(CommandResult::Applied)
+        }
+        Command::EndKeyRotation {
+            id,
+            key_sha256,
+            adopt,
+        } => {
+            if state.next_keys.get(id) != Some(key_sha256) {
+                return Err(Rejection::NoKeyRotation { id: *id });
+            }
+            state.next_keys.remove(id);
+            if *adopt {
+                state.keys.insert(*id, key_sha256.clone());
+            }
+            Ok(CommandResult::Applied)
+        }
         Command::RevokeToken { id } => match state.tokens.remove(id) {
             Some(_) => Ok(CommandResult::Applied),
             None => Err(Rejection::UnknownToken { id: id.clone() }),
@@ -311,6 +332,7 @@ fn remove_member(state: &mut ClusterState, id: NodeId) -> Result<CommandResult, 
     }
     // Its certificate is refused from now on (see `ClusterState::keys`).
     state.keys.remove(&id);
+    state.next_keys.remove(&id);
     if state.lease_holder() == Some(id) {
         // last_epoch is kept, so the next tenure still gets a larger epoch.
         state.lease = None;

@@ -16,7 +16,8 @@ use super::sync::SyncRule;
 /// - 1: [`Command::PinKey`].
 /// - 2: [`Command::RevokeToken`].
 /// - 3: [`Command::SetConfig`] with `pg_hba` rules (older binaries refuse the field).
-pub const COMMAND_LEVEL: u32 = 3;
+/// - 4: [`Command::BeginKeyRotation`] and [`Command::EndKeyRotation`].
+pub const COMMAND_LEVEL: u32 = 4;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
@@ -57,6 +58,16 @@ pub enum Command {
     /// Records the key pin of a member that has none (one that joined before pins existed);
     /// a recorded pin is never replaced by this command.
     PinKey { id: NodeId, key_sha256: String },
+    /// Starts rotating member `id`'s key: `key_sha256` is accepted beside its pin from now
+    /// on (replacing the key of an earlier rotation that did not end).
+    BeginKeyRotation { id: NodeId, key_sha256: String },
+    /// Ends the rotation of member `id`'s key to `key_sha256`: with `adopt`, that key
+    /// becomes the pin and the old one is refused from then on; without, it is dropped.
+    EndKeyRotation {
+        id: NodeId,
+        key_sha256: String,
+        adopt: bool,
+    },
     /// Deletes a join token before it is used up or expires.
     RevokeToken { id: String },
     /// Replaces the addresses and tags of the member with the same id and name.
@@ -154,6 +165,7 @@ impl Command {
             Command::PinKey { .. } => 1,
             Command::RevokeToken { .. } => 2,
             Command::SetConfig { config } if !config.pg_hba.is_empty() => 3,
+            Command::BeginKeyRotation { .. } | Command::EndKeyRotation { .. } => 4,
             _ => 0,
         }
     }
@@ -197,6 +209,11 @@ pub enum Rejection {
          certificate rotation"
     )]
     KeyAlreadyPinned { id: NodeId },
+    #[error(
+        "node {id} has no key rotation to that key in progress; start one with \
+         `pgquorum cert rotate` on that member"
+    )]
+    NoKeyRotation { id: NodeId },
     #[error(
         "join token {id} expired at unix time {expires_at_unix}; create a new one with \
          `pgquorum token create`"

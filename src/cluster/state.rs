@@ -58,6 +58,11 @@ pub struct ClusterState {
     /// (another key) are refused. Recorded at join and bootstrap; a member from before pins
     /// existed records its own at its next start (trust on first use), once.
     pub keys: BTreeMap<NodeId, String>,
+    /// A member's key in rotation (`pgquorum cert rotate`): accepted beside its pin until
+    /// the rotation ends, when it replaces the pin or is dropped. Absent from the JSON when
+    /// empty, so a snapshot without rotations reads the same in every version.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub next_keys: BTreeMap<NodeId, String>,
 }
 
 impl Default for ClusterState {
@@ -80,11 +85,25 @@ impl Default for ClusterState {
             timeline: 0,
             history: Vec::new(),
             keys: BTreeMap::new(),
+            next_keys: BTreeMap::new(),
         }
     }
 }
 
 impl ClusterState {
+    /// The keys member `id` may present: its pin and, while a rotation lasts, its next key.
+    /// `None` when it has no pin (it joined before pins existed and has not recorded one):
+    /// then any certificate of the cluster CA for its id is accepted.
+    pub fn accepted_keys(&self, id: NodeId) -> Option<Vec<String>> {
+        let pin = self.keys.get(&id)?;
+        Some(
+            std::iter::once(pin)
+                .chain(self.next_keys.get(&id))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// True once a `Bootstrap` command has been applied.
     pub fn is_bootstrapped(&self) -> bool {
         !self.cluster_id.is_empty()

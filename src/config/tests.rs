@@ -23,6 +23,13 @@ fn minimal_file_gets_lan_defaults() {
     assert_eq!(c.peer_advertise, "127.0.0.1:7400");
     assert_eq!(c.timings, Profile::Lan.timings());
     assert_eq!(c.log_format, LogFormat::Human);
+    assert!(c.api_tls, "the API serves HTTPS by default");
+    assert_eq!(c.api_verify_client, crate::tls::VerifyClient::None);
+    assert_eq!(
+        c.server_cert_lifetime,
+        Duration::from_secs(90 * 24 * 60 * 60)
+    );
+    assert_eq!(c.node_cert_lifetime, crate::tls::NODE_VALIDITY);
 }
 
 #[test]
@@ -102,6 +109,26 @@ fn bad_files_name_the_key_and_the_fix() {
             "no proxy threads",
             &format!("{MINIMAL}\n[proxy]\nthreads = 0"),
             "[proxy] threads = 0 is out of range",
+        ),
+        (
+            "client certificates without TLS",
+            "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:1\"\n[api]\nlisten=\"127.0.0.1:2\"\ntls=false\nverify_client=\"required\"",
+            "[api] verify_client needs TLS",
+        ),
+        (
+            "unknown verify_client",
+            "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:1\"\n[api]\nlisten=\"127.0.0.1:2\"\nverify_client=\"always\"",
+            "unknown variant `always`, expected one of `none`, `optional`, `required`",
+        ),
+        (
+            "server certificates renewed too often",
+            &format!("{MINIMAL}\n[tls]\nserver_certificate_lifetime = \"5s\""),
+            "[tls] server_certificate_lifetime = 5s is too short",
+        ),
+        (
+            "node certificates renewed too often",
+            &format!("{MINIMAL}\n[tls]\nnode_certificate_lifetime = \"10s\""),
+            "[tls] node_certificate_lifetime = 10s is too short",
         ),
         (
             "bad advertise",

@@ -17,6 +17,10 @@ use crate::tls;
 /// Keeps this member's record in the cluster state equal to its config: a changed advertise
 /// address (or PostgreSQL added to a witness) is proposed once the cluster knows us, and so
 /// is this member's key pin if it joined before pins were recorded.
+/// How long a member's own key may differ from its pin before it says so: a restarted
+/// member's view lags the log for a moment.
+const MISMATCH_GRACE: Duration = Duration::from_secs(30);
+
 pub(super) async fn update_member_record(
     handle: RaftHandle,
     config: NodeConfig,
@@ -27,6 +31,7 @@ pub(super) async fn update_member_record(
     let me = crate::cluster::NodeId(handle.id());
     let mut view = handle.view();
     let (mut pinned, mut updated) = (false, false);
+    let started = std::time::Instant::now();
     loop {
         // PinKey only once every other member's binary can apply it (see Command::level).
         let pin = Command::PinKey {
@@ -37,7 +42,12 @@ pub(super) async fn update_member_record(
             let view = view.borrow_and_update();
             (
                 view.state.member(me).cloned(),
-                view.state.keys.get(&me).cloned(),
+                // The key in rotation counts as this member's own: a rotation interrupted
+                // after the switch is ended by `Rotator::finish_interrupted`.
+                (view.state.next_keys.get(&me))
+                    .filter(|next| **next == key_pin)
+                    .or(view.state.keys.get(&me))
+                    .cloned(),
                 peers.borrow().all_can_apply(&view.state, me, &pin),
             )
         };
@@ -45,6 +55,9 @@ pub(super) async fn update_member_record(
             if !pinned {
                 match recorded_pin {
                     Some(pin) if pin == key_pin => pinned = true,
+                    // Perhaps only until this member has applied the log that a rotation
+                    // interrupted by a crash left (see `Rotator::finish_interrupted`).
+                    Some(_) if started.elapsed() < MISMATCH_GRACE => {}
                     Some(_) => {
                         tracing::error!(
                             "the cluster has another key pinned for this member than the one in \
@@ -104,11 +117,10 @@ pub(super) async fn update_member_record(
 }
 
 /// The key pins of the cluster state, by node id.
-pub(super) fn pins_of(view: &raft::ClusterView) -> BTreeMap<u64, String> {
-    view.state
-        .keys
-        .iter()
-        .map(|(id, pin)| (id.0, pin.clone()))
+pub(super) fn pins_of(view: &raft::ClusterView) -> BTreeMap<u64, Vec<String>> {
+    let state = &view.state;
+    (state.keys.keys())
+        .filter_map(|&id| Some((id.0, state.accepted_keys(id)?)))
         .collect()
 }
 

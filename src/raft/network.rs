@@ -70,6 +70,16 @@ impl Peers {
         channel
     }
 
+    /// Drops every cached channel, so the next call to each member makes a new connection
+    /// (and TLS handshake). A certificate rotation calls it once this member presents its
+    /// new certificate: connections made with the old one go when their last user does.
+    pub fn reconnect(&self) {
+        self.channels
+            .lock()
+            .expect("peer channel cache poisoned")
+            .clear();
+    }
+
     /// A client of the peer service on `target`.
     pub fn peer_client(&self, target: NodeId, addr: &str) -> pb::peer_client::PeerClient<Channel> {
         pb::peer_client::PeerClient::new(self.channel(target, addr))
@@ -118,18 +128,18 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         // Called for every replication stream and every vote: must not connect.
         RaftClient {
             target,
-            client: pb::raft_client::RaftClient::new(self.peers.channel(target, &node.peer_addr))
-                .max_decoding_message_size(16 * 1024 * 1024),
-            cluster_id: self.peers.cluster_id.clone(),
+            addr: node.peer_addr.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
 
-/// Raft RPCs to one member.
+/// Raft RPCs to one member, each on the cached channel of the moment (see
+/// [`Peers::reconnect`]).
 pub struct RaftClient {
     target: NodeId,
-    client: pb::raft_client::RaftClient<Channel>,
-    cluster_id: String,
+    addr: String,
+    peers: Peers,
 }
 
 /// The ways one RPC can fail before the remote Raft has answered.
@@ -154,14 +164,17 @@ impl RaftClient {
     {
         let payload = serde_json::to_vec(req).map_err(|e| CallError::Network(e.to_string()))?;
         let mut request = tonic::Request::new(pb::RaftRequest {
-            cluster_id: self.cluster_id.clone(),
+            cluster_id: self.peers.cluster_id.clone(),
             payload,
         });
         request.set_timeout(option.soft_ttl());
+        let mut client =
+            pb::raft_client::RaftClient::new(self.peers.channel(self.target, &self.addr))
+                .max_decoding_message_size(16 * 1024 * 1024);
         let reply = match rpc {
-            "append_entries" => self.client.append_entries(request).await,
-            "vote" => self.client.vote(request).await,
-            _ => self.client.install_snapshot(request).await,
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {

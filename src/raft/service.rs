@@ -196,8 +196,8 @@ pub(crate) fn authorize_member<T>(
     }
     // The member's pinned key, not just a CA signature on its id: a certificate minted with
     // the CA key for this id (another key) is refused.
-    if let Some(pin) = state.keys.get(&id.into()) {
-        if tls::key_sha256_of_cert_der(cert.as_ref()).as_ref() != Some(pin) {
+    if let Some(keys) = state.accepted_keys(id.into()) {
+        if !tls::key_sha256_of_cert_der(cert.as_ref()).is_some_and(|key| keys.contains(&key)) {
             return Err(Status::permission_denied(format!(
                 "the certificate presented for node {id} is not for the key the cluster \
                  recorded for that member (a certificate minted for its id, or one it no longer \

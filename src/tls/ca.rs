@@ -17,8 +17,9 @@ use crate::secret::Secret;
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Lifetime of the cluster CA certificate.
 const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 60 * 60);
-/// Lifetime of a node certificate.
-const NODE_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 60 * 60);
+/// Default lifetime of a node certificate (`[tls] node_certificate_lifetime`); a running
+/// member rotates its own two thirds of the way through (see `crate::rotate`).
+pub const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Certificates start being valid this long before they are issued, so a peer whose clock is
 /// slightly behind the issuer's does not reject a fresh certificate.
 const CLOCK_SKEW: Duration = Duration::from_secs(60 * 60);
@@ -33,6 +34,8 @@ pub struct ClusterCa {
     key_pem: Secret<String>,
     /// SHA-256 of the certificate DER, computed once; it is what join tokens pin.
     sha256_hex: String,
+    /// How long the node certificates it issues last.
+    node_validity: Duration,
 }
 
 impl ClusterCa {
@@ -62,6 +65,7 @@ impl ClusterCa {
             sha256_hex: sha256_hex(cert.der()),
             cert_pem: cert.pem(),
             key_pem: Secret::new(key.serialize_pem()),
+            node_validity: NODE_VALIDITY,
         })
     }
 
@@ -93,7 +97,15 @@ impl ClusterCa {
             sha256_hex: sha256_hex(&der),
             cert_pem,
             key_pem,
+            node_validity: NODE_VALIDITY,
         })
+    }
+
+    /// The same CA, issuing node certificates that last `validity` (default
+    /// [`NODE_VALIDITY`]).
+    pub fn with_node_validity(mut self, validity: Duration) -> Self {
+        self.node_validity = validity;
+        self
     }
 
     /// The CA certificate, PEM. Public: every node and joiner gets it.
@@ -134,7 +146,8 @@ impl ClusterCa {
     /// Only the CSR's public key is used, after its self-signature has verified (proof that
     /// the requester holds the private key). Every other field is chosen here: common name
     /// `node-<id>`, DNS SAN [`node_server_name`] plus `extra_sans` (IP addresses become IP
-    /// SANs, anything else must be a DNS name), server and client auth, valid for 5 years.
+    /// SANs, anything else must be a DNS name), server and client auth, valid for the CA's
+    /// node validity ([`NODE_VALIDITY`] unless [`ClusterCa::with_node_validity`]).
     ///
     /// Fails with [`Error::InvalidCsr`] for an unparsable or badly signed CSR (rcgen verifies
     /// the signature while parsing) and [`Error::InvalidSan`] for an unusable extra name.
@@ -148,7 +161,7 @@ impl ClusterCa {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|source| Error::InvalidCsr { node_id, source })?;
 
-        let params = leaf_params(
+        let mut params = leaf_params(
             format!("node-{node_id}"),
             node_sans(node_id, cluster_id, extra_sans)?,
             vec![
@@ -156,6 +169,7 @@ impl ClusterCa {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
         );
+        params.not_after = (SystemTime::now() + self.node_validity).into();
 
         let sign = |source| Error::Sign { node_id, source };
         // The invariant of ClusterCa makes these parses succeed; errors still surface as Sign.
@@ -166,29 +180,74 @@ impl ClusterCa {
     }
 }
 
+/// A server certificate of one of a member's client-facing services (its PostgreSQL, its
+/// REST API), with its fresh key and when it expires.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: Secret<String>,
+    /// When it was issued (its validity starts [`CLOCK_SKEW`] earlier).
+    pub issued: SystemTime,
+    /// When it stops being valid: `issued` + the lifetime asked for.
+    pub not_after: SystemTime,
+}
+
+impl ServerCert {
+    /// When it should be replaced: two thirds into its lifetime, so a renewal that fails
+    /// (the CA unreadable, a full disk) has a third of the lifetime to be noticed and fixed
+    /// before clients refuse the certificate.
+    pub fn renew_at(&self) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.issued)
+            .unwrap_or_default();
+        self.issued + lifetime * 2 / 3
+    }
+}
+
 impl ClusterCa {
-    /// A server certificate and a fresh key (PKCS#8 PEM) for member `node_id`'s PostgreSQL,
-    /// naming `hosts` (its advertised and listen addresses, IPs or DNS names) besides its
-    /// node name: replicas, `pg_basebackup` and `pg_rewind` dial it with
-    /// `sslmode=verify-full`, and clients can verify it with the CA (`pgquorum ca export`).
-    pub fn issue_postgres_server(
+    /// A server certificate and a fresh key for `service` (`postgresql`, `api`) of member
+    /// `node_id`, valid for `lifetime`, naming `hosts` (its advertised and listen addresses,
+    /// IPs or DNS names) besides its node name: replicas, `pg_basebackup` and `pg_rewind`
+    /// dial PostgreSQL with `sslmode=verify-full`, the CLI and load balancers verify the
+    /// API, and clients can verify both with the CA (`pgquorum ca export`).
+    pub fn issue_server(
         &self,
         node_id: u64,
         cluster_id: &str,
+        service: &str,
         hosts: &[String],
-    ) -> Result<(String, Secret<String>), Error> {
+        lifetime: Duration,
+    ) -> Result<ServerCert, Error> {
         let sign = |source| Error::Sign { node_id, source };
         let key = KeyPair::generate().map_err(sign)?;
-        let params = leaf_params(
-            format!("postgresql node-{node_id}"),
+        let mut params = leaf_params(
+            format!("{service} node-{node_id}"),
             node_sans(node_id, cluster_id, hosts)?,
             vec![ExtendedKeyUsagePurpose::ServerAuth],
         );
+        let issued = SystemTime::now();
+        params.not_before = (issued - CLOCK_SKEW).into();
+        params.not_after = (issued + lifetime).into();
         let ca_key = KeyPair::from_pem(self.key_pem.expose()).map_err(sign)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(sign)?;
         let cert = params.signed_by(&key, &issuer).map_err(sign)?;
-        Ok((cert.pem(), Secret::new(key.serialize_pem())))
+        Ok(ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: Secret::new(key.serialize_pem()),
+            issued,
+            not_after: issued + lifetime,
+        })
     }
+}
+
+/// When the node certificate `cert_pem` (issued by [`ClusterCa::issue_node`]) should be
+/// replaced: two thirds into its lifetime, as [`ServerCert::renew_at`].
+pub fn node_cert_renew_at(cert_pem: &str) -> Option<SystemTime> {
+    let (not_before, not_after) = super::validity_of_cert_pem(cert_pem)?;
+    let issued = not_before + CLOCK_SKEW;
+    let lifetime = not_after.duration_since(issued).unwrap_or_default();
+    Some(issued + lifetime * 2 / 3)
 }
 
 /// Lowercase hex SHA-256 of the DER of the first certificate in `cert_pem`.

@@ -30,6 +30,24 @@ pub fn key_sha256_of_cert_der(der: &[u8]) -> Option<String> {
     Some(super::sha256_hex(cert.public_key().raw))
 }
 
+/// When the first certificate in `cert_pem` starts and stops being valid.
+pub fn validity_of_cert_pem(
+    cert_pem: &str,
+) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).ok()?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    };
+    Some((
+        at(cert.validity().not_before)?,
+        at(cert.validity().not_after)?,
+    ))
+}
+
 /// [`key_sha256_of_cert_der`] of the first certificate in `cert_pem`.
 pub fn key_sha256_of_cert_pem(cert_pem: &str) -> Option<String> {
     let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -238,14 +256,89 @@ impl NodeIdentity {
         write_atomic(dir, Self::CA_FILE, self.ca_pem.as_bytes(), 0o644)?;
         write_atomic(dir, Self::CERT_FILE, self.cert_pem.as_bytes(), 0o644)?;
         write_atomic(dir, Self::KEY_FILE, self.key_pem.expose().as_bytes(), 0o600)?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| Error::Io {
-                action: "syncing directory",
-                path: dir.to_path_buf(),
-                source,
-            })
+        sync_dir(dir)
     }
+}
+
+impl NodeIdentity {
+    /// File names the next certificate and key take while a rotation writes them.
+    const NEXT_CERT_FILE: &'static str = "node.next.pem";
+    const NEXT_KEY_FILE: &'static str = "node.next.key";
+
+    /// Replaces the certificate and key in `dir` with this identity's, so that a crash at
+    /// any moment leaves a matching pair for [`NodeIdentity::load`]: both are written
+    /// beside the old ones first, then the key is renamed into place, then the certificate.
+    /// A crash before the key's rename leaves the old pair (the next files are dropped at
+    /// load); one after it, the new key with the next certificate still to be renamed,
+    /// which load finishes.
+    pub fn save_rotated(&self, dir: &Path) -> Result<(), Error> {
+        write_atomic(dir, Self::NEXT_CERT_FILE, self.cert_pem.as_bytes(), 0o644)?;
+        write_atomic(
+            dir,
+            Self::NEXT_KEY_FILE,
+            self.key_pem.expose().as_bytes(),
+            0o600,
+        )?;
+        sync_dir(dir)?;
+        rename(dir, Self::NEXT_KEY_FILE, Self::KEY_FILE)?;
+        sync_dir(dir)?;
+        rename(dir, Self::NEXT_CERT_FILE, Self::CERT_FILE)?;
+        sync_dir(dir)
+    }
+
+    /// Finishes or undoes a rotation that [`NodeIdentity::save_rotated`] left half done;
+    /// the daemon calls it before [`NodeIdentity::load`] at start.
+    pub fn recover_rotation(dir: &Path) -> Result<(), Error> {
+        let (next_cert, next_key) = (
+            dir.join(Self::NEXT_CERT_FILE),
+            dir.join(Self::NEXT_KEY_FILE),
+        );
+        match (next_cert.exists(), next_key.exists()) {
+            (true, false) => {
+                tracing::warn!("finishing a certificate rotation interrupted by a crash");
+                rename(dir, Self::NEXT_CERT_FILE, Self::CERT_FILE)?;
+                sync_dir(dir)
+            }
+            (_, true) => {
+                tracing::warn!(
+                    "dropping a certificate rotation interrupted before it took effect; the \
+                     old certificate stays"
+                );
+                for path in [next_cert, next_key] {
+                    match fs::remove_file(&path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            return Err(Error::Io {
+                                action: "removing",
+                                path,
+                                source: e,
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            (false, false) => Ok(()),
+        }
+    }
+}
+
+fn rename(dir: &Path, from: &str, to: &str) -> Result<(), Error> {
+    fs::rename(dir.join(from), dir.join(to)).map_err(|source| Error::Io {
+        action: "renaming into place",
+        path: dir.join(to),
+        source,
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| Error::Io {
+            action: "syncing directory",
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 fn read(path: &Path) -> Result<String, Error> {

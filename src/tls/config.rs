@@ -15,9 +15,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::cert::{
-    key_sha256_of_cert_der, node_id_from_cert_der, parse_certs, parse_key, parse_node_server_name,
+    key_sha256_of_cert_der, node_id_from_cert_der, parse_certs, parse_node_server_name,
 };
-use super::{sha256_hex, Error, NodeIdentity};
+use super::{sha256_hex, CertSlot, Error, NodeIdentity};
 
 const ALPN_H2: &[u8] = b"h2";
 
@@ -26,7 +26,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// A root store holding exactly the certificates of `ca_pem`.
-fn ca_roots(ca_pem: &str) -> Result<RootCertStore, Error> {
+pub(super) fn ca_roots(ca_pem: &str) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for ca in parse_certs(ca_pem, "the cluster CA certificate")? {
         roots.add(ca).map_err(|source| Error::Rustls {
@@ -37,52 +37,63 @@ fn ca_roots(ca_pem: &str) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// The member server: presents `[node cert, CA cert]` and verifies client certificates
-/// against the cluster CA.
+/// The member server: presents the node certificate in `node` (`[node cert, CA cert]`, see
+/// [`node_chain_slot`]) and verifies client certificates against the cluster CA.
 ///
 /// Client certificates are optional because the join RPC is called by a node that has none
 /// yet; a certificate that *is* presented must chain to the cluster CA or the handshake fails.
 /// Handlers therefore decide membership themselves with [`peer_node_id`]. The CA is included
 /// in the chain so a joiner can find the certificate its token pins.
-pub fn server_config(id: &NodeIdentity) -> Result<Arc<ServerConfig>, Error> {
+pub fn server_config(ca_pem: &str, node: Arc<CertSlot>) -> Result<Arc<ServerConfig>, Error> {
     let provider = provider();
     let rustls_err = |source| Error::Rustls {
         what: "server",
         source,
     };
-    let mut chain = parse_certs(id.cert_pem(), "the node certificate")?;
-    chain.extend(parse_certs(id.ca_pem(), "the cluster CA certificate")?);
-    let key = parse_key(id.key_pem(), "the node key")?;
-
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(ca_roots(id.ca_pem())?),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|source| Error::Verifier { source })?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots(ca_pem)?), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|source| Error::Verifier { source })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(rustls_err)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(rustls_err)?;
+        .with_cert_resolver(node);
+    // No session resumption: a resumed session reports the certificate of the session it
+    // resumes, and the member checks (authorize_member, per RPC) must see the one presented
+    // now, or a member that rotated its key would still be seen with the old one.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
 
-/// The members' key pins by node id (`ClusterState::keys`), which the daemon keeps equal to
-/// the cluster state's; the member client's verifier reads them at every handshake.
+/// The slot both the member server and the member client present from: the node
+/// certificate followed by the CA's (so a joiner finds the certificate its token pins), and
+/// the node key. A rotation replaces them in place ([`CertSlot::replace`]).
+pub fn node_chain_slot(id: &NodeIdentity) -> Result<Arc<CertSlot>, Error> {
+    CertSlot::new(&node_chain(id), id.key_pem())
+}
+
+/// The PEM chain a member presents: its certificate, then the CA's.
+pub fn node_chain(id: &NodeIdentity) -> String {
+    format!("{}\n{}", id.cert_pem().trim_end(), id.ca_pem())
+}
+
+/// The keys each member may present, by node id: its pin (`ClusterState::keys`) and,
+/// during a rotation, its next key (`ClusterState::next_keys`). The daemon keeps them equal
+/// to the cluster state's; the member client's verifier reads them at every handshake.
 #[derive(Clone, Debug, Default)]
-pub struct KeyPins(Arc<RwLock<BTreeMap<u64, String>>>);
+pub struct KeyPins(Arc<RwLock<BTreeMap<u64, Vec<String>>>>);
 
 impl KeyPins {
     /// Replaces every pin.
-    pub fn replace(&self, pins: BTreeMap<u64, String>) {
+    pub fn replace(&self, pins: BTreeMap<u64, Vec<String>>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = pins;
     }
 
-    fn get(&self, id: u64) -> Option<String> {
+    fn get(&self, id: u64) -> Option<Vec<String>> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -96,7 +107,8 @@ impl KeyPins {
 /// Connect with `ServerName` = [`super::node_server_name`]`(target, cluster)`: the standard
 /// webpki hostname check then proves the peer is the intended node, not merely a member.
 pub fn member_client_config(
-    id: &NodeIdentity,
+    ca_pem: &str,
+    node: Arc<CertSlot>,
     cluster_id: &str,
     pins: KeyPins,
 ) -> Result<Arc<ClientConfig>, Error> {
@@ -105,14 +117,10 @@ pub fn member_client_config(
         what: "member client",
         source,
     };
-    let chain = parse_certs(id.cert_pem(), "the node certificate")?;
-    let key = parse_key(id.key_pem(), "the node key")?;
-    let webpki = WebPkiServerVerifier::builder_with_provider(
-        Arc::new(ca_roots(id.ca_pem())?),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|source| Error::ServerVerifier { source })?;
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(ca_roots(ca_pem)?), provider.clone())
+            .build()
+            .map_err(|source| Error::ServerVerifier { source })?;
     let verifier = Arc::new(PinnedMemberVerifier {
         webpki,
         pins,
@@ -123,8 +131,10 @@ pub fn member_client_config(
         .map_err(rustls_err)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(chain, key)
-        .map_err(rustls_err)?;
+        .with_client_cert_resolver(node);
+    // Every connection a full handshake with the certificate of the moment (see
+    // `server_config`).
+    config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
@@ -163,7 +173,9 @@ impl ServerCertVerifier for PinnedMemberVerifier {
             return Ok(verified);
         };
         match self.pins.get(id) {
-            Some(pin) if key_sha256_of_cert_der(end_entity).as_ref() != Some(&pin) => {
+            Some(pins)
+                if !key_sha256_of_cert_der(end_entity).is_some_and(|key| pins.contains(&key)) =>
+            {
                 Err(rustls::Error::General(format!(
                     "the certificate node {id} presented is not for the key the cluster recorded \
                      for it (minted for its id, or no longer its own)"

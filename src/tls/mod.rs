@@ -26,18 +26,21 @@
 mod ca;
 mod cert;
 mod config;
+mod https;
 mod token;
 
 use std::path::PathBuf;
 
-pub use ca::{ca_sha256_hex, ClusterCa};
+pub use ca::{ca_sha256_hex, node_cert_renew_at, ClusterCa, ServerCert, NODE_VALIDITY};
 pub use cert::{
     key_sha256_of_cert_der, key_sha256_of_cert_pem, node_id_from_cert_der, node_server_name,
-    NodeIdentity, NodeKey,
+    validity_of_cert_pem, NodeIdentity, NodeKey,
 };
 pub use config::{
-    member_client_config, peer_node_id, pinned_client_config, server_config, KeyPins,
+    member_client_config, node_chain, node_chain_slot, peer_node_id, pinned_client_config,
+    server_config, KeyPins,
 };
+pub use https::{api_client_config, api_server_config, CertSlot, VerifyClient};
 pub use token::{secret_matches, JoinTokenString, TokenError};
 
 /// Errors from the cluster PKI. Every variant says what was being done and, where relevant,

@@ -230,8 +230,8 @@ async fn members_authenticate_each_other_by_node_id() {
     let ca = ClusterCa::generate(CLUSTER).unwrap();
     let (server_id, client_id) = (member(&ca, 1), member(&ca, 2));
     let out = handshake(
-        server_config(&server_id).unwrap(),
-        member_client_config(&client_id, CLUSTER, KeyPins::default()).unwrap(),
+        server(&server_id).unwrap(),
+        client(&client_id, CLUSTER, KeyPins::default()).unwrap(),
         &node_server_name(1, CLUSTER),
     )
     .await;
@@ -246,7 +246,7 @@ async fn members_authenticate_each_other_by_node_id() {
 #[tokio::test]
 async fn joiner_with_the_right_pin_connects_and_with_a_wrong_pin_is_refused() {
     let ca = ClusterCa::generate(CLUSTER).unwrap();
-    let server = server_config(&member(&ca, 1)).unwrap();
+    let server = server(&member(&ca, 1)).unwrap();
 
     // Any server name: the pin is the trust anchor.
     let out = handshake(
@@ -284,8 +284,8 @@ async fn client_certificate_from_a_foreign_ca_is_rejected_by_the_server() {
         Secret::new(impostor.key_pem().expose().clone()),
     );
     let out = handshake(
-        server_config(&member(&ca, 1)).unwrap(),
-        member_client_config(&impostor, CLUSTER, KeyPins::default()).unwrap(),
+        server(&member(&ca, 1)).unwrap(),
+        client(&impostor, CLUSTER, KeyPins::default()).unwrap(),
         &node_server_name(1, CLUSTER),
     )
     .await;
@@ -298,8 +298,8 @@ async fn client_certificate_from_a_foreign_ca_is_rejected_by_the_server() {
 async fn member_client_refuses_a_server_that_is_not_the_intended_node() {
     let ca = ClusterCa::generate(CLUSTER).unwrap();
     let out = handshake(
-        server_config(&member(&ca, 1)).unwrap(),
-        member_client_config(&member(&ca, 2), CLUSTER, KeyPins::default()).unwrap(),
+        server(&member(&ca, 1)).unwrap(),
+        client(&member(&ca, 2), CLUSTER, KeyPins::default()).unwrap(),
         &node_server_name(3, CLUSTER),
     )
     .await;
@@ -316,26 +316,127 @@ async fn member_client_refuses_a_server_whose_key_is_not_the_pinned_one() {
     let minted = member(&ca, 1);
     let pins = KeyPins::default();
     pins.replace(
-        [(1, key_sha256_of_cert_pem(genuine.cert_pem()).unwrap())]
+        [(1, vec![key_sha256_of_cert_pem(genuine.cert_pem()).unwrap()])]
             .into_iter()
             .collect(),
     );
-    let client = member_client_config(&member(&ca, 2), CLUSTER, pins.clone()).unwrap();
+    let client = client(&member(&ca, 2), CLUSTER, pins.clone()).unwrap();
     let name = node_server_name(1, CLUSTER);
 
-    let out = handshake(server_config(&genuine).unwrap(), client.clone(), &name).await;
+    let out = handshake(server(&genuine).unwrap(), client.clone(), &name).await;
     out.client.expect("the pinned key is accepted");
 
-    let out = handshake(server_config(&minted).unwrap(), client.clone(), &name).await;
+    let out = handshake(server(&minted).unwrap(), client.clone(), &name).await;
     let err = out.client.unwrap_err().to_string();
     assert!(
         err.contains("is not for the key the cluster recorded"),
         "{err}"
     );
 
+    // During a rotation both keys are accepted, each from the same slot in turn.
+    let rotated = member(&ca, 1);
+    pins.replace(
+        [(
+            1,
+            [&genuine, &rotated]
+                .map(|id| key_sha256_of_cert_pem(id.cert_pem()).unwrap())
+                .to_vec(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let slot = node_chain_slot(&genuine).unwrap();
+    let rotating = server_config(genuine.ca_pem(), slot.clone()).unwrap();
+    let out = handshake(rotating.clone(), client.clone(), &name).await;
+    out.client.expect("the old key, while the rotation lasts");
+    slot.replace(&node_chain(&rotated), rotated.key_pem())
+        .unwrap();
+    let out = handshake(rotating.clone(), client.clone(), &name).await;
+    out.client
+        .expect("the next key, from the same server config");
+    let out = handshake(server(&minted).unwrap(), client.clone(), &name).await;
+    assert!(out.client.is_err(), "a third key is still refused");
+
     // A member without a pin (one that joined before pins existed) is checked as before.
     pins.replace(BTreeMap::new());
-    let out = handshake(server_config(&minted).unwrap(), client, &name).await;
+    let out = handshake(server(&minted).unwrap(), client, &name).await;
     out.client
         .expect("no pin: the CA signature and name suffice");
+}
+
+/// The member server of `id`, presenting from a slot of its own.
+fn server(id: &NodeIdentity) -> Result<Arc<rustls::ServerConfig>, Error> {
+    server_config(id.ca_pem(), node_chain_slot(id)?)
+}
+
+/// The member client of `id`.
+fn client(
+    id: &NodeIdentity,
+    cluster_id: &str,
+    pins: KeyPins,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    member_client_config(id.ca_pem(), node_chain_slot(id)?, cluster_id, pins)
+}
+
+#[test]
+fn a_rotation_interrupted_anywhere_leaves_a_matching_pair() {
+    let ca = ClusterCa::generate(CLUSTER).unwrap();
+    let (old, new) = (member(&ca, 1), member(&ca, 1));
+    let stage = |files: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        old.save(dir.path()).unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        dir
+    };
+    let (new_cert, new_key) = (new.cert_pem(), new.key_pem().expose().as_str());
+    // (crashed after, files on disk besides the old pair, the pair load must find)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a NodeIdentity);
+    let cases: [Case; 4] = [
+        ("nothing written", vec![], &old),
+        (
+            "both next files written",
+            vec![("node.next.pem", new_cert), ("node.next.key", new_key)],
+            &old,
+        ),
+        (
+            "the key renamed into place",
+            vec![("node.next.pem", new_cert), ("node.key", new_key)],
+            &new,
+        ),
+        (
+            "both renamed",
+            vec![("node.pem", new_cert), ("node.key", new_key)],
+            &new,
+        ),
+    ];
+    for (case, files, expected) in cases {
+        let dir = stage(&files);
+        NodeIdentity::recover_rotation(dir.path()).unwrap();
+        let loaded = NodeIdentity::load(dir.path()).unwrap();
+        assert_eq!(
+            loaded.cert_pem(),
+            expected.cert_pem(),
+            "{case}: certificate"
+        );
+        assert_eq!(
+            loaded.key_pem().expose(),
+            expected.key_pem().expose(),
+            "{case}: key"
+        );
+        for next in ["node.next.pem", "node.next.key"] {
+            assert!(!dir.path().join(next).exists(), "{case}: {next} is gone");
+        }
+    }
+    // And the whole rotation, done.
+    let dir = stage(&[]);
+    new.save_rotated(dir.path()).unwrap();
+    let loaded = NodeIdentity::load(dir.path()).unwrap();
+    assert_eq!(loaded.cert_pem(), new.cert_pem());
+    let mode = std::fs::metadata(dir.path().join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the new key is 0600");
 }

@@ -3,9 +3,11 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+pub mod http;
 pub mod netns;
 pub mod node;
 pub mod os;
+pub mod peer;
 pub mod pg;
 pub mod ports;
 pub mod wait;

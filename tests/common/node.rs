@@ -614,15 +614,27 @@ impl Node {
         }
     }
 
-    /// A plain HTTP/1.1 GET to this node's API: (status, body).
+    /// An HTTP/1.1 GET to this node's API (HTTPS unless it has `[api] tls = false`):
+    /// (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        http_get(self.api_socket(), path)
+        self.request("GET", path)
     }
 
-    /// A plain HTTP/1.1 request with `method` (`HEAD`, `OPTIONS`, ...) to this node's API:
+    /// An HTTP/1.1 request with `method` (`HEAD`, `OPTIONS`, ...) to this node's API:
     /// (status, body).
     pub fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-        http_request(self.api_socket(), method, path)
+        super::http::request(self.api_socket(), self.api_tls()?, method, path)
+    }
+
+    /// Sends `bytes` as they are to this node's API (inside TLS unless `[api] tls = false`)
+    /// and returns what came back until it closed.
+    pub fn api_exchange(&self, bytes: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+        super::http::exchange(self.api_socket(), self.api_tls()?, bytes, timeout)
+    }
+
+    /// How the harness speaks to this node's API (see [`super::http::api_tls`]).
+    pub fn api_tls(&self) -> std::io::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        super::http::api_tls(&self.config_path, &self.state_dir)
     }
 
     /// The pid of this node's postmaster, from the first line of `postmaster.pid` in the
@@ -739,37 +751,6 @@ pub fn test_name() -> String {
         _ => "unnamed".to_string(),
     };
     format!("{krate}.{test}")
-}
-
-/// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    http_request(addr, "GET", path)
-}
-
-/// A minimal HTTP/1.1 request without a body over a fresh connection: (status, body). The
-/// body is everything after the headers until the server closes the connection.
-pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let timeout = Duration::from_secs(2);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let invalid =
-        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| invalid("no end of headers"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid("no status"))?;
-    Ok((status, body.to_string()))
 }
 
 /// Text accessors for a finished CLI call.

@@ -307,6 +307,89 @@ pub(super) fn cases() -> Vec<Case> {
             change: unchanged,
         },
         Case {
+            name: "a rotation accepts the new key beside the pin",
+            given: state().with_member(2).with_key(2, "k2"),
+            command: Command::BeginKeyRotation {
+                id: NodeId(2),
+                key_sha256: "k2b".into(),
+            },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.next_keys.insert(NodeId(2), "k2b".into());
+            },
+        },
+        Case {
+            name: "a rotation of an unknown member is rejected",
+            given: state(),
+            command: Command::BeginKeyRotation {
+                id: NodeId(7),
+                key_sha256: "k7".into(),
+            },
+            result: rejected(Rejection::UnknownMember { id: NodeId(7) }),
+            change: unchanged,
+        },
+        Case {
+            name: "adopting the rotated key replaces the pin",
+            given: state()
+                .with_member(2)
+                .with_key(2, "k2")
+                .with_next_key(2, "k2b"),
+            command: Command::EndKeyRotation {
+                id: NodeId(2),
+                key_sha256: "k2b".into(),
+                adopt: true,
+            },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.next_keys.clear();
+                s.keys.insert(NodeId(2), "k2b".into());
+            },
+        },
+        Case {
+            name: "dropping the rotated key keeps the pin",
+            given: state()
+                .with_member(2)
+                .with_key(2, "k2")
+                .with_next_key(2, "k2b"),
+            command: Command::EndKeyRotation {
+                id: NodeId(2),
+                key_sha256: "k2b".into(),
+                adopt: false,
+            },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.next_keys.clear();
+            },
+        },
+        Case {
+            name: "ending a rotation to another key is rejected",
+            given: state()
+                .with_member(2)
+                .with_key(2, "k2")
+                .with_next_key(2, "k2b"),
+            command: Command::EndKeyRotation {
+                id: NodeId(2),
+                key_sha256: "minted".into(),
+                adopt: true,
+            },
+            result: rejected(Rejection::NoKeyRotation { id: NodeId(2) }),
+            change: unchanged,
+        },
+        Case {
+            name: "removing a member also drops its key in rotation",
+            given: state()
+                .with_member(2)
+                .with_key(2, "k2")
+                .with_next_key(2, "k2b"),
+            command: Command::RemoveMember { id: NodeId(2) },
+            result: CommandResult::Applied,
+            change: |s| {
+                s.members.remove(&NodeId(2));
+                s.keys.remove(&NodeId(2));
+                s.next_keys.clear();
+            },
+        },
+        Case {
             name: "remove member drops its pin, which revokes its certificate",
             given: state().with_member(2).with_key(2, "k2"),
             command: Command::RemoveMember { id: NodeId(2) },

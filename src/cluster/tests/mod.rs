@@ -59,6 +59,7 @@ trait Given: Sized {
     fn with_token(self, token: JoinToken) -> Self;
     fn with_switchover(self, from: u64, to: Option<u64>) -> Self;
     fn with_key(self, id: u64, pin: &str) -> Self;
+    fn with_next_key(self, id: u64, pin: &str) -> Self;
 }
 
 impl Given for ClusterState {
@@ -92,6 +93,10 @@ impl Given for ClusterState {
     }
     fn with_key(mut self, id: u64, pin: &str) -> Self {
         self.keys.insert(NodeId(id), pin.into());
+        self
+    }
+    fn with_next_key(mut self, id: u64, pin: &str) -> Self {
+        self.next_keys.insert(NodeId(id), pin.into());
         self
     }
 }

@@ -1,0 +1,208 @@
+//! This member's certificates, renewed while the daemon runs, two thirds into their
+//! lifetime, with no restart: those of its client-facing services (its REST API and its
+//! PostgreSQL, `[tls] server_certificate_lifetime`), issued from the cluster CA at start,
+//! which the API presents from the next handshake and PostgreSQL from its next reload; and
+//! its node certificate (`[tls] node_certificate_lifetime`), rotated as `pgquorum cert
+//! rotate` does (`crate::rotate`).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{NodeConfig, PostgresqlConfig};
+use crate::postgres::Postgres;
+use crate::tls::{self, CertSlot, ServerCert};
+
+/// How long a failed renewal waits before it tries again.
+const RETRY: Duration = Duration::from_secs(60);
+/// Likewise for the node certificate, whose rotation needs every member up (and commits
+/// two entries when one is not).
+const NODE_RETRY: Duration = Duration::from_secs(10 * 60);
+/// The longest the renewal task sleeps at once, so a clock set forward is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(60 * 60);
+
+/// Issues this member's service certificates.
+#[derive(Clone)]
+pub(super) struct Issuer {
+    pub ca: tls::ClusterCa,
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub lifetime: Duration,
+}
+
+impl Issuer {
+    pub fn issue(&self, service: Service, hosts: &[String]) -> anyhow::Result<ServerCert> {
+        self.ca
+            .issue_server(
+                self.node_id,
+                &self.cluster_id,
+                service.name(),
+                hosts,
+                self.lifetime,
+            )
+            .with_context(|| format!("issuing the {} certificate", service.name()))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Service {
+    Api,
+    Postgres,
+    Node,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Api => "api",
+            Service::Postgres => "postgresql",
+            Service::Node => "node",
+        }
+    }
+}
+
+/// Where a renewed certificate goes.
+pub(super) enum Holder {
+    Api(Arc<CertSlot>),
+    Postgres {
+        pg: Arc<Postgres>,
+        ca_pem: String,
+    },
+    /// The node certificate: rotated, not just reissued.
+    Node(Arc<crate::rotate::Rotator>),
+}
+
+/// One service's certificate, kept fresh.
+pub(super) struct Renewal {
+    pub service: Service,
+    pub hosts: Vec<String>,
+    pub holder: Holder,
+    /// When to renew next: two thirds into the current certificate, or a retry.
+    pub due: SystemTime,
+}
+
+impl Renewal {
+    /// This member's node certificate `cert_pem`, rotated by `rotator`.
+    pub fn node(rotator: Arc<crate::rotate::Rotator>, cert_pem: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            service: Service::Node,
+            hosts: Vec::new(),
+            due: tls::node_cert_renew_at(cert_pem)
+                .context("reading the validity of this member's certificate")?,
+            holder: Holder::Node(rotator),
+        })
+    }
+
+    /// Renews the certificate; returns when the next renewal is due.
+    async fn renew(&self, issuer: &Issuer) -> anyhow::Result<SystemTime> {
+        let cert = match &self.holder {
+            Holder::Node(rotator) => {
+                rotator.rotate().await?;
+                let current = tls::NodeIdentity::load(&rotator.state_dir)?;
+                return tls::node_cert_renew_at(current.cert_pem())
+                    .context("reading the validity of the new certificate");
+            }
+            Holder::Api(slot) => {
+                let cert = issuer.issue(self.service, &self.hosts)?;
+                slot.replace(&cert.cert_pem, &cert.key_pem)
+                    .context("loading the new API certificate")?;
+                cert
+            }
+            Holder::Postgres { pg, ca_pem } => {
+                let cert = issuer.issue(self.service, &self.hosts)?;
+                pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), ca_pem)
+                    .context("writing PostgreSQL's TLS files")?;
+                // A stopped PostgreSQL reads the files when it starts.
+                if let Err(error) = pg.reload().await {
+                    tracing::debug!(%error, "PostgreSQL not reloaded after its certificate was renewed");
+                }
+                cert
+            }
+        };
+        tracing::info!(
+            service = self.service.name(),
+            valid_until = %humantime::format_rfc3339_seconds(cert.not_after),
+            "renewed the service certificate"
+        );
+        Ok(cert.renew_at())
+    }
+
+    pub fn new(service: Service, hosts: Vec<String>, holder: Holder, current: &ServerCert) -> Self {
+        Self {
+            service,
+            hosts,
+            holder,
+            due: current.renew_at(),
+        }
+    }
+}
+
+/// Renews each of `renewals` when it is due, until `shutdown`. A failure is logged and
+/// retried a minute later; the old certificate serves meanwhile.
+pub(super) async fn renew(issuer: Issuer, mut renewals: Vec<Renewal>, shutdown: CancellationToken) {
+    loop {
+        let Some(next) = renewals.iter().map(|r| r.due).min() else {
+            return;
+        };
+        let wait = next
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(MAX_SLEEP);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let now = SystemTime::now();
+        for renewal in renewals.iter_mut().filter(|r| r.due <= now) {
+            match renewal.renew(&issuer).await {
+                Ok(due) => renewal.due = due,
+                Err(error) => {
+                    let retry = match renewal.holder {
+                        Holder::Node(_) => NODE_RETRY,
+                        _ => RETRY,
+                    };
+                    tracing::warn!(
+                        service = renewal.service.name(),
+                        error = format!("{error:#}"),
+                        retry_in = %humantime::format_duration(retry),
+                        "renewing the certificate failed; the current one serves until it \
+                         expires"
+                    );
+                    renewal.due = now + retry;
+                }
+            }
+        }
+    }
+}
+
+/// The names PostgreSQL's certificate carries: its advertised host, its listen address
+/// when specific, and loopback.
+pub(super) fn postgres_hosts(pg: &PostgresqlConfig) -> Vec<String> {
+    hosts(&pg.advertise, pg.listen)
+}
+
+/// The names the API's certificate carries, likewise.
+pub(super) fn api_hosts(config: &NodeConfig) -> Vec<String> {
+    hosts(&config.api_advertise, config.api_listen)
+}
+
+fn hosts(advertise: &str, listen: std::net::SocketAddr) -> Vec<String> {
+    let advertised = advertise
+        .rsplit_once(':')
+        .map_or(advertise, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut hosts = vec![advertised];
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.ip().to_string());
+    }
+    for host in ["localhost", "127.0.0.1", "::1"] {
+        if !hosts.iter().any(|h| h == host) {
+            hosts.push(host.to_string());
+        }
+    }
+    hosts
+}
