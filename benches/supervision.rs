@@ -19,8 +19,8 @@
 //!    consecutive acknowledged commits and how many acknowledged commits are missing on the
 //!    new primary afterwards (must be 0). One cluster for all runs.
 //!
-//! `cargo bench --bench supervision`; env: `RUNS` (default 5), `PGQ_PG_TLS=off` (PostgreSQL
-//! without TLS, to compare; default on), `ONLY=failover` (or
+//! `cargo bench --bench supervision`; env: `RUNS` (default 5), `PGQ_TLS=off` (the REST API
+//! and PostgreSQL without TLS, to compare; default on; `PGQ_PG_TLS=off`: PostgreSQL only), `ONLY=failover` (or
 //! `formation`, `switchover`, comma-separated: just those parts), `PGQUORUM_BIN` (default: the
 //! binary cargo builds for the bench, `target/release/pgquorum`), `PGQ_BENCH_POLL=psql` (health
 //! polls with a psql per member per poll instead of long-lived connections: on 2 cores that
@@ -89,11 +89,13 @@ fn main() {
          400-800 ms), nothing else set; dynamic config defaults: ttl 2s, loop_wait 500ms, \
          retry_timeout 1s, member_timeout 1s, maximum_lag_on_failover 1 MiB, \
          synchronous_mode off (asynchronous streaming), primary_start_timeout 5s; \
-         PostgreSQL TLS {} (PGQ_PG_TLS=off turns it off)",
-        if std::env::var("PGQ_PG_TLS").as_deref() == Ok("off") {
-            "off"
+         TLS {} (PGQ_TLS=off turns it off)",
+        if common::node::tls_off() {
+            "off (REST API and PostgreSQL)"
+        } else if std::env::var("PGQ_PG_TLS").as_deref() == Ok("off") {
+            "on for the REST API, off for PostgreSQL"
         } else {
-            "on (replication, clones and rewinds with sslmode=verify-full)"
+            "on (REST API over HTTPS; replication, clones and rewinds with sslmode=verify-full)"
         }
     );
     println!(

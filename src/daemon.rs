@@ -300,6 +300,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         peer_statuses.clone(),
         serve_shutdown.clone(),
     ));
+    let expiries = Arc::new(tls::Expiries::default());
     let rotator = Arc::new(crate::rotate::Rotator {
         handle: handle.clone(),
         ca,
@@ -310,6 +311,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         name: config.name.clone(),
         sans: config.node_cert_sans(),
         presented: std::sync::Mutex::new(key_pin.clone()),
+        expiries: expiries.clone(),
         lock: tokio::sync::Mutex::new(()),
     });
     tasks.spawn(rotator.clone().finish_interrupted(serve_shutdown.clone()));
@@ -328,12 +330,18 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             vip_handle: vip_for_api,
             allowlist: Arc::new(config.api_allowlist.clone()),
             rotator,
+            expiries: expiries.clone(),
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {
             api::serve(api_listener, app, api_transport, token).await;
         });
-        tasks.spawn(certs::renew(issuer, renewals, serve_shutdown.clone()));
+        tasks.spawn(certs::renew(
+            issuer,
+            renewals,
+            expiries,
+            serve_shutdown.clone(),
+        ));
     }
     tracing::info!(
         node = record.node_id,

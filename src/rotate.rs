@@ -59,6 +59,8 @@ pub struct Rotator {
     pub sans: Vec<String>,
     /// The pin of the key this member presents now.
     pub presented: std::sync::Mutex<String>,
+    /// Where `/metrics` reads the node certificate's expiry.
+    pub expiries: Arc<tls::Expiries>,
     pub lock: tokio::sync::Mutex<()>,
 }
 
@@ -115,6 +117,9 @@ impl Rotator {
             .replace(&tls::node_chain(&next), next.key_pem())
             .context("loading the new certificate")?;
         *self.presented.lock().unwrap_or_else(|e| e.into_inner()) = new_key.clone();
+        if let Some((_, until)) = tls::validity_of_cert_pem(next.cert_pem()) {
+            self.expiries.set("node", until);
+        }
         self.handle.peers().reconnect();
         tracing::info!("certificate rotation: presenting the new certificate");
         crate::failpoint::crash_if_set(

@@ -121,6 +121,15 @@ fn the_cli_curl_and_haproxys_ssl_check_use_the_api_over_https() {
         metrics.stdout_text(),
         metrics.stderr_text()
     );
+    for certificate in ["api", "node", "postgresql"] {
+        let sample = format!("certificate=\"{certificate}\"}} ");
+        assert!(
+            metrics.stdout_text().lines().any(|l| l
+                .starts_with("pgquorum_certificate_expiry_timestamp_seconds")
+                && l.contains(&sample)),
+            "/metrics gives the {certificate} certificate's expiry"
+        );
+    }
     let foreign = pgquorum::tls::ClusterCa::generate("elsewhere").unwrap();
     let other_ca = dir.path().join("other.pem");
     std::fs::write(&other_ca, foreign.cert_pem()).unwrap();

@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::peer::propose_as;
 use common::pg::writable;
 use common::writer::{lost, Writer};
-use common::{assert_success, eventually, require_postgres, OutputExt, TestCluster, FORMATION};
+use common::{
+    assert_success, eventually, require_postgres, OutputExt, TestCluster, ELECTION, FORMATION,
+};
 use pgquorum::tls::NodeIdentity;
 
 /// The cluster's id, from member 1's record.
@@ -222,12 +224,14 @@ fn a_rotation_cut_short_by_a_crash_is_ended_by_the_restarted_member() {
     );
     let answer = propose_as(&runtime, &new, &cluster_id, leader_id, &leader_addr);
     assert!(answer.is_ok(), "the new key is the pin: {answer:?}");
-    assert!(
+    // It logs once its proposal returns, which may be after the leader applied it.
+    eventually(ELECTION, "the restarted member says so", || {
         cluster
             .node(crashed)
             .log()
-            .contains("ended a certificate rotation left open"),
-        "and says so"
-    );
+            .contains("ended a certificate rotation left open")
+            .then_some(())
+            .ok_or("not yet")
+    });
     cluster.wait_converged(FORMATION, "all three members");
 }

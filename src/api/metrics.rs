@@ -36,6 +36,8 @@ pub struct MetricsInput {
     pub vip_held: Option<bool>,
     /// Member names by id, for the proxy's `backend` label.
     pub names: std::collections::BTreeMap<crate::cluster::NodeId, String>,
+    /// When each of this member's certificates expires (Unix seconds), by name.
+    pub certificates: Vec<(&'static str, u64)>,
 }
 
 /// The exposition text: for each known metric a `# HELP`, a `# TYPE` and one sample line.
@@ -133,6 +135,23 @@ pub fn render(input: &MetricsInput) -> String {
             };
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    }
+    if !input.certificates.is_empty() {
+        let name = "pgquorum_certificate_expiry_timestamp_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} When this member's certificate expires (Unix time); each is renewed \
+             two thirds into its lifetime."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (certificate, at) in &input.certificates {
+            let _ = writeln!(
+                out,
+                "{name}{{cluster=\"{}\",member=\"{}\",certificate=\"{certificate}\"}} {at}",
+                escape(&input.cluster_id),
+                escape(&input.name)
+            );
         }
     }
     if let Some(proxy) = &input.proxy {

@@ -128,6 +128,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             .values()
             .map(|m| (m.id, m.name.clone()))
             .collect(),
+        certificates: state.expiries.unix_seconds(),
     };
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

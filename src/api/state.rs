@@ -31,4 +31,6 @@ pub struct AppState {
     pub allowlist: Arc<Vec<crate::net::Network>>,
     /// Rotates this member's node certificate (`POST /admin/certificate/rotate`).
     pub rotator: Arc<crate::rotate::Rotator>,
+    /// When this member's certificates expire, for `/metrics`.
+    pub expiries: Arc<crate::tls::Expiries>,
 }

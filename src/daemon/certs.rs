@@ -81,28 +81,55 @@ pub(super) struct Renewal {
     pub holder: Holder,
     /// When to renew next: two thirds into the current certificate, or a retry.
     pub due: SystemTime,
+    /// When the current certificate expires.
+    pub expires: SystemTime,
+}
+
+/// A certificate just renewed: when to renew it next, and when it expires.
+struct Fresh {
+    due: SystemTime,
+    expires: SystemTime,
+}
+
+/// When the node certificate `cert_pem` is due and expires.
+fn node_cert_times(cert_pem: &str) -> anyhow::Result<Fresh> {
+    let due = tls::node_cert_renew_at(cert_pem);
+    let expires = tls::validity_of_cert_pem(cert_pem).map(|(_, until)| until);
+    match (due, expires) {
+        (Some(due), Some(expires)) => Ok(Fresh { due, expires }),
+        _ => Err(anyhow::anyhow!(
+            "this member's certificate has no readable validity"
+        )),
+    }
 }
 
 impl Renewal {
     /// This member's node certificate `cert_pem`, rotated by `rotator`.
     pub fn node(rotator: Arc<crate::rotate::Rotator>, cert_pem: &str) -> anyhow::Result<Self> {
+        let times = node_cert_times(cert_pem)?;
         Ok(Self {
             service: Service::Node,
             hosts: Vec::new(),
-            due: tls::node_cert_renew_at(cert_pem)
-                .context("reading the validity of this member's certificate")?,
+            due: times.due,
+            expires: times.expires,
             holder: Holder::Node(rotator),
         })
     }
 
-    /// Renews the certificate; returns when the next renewal is due.
-    async fn renew(&self, issuer: &Issuer) -> anyhow::Result<SystemTime> {
+    /// Renews the certificate; returns when the next renewal is due and when the new
+    /// certificate expires.
+    async fn renew(&self, issuer: &Issuer) -> anyhow::Result<Fresh> {
         let cert = match &self.holder {
             Holder::Node(rotator) => {
+                // Not again if an operator rotated it since (`pgquorum cert rotate`).
+                let current = tls::NodeIdentity::load(&rotator.state_dir)?;
+                let times = node_cert_times(current.cert_pem())?;
+                if times.due > SystemTime::now() {
+                    return Ok(times);
+                }
                 rotator.rotate().await?;
                 let current = tls::NodeIdentity::load(&rotator.state_dir)?;
-                return tls::node_cert_renew_at(current.cert_pem())
-                    .context("reading the validity of the new certificate");
+                return node_cert_times(current.cert_pem());
             }
             Holder::Api(slot) => {
                 let cert = issuer.issue(self.service, &self.hosts)?;
@@ -126,7 +153,10 @@ impl Renewal {
             valid_until = %humantime::format_rfc3339_seconds(cert.not_after),
             "renewed the service certificate"
         );
-        Ok(cert.renew_at())
+        Ok(Fresh {
+            due: cert.renew_at(),
+            expires: cert.not_after,
+        })
     }
 
     pub fn new(service: Service, hosts: Vec<String>, holder: Holder, current: &ServerCert) -> Self {
@@ -135,13 +165,22 @@ impl Renewal {
             hosts,
             holder,
             due: current.renew_at(),
+            expires: current.not_after,
         }
     }
 }
 
 /// Renews each of `renewals` when it is due, until `shutdown`. A failure is logged and
 /// retried a minute later; the old certificate serves meanwhile.
-pub(super) async fn renew(issuer: Issuer, mut renewals: Vec<Renewal>, shutdown: CancellationToken) {
+pub(super) async fn renew(
+    issuer: Issuer,
+    mut renewals: Vec<Renewal>,
+    expiries: Arc<tls::Expiries>,
+    shutdown: CancellationToken,
+) {
+    for renewal in &renewals {
+        expiries.set(renewal.service.name(), renewal.expires);
+    }
     loop {
         let Some(next) = renewals.iter().map(|r| r.due).min() else {
             return;
@@ -157,7 +196,11 @@ pub(super) async fn renew(issuer: Issuer, mut renewals: Vec<Renewal>, shutdown: 
         let now = SystemTime::now();
         for renewal in renewals.iter_mut().filter(|r| r.due <= now) {
             match renewal.renew(&issuer).await {
-                Ok(due) => renewal.due = due,
+                Ok(fresh) => {
+                    renewal.due = fresh.due;
+                    renewal.expires = fresh.expires;
+                    expiries.set(renewal.service.name(), fresh.expires);
+                }
                 Err(error) => {
                     let retry = match renewal.holder {
                         Holder::Node(_) => NODE_RETRY,

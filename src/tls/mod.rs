@@ -152,6 +152,35 @@ pub enum Error {
     Token(#[from] TokenError),
 }
 
+/// When each of this member's certificates expires (`node`, `api`, `postgresql`), kept
+/// current by whoever renews them and read by `/metrics`, so that an alert can fire on a
+/// renewal that keeps failing well before clients refuse the certificate.
+#[derive(Debug, Default)]
+pub struct Expiries(
+    std::sync::Mutex<std::collections::BTreeMap<&'static str, std::time::SystemTime>>,
+);
+
+impl Expiries {
+    /// Records that certificate `name` now expires at `at`.
+    pub fn set(&self, name: &'static str, at: std::time::SystemTime) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, at);
+    }
+
+    /// Every certificate's expiry, in seconds since the Unix epoch, by name.
+    pub fn unix_seconds(&self) -> Vec<(&'static str, u64)> {
+        let expiries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (expiries.iter())
+            .map(|(name, at)| {
+                let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                (*name, secs.as_secs())
+            })
+            .collect()
+    }
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))

@@ -66,6 +66,12 @@ pub fn require_postgres() -> bool {
     found
 }
 
+/// Whether `PGQ_TLS=off` asks for members without TLS on the REST API and PostgreSQL (the
+/// peer port is always mutual TLS).
+pub fn tls_off() -> bool {
+    std::env::var("PGQ_TLS").as_deref() == Ok("off")
+}
+
 /// How many lines of a node's log a failing test prints.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -159,9 +165,12 @@ impl Node {
     /// The config the harness writes: name, state dir, its ports (peer, API, proxy), LAN
     /// timings.
     pub fn default_config(&self) -> String {
+        // PGQ_TLS=off: the REST API (and, with `with_postgres`, PostgreSQL) without TLS, for
+        // benches that compare the two.
+        let api_tls = if tls_off() { "tls = false\n" } else { "" };
         format!(
             "[node]\nname = \"{}\"\nstate_dir = \"{}\"\n\n[peer]\nlisten = \"{}\"\n\n[api]\n\
-             listen = \"{}\"\n\n[raft]\nprofile = \"lan\"\n\n[proxy]\n\
+             listen = \"{}\"\n{api_tls}\n[raft]\nprofile = \"lan\"\n\n[proxy]\n\
              writer_listen = \"{ip}:{}\"\nreader_listen = \"{ip}:{}\"\n",
             self.name,
             self.state_dir.display(),
@@ -185,11 +194,12 @@ impl Node {
             ),
             None => format!("listen = \"{}:{}\"", self.host_ip, self.pg_port),
         };
-        // PGQ_PG_TLS=off: PostgreSQL without TLS (`[postgresql] tls = false`), for benches
-        // that compare the two.
-        let tls = match std::env::var("PGQ_PG_TLS").as_deref() {
-            Ok("off") => "tls = false\n",
-            _ => "",
+        // PGQ_PG_TLS=off (PostgreSQL only) or PGQ_TLS=off: `[postgresql] tls = false`, for
+        // benches that compare the two.
+        let tls = if tls_off() || std::env::var("PGQ_PG_TLS").as_deref() == Ok("off") {
+            "tls = false\n"
+        } else {
+            ""
         };
         let text = format!("{}\n[postgresql]\n{listen}\n{tls}", self.default_config());
         self.write_config(&text);

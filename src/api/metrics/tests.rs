@@ -28,6 +28,7 @@ fn input() -> MetricsInput {
         synchronous: false,
         proxy: None,
         names: Default::default(),
+        certificates: Vec::new(),
     }
 }
 
@@ -163,6 +164,22 @@ fn proxy_counters_are_labelled_by_port_and_backend_name() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
     assert!(!render(&input()).contains("pgquorum_proxy_"));
+}
+
+#[test]
+fn certificate_expiries_are_labelled_by_certificate() {
+    let text = render(&MetricsInput {
+        certificates: vec![("api", 1_800_000_000), ("node", 1_900_000_000)],
+        ..input()
+    });
+    for line in [
+        "# TYPE pgquorum_certificate_expiry_timestamp_seconds gauge",
+        "pgquorum_certificate_expiry_timestamp_seconds{cluster=\"c1\",member=\"n2\",certificate=\"api\"} 1800000000",
+        "pgquorum_certificate_expiry_timestamp_seconds{cluster=\"c1\",member=\"n2\",certificate=\"node\"} 1900000000",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!render(&input()).contains("pgquorum_certificate_expiry"));
 }
 
 #[test]
