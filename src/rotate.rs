@@ -13,8 +13,8 @@
 //! ```
 //!
 //! A crash between 4 and 5 leaves a member whose certificate is its next key: accepted, as
-//! the rotation has not ended; the daemon ends it at its next start (see
-//! [`Rotator::finish_interrupted`]).
+//! the rotation has not ended; the daemon ends it once it is back, as it ends any rotation
+//! a failed step left open (see [`Rotator::finish_interrupted`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,9 +65,9 @@ pub struct Rotator {
 }
 
 impl Rotator {
-    /// Runs the rotation (see the module docs). An error before step 4 leaves the old
-    /// certificate in use and trusted; one at step 5 leaves both keys trusted until the
-    /// next start ends the rotation.
+    /// Runs the rotation (see the module docs). An error leaves the old certificate in use
+    /// and trusted (before step 4) or the new one (after it); either way, both keys stay
+    /// trusted only until [`Rotator::finish_interrupted`] ends the rotation, seconds later.
     pub async fn rotate(&self) -> anyhow::Result<Rotated> {
         let _one = self
             .lock
@@ -105,7 +105,7 @@ impl Rotator {
             if let Err(e) = committed(self.handle.propose(end).await, "cancelling the rotation") {
                 tracing::warn!(
                     error = format!("{e:#}"),
-                    "the unused next key stays trusted until this member's next start"
+                    "the unused next key stays trusted until the rotation is ended, seconds from now"
                 );
             }
             return Err(error.context("the old certificate stays in use"));
@@ -133,7 +133,7 @@ impl Rotator {
             adopt: true,
         };
         committed(self.handle.propose(end).await, "ending the rotation")
-            .context("both keys stay trusted until this member's next start ends the rotation")?;
+            .context("both keys stay trusted until the rotation is ended, seconds from now")?;
         tracing::info!(old_key = %old_key, new_key = %new_key, "certificate rotated: the old key is refused from now on");
         Ok(Rotated {
             member: self.name.clone(),
