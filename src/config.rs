@@ -114,10 +114,7 @@ impl NodeConfig {
     /// The names a node certificate carries besides its node name: the advertised peer
     /// host.
     pub fn node_cert_sans(&self) -> Vec<String> {
-        let host = (self.peer_advertise.rsplit_once(':'))
-            .map(|(h, _)| h)
-            .unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = crate::net::host_of(&self.peer_advertise);
         if host.is_empty() {
             Vec::new()
         } else {

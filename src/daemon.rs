@@ -98,33 +98,23 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let mut renewals = Vec::new();
     if let (Some(pg), Some(pg_config)) = (&postgres, config.postgresql.as_ref().filter(|c| c.tls)) {
         let hosts = certs::postgres_hosts(pg_config);
-        let cert = issuer.issue(certs::Service::Postgres, &hosts)?;
+        let cert = issuer.issue(certs::POSTGRESQL, &hosts)?;
         pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), identity.ca_pem())
             .context("writing PostgreSQL's TLS files")?;
         let holder = certs::Holder::Postgres {
             pg: pg.clone(),
             ca_pem: identity.ca_pem().to_string(),
         };
-        renewals.push(certs::Renewal::new(
-            certs::Service::Postgres,
-            hosts,
-            holder,
-            &cert,
-        ));
+        renewals.push(certs::Renewal::new(hosts, holder, &cert));
     }
     let api_transport = if config.api_tls {
         let hosts = certs::api_hosts(&config);
-        let cert = issuer.issue(certs::Service::Api, &hosts)?;
+        let cert = issuer.issue(certs::API, &hosts)?;
         let slot = tls::CertSlot::of_service(&cert).context("loading the API certificate")?;
         let server =
             tls::api_server_config(slot.clone(), identity.ca_pem(), config.api_verify_client)
                 .context("building the API's TLS configuration")?;
-        renewals.push(certs::Renewal::new(
-            certs::Service::Api,
-            hosts,
-            certs::Holder::Api(slot),
-            &cert,
-        ));
+        renewals.push(certs::Renewal::new(hosts, certs::Holder::Api(slot), &cert));
         api::Transport::Https {
             config: server,
             verify: config.api_verify_client,

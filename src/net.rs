@@ -3,6 +3,14 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
+/// The host of `host:port` (`[v6]:port` gives `v6`); all of `addr` when it has no port.
+pub fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':')
+        .map_or(addr, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
+
 /// One entry: an address, or a network `address/prefix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Network {
@@ -70,6 +78,19 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_of_an_address() {
+        let cases = [
+            ("10.0.0.1:8008", "10.0.0.1"),
+            ("db1.example.com:7400", "db1.example.com"),
+            ("[fd00::1]:5432", "fd00::1"),
+            ("db1", "db1"),
+        ];
+        for (addr, host) in cases {
+            assert_eq!(host_of(addr), host, "{addr}");
+        }
+    }
 
     #[test]
     fn entries_parse_or_name_the_problem() {

@@ -34,11 +34,7 @@ impl Client {
     ) -> anyhow::Result<Self> {
         let tls = match tls {
             Some(config) => {
-                let host = addr
-                    .rsplit_once(':')
-                    .map_or(addr, |(host, _)| host)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
+                let host = crate::net::host_of(addr);
                 let name = ServerName::try_from(host.to_string()).with_context(|| {
                     format!("{host:?} ([api] advertise) is neither an IP address nor a DNS name")
                 })?;

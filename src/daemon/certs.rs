@@ -23,6 +23,10 @@ const NODE_RETRY: Duration = Duration::from_secs(10 * 60);
 /// The longest the renewal task sleeps at once, so a clock set forward is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(60 * 60);
 
+/// The names of the service certificates (in their common names, logs and `/metrics`).
+pub(super) const API: &str = "api";
+pub(super) const POSTGRESQL: &str = "postgresql";
+
 /// Issues this member's service certificates.
 #[derive(Clone)]
 pub(super) struct Issuer {
@@ -33,33 +37,17 @@ pub(super) struct Issuer {
 }
 
 impl Issuer {
-    pub fn issue(&self, service: Service, hosts: &[String]) -> anyhow::Result<ServerCert> {
+    /// A certificate for `service` (`api`, `postgresql`) naming `hosts`.
+    pub fn issue(&self, service: &str, hosts: &[String]) -> anyhow::Result<ServerCert> {
         self.ca
             .issue_server(
                 self.node_id,
                 &self.cluster_id,
-                service.name(),
+                service,
                 hosts,
                 self.lifetime,
             )
-            .with_context(|| format!("issuing the {} certificate", service.name()))
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Service {
-    Api,
-    Postgres,
-    Node,
-}
-
-impl Service {
-    fn name(self) -> &'static str {
-        match self {
-            Service::Api => "api",
-            Service::Postgres => "postgresql",
-            Service::Node => "node",
-        }
+            .with_context(|| format!("issuing the {service} certificate"))
     }
 }
 
@@ -74,9 +62,19 @@ pub(super) enum Holder {
     Node(Arc<crate::rotate::Rotator>),
 }
 
+impl Holder {
+    /// The certificate's name in logs and `/metrics`, and the service it is issued for.
+    fn name(&self) -> &'static str {
+        match self {
+            Holder::Api(_) => API,
+            Holder::Postgres { .. } => POSTGRESQL,
+            Holder::Node(_) => "node",
+        }
+    }
+}
+
 /// One service's certificate, kept fresh.
 pub(super) struct Renewal {
-    pub service: Service,
     pub hosts: Vec<String>,
     pub holder: Holder,
     /// When to renew next: two thirds into the current certificate, or a retry.
@@ -108,7 +106,6 @@ impl Renewal {
     pub fn node(rotator: Arc<crate::rotate::Rotator>, cert_pem: &str) -> anyhow::Result<Self> {
         let times = node_cert_times(cert_pem)?;
         Ok(Self {
-            service: Service::Node,
             hosts: Vec::new(),
             due: times.due,
             expires: times.expires,
@@ -132,13 +129,13 @@ impl Renewal {
                 return node_cert_times(current.cert_pem());
             }
             Holder::Api(slot) => {
-                let cert = issuer.issue(self.service, &self.hosts)?;
+                let cert = issuer.issue(self.holder.name(), &self.hosts)?;
                 slot.replace(&cert.cert_pem, &cert.key_pem)
                     .context("loading the new API certificate")?;
                 cert
             }
             Holder::Postgres { pg, ca_pem } => {
-                let cert = issuer.issue(self.service, &self.hosts)?;
+                let cert = issuer.issue(self.holder.name(), &self.hosts)?;
                 pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), ca_pem)
                     .context("writing PostgreSQL's TLS files")?;
                 // A stopped PostgreSQL reads the files when it starts.
@@ -149,7 +146,7 @@ impl Renewal {
             }
         };
         tracing::info!(
-            service = self.service.name(),
+            service = self.holder.name(),
             valid_until = %humantime::format_rfc3339_seconds(cert.not_after),
             "renewed the service certificate"
         );
@@ -159,9 +156,8 @@ impl Renewal {
         })
     }
 
-    pub fn new(service: Service, hosts: Vec<String>, holder: Holder, current: &ServerCert) -> Self {
+    pub fn new(hosts: Vec<String>, holder: Holder, current: &ServerCert) -> Self {
         Self {
-            service,
             hosts,
             holder,
             due: current.renew_at(),
@@ -179,7 +175,7 @@ pub(super) async fn renew(
     shutdown: CancellationToken,
 ) {
     for renewal in &renewals {
-        expiries.set(renewal.service.name(), renewal.expires);
+        expiries.set(renewal.holder.name(), renewal.expires);
     }
     loop {
         let Some(next) = renewals.iter().map(|r| r.due).min() else {
@@ -199,7 +195,7 @@ pub(super) async fn renew(
                 Ok(fresh) => {
                     renewal.due = fresh.due;
                     renewal.expires = fresh.expires;
-                    expiries.set(renewal.service.name(), fresh.expires);
+                    expiries.set(renewal.holder.name(), fresh.expires);
                 }
                 Err(error) => {
                     let retry = match renewal.holder {
@@ -207,7 +203,7 @@ pub(super) async fn renew(
                         _ => RETRY,
                     };
                     tracing::warn!(
-                        service = renewal.service.name(),
+                        service = renewal.holder.name(),
                         error = format!("{error:#}"),
                         retry_in = %humantime::format_duration(retry),
                         "renewing the certificate failed; the current one serves until it \
@@ -232,13 +228,7 @@ pub(super) fn api_hosts(config: &NodeConfig) -> Vec<String> {
 }
 
 fn hosts(advertise: &str, listen: std::net::SocketAddr) -> Vec<String> {
-    let advertised = advertise
-        .rsplit_once(':')
-        .map_or(advertise, |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let mut hosts = vec![advertised];
+    let mut hosts = vec![crate::net::host_of(advertise).to_string()];
     if !listen.ip().is_unspecified() {
         hosts.push(listen.ip().to_string());
     }
