@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::node::psql;
+use common::node::{psql, require_tool};
 use common::ports::free_port;
 use common::{
     assert_success, eventually, require_postgres, Node, OutputExt, TestCluster, ELECTION, FORMATION,
@@ -24,25 +24,6 @@ fn export_ca(node: &Node, dir: &Path) -> std::path::PathBuf {
     let path = dir.join("ca.pem");
     std::fs::write(&path, exported.stdout_text()).unwrap();
     path
-}
-
-/// Whether a tool the test needs is installed; missing, the test skips locally and fails
-/// when `CI=true` (CI installs it).
-fn require_tool(tool: &str, package: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is missing in CI: install the {package} package"
-        );
-        eprintln!("skipping: {tool} is not installed (apt-get install {package})");
-    }
-    found
 }
 
 /// `curl` against this node's API: its exit status and output.

@@ -56,14 +56,26 @@ pub fn require_postgres() -> bool {
                 .any(|e| e.path().join("bin/postgres").exists())
         })
         .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "PostgreSQL server binaries are missing in CI: install the postgresql package"
-        );
-        eprintln!("skipping: no PostgreSQL server binaries in /usr/lib/postgresql/*/bin");
-    }
-    found
+    super::needs(found.then_some(()).ok_or_else(|| {
+        "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (install the postgresql \
+         package)"
+            .to_string()
+    }))
+}
+
+/// Whether the program `tool` (from Debian's `package`) is installed; see [`super::needs`].
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    super::needs(
+        found
+            .then_some(())
+            .ok_or_else(|| format!("{tool} is not installed (apt-get install {package})")),
+    )
 }
 
 /// Whether `PGQ_TLS=off` asks for members without TLS on the REST API and PostgreSQL (the
