@@ -69,9 +69,21 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .context("recovering an interrupted certificate rotation")?;
     let identity = tls::NodeIdentity::load(state.path())
         .with_context(|| format!("loading certificates from {}", state.path().display()))?;
-    let ca = tls::ClusterCa::from_pem(identity.ca_pem().to_string(), state.load_secret("ca.key")?)
-        .context("loading the cluster CA")?
-        .with_node_validity(config.node_cert_lifetime);
+    let initial_ca =
+        tls::ClusterCa::from_pem(identity.ca_pem().to_string(), state.load_secret("ca.key")?)
+            .context("loading the cluster CA")?
+            .with_node_validity(config.node_cert_lifetime);
+    // The stored cluster state says which CAs are in use (after a CA rotation, not the
+    // files'), so it is read before any certificate is issued.
+    let db = raft::store::open_db(&state.raft_dir())?;
+    let log_store = LogStore::open(&db)?.with_failpoints(crate::failpoint::dir(&config.state_dir));
+    let (state_machine, view) = StateMachine::open(&db)?;
+    let authority = crate::ca_rotation::open(
+        state.path(),
+        &view.borrow().state,
+        initial_ca,
+        config.node_cert_lifetime,
+    )?;
     let admin_token = state.admin_token()?;
     let replication_password = state.load_secret(REPLICATION_PASSWORD_FILE)?;
     // Checked before any port is bound: a missing PostgreSQL is a config problem.
@@ -90,7 +102,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // The service certificates, fresh at every start (their names follow the config) and
     // renewed while this process runs (`certs::renew`).
     let issuer = certs::Issuer {
-        ca: ca.clone(),
+        authority: authority.clone(),
         node_id: record.node_id,
         cluster_id: record.cluster_id.clone(),
         lifetime: config.server_cert_lifetime,
@@ -99,11 +111,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     if let (Some(pg), Some(pg_config)) = (&postgres, config.postgresql.as_ref().filter(|c| c.tls)) {
         let hosts = certs::postgres_hosts(pg_config);
         let cert = issuer.issue(certs::POSTGRESQL, &hosts)?;
-        pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), identity.ca_pem())
+        pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), &authority.bundle())
             .context("writing PostgreSQL's TLS files")?;
         let holder = certs::Holder::Postgres {
             pg: pg.clone(),
-            ca_pem: identity.ca_pem().to_string(),
+            authority: authority.clone(),
         };
         renewals.push(certs::Renewal::new(hosts, holder, &cert));
     }
@@ -112,7 +124,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         let cert = issuer.issue(certs::API, &hosts)?;
         let slot = tls::CertSlot::of_service(&cert).context("loading the API certificate")?;
         let server =
-            tls::api_server_config(slot.clone(), identity.ca_pem(), config.api_verify_client)
+            tls::api_server_config(slot.clone(), authority.trust(), config.api_verify_client)
                 .context("building the API's TLS configuration")?;
         renewals.push(certs::Renewal::new(hosts, certs::Holder::Api(slot), &cert));
         api::Transport::Https {
@@ -167,20 +179,22 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .as_ref()
         .map(|_| Arc::new(crate::proxy::stats::Stats::default()));
 
-    let db = raft::store::open_db(&state.raft_dir())?;
-    let log_store = LogStore::open(&db)?.with_failpoints(crate::failpoint::dir(&config.state_dir));
-    let (state_machine, view) = StateMachine::open(&db)?;
     // The members' key pins for the server certificates we verify, from the stored state
     // now and kept current below.
     let key_pins = tls::KeyPins::default();
     key_pins.replace(member::pins_of(&view.borrow()));
     // What this member presents on the peer port, as server and as client; a certificate
     // rotation replaces it in place (`crate::rotate`).
+    let identity = tls::NodeIdentity::new(
+        authority.bundle(),
+        identity.cert_pem().to_string(),
+        identity.key_pem().clone(),
+    );
     let node_slot = tls::node_chain_slot(&identity)?;
     let peers = Peers::new(
         record.cluster_id.clone(),
         tls::member_client_config(
-            identity.ca_pem(),
+            authority.trust().clone(),
             node_slot.clone(),
             &record.cluster_id,
             key_pins.clone(),
@@ -215,8 +229,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     ));
     let (local_status, local_status_rx) = watch::channel(None);
     {
-        let tls_config = tls::server_config(identity.ca_pem(), node_slot.clone())?;
-        let (handle, ca, token) = (handle.clone(), Arc::new(ca.clone()), serve_shutdown.clone());
+        let tls_config = tls::server_config(authority.trust(), node_slot.clone())?;
+        let (handle, ca, token) = (handle.clone(), authority.clone(), serve_shutdown.clone());
         let secrets = ClusterSecrets {
             replication_password: replication_password.clone(),
         };
@@ -293,7 +307,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let expiries = Arc::new(tls::Expiries::default());
     let rotator = Arc::new(crate::rotate::Rotator {
         handle: handle.clone(),
-        ca,
+        authority: authority.clone(),
         slot: node_slot,
         pins: key_pins,
         peer_statuses: peer_statuses.clone(),
@@ -306,12 +320,24 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     });
     tasks.spawn(rotator.clone().finish_interrupted(serve_shutdown.clone()));
     renewals.push(certs::Renewal::node(rotator.clone(), identity.cert_pem())?);
+    let renew_now = Arc::new(tokio::sync::Notify::new());
+    tasks.spawn(
+        crate::ca_rotation::Follower {
+            authority: authority.clone(),
+            handle: handle.clone(),
+            rotator: rotator.clone(),
+            renew_now: renew_now.clone(),
+            state_dir: state.path().to_path_buf(),
+            node_validity: config.node_cert_lifetime,
+        }
+        .run(serve_shutdown.clone()),
+    );
     {
         let app = api::AppState {
             handle: handle.clone(),
             lease_clock,
             admin_token,
-            ca_sha256: tls::ca_sha256_hex(identity.ca_pem())?,
+            authority,
             name: config.name.clone(),
             local_status: local_status_for_api,
             peer_statuses,
@@ -330,6 +356,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             issuer,
             renewals,
             expiries,
+            renew_now,
             serve_shutdown.clone(),
         ));
     }

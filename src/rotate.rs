@@ -28,7 +28,7 @@ use crate::cluster::{Command, NodeId};
 use crate::peers::PeerStatuses;
 use crate::raft::proto::pb;
 use crate::raft::{Peers, RaftHandle};
-use crate::tls::{self, CertSlot, ClusterCa, KeyPins, NodeIdentity, NodeKey};
+use crate::tls::{self, Authority, CertSlot, KeyPins, NodeIdentity, NodeKey};
 
 /// How long every other member has to accept the new certificate (step 3).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,7 +48,9 @@ pub struct Rotated {
 /// Rotates this member's node certificate. One rotation at a time.
 pub struct Rotator {
     pub handle: RaftHandle,
-    pub ca: ClusterCa,
+    /// Signs the new certificate ([`Authority::node_issuer`]: the next CA during a CA
+    /// rotation) and says which CAs it goes out with.
+    pub authority: Arc<Authority>,
     /// What the peer server and client present (see [`tls::node_chain_slot`]).
     pub slot: Arc<CertSlot>,
     pub pins: KeyPins,
@@ -81,12 +83,15 @@ impl Rotator {
             .ok_or_else(|| anyhow!("this member's certificate does not parse"))?;
 
         let key = NodeKey::generate()?;
-        let cert = self
-            .ca
-            .issue_node(me.0, &cluster_id, &key.csr_pem(&self.name)?, &self.sans)?;
+        let cert = (self.authority.node_issuer()).issue_node(
+            me.0,
+            &cluster_id,
+            &key.csr_pem(&self.name)?,
+            &self.sans,
+        )?;
         let new_key = tls::key_sha256_of_cert_pem(&cert)
             .ok_or_else(|| anyhow!("the new certificate does not parse"))?;
-        let next = NodeIdentity::new(current.ca_pem().to_string(), cert, key.key_pem());
+        let next = NodeIdentity::new(self.authority.bundle(), cert, key.key_pem());
 
         let begin = Command::BeginKeyRotation {
             id: me,
@@ -145,7 +150,7 @@ impl Rotator {
     /// Waits (up to [`LEVELS_WAIT`]: right after a start, not every member has answered the
     /// status exchange yet) until every other member has answered from a binary that can
     /// apply `command`.
-    async fn wait_until_all_can_apply(&self, command: &Command) -> anyhow::Result<()> {
+    pub(crate) async fn wait_until_all_can_apply(&self, command: &Command) -> anyhow::Result<()> {
         let me = NodeId(self.handle.id());
         let deadline = tokio::time::Instant::now() + LEVELS_WAIT;
         let mut statuses = self.peer_statuses.clone();
@@ -172,7 +177,8 @@ impl Rotator {
     /// that did not within [`CONFIRM_TIMEOUT`].
     async fn confirm(&self, next: &NodeIdentity, cluster_id: &str) -> anyhow::Result<()> {
         let slot = tls::node_chain_slot(next)?;
-        let config = tls::member_client_config(next.ca_pem(), slot, cluster_id, self.pins.clone())?;
+        let trust = self.authority.trust().clone();
+        let config = tls::member_client_config(trust, slot, cluster_id, self.pins.clone())?;
         let probe = Peers::new(cluster_id.to_string(), config);
         let me = NodeId(self.handle.id());
         let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
@@ -224,7 +230,7 @@ impl Rotator {
     }
 }
 
-fn committed(
+pub(crate) fn committed(
     result: Result<crate::cluster::CommandResult, crate::raft::Error>,
     what: &str,
 ) -> anyhow::Result<()> {

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::peer::propose_as;
-use common::pg::writable;
-use common::writer::{lost, Writer};
+use common::pg::{lease, no_commit_lost_and_no_failover, writable};
+use common::writer::Writer;
 use common::{
     assert_success, eventually, require_postgres, OutputExt, TestCluster, ELECTION, FORMATION,
 };
@@ -23,18 +23,6 @@ fn cluster_id_of(cluster: &TestCluster) -> String {
         .cluster_id
 }
 
-/// The lease (holder, epoch) as member `i` sees it.
-fn lease(cluster: &TestCluster, i: usize) -> Result<(u64, u64), String> {
-    let view = cluster.node(i).cluster_view()?;
-    match (
-        view["lease"]["holder"].as_u64(),
-        view["lease"]["epoch"].as_u64(),
-    ) {
-        (Some(holder), Some(epoch)) => Ok((holder, epoch)),
-        _ => Err(view.to_string()),
-    }
-}
-
 /// Once a primary is writable: its index, the lease every member must still report at the
 /// end, and a client committing rows to `t` on whichever member accepts them.
 fn start_writing(cluster: &TestCluster, pause: Duration) -> (usize, (u64, u64), Writer) {
@@ -46,28 +34,6 @@ fn start_writing(cluster: &TestCluster, pause: Duration) -> (usize, (u64, u64), 
         .unwrap();
     let targets = (1..=3).map(|i| cluster.node(i).pg_target()).collect();
     (primary, before, Writer::start("t", targets, pause))
-}
-
-/// Stops `writer` and checks that every commit it saw acknowledged is on `primary` and that
-/// every member still reports the lease `before`; returns how many commits there were.
-fn no_commit_lost_and_no_failover(
-    cluster: &TestCluster,
-    primary: usize,
-    writer: Writer,
-    before: (u64, u64),
-) -> usize {
-    let acks = writer.stop();
-    let rows: Vec<i64> = (cluster.node(primary).sql("select v from t order by v"))
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let missing = lost(&acks, &rows);
-    assert!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
-    for i in 1..=3 {
-        assert_eq!(lease(cluster, i), Ok(before), "no failover seen by n{i}");
-    }
-    acks.len()
 }
 
 #[test]

@@ -9,28 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::node::psql;
+use common::pg::verified_query;
 use common::{eventually, require_postgres, OutputExt, TestCluster, FORMATION};
-
-/// Runs `query` as `probe` over TCP to `port` with libpq's `sslmode=verify-full` against
-/// the CA file `ca`.
-fn verified_query(port: u16, ca: &std::path::Path, query: &str) -> Result<String, String> {
-    let conninfo = format!(
-        "host=127.0.0.1 port={port} user=probe dbname=postgres sslmode=verify-full sslrootcert={}",
-        ca.display()
-    );
-    let output = Command::new(psql())
-        .args(["-X", "-A", "-t", "-d", &conninfo, "-c", query])
-        .env("PGPASSWORD", "probe")
-        .env("PGCONNECT_TIMEOUT", "5")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if output.status.success() {
-        Ok(output.stdout_text().trim().to_string())
-    } else {
-        Err(output.stderr_text())
-    }
-}
 
 /// The index of the member holding the lease, once one does.
 fn lease_holder(cluster: &TestCluster) -> usize {

@@ -306,6 +306,44 @@ pub(super) async fn rotate_certificate(
     }
 }
 
+/// What `POST /admin/ca/rotate` is asked to do.
+#[derive(Debug, Deserialize)]
+pub(super) struct CaRotateRequest {
+    /// Finish the rotation under way instead of starting one.
+    #[serde(default)]
+    finish: bool,
+}
+
+/// `POST /admin/ca/rotate`: starts moving the cluster to a new CA (every member moves by
+/// itself; `GET /admin/ca` shows how far), or finishes once every member has moved (see
+/// [`crate::ca_rotation`]). 409 with why not.
+pub(super) async fn rotate_ca(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<CaRotateRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let done = match request.finish {
+        false => crate::ca_rotation::start(&state.authority, &state.rotator).await,
+        true => crate::ca_rotation::finish(&state.handle).await.map(|_| ()),
+    };
+    match done {
+        Ok(()) => ca_status(State(state), headers).await,
+        Err(error) => Err(ApiError::conflict(format!("{error:#}"))),
+    }
+}
+
+/// `GET /admin/ca`: the CA this member uses and a CA rotation's progress.
+pub(super) async fn ca_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let view = committed(&state);
+    let status = crate::ca_rotation::status(&state.authority, &view.state);
+    Ok(Json(status).into_response())
+}
+
 /// `POST /admin/restart`: restarts PostgreSQL on the named member, or on every member with
 /// PostgreSQL; stops at the first refusal.
 pub(super) async fn request_restart(
@@ -414,7 +452,7 @@ pub(super) async fn create_token(
     Json(request): Json<TokenRequest>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let token = crate::tls::JoinTokenString::generate(&state.ca_sha256);
+    let token = crate::tls::JoinTokenString::generate(&state.authority.current().sha256_hex());
     let record = JoinToken {
         id: token.id().to_string(),
         secret_sha256: token.secret_sha256_hex(),

@@ -81,6 +81,8 @@ pub async fn serve(
         )
         .route("/admin/restart", post(admin::request_restart))
         .route("/admin/certificate/rotate", post(admin::rotate_certificate))
+        .route("/admin/ca", get(admin::ca_status))
+        .route("/admin/ca/rotate", post(admin::rotate_ca))
         .route("/admin/reinit", post(admin::request_reinit))
         .route(
             "/config",

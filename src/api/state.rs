@@ -15,7 +15,8 @@ pub struct AppState {
     pub handle: RaftHandle,
     pub lease_clock: LeaseClock,
     pub admin_token: Secret<String>,
-    pub ca_sha256: String,
+    /// The CAs this member signs with and trusts (join tokens pin its current one).
+    pub authority: Arc<crate::tls::Authority>,
     pub name: String,
     /// This member's own status (None for a witness, or before the first HA cycle).
     pub local_status: watch::Receiver<LocalStatus>,

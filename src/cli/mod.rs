@@ -1,6 +1,7 @@
 //! The command line. The CLI and the daemon are the same binary; every command other than
 //! `run`, `init`, `node join` and `config check` is a client of the local daemon's REST API.
 
+mod ca;
 mod client;
 mod output;
 mod setup;
@@ -132,8 +133,22 @@ pub enum NodeCommand {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Print the cluster CA certificate (PEM), for clients that verify PostgreSQL's
-    /// certificate (`sslmode=verify-full sslrootcert=...`); it holds no secret.
+    /// certificate (`sslmode=verify-full sslrootcert=...`) or the API's; it holds no
+    /// secret. During a CA rotation it prints both CAs.
     Export,
+    /// Move the cluster to a new CA while it runs. Without `--finish`: every member trusts
+    /// the old and the new CA and moves its node certificate to the new one; this waits
+    /// until all have. Give clients `pgquorum ca export` (both CAs), then run it again with
+    /// `--finish`: the API's and PostgreSQL's certificates come from the new CA and the old
+    /// one is trusted no more (join tokens made before are revoked).
+    Rotate {
+        /// Finish the rotation under way.
+        #[arg(long)]
+        finish: bool,
+        /// How long to wait for every member to move to the new CA.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        wait: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,14 +342,10 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             ));
         }
         Command::Ca(CaCommand::Export) => {
-            let path = config.state_dir.join(crate::tls::NodeIdentity::CA_FILE);
-            let pem = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "reading {}: this node is not set up (`pgquorum init` or `node join`)",
-                    path.display()
-                )
-            })?;
-            output::line(pem.trim_end());
+            output::line(ca::trusted(&config)?.trim_end());
+        }
+        Command::Ca(CaCommand::Rotate { finish, wait }) => {
+            ca::rotate(&config, finish, wait).await?;
         }
         Command::Token(TokenCommand::List { json }) => {
             let reply: serde_json::Value = client(&config, true)?.get("/admin/tokens").await?;
@@ -465,7 +476,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
 }
 
 /// A client of this node's daemon; with the admin token when `admin`.
-fn client(config: &NodeConfig, admin: bool) -> anyhow::Result<Client> {
+pub(super) fn client(config: &NodeConfig, admin: bool) -> anyhow::Result<Client> {
     let token = if admin {
         Some(StateDir::new(&config.state_dir).admin_token().context(
             "admin commands read the token in the state directory; run them as the daemon's user",
@@ -483,14 +494,7 @@ fn api_tls(config: &NodeConfig) -> anyhow::Result<Option<std::sync::Arc<rustls::
     if !config.api_tls {
         return Ok(None);
     }
-    let ca_path = config.state_dir.join(crate::tls::NodeIdentity::CA_FILE);
-    let ca = std::fs::read_to_string(&ca_path).with_context(|| {
-        format!(
-            "reading the cluster CA {} to verify the API: is this node set up (`pgquorum init` \
-             or `node join`)?",
-            ca_path.display()
-        )
-    })?;
+    let ca = ca::trusted(config)?;
     let identity = match config.api_verify_client {
         crate::tls::VerifyClient::None => None,
         _ => crate::tls::NodeIdentity::load(&config.state_dir).ok(),

@@ -38,6 +38,7 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             }
         }),
         Command::CreateToken { token } => {
+            super::ca::refuse_during_rotation(state)?;
             state.tokens.insert(token.id.clone(), token.clone());
             Ok(CommandResult::Applied)
         }
@@ -94,6 +95,9 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             }
             Ok(CommandResult::Applied)
         }
+        Command::BeginCaRotation { next } => super::ca::begin(state, next),
+        Command::CaMoved { id, ca_sha256 } => super::ca::moved(state, *id, ca_sha256),
+        Command::FinishCaRotation { ca_sha256 } => super::ca::finish(state, ca_sha256),
         Command::RevokeToken { id } => match state.tokens.remove(id) {
             Some(_) => Ok(CommandResult::Applied),
             None => Err(Rejection::UnknownToken { id: id.clone() }),
@@ -277,6 +281,8 @@ fn register_member(
     if token.secret_sha256 != secret_sha256 {
         return Err(Rejection::TokenRefused { id });
     }
+    // After the token check: who has no token learns nothing of a rotation.
+    super::ca::refuse_during_rotation(state)?;
     if now_unix >= token.expires_at_unix {
         return Err(Rejection::TokenExpired {
             id,
@@ -333,6 +339,9 @@ fn remove_member(state: &mut ClusterState, id: NodeId) -> Result<CommandResult, 
     // Its certificate is refused from now on (see `ClusterState::keys`).
     state.keys.remove(&id);
     state.next_keys.remove(&id);
+    if let Some(rotation) = &mut state.ca_rotation {
+        rotation.moved.remove(&id);
+    }
     if state.lease_holder() == Some(id) {
         // last_epoch is kept, so the next tenure still gets a larger epoch.
         state.lease = None;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ca::CaRecord;
 use super::config::DynamicConfig;
 use super::history::TimelineSwitch;
 use super::lease::{Epoch, Lease, LeaseRef};
@@ -17,7 +18,8 @@ use super::sync::SyncRule;
 /// - 2: [`Command::RevokeToken`].
 /// - 3: [`Command::SetConfig`] with `pg_hba` rules (older binaries refuse the field).
 /// - 4: [`Command::BeginKeyRotation`] and [`Command::EndKeyRotation`].
-pub const COMMAND_LEVEL: u32 = 4;
+/// - 5: [`Command::BeginCaRotation`], [`Command::CaMoved`], [`Command::FinishCaRotation`].
+pub const COMMAND_LEVEL: u32 = 5;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
@@ -68,6 +70,16 @@ pub enum Command {
         key_sha256: String,
         adopt: bool,
     },
+    /// Starts moving the cluster to the CA `next` (`pgquorum ca rotate`): every member
+    /// trusts it beside the current one from now on. Joins and new join tokens are refused
+    /// until the rotation finishes.
+    BeginCaRotation { next: CaRecord },
+    /// Member `id` presents a node certificate from the rotation's next CA `ca_sha256`.
+    CaMoved { id: NodeId, ca_sha256: String },
+    /// Ends the rotation to CA `ca_sha256` once every member has moved: it becomes the CA,
+    /// the old one is trusted no more, and the join tokens (which pin the old one) are
+    /// dropped.
+    FinishCaRotation { ca_sha256: String },
     /// Deletes a join token before it is used up or expires.
     RevokeToken { id: String },
     /// Replaces the addresses and tags of the member with the same id and name.
@@ -166,6 +178,9 @@ impl Command {
             Command::RevokeToken { .. } => 2,
             Command::SetConfig { config } if !config.pg_hba.is_empty() => 3,
             Command::BeginKeyRotation { .. } | Command::EndKeyRotation { .. } => 4,
+            Command::BeginCaRotation { .. }
+            | Command::CaMoved { .. }
+            | Command::FinishCaRotation { .. } => 5,
             _ => 0,
         }
     }
@@ -214,6 +229,19 @@ pub enum Rejection {
          `pgquorum cert rotate` on that member"
     )]
     NoKeyRotation { id: NodeId },
+    #[error(
+        "a CA rotation (to the CA with sha256 {next_sha256}) is under way: joins and new join \
+         tokens wait until `pgquorum ca rotate --finish`"
+    )]
+    CaRotationInProgress { next_sha256: String },
+    #[error("no CA rotation to that CA is under way; start one with `pgquorum ca rotate`")]
+    NoCaRotation,
+    #[error(
+        "the CA rotation cannot finish yet: nodes {waiting:?} still present certificates from \
+         the old CA; start them (each moves once it is up), or remove the ones that are gone \
+         with `pgquorum node remove`"
+    )]
+    CaRotationUnfinished { waiting: Vec<NodeId> },
     #[error(
         "join token {id} expired at unix time {expires_at_unix}; create a new one with \
          `pgquorum token create`"

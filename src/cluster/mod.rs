@@ -15,6 +15,7 @@
 //! that apply the same log hold byte-identical states.
 
 mod apply;
+mod ca;
 mod command;
 mod config;
 pub mod history;
@@ -25,6 +26,7 @@ mod state;
 mod sync;
 
 pub use apply::apply;
+pub use ca::{CaRecord, CaRotation};
 pub use command::{Command, CommandResult, Rejection, COMMAND_LEVEL};
 pub use config::{DynamicConfig, SynchronousMode};
 pub use history::TimelineSwitch;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::ca::{CaRecord, CaRotation};
 use super::config::{DynamicConfig, SynchronousMode};
 use super::history::TimelineSwitch;
 use super::lease::{Epoch, Lease};
@@ -63,6 +64,14 @@ pub struct ClusterState {
     /// empty, so a snapshot without rotations reads the same in every version.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub next_keys: BTreeMap<NodeId, String>,
+    /// The cluster CA once a rotation replaced the one `init` created (which lives only in
+    /// each member's `ca.pem` and `ca.key`): from then on this, not the files, says which CA
+    /// a member uses, and a member that missed the end of the rotation rewrites its files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaRecord>,
+    /// A CA rotation under way (`pgquorum ca rotate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<CaRotation>,
 }
 
 impl Default for ClusterState {
@@ -86,6 +95,8 @@ impl Default for ClusterState {
             history: Vec::new(),
             keys: BTreeMap::new(),
             next_keys: BTreeMap::new(),
+            ca: None,
+            ca_rotation: None,
         }
     }
 }

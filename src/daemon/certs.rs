@@ -30,7 +30,8 @@ pub(super) const POSTGRESQL: &str = "postgresql";
 /// Issues this member's service certificates.
 #[derive(Clone)]
 pub(super) struct Issuer {
-    pub ca: tls::ClusterCa,
+    /// Its current CA signs them.
+    pub authority: Arc<tls::Authority>,
     pub node_id: u64,
     pub cluster_id: String,
     pub lifetime: Duration,
@@ -39,7 +40,7 @@ pub(super) struct Issuer {
 impl Issuer {
     /// A certificate for `service` (`api`, `postgresql`) naming `hosts`.
     pub fn issue(&self, service: &str, hosts: &[String]) -> anyhow::Result<ServerCert> {
-        self.ca
+        (self.authority.current())
             .issue_server(
                 self.node_id,
                 &self.cluster_id,
@@ -54,9 +55,11 @@ impl Issuer {
 /// Where a renewed certificate goes.
 pub(super) enum Holder {
     Api(Arc<CertSlot>),
+    /// PostgreSQL's certificate, and its CA file (for clients and for replication's
+    /// `verify-full`): the CAs the authority trusts.
     Postgres {
         pg: Arc<Postgres>,
-        ca_pem: String,
+        authority: Arc<tls::Authority>,
     },
     /// The node certificate: rotated, not just reissued.
     Node(Arc<crate::rotate::Rotator>),
@@ -134,14 +137,14 @@ impl Renewal {
                     .context("loading the new API certificate")?;
                 cert
             }
-            Holder::Postgres { pg, ca_pem } => {
+            Holder::Postgres { pg, authority } => {
                 let cert = issuer.issue(self.holder.name(), &self.hosts)?;
-                pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), ca_pem)
+                pg.install_tls(&cert.cert_pem, cert.key_pem.expose(), &authority.bundle())
                     .context("writing PostgreSQL's TLS files")?;
-                // A stopped PostgreSQL reads the files when it starts.
-                if let Err(error) = pg.reload().await {
-                    tracing::debug!(%error, "PostgreSQL not reloaded after its certificate was renewed");
-                }
+                // A stopped PostgreSQL reads the files when it starts; a starting one,
+                // which takes no connection for pg_reload_conf(), still gets the signal.
+                pg.reload_files()
+                    .context("reloading PostgreSQL after renewing its certificate")?;
                 cert
             }
         };
@@ -166,12 +169,14 @@ impl Renewal {
     }
 }
 
-/// Renews each of `renewals` when it is due, until `shutdown`. A failure is logged and
+/// Renews each of `renewals` when it is due, and the service certificates whenever
+/// `renew_now` is notified (the CAs changed), until `shutdown`. A failure is logged and
 /// retried a minute later; the old certificate serves meanwhile.
 pub(super) async fn renew(
     issuer: Issuer,
     mut renewals: Vec<Renewal>,
     expiries: Arc<tls::Expiries>,
+    renew_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     for renewal in &renewals {
@@ -185,11 +190,17 @@ pub(super) async fn renew(
             .duration_since(SystemTime::now())
             .unwrap_or_default()
             .min(MAX_SLEEP);
-        tokio::select! {
+        let now = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let now = SystemTime::now();
+            _ = tokio::time::sleep(wait) => SystemTime::now(),
+            _ = renew_now.notified() => {
+                let now = SystemTime::now();
+                for renewal in renewals.iter_mut().filter(|r| !matches!(r.holder, Holder::Node(_))) {
+                    renewal.due = now;
+                }
+                now
+            }
+        };
         for renewal in renewals.iter_mut().filter(|r| r.due <= now) {
             match renewal.renew(&issuer).await {
                 Ok(fresh) => {

@@ -366,6 +366,16 @@ impl Postgres {
         }
     }
 
+    /// Makes a running postmaster re-read its configuration and TLS files (SIGHUP, as
+    /// `pg_reload_conf()` does, but also while it is starting up and accepts no
+    /// connections); nothing when none runs, as the next start reads them.
+    pub fn reload_files(&self) -> Result<(), Error> {
+        match self.postmaster_pid() {
+            Some(pid) => signal_postmaster(pid, sys::SIGHUP),
+            None => Ok(()),
+        }
+    }
+
     /// [`start`](Self::start) with the configuration [`write_config`](Self::write_config)
     /// just wrote, which returned `change`. A postmaster already running for this data
     /// directory (one whose start timed out, such as a standby that cannot become consistent

@@ -145,7 +145,7 @@ pub async fn serve(
     listener: TcpListener,
     tls_config: Arc<rustls::ServerConfig>,
     handle: RaftHandle,
-    ca: Arc<tls::ClusterCa>,
+    ca: Arc<tls::Authority>,
     secrets: ClusterSecrets,
     extra: tonic::service::Routes,
     shutdown: CancellationToken,
@@ -277,7 +277,7 @@ pub struct ClusterSecrets {
 
 struct PeerService {
     handle: RaftHandle,
-    ca: Arc<tls::ClusterCa>,
+    ca: Arc<tls::Authority>,
     secrets: ClusterSecrets,
 }
 
@@ -359,10 +359,12 @@ impl pb::peer_server::Peer for PeerService {
                 Status::permission_denied(refused.to_string())
             })?;
         let cluster_id = self.handle.peers().cluster_id().to_string();
+        // The CA of this moment (joins wait while a CA rotation runs: `RegisterMember` is
+        // refused until it finishes).
+        let ca = self.ca.current();
         // Before the member is registered: a CSR that cannot be signed must not spend a use
         // of the token or leave a member without a certificate.
-        let key_pin = self
-            .ca
+        let key_pin = ca
             .check_node_request(&cluster_id, &req.csr_pem, &req.sans)
             .map_err(|e| {
                 tracing::warn!(?remote, name = %req.name, error = %format!("{e:#}"), "join refused: bad certificate request");
@@ -388,8 +390,7 @@ impl pb::peer_server::Peer for PeerService {
             Ok(other) => return Err(Status::internal(format!("unexpected result {other:?}"))),
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
-        let cert_pem = self
-            .ca
+        let cert_pem = ca
             .issue_node(id.0, &cluster_id, &req.csr_pem, &req.sans)
             .map_err(|e| Status::invalid_argument(format!("signing the node certificate: {e}")))?;
         tracing::info!(node = id.0, name = %req.name, peer_addr = %req.peer_addr, "member registered");
@@ -397,8 +398,8 @@ impl pb::peer_server::Peer for PeerService {
             node_id: id.0,
             cluster_id,
             cert_pem,
-            ca_pem: self.ca.cert_pem().to_string(),
-            ca_key_pem: self.ca.key_pem().expose().to_string(),
+            ca_pem: ca.cert_pem().to_string(),
+            ca_key_pem: ca.key_pem().expose().to_string(),
             server_node_id: self.handle.id(),
             replication_password: self.secrets.replication_password.expose().clone(),
         }))

@@ -43,6 +43,22 @@ impl ClusterCa {
     /// `pgquorum cluster <id> CA`, path length 0 (it signs node certificates only), valid for
     /// 20 years.
     pub fn generate(cluster_id: &str) -> Result<Self, Error> {
+        Self::generate_named(cluster_id, format!("pgquorum cluster {cluster_id} CA"))
+    }
+
+    /// A CA to replace this one (`pgquorum ca rotate`): as [`ClusterCa::generate`], with
+    /// the time of its creation in its common name, so that the two are told apart by name
+    /// as well as by key.
+    pub fn successor(&self, cluster_id: &str) -> Result<Self, Error> {
+        let now = humantime::format_rfc3339_seconds(SystemTime::now());
+        let ca = Self::generate_named(
+            cluster_id,
+            format!("pgquorum cluster {cluster_id} CA {now}"),
+        )?;
+        Ok(ca.with_node_validity(self.node_validity))
+    }
+
+    fn generate_named(cluster_id: &str, name: String) -> Result<Self, Error> {
         let generate = |source| Error::Generate {
             what: format!("the CA for cluster {cluster_id}"),
             source,
@@ -50,7 +66,7 @@ impl ClusterCa {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
 
         let mut params = CertificateParams::default();
-        params.distinguished_name = common_name(format!("pgquorum cluster {cluster_id} CA"));
+        params.distinguished_name = common_name(name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

@@ -8,20 +8,20 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{verify_server_cert_signed_by_trust_anchor, WebPkiServerVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::cert::{
     key_sha256_of_cert_der, node_id_from_cert_der, parse_certs, parse_node_server_name,
 };
-use super::{sha256_hex, CertSlot, Error, NodeIdentity};
+use super::{sha256_hex, CertSlot, Error, NodeIdentity, Trust};
 
 const ALPN_H2: &[u8] = b"h2";
 
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -37,24 +37,20 @@ pub(super) fn ca_roots(ca_pem: &str) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// The member server: presents the node certificate in `node` (`[node cert, CA cert]`, see
-/// [`node_chain_slot`]) and verifies client certificates against the cluster CA.
+/// The member server: presents the node certificate in `node` (`[node cert, CA certs]`, see
+/// [`node_chain_slot`]) and verifies client certificates against the CAs in `trust`.
 ///
 /// Client certificates are optional because the join RPC is called by a node that has none
 /// yet; a certificate that *is* presented must chain to the cluster CA or the handshake fails.
 /// Handlers therefore decide membership themselves with [`peer_node_id`]. The CA is included
 /// in the chain so a joiner can find the certificate its token pins.
-pub fn server_config(ca_pem: &str, node: Arc<CertSlot>) -> Result<Arc<ServerConfig>, Error> {
+pub fn server_config(trust: &Arc<Trust>, node: Arc<CertSlot>) -> Result<Arc<ServerConfig>, Error> {
     let provider = provider();
     let rustls_err = |source| Error::Rustls {
         what: "server",
         source,
     };
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots(ca_pem)?), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|source| Error::Verifier { source })?;
+    let verifier = trust.client_verifier(false);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(rustls_err)?
@@ -102,12 +98,12 @@ impl KeyPins {
     }
 }
 
-/// The member client: trusts only the cluster CA and presents this node's certificate.
+/// The member client: trusts only the CAs in `trust` and presents this node's certificate.
 ///
 /// Connect with `ServerName` = [`super::node_server_name`]`(target, cluster)`: the standard
 /// webpki hostname check then proves the peer is the intended node, not merely a member.
 pub fn member_client_config(
-    ca_pem: &str,
+    trust: Arc<Trust>,
     node: Arc<CertSlot>,
     cluster_id: &str,
     pins: KeyPins,
@@ -117,12 +113,8 @@ pub fn member_client_config(
         what: "member client",
         source,
     };
-    let webpki =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(ca_roots(ca_pem)?), provider.clone())
-            .build()
-            .map_err(|source| Error::ServerVerifier { source })?;
     let verifier = Arc::new(PinnedMemberVerifier {
-        webpki,
+        trust,
         pins,
         cluster_id: cluster_id.to_string(),
     });
@@ -145,7 +137,7 @@ pub fn member_client_config(
 /// with the CA key, or a removed member's old one, fails the handshake.
 #[derive(Debug)]
 struct PinnedMemberVerifier {
-    webpki: Arc<WebPkiServerVerifier>,
+    trust: Arc<Trust>,
     pins: KeyPins,
     cluster_id: String,
 }
@@ -159,7 +151,7 @@ impl ServerCertVerifier for PinnedMemberVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.webpki.verify_server_cert(
+        let verified = self.trust.server_verifier().verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -191,7 +183,9 @@ impl ServerCertVerifier for PinnedMemberVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        self.trust
+            .server_verifier()
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -200,11 +194,13 @@ impl ServerCertVerifier for PinnedMemberVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        self.trust
+            .server_verifier()
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.trust.server_verifier().supported_verify_schemes()
     }
 }
 

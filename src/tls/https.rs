@@ -7,14 +7,13 @@
 
 use std::sync::{Arc, RwLock};
 
-use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
 
 use super::cert::{parse_certs, parse_key};
-use super::config::ca_roots;
-use super::{Error, ServerCert};
+use super::config::{ca_roots, provider};
+use super::{Error, ServerCert, Trust};
 use crate::secret::Secret;
 
 const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -93,16 +92,12 @@ fn certified_key(chain_pem: &str, key_pem: &Secret<String>) -> Result<Arc<Certif
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The API server: presents `cert`, and asks for client certificates chaining to `ca_pem`
-/// as `verify` says (a certificate that is presented must chain, or the handshake fails;
+/// The API server: presents `cert`, and asks for client certificates chaining to a CA in
+/// `trust` as `verify` says (a certificate that is presented must chain, or the handshake fails;
 /// with `optional` the handlers decide, see [`VerifyClient`]).
 pub fn api_server_config(
     cert: Arc<CertSlot>,
-    ca_pem: &str,
+    trust: &Arc<Trust>,
     verify: VerifyClient,
 ) -> Result<Arc<ServerConfig>, Error> {
     let provider = provider();
@@ -115,19 +110,8 @@ pub fn api_server_config(
         .map_err(rustls_err)?;
     let builder = match verify {
         VerifyClient::None => builder.with_no_client_auth(),
-        VerifyClient::Optional | VerifyClient::Required => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots(ca_pem)?), provider);
-            let verifier = match verify {
-                VerifyClient::Optional => verifier.allow_unauthenticated(),
-                _ => verifier,
-            };
-            builder.with_client_cert_verifier(
-                verifier
-                    .build()
-                    .map_err(|source| Error::Verifier { source })?,
-            )
-        }
+        VerifyClient::Optional | VerifyClient::Required => builder
+            .with_client_cert_verifier(trust.client_verifier(verify == VerifyClient::Required)),
     };
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];

@@ -23,14 +23,17 @@
 //! hostname check therefore proves the client reached the node it meant to, and the server
 //! maps a verified client certificate back to a node id with [`peer_node_id`].
 
+mod authority;
 mod ca;
 mod cert;
 mod config;
 mod https;
 mod token;
+mod trust;
 
 use std::path::PathBuf;
 
+pub use authority::Authority;
 pub use ca::{ca_sha256_hex, node_cert_renew_at, ClusterCa, ServerCert, NODE_VALIDITY};
 pub use cert::{
     key_sha256_of_cert_der, key_sha256_of_cert_pem, node_id_from_cert_der, node_server_name,
@@ -42,6 +45,7 @@ pub use config::{
 };
 pub use https::{api_client_config, api_server_config, CertSlot, VerifyClient};
 pub use token::{secret_matches, JoinTokenString, TokenError};
+pub use trust::Trust;
 
 /// Errors from the cluster PKI. Every variant says what was being done and, where relevant,
 /// for which node or file; the underlying cause is the `source`.

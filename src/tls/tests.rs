@@ -346,7 +346,7 @@ async fn member_client_refuses_a_server_whose_key_is_not_the_pinned_one() {
         .collect(),
     );
     let slot = node_chain_slot(&genuine).unwrap();
-    let rotating = server_config(genuine.ca_pem(), slot.clone()).unwrap();
+    let rotating = server_config(&Trust::new(genuine.ca_pem()).unwrap(), slot.clone()).unwrap();
     let out = handshake(rotating.clone(), client.clone(), &name).await;
     out.client.expect("the old key, while the rotation lasts");
     slot.replace(&node_chain(&rotated), rotated.key_pem())
@@ -364,9 +364,76 @@ async fn member_client_refuses_a_server_whose_key_is_not_the_pinned_one() {
         .expect("no pin: the CA signature and name suffice");
 }
 
+#[tokio::test]
+async fn a_ca_rotation_changes_what_a_running_server_and_client_trust() {
+    let old = ClusterCa::generate(CLUSTER).unwrap();
+    let new = old.successor(CLUSTER).unwrap();
+    assert_ne!(old.sha256_hex(), new.sha256_hex());
+    let (on_old, on_new) = (member(&old, 1), member(&new, 2));
+    // Member 1's server and client, built once, following its authority.
+    let authority = Authority::new(old.clone(), None).unwrap();
+    let slot = node_chain_slot(&on_old).unwrap();
+    let server1 = server_config(authority.trust(), slot.clone()).unwrap();
+    let client1 =
+        member_client_config(authority.trust().clone(), slot, CLUSTER, KeyPins::default()).unwrap();
+    let peer2 = |trust: &str| {
+        let id = NodeIdentity::new(
+            trust.into(),
+            on_new.cert_pem().into(),
+            on_new.key_pem().clone(),
+        );
+        (
+            server(&id).unwrap(),
+            client(&id, CLUSTER, KeyPins::default()).unwrap(),
+        )
+    };
+    let both = format!("{}{}", old.cert_pem(), new.cert_pem());
+    let (server2, client2) = peer2(&both);
+    let (name1, name2) = (node_server_name(1, CLUSTER), node_server_name(2, CLUSTER));
+
+    let out = handshake(server1.clone(), client2.clone(), &name1).await;
+    assert!(
+        out.client.is_err(),
+        "before: a certificate of the new CA is refused"
+    );
+    authority.set(old.clone(), Some(new.clone())).unwrap();
+    assert_eq!(authority.node_issuer().sha256_hex(), new.sha256_hex());
+    assert_eq!(authority.current().sha256_hex(), old.sha256_hex());
+    let out = handshake(server1.clone(), client2.clone(), &name1).await;
+    out.client
+        .expect("during: the same server accepts the new CA's certificate");
+    let out = handshake(server2.clone(), client1.clone(), &name2).await;
+    out.client
+        .expect("during: the same client accepts a server of the new CA");
+
+    assert!(authority.set(new.clone(), None).unwrap());
+    assert!(
+        !authority.set(new.clone(), None).unwrap(),
+        "no change the second time"
+    );
+    assert_eq!(authority.bundle().matches("BEGIN CERTIFICATE").count(), 1);
+    let (server_old, client_old) = (
+        server(&on_old).unwrap(),
+        client(&on_old, CLUSTER, KeyPins::default()).unwrap(),
+    );
+    let out = handshake(server1.clone(), client_old, &name1).await;
+    assert!(
+        out.client.is_err(),
+        "after: a certificate of the old CA is refused"
+    );
+    let out = handshake(server_old, client1, &name1).await;
+    assert!(
+        out.client.is_err(),
+        "after: a server of the old CA is refused"
+    );
+    let out = handshake(server1, client2, &name1).await;
+    out.client
+        .expect("after: the new CA's certificate is still accepted");
+}
+
 /// The member server of `id`, presenting from a slot of its own.
 fn server(id: &NodeIdentity) -> Result<Arc<rustls::ServerConfig>, Error> {
-    server_config(id.ca_pem(), node_chain_slot(id)?)
+    server_config(&Trust::new(id.ca_pem())?, node_chain_slot(id)?)
 }
 
 /// The member client of `id`.
@@ -375,7 +442,12 @@ fn client(
     cluster_id: &str,
     pins: KeyPins,
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
-    member_client_config(id.ca_pem(), node_chain_slot(id)?, cluster_id, pins)
+    member_client_config(
+        Trust::new(id.ca_pem())?,
+        node_chain_slot(id)?,
+        cluster_id,
+        pins,
+    )
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How the harness speaks to one node's API, from its config file and state directory:
-/// `None` for plain HTTP, else a TLS client that trusts the node's CA (and presents the
-/// node's own certificate when the API verifies clients).
+/// `None` for plain HTTP, else a TLS client that trusts the node's CAs (both during a CA
+/// rotation) and presents the node's own certificate when the API verifies clients.
 pub fn api_tls(
     config_path: &Path,
     state_dir: &Path,
@@ -21,7 +21,7 @@ pub fn api_tls(
     if setting("tls").and_then(|t| t.as_bool()) == Some(false) {
         return Ok(None);
     }
-    let ca = std::fs::read_to_string(state_dir.join(pgquorum::tls::NodeIdentity::CA_FILE))?;
+    let ca = pgquorum::ca_rotation::trusted_pem_in(state_dir)?;
     let identity = match setting("verify_client").and_then(|v| v.as_str()) {
         None | Some("none") => None,
         Some(_) => Some(pgquorum::tls::NodeIdentity::load(state_dir).map_err(other)?),

@@ -13,7 +13,8 @@ pub fn propose_as(
 ) -> Result<String, String> {
     let pins = pgquorum::tls::KeyPins::default();
     let slot = pgquorum::tls::node_chain_slot(identity).expect("a certificate slot");
-    let tls = pgquorum::tls::member_client_config(identity.ca_pem(), slot, cluster_id, pins)
+    let trust = pgquorum::tls::Trust::new(identity.ca_pem()).expect("the CA parses");
+    let tls = pgquorum::tls::member_client_config(trust, slot, cluster_id, pins)
         .expect("a client config");
     let peers = pgquorum::raft::Peers::new(cluster_id.to_string(), tls);
     let request = pgquorum::raft::proto::pb::ProposeRequest {

@@ -83,3 +83,60 @@ pub fn resume_receiving(node: &super::node::Node) {
         .and_then(|_| node.sql("select pg_reload_conf()"))
         .expect("resuming the WAL receiver");
 }
+
+/// The lease (holder, epoch) as member `i` sees it.
+pub fn lease(cluster: &TestCluster, i: usize) -> Result<(u64, u64), String> {
+    let view = cluster.node(i).cluster_view()?;
+    match (
+        view["lease"]["holder"].as_u64(),
+        view["lease"]["epoch"].as_u64(),
+    ) {
+        (Some(holder), Some(epoch)) => Ok((holder, epoch)),
+        _ => Err(view.to_string()),
+    }
+}
+
+/// Stops `writer` and checks that every commit it saw acknowledged is in table `t` on
+/// `primary` and that every member still reports the lease `before`; returns how many
+/// commits there were.
+pub fn no_commit_lost_and_no_failover(
+    cluster: &TestCluster,
+    primary: usize,
+    writer: super::writer::Writer,
+    before: (u64, u64),
+) -> usize {
+    let acks = writer.stop();
+    let rows: Vec<i64> = (cluster.node(primary).sql("select v from t order by v"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let missing = super::writer::lost(&acks, &rows);
+    assert!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
+    for i in 1..=3 {
+        assert_eq!(lease(cluster, i), Ok(before), "no failover seen by n{i}");
+    }
+    acks.len()
+}
+
+/// Runs `query` as `probe` (password `probe`) over TCP to `port` with libpq's
+/// `sslmode=verify-full` against the CA file `ca`: its output, or psql's error.
+pub fn verified_query(port: u16, ca: &std::path::Path, query: &str) -> Result<String, String> {
+    use super::node::OutputExt;
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user=probe dbname=postgres sslmode=verify-full sslrootcert={}",
+        ca.display()
+    );
+    let output = std::process::Command::new(super::node::psql())
+        .args(["-X", "-A", "-t", "-d", &conninfo, "-c", query])
+        .env("PGPASSWORD", "probe")
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(output.stdout_text().trim().to_string())
+    } else {
+        Err(output.stderr_text())
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 
 mod admin;
+mod ca;
 mod lease;
 mod members;
 mod sequences;
@@ -231,10 +232,15 @@ struct Case {
 fn unchanged(_: &mut ClusterState) {}
 #[test]
 fn apply_follows_the_rules_in_the_table() {
-    let cases: Vec<Case> = [members::cases(), lease::cases(), admin::cases()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let cases: Vec<Case> = [
+        members::cases(),
+        lease::cases(),
+        admin::cases(),
+        ca::cases(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     assert!(
         cases.len() >= 40,
         "the table shrank to {} cases",
