@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::haproxy::{servers, Haproxy};
 use common::node::{psql, require_tool};
-use common::ports::free_port;
 use common::{
     assert_success, eventually, require_postgres, Node, OutputExt, TestCluster, ELECTION, FORMATION,
 };
@@ -35,47 +33,6 @@ fn curl(node: &Node, path: &str, args: &[&str]) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .expect("running curl")
-}
-
-/// A running `haproxy -db`; killed when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `(server, status)` of every server of `backend`, from HAProxy's stats socket.
-fn haproxy_status(socket: &Path, backend: &str) -> Result<Vec<(String, String)>, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"show stat\n")
-        .map_err(|e| e.to_string())?;
-    let mut csv = String::new();
-    stream.read_to_string(&mut csv).map_err(|e| e.to_string())?;
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or("no header")?
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let column = |name: &str| header.iter().position(|h| *h == name).ok_or(csv.clone());
-    let (px, sv, status, check) = (
-        column("pxname")?,
-        column("svname")?,
-        column("status")?,
-        column("check_desc")?,
-    );
-    Ok(lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| {
-            f.len() > status && f[px] == backend && !matches!(f[sv], "BACKEND" | "FRONTEND")
-        })
-        .map(|f| (f[sv].to_string(), format!("{} {}", f[status], f[check])))
-        .collect())
 }
 
 #[test]
@@ -123,61 +80,18 @@ fn the_cli_curl_and_haproxys_ssl_check_use_the_api_over_https() {
 
     // HAProxy routes to whichever member answers 200 on /primary over verified TLS; the
     // `foreign` backend checks the same servers against another CA and must never pass.
-    let socket = dir.path().join("haproxy.sock");
-    let port = free_port();
-    let mut cfg = format!(
-        "global\n  stats socket {} mode 600 level admin\n\
-         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
-         listen primary\n  bind 127.0.0.1:{port}\n  option httpchk GET /primary\n\
-         \x20 default-server inter 300ms fall 2 rise 1\n",
-        socket.display()
+    let (haproxy, ports) = Haproxy::start(
+        dir.path(),
+        &[
+            ("primary", servers(&cluster, &ca)),
+            ("foreign", servers(&cluster, &other_ca)),
+        ],
     );
-    let servers = |ca: &Path| {
-        (1..=3)
-            .map(|i| {
-                let n = cluster.node(i);
-                format!(
-                    "  server n{i} 127.0.0.1:{} check port {} check-ssl verify required ca-file {}\n",
-                    n.pg_port,
-                    n.api_port,
-                    ca.display()
-                )
-            })
-            .collect::<String>()
-    };
-    cfg.push_str(&servers(&ca));
-    cfg.push_str(&format!(
-        "listen foreign\n  bind 127.0.0.1:{}\n  option httpchk GET /primary\n\
-         \x20 default-server inter 300ms fall 2 rise 1\n",
-        free_port()
-    ));
-    cfg.push_str(&servers(&other_ca));
-    let cfg_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg_path, &cfg).unwrap();
-    let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-    let _haproxy = Haproxy(
-        Command::new("haproxy")
-            .arg("-f")
-            .arg(&cfg_path)
-            .arg("-db")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting haproxy"),
-    );
-    let up = eventually(FORMATION, "HAProxy: the primary alone is UP", || {
-        let servers = haproxy_status(&socket, "primary")?;
-        let up: Vec<&String> = (servers.iter())
-            .filter(|(_, status)| status.starts_with("UP"))
-            .map(|(name, _)| name)
-            .collect();
-        let down = (servers.iter())
-            .filter(|(_, status)| status.starts_with("DOWN"))
-            .count();
-        (up == [&format!("n{primary}")] && down == 2)
-            .then_some(servers.clone())
-            .ok_or(format!("{servers:?}"))
+    let port = ports[0];
+    eventually(FORMATION, "HAProxy: the primary alone is UP", || {
+        haproxy.only_up("primary", &format!("n{primary}"))
     });
+    let up = haproxy.status("primary").unwrap();
     eprintln!("haproxy, primary backend: {up:?}");
     // Through HAProxy, TLS to PostgreSQL verified with the same CA, on the writable member.
     p.sql("create role probe login password 'probe'").unwrap();
@@ -208,7 +122,7 @@ fn the_cli_curl_and_haproxys_ssl_check_use_the_api_over_https() {
             .ok_or(output.stderr_text())
     });
     assert_eq!(answer, "f", "HAProxy sent the client to the primary");
-    let foreign = haproxy_status(&socket, "foreign").unwrap();
+    let foreign = haproxy.status("foreign").unwrap();
     assert!(
         foreign.iter().all(|(_, status)| !status.starts_with("UP")),
         "checks against another CA never pass: {foreign:?}"

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::haproxy::{servers, Haproxy};
 use common::node::require_tool;
 use common::peer::propose_as;
 use common::pg::{lease, no_commit_lost_and_no_failover, verified_query, writable};
@@ -57,7 +58,7 @@ fn verified_pg(node: &Node, ca: &Path) -> Result<String, String> {
 
 #[test]
 fn ca_rotate_moves_the_cluster_to_a_new_ca_while_a_client_writes_with_no_failover() {
-    if !require_postgres() || !require_tool("curl", "curl") {
+    if !require_postgres() || !require_tool("curl", "curl") || !require_tool("haproxy", "haproxy") {
         return;
     }
     let mut cluster = TestCluster::start_with_postgres(3);
@@ -152,6 +153,38 @@ fn ca_rotate_moves_the_cluster_to_a_new_ca_while_a_client_writes_with_no_failove
         name_of(&new_pem, Name::Subject)
     );
 
+    let in_progress = |node: &Node| {
+        let (_, metrics) = node.get("/metrics").map_err(|e| e.to_string())?;
+        (metrics.lines())
+            .find(|l| l.starts_with("pgquorum_ca_rotation_in_progress{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+            .ok_or(metrics)
+    };
+    assert_eq!(
+        in_progress(cluster.node(1)).as_deref(),
+        Ok("1"),
+        "/metrics shows the rotation"
+    );
+
+    // HAProxy checks as the seeds do: with the bundle (stays UP throughout) and with the
+    // old CA alone (UP until the rotation finishes).
+    let (haproxy, _) = Haproxy::start(
+        dir.path(),
+        &[
+            ("bundle", servers(&cluster, &bundle_file)),
+            ("old", servers(&cluster, &old_file)),
+        ],
+    );
+    let primary_name = format!("n{primary}");
+    for backend in ["bundle", "old"] {
+        eventually(
+            FORMATION,
+            &format!("HAProxy {backend}: the primary alone is UP"),
+            || haproxy.only_up(backend, &primary_name),
+        );
+    }
+
     // A member restarted in the middle of the rotation comes back trusting both CAs.
     let restarted = (1..=3).find(|&i| i != primary).unwrap();
     cluster.node_mut(restarted).terminate();
@@ -207,6 +240,33 @@ fn ca_rotate_moves_the_cluster_to_a_new_ca_while_a_client_writes_with_no_failove
         );
     }
 
+    eventually(
+        Duration::from_secs(10),
+        "HAProxy with the old CA alone: every check fails in TLS",
+        || {
+            let servers = haproxy.status("old")?;
+            (servers.iter())
+                .all(|(_, status)| status.starts_with("DOWN") && status.contains("Layer6"))
+                .then_some(())
+                .ok_or(format!("{servers:?}"))
+        },
+    );
+    haproxy
+        .only_up("bundle", &primary_name)
+        .expect("HAProxy with the bundle: the primary stayed UP");
+
+    for i in 1..=3 {
+        eventually(
+            Duration::from_secs(10),
+            "/metrics: no rotation under way",
+            || {
+                (in_progress(cluster.node(i))? == "0")
+                    .then_some(())
+                    .ok_or("still 1".to_string())
+            },
+        );
+    }
+
     // A replica restarted now verifies the primary with the new CA alone.
     let replica = (1..=3).find(|&i| i != primary).unwrap();
     cluster.node_mut(replica).terminate();
@@ -234,6 +294,13 @@ fn ca_rotate_moves_the_cluster_to_a_new_ca_while_a_client_writes_with_no_failove
     cluster.add(fourth);
     cluster.wait_converged(FORMATION, "n4 is a member");
 
+    let bundle_status = haproxy.status("bundle").unwrap();
+    assert!(
+        bundle_status
+            .iter()
+            .all(|(name, status)| (name == &primary_name) == status.starts_with("UP")),
+        "HAProxy with the bundle: still the primary alone UP at the end: {bundle_status:?}"
+    );
     let commits = no_commit_lost_and_no_failover(&cluster, primary, writer, before);
     eprintln!("CA rotated: {commits} commits, none lost, lease {before:?} throughout");
 }

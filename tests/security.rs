@@ -881,6 +881,11 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
             Box::new(|| refused_cli(n1.cli(&["token", "revoke", "nope00"]))),
             "there is no join token nope00",
         ),
+        (
+            "finishing a CA rotation that was never started",
+            Box::new(|| refused_cli(n1.cli(&["ca", "rotate", "--finish"]))),
+            "no CA rotation is under way",
+        ),
     ];
     // n1 may be a follower that has not applied the two new tokens yet.
     let ids = [
@@ -918,7 +923,7 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     );
     assert_eq!(
         cases.len(),
-        18,
+        19,
         "the README's security section counts these"
     );
 }

@@ -38,6 +38,8 @@ pub struct MetricsInput {
     pub names: std::collections::BTreeMap<crate::cluster::NodeId, String>,
     /// When each of this member's certificates expires (Unix seconds), by name.
     pub certificates: Vec<(&'static str, u64)>,
+    /// A CA rotation is under way (both CAs trusted until `ca rotate --finish`).
+    pub ca_rotation: bool,
 }
 
 /// The exposition text: for each known metric a `# HELP`, a `# TYPE` and one sample line.
@@ -49,7 +51,7 @@ pub fn render(input: &MetricsInput) -> String {
     );
     let flag = |b: bool| Some(u64::from(b));
     let pg = input.pg.as_ref();
-    let metrics: [(&str, &str, Option<u64>); 14] = [
+    let metrics: [(&str, &str, Option<u64>); 15] = [
         (
             "pgquorum_up",
             "Whether the pgquorum daemon answers (always 1).",
@@ -116,6 +118,12 @@ pub fn render(input: &MetricsInput) -> String {
             "pgquorum_synchronous_standby",
             "Whether this member is a recorded synchronous standby.",
             flag(input.synchronous),
+        ),
+        (
+            "pgquorum_ca_rotation_in_progress",
+            "Whether a CA rotation is under way: every member trusts the old and the new CA \
+             until `pgquorum ca rotate --finish`.",
+            flag(input.ca_rotation),
         ),
         (
             "pgquorum_vip_held",

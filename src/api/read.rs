@@ -129,6 +129,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             .map(|m| (m.id, m.name.clone()))
             .collect(),
         certificates: state.expiries.unix_seconds(),
+        ca_rotation: cluster.ca_rotation.is_some(),
     };
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

@@ -114,6 +114,12 @@ pub fn api_server_config(
             .with_client_cert_verifier(trust.client_verifier(verify == VerifyClient::Required)),
     };
     let mut config = builder.with_cert_resolver(cert);
+    // No session resumption: a resumed session skips the certificate checks of both sides,
+    // so a client certificate of a CA no longer trusted (after `ca rotate --finish`), or a
+    // client that does not trust this member's renewed certificate, would go on being
+    // accepted. A health check every few seconds costs one ECDSA handshake each.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
 }

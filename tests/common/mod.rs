@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+pub mod haproxy;
 pub mod http;
 pub mod netns;
 pub mod node;

@@ -29,6 +29,7 @@ fn input() -> MetricsInput {
         proxy: None,
         names: Default::default(),
         certificates: Vec::new(),
+        ca_rotation: false,
     }
 }
 
@@ -61,6 +62,7 @@ fn a_replica_reports_every_metric_with_help_type_and_labels() {
         ("pgquorum_postgres_wal_position_bytes", "50331744"),
         ("pgquorum_replication_lag_bytes", "96"),
         ("pgquorum_synchronous_standby", "0"),
+        ("pgquorum_ca_rotation_in_progress", "0"),
     ];
     assert_eq!(
         samples(&text),
@@ -135,6 +137,7 @@ fn unknown_values_are_left_out() {
             "pgquorum_postgres_running",
             "pgquorum_postgres_primary",
             "pgquorum_synchronous_standby",
+            "pgquorum_ca_rotation_in_progress",
         ]
     );
     assert!(render(&witness).contains("pgquorum_postgres_running{cluster=\"c1\",member=\"n2\"} 0"));
