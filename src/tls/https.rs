@@ -5,9 +5,12 @@
 //! Client certificates follow Patroni's `restapi.verify_client` ([`VerifyClient`]): any
 //! certificate the cluster CA signed (every member's node certificate) counts.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
 
@@ -35,15 +38,14 @@ pub enum VerifyClient {
 /// keep theirs. The API's renewed certificate and a member's rotated node certificate take
 /// effect this way, with no restart.
 #[derive(Debug)]
-pub struct CertSlot(RwLock<Arc<CertifiedKey>>);
+pub struct CertSlot(RwLock<Arc<CertifiedKey>>, AtomicU64);
 
 impl CertSlot {
     /// Holds `chain_pem` (the leaf first, then any chain certificates sent with it) and
     /// its key.
     pub fn new(chain_pem: &str, key_pem: &Secret<String>) -> Result<Arc<Self>, Error> {
-        Ok(Arc::new(Self(RwLock::new(certified_key(
-            chain_pem, key_pem,
-        )?))))
+        let key = certified_key(chain_pem, key_pem)?;
+        Ok(Arc::new(Self(RwLock::new(key), AtomicU64::new(0))))
     }
 
     /// Holds a service's certificate.
@@ -55,7 +57,13 @@ impl CertSlot {
     pub fn replace(&self, chain_pem: &str, key_pem: &Secret<String>) -> Result<(), Error> {
         let key = certified_key(chain_pem, key_pem)?;
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+        self.1.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many times the certificate was replaced.
+    fn generation(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     fn current(&self) -> Arc<CertifiedKey> {
@@ -113,15 +121,65 @@ pub fn api_server_config(
         VerifyClient::Optional | VerifyClient::Required => builder
             .with_client_cert_verifier(trust.client_verifier(verify == VerifyClient::Required)),
     };
-    let mut config = builder.with_cert_resolver(cert);
-    // No session resumption: a resumed session skips the certificate checks of both sides,
-    // so a client certificate of a CA no longer trusted (after `ca rotate --finish`), or a
-    // client that does not trust this member's renewed certificate, would go on being
-    // accepted. A health check every few seconds costs one ECDSA handshake each.
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
+    let mut config = builder.with_cert_resolver(cert.clone());
+    config.session_storage = Arc::new(Sessions {
+        trust: trust.clone(),
+        cert,
+        cache: RwLock::new(((0, 0), fresh_cache())),
+    });
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The API's TLS sessions, for resumption, forgotten whenever the trusted CAs or the API's
+/// certificate change: a resumed session skips the certificate checks of both sides, so a
+/// client certificate of a CA no longer trusted (after `ca rotate --finish`), or a client
+/// that would not trust the renewed certificate (HAProxy with the old CA alone), would go on
+/// being accepted. (Without resumption at all every health check costs a full handshake.)
+#[derive(Debug)]
+struct Sessions {
+    trust: Arc<Trust>,
+    cert: Arc<CertSlot>,
+    cache: RwLock<((u64, u64), Arc<ServerSessionMemoryCache>)>,
+}
+
+fn fresh_cache() -> Arc<ServerSessionMemoryCache> {
+    ServerSessionMemoryCache::new(256)
+}
+
+impl Sessions {
+    fn current(&self) -> Arc<ServerSessionMemoryCache> {
+        let now = (self.trust.generation(), self.cert.generation());
+        {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if cache.0 == now {
+                return cache.1.clone();
+            }
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != now {
+            *cache = (now, fresh_cache());
+        }
+        cache.1.clone()
+    }
+}
+
+impl StoresServerSessions for Sessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.current().put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.current().get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.current().take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
 }
 
 /// A client of the API: trusts only `ca_pem` and checks the server's name as webpki does

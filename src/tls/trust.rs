@@ -4,6 +4,7 @@
 //! handshake, so a change takes effect with no restart; connections already open keep
 //! what they were accepted with.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -18,7 +19,7 @@ use super::Error;
 
 /// The trusted CA certificates (PEM, one or more) and the verifiers built from them.
 #[derive(Debug)]
-pub struct Trust(RwLock<Verifiers>);
+pub struct Trust(RwLock<Verifiers>, AtomicU64);
 
 #[derive(Debug)]
 struct Verifiers {
@@ -48,14 +49,23 @@ impl Verifiers {
 impl Trust {
     /// Trusts the CA certificates in `pem`.
     pub fn new(pem: &str) -> Result<Arc<Self>, Error> {
-        Ok(Arc::new(Self(RwLock::new(Verifiers::build(pem)?))))
+        Ok(Arc::new(Self(
+            RwLock::new(Verifiers::build(pem)?),
+            AtomicU64::new(0),
+        )))
     }
 
     /// Trusts the CA certificates in `pem` instead, from the next handshake on.
     pub fn replace(&self, pem: &str) -> Result<(), Error> {
         let verifiers = Verifiers::build(pem)?;
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = verifiers;
+        self.1.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many times the trusted CAs were replaced.
+    pub(super) fn generation(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// The trusted CA certificates, PEM: what clients of this member need.
