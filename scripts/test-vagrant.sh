@@ -429,7 +429,7 @@ for h in "${NODES[@]}"; do
   done | sort -u | tr '\n' ' ')
   postmaster=$(in_host "$h" sh -c 'stat -c %U "/proc/$(head -n 1 /var/lib/pgquorum/pgdata/postmaster.pid)"' 2>&1 || true)
   refused=()
-  for secret in ca.key node.key admin.token replication.password; do
+  for secret in ca.key node.key admin.token replication.password rewind.password; do
     f=/var/lib/pgquorum/$secret
     superuser_sql "$h" "select pg_read_file('$f')" >/dev/null && refused+=("pg_read_file read $secret")
     superuser_sql "$h" "copy (select 1) to program 'cat >/dev/null; cat $f >/dev/null'" >/dev/null && refused+=("cat read $secret")
@@ -437,7 +437,7 @@ for h in "${NODES[@]}"; do
   superuser_sql "$h" "select length(pg_read_file('/var/lib/pgquorum/node.json'))" >/dev/null || refused+=("pg_read_file cannot read node.json")
   superuser_sql "$h" "copy (select 1) to program 'cat >/dev/null; cat /var/lib/pgquorum/node.json >/dev/null'" >/dev/null || refused+=("cat cannot read node.json")
   if [ "$daemon" = "pgquorum " ] && [ "$postmaster" = postgres ] && [ ${#refused[@]} -eq 0 ]; then
-    pass "$h: daemon runs as pgquorum, PostgreSQL as postgres; its superuser reads none of the 4 secrets (pg_read_file, COPY TO PROGRAM cat)"
+    pass "$h: daemon runs as pgquorum, PostgreSQL as postgres; its superuser reads none of the 5 secrets (pg_read_file, COPY TO PROGRAM cat)"
   else
     fail "$h: daemon as '$daemon', postmaster as '$postmaster'; ${refused[*]:-}"
   fi

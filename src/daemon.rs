@@ -26,7 +26,7 @@ use crate::cluster::{Command, CommandResult, Member};
 use crate::config::NodeConfig;
 use crate::config::PostgresqlConfig;
 use crate::ha;
-use crate::identity::{NodeRecord, StateDir, REPLICATION_PASSWORD_FILE};
+use crate::identity::{NodeRecord, StateDir, REPLICATION_PASSWORD_FILE, REWIND_PASSWORD_FILE};
 use crate::lease::LeaseClock;
 use crate::peers::{self, StatusService};
 use crate::postgres::{self, Postgres};
@@ -86,6 +86,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     )?;
     let admin_token = state.admin_token()?;
     let replication_password = state.load_secret(REPLICATION_PASSWORD_FILE)?;
+    // A cluster made before the rewind role had a password of its own: replication's.
+    let rewind_password = match state.path().join(REWIND_PASSWORD_FILE).exists() {
+        true => state.load_secret(REWIND_PASSWORD_FILE)?,
+        false => replication_password.clone(),
+    };
     // Checked before any port is bound: a missing PostgreSQL is a config problem.
     let postgres = match &config.postgresql {
         Some(pg) => Some(Arc::new(postgres_for(
@@ -93,6 +98,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             pg,
             &state,
             &replication_password,
+            &rewind_password,
         )?)),
         None => None,
     };
@@ -233,6 +239,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         let (handle, ca, token) = (handle.clone(), authority.clone(), serve_shutdown.clone());
         let secrets = ClusterSecrets {
             replication_password: replication_password.clone(),
+            rewind_password: rewind_password.clone(),
         };
         let status_routes = StatusService::routes(handle.clone(), local_status_rx);
         tasks.spawn(async move {
@@ -555,6 +562,7 @@ fn postgres_for(
     pg: &PostgresqlConfig,
     state: &StateDir,
     replication_password: &Secret<String>,
+    rewind_password: &Secret<String>,
 ) -> anyhow::Result<Postgres> {
     let settings = postgres::Settings {
         bin_dir: pg.bin_dir.clone(),
@@ -572,6 +580,7 @@ fn postgres_for(
     let creds = postgres::ReplicationCredentials {
         user: "pgquorum_replicator".into(),
         password: replication_password.clone(),
+        rewind_password: rewind_password.clone(),
     };
     Postgres::new(settings, creds)
         .with_context(|| format!("[postgresql] in {}", config.path.display()))

@@ -4,7 +4,9 @@
 //! <state_dir>/node.json      cluster id, node id, name, seed member, pending bootstrap
 //! <state_dir>/ca.pem node.pem node.key ca.key   certificates (keys 0600)
 //! <state_dir>/admin.token    bearer token for the admin REST endpoints (0600)
-//! <state_dir>/replication.password   PostgreSQL replication and rewind password (0600)
+//! <state_dir>/replication.password   PostgreSQL replication role's password (0600)
+//! <state_dir>/rewind.password        PostgreSQL rewind role's password (0600; absent in a
+//!                                    cluster made before it had one: replication's serves)
 //! <state_dir>/raft/          the sled Raft store
 //! ```
 //!
@@ -29,16 +31,27 @@ use crate::secret::Secret;
 /// The file holding the PostgreSQL replication password.
 pub const REPLICATION_PASSWORD_FILE: &str = "replication.password";
 
+/// The file holding the PostgreSQL rewind role's password.
+pub const REWIND_PASSWORD_FILE: &str = "rewind.password";
+
 /// The daemon's secret files: 0600, its user's alone.
-pub const SECRET_FILES: [&str; 4] = [
+pub const SECRET_FILES: [&str; 5] = [
     "ca.key",
     "node.key",
     "admin.token",
     REPLICATION_PASSWORD_FILE,
+    REWIND_PASSWORD_FILE,
 ];
 
 /// The daemon's other files (a directory's contents included).
-const DAEMON_FILES: [&str; 5] = ["node.json", "ca.pem", "node.pem", "raft", "failpoints"];
+const DAEMON_FILES: [&str; 6] = [
+    "node.json",
+    "ca.pem",
+    crate::ca_rotation::NEXT_CA_FILE,
+    "node.pem",
+    "raft",
+    "failpoints",
+];
 
 /// What `node.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,8 +14,8 @@ use common::os::{
 };
 use common::{eventually, require_postgres, Node, OutputExt};
 
-/// The daemon's secret files in a state directory.
-const SECRETS: [&str; 4] = ["ca.key", "node.key", "admin.token", "replication.password"];
+/// The daemon's secret files in a state directory (the rewind role's password among them).
+const SECRETS: [&str; 5] = pgquorum::identity::SECRET_FILES;
 
 /// A node whose state directory is as the packages leave it: owned by `owner`, mode `mode`.
 fn packaged_node(owner: (u32, u32), mode: u32) -> Node {

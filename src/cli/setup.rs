@@ -9,8 +9,8 @@ use super::output;
 use crate::cluster::JoinToken;
 use crate::config::NodeConfig;
 use crate::daemon::{new_admin_token, pg_advertise};
-use crate::identity::REPLICATION_PASSWORD_FILE;
 use crate::identity::{random_token, BootstrapPlan, NodeRecord, Seed, StateDir};
+use crate::identity::{REPLICATION_PASSWORD_FILE, REWIND_PASSWORD_FILE};
 use crate::raft::proto::pb;
 use crate::raft::service::now_unix;
 use crate::secret::Secret;
@@ -33,6 +33,7 @@ pub fn init(config: &NodeConfig, token_uses: u32, token_ttl: Duration) -> anyhow
     state.save_secret("ca.key", ca.key_pem().expose())?;
     state.save_secret("admin.token", new_admin_token().expose())?;
     state.save_secret(REPLICATION_PASSWORD_FILE, &random_token(32))?;
+    state.save_secret(REWIND_PASSWORD_FILE, &random_token(32))?;
     state.save_record(&NodeRecord {
         cluster_id: cluster_id.clone(),
         node_id,
@@ -108,6 +109,10 @@ pub async fn join(config: &NodeConfig, peer: &str, token: &str) -> anyhow::Resul
     state.save_secret("ca.key", &reply.ca_key_pem)?;
     state.save_secret("admin.token", new_admin_token().expose())?;
     state.save_secret(REPLICATION_PASSWORD_FILE, &reply.replication_password)?;
+    // None from a cluster made before the rewind role had a password of its own.
+    if !reply.rewind_password.is_empty() {
+        state.save_secret(REWIND_PASSWORD_FILE, &reply.rewind_password)?;
+    }
     state.save_record(&NodeRecord {
         cluster_id: reply.cluster_id.clone(),
         node_id: reply.node_id,

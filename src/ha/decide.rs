@@ -416,3 +416,18 @@ fn human(d: Duration) -> String {
     let rounded = if ms < 1000 { ms } else { ms / 100 * 100 };
     format_duration(Duration::from_millis(rounded)).to_string()
 }
+
+/// Of the members whose slot PostgreSQL invalidated (`lost`), those to clone afresh: every
+/// one, unless the cluster is paused (no automatic action) or `restore_command` is set (a
+/// replica may then catch up from the archive instead).
+pub(crate) fn reinit_after_lost_slots(lost: &[NodeId], obs: &Observation) -> Vec<NodeId> {
+    let restore = (obs.config.postgresql_parameters.get("restore_command"))
+        .is_some_and(|c| !c.trim().is_empty());
+    if obs.paused || restore {
+        return Vec::new();
+    }
+    lost.iter()
+        .copied()
+        .filter(|id| obs.members.get(id).is_some_and(|m| !m.is_witness()))
+        .collect()
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::{Error, Lsn, PgStatus, Postgres, REWIND_USER};
+use crate::secret::Secret;
 
 /// Bound on opening a connection (socket connect and startup).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -151,7 +152,7 @@ impl Postgres {
     }
 
     /// On a running primary, creates (or updates the password of) the replication role and
-    /// [`REWIND_USER`], the role `pg_rewind` uses: same password, `LOGIN` only, plus `EXECUTE`
+    /// [`REWIND_USER`], the role `pg_rewind` uses: its own password, `LOGIN` only, plus `EXECUTE`
     /// on the four file functions pg_rewind calls. Idempotent. Each statement carries a
     /// SCRAM-SHA-256 verifier computed here (not the password) when the password is ASCII,
     /// and server logging of statements is switched off for the session, so the password
@@ -165,23 +166,32 @@ impl Postgres {
                 .batch_execute("SET log_statement = 'none'; SET log_min_error_statement = 'panic'"),
         )
         .await?;
-        self.create_role(&client, &self.creds.user, "REPLICATION LOGIN", &[])
-            .await?;
+        let creds = &self.creds;
+        (self.create_role(
+            &client,
+            &creds.user,
+            &creds.password,
+            "REPLICATION LOGIN",
+            &[],
+        ))
+        .await?;
         self.create_role(
             &client,
             REWIND_USER,
+            &creds.rewind_password,
             "LOGIN NOSUPERUSER NOREPLICATION NOCREATEDB NOCREATEROLE",
             REWIND_FUNCTIONS,
         )
         .await
     }
 
-    /// Creates role `user` with `options` and the replication password, or brings an existing
-    /// one to that state, and grants it `EXECUTE` on `functions`.
+    /// Creates role `user` with `options` and `password`, or brings an existing one to that
+    /// state, and grants it `EXECUTE` on `functions`.
     async fn create_role(
         &self,
         client: &Client,
         user: &str,
+        password: &Secret<String>,
         options: &str,
         functions: &[&str],
     ) -> Result<(), Error> {
@@ -192,7 +202,7 @@ impl Postgres {
         )
         .await?
         .is_some();
-        let password = self.creds.password.expose();
+        let password = password.expose();
         let secret = if password.is_ascii() {
             scram::verifier(password)
         } else {
@@ -216,18 +226,37 @@ impl Postgres {
     }
 
     /// On a primary: creates each slot in `wanted` that is missing (physical, WAL reserved
-    /// at once) and drops `pgquorum_`-prefixed physical slots not in `wanted` unless they
-    /// are in use (a later call drops them). Slots without the prefix are never touched.
-    pub async fn ensure_slots(&self, wanted: &BTreeSet<String>) -> Result<(), Error> {
+    /// at once), creates afresh each one PostgreSQL invalidated (`wal_status` `lost`: its
+    /// member fell more than `max_slot_wal_keep_size` behind, and the WAL it needs is gone),
+    /// and drops `pgquorum_`-prefixed physical slots not in `wanted` unless they are in use
+    /// (a later call drops them). Slots without the prefix are never touched. Returns the
+    /// slots it found invalidated.
+    pub async fn ensure_slots(&self, wanted: &BTreeSet<String>) -> Result<Vec<String>, Error> {
         let client = self.connect().await?;
+        // `wal_status` through jsonb: the column does not exist before PostgreSQL 13.
         let rows = sql(
             "listing replication slots",
-            client.query("SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical'", &[]),
+            client.query(
+                "SELECT slot_name::text, active, coalesce(to_jsonb(s) ->> 'wal_status' = 'lost', false) \
+                 FROM pg_replication_slots s WHERE slot_type = 'physical'",
+                &[],
+            ),
         )
         .await?;
-        let existing: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let existing: Vec<(String, bool, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let mut lost = Vec::new();
+        for (name, active, invalidated) in &existing {
+            if *invalidated && !*active && wanted.contains(name) {
+                drop_slot(&client, name).await?;
+                lost.push(name.clone());
+            }
+        }
         for name in wanted {
-            if !existing.iter().any(|(n, _)| n == name) {
+            let present = existing.iter().any(|(n, _, _)| n == name);
+            if !present || lost.contains(name) {
                 sql(
                     &format!("creating replication slot {name}"),
                     client.execute(
@@ -239,7 +268,7 @@ impl Postgres {
                 tracing::info!(slot = %name, "created replication slot");
             }
         }
-        for (name, active) in &existing {
+        for (name, active, _) in &existing {
             if !name.starts_with(SLOT_PREFIX) || wanted.contains(name) {
                 continue;
             }
@@ -247,14 +276,10 @@ impl Postgres {
                 tracing::debug!(slot = %name, "unwanted replication slot still in use; dropping later");
                 continue;
             }
-            sql(
-                &format!("dropping replication slot {name}"),
-                client.execute("SELECT pg_drop_replication_slot($1)", &[name]),
-            )
-            .await?;
+            drop_slot(&client, name).await?;
             tracing::info!(slot = %name, "dropped replication slot");
         }
-        Ok(())
+        Ok(lost)
     }
 
     /// `SELECT pg_reload_conf()`: PostgreSQL rereads its configuration files.
@@ -466,6 +491,14 @@ mod scram {
 
         const REFERENCE: &str = "SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$sS2KcboirDl6xCFtPV/mmJIz5xmzoPVctAXq/mQVMHw=:jEV69yRy7Pg2AdVlQauNPkBNdMWCpNslSyKSTMU1HRw=";
     }
+}
+
+async fn drop_slot(client: &Client, name: &String) -> Result<u64, Error> {
+    sql(
+        &format!("dropping replication slot {name}"),
+        client.execute("SELECT pg_drop_replication_slot($1)", &[name]),
+    )
+    .await
 }
 
 #[cfg(test)]

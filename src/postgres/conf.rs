@@ -14,8 +14,8 @@ pub const FILE: &str = "pgquorum.conf";
 pub const INCLUDE_LINE: &str = "include 'pgquorum.conf'";
 
 /// The role `pg_rewind` connects to the new primary as: it may log in to the `postgres`
-/// database and read files through the four functions pg_rewind needs, nothing else. It has
-/// the replication password.
+/// database and read files through the four functions pg_rewind needs, nothing else. Its
+/// password is its own (`rewind.password`), except in a cluster made before that existed.
 pub const REWIND_USER: &str = "pgquorum_rewind";
 
 /// What applying a new configuration to a running PostgreSQL needs. Ordered: the greatest
@@ -44,6 +44,18 @@ pub struct Inputs<'a> {
     pub version: u32,
     /// PostgreSQL's TLS files, when TLS is on.
     pub tls: Option<TlsPaths<'a>>,
+    /// The size of the filesystem that holds `pg_wal`, when known: it sets the default
+    /// `max_slot_wal_keep_size` ([`slot_wal_keep_mb`]).
+    pub wal_filesystem_bytes: Option<u64>,
+}
+
+/// The default `max_slot_wal_keep_size`, in MB: a quarter of the filesystem that holds
+/// `pg_wal`, and at least 1 GB. A member that is down (or far behind) keeps its slot's WAL
+/// on the primary only up to this; past it PostgreSQL invalidates the slot rather than fill
+/// the disk, and the member is cloned afresh (see `ha::execute::primary`). A value in the
+/// dynamic configuration (`postgresql_parameters.max_slot_wal_keep_size`) replaces it.
+pub fn slot_wal_keep_mb(filesystem_bytes: u64) -> u64 {
+    (filesystem_bytes / 4 / (1024 * 1024)).max(1024)
 }
 
 /// The paths of PostgreSQL's TLS files (see `super::TlsFiles`).
@@ -89,6 +101,10 @@ pub fn settings(inputs: &Inputs, role: &Role) -> Vec<(&'static str, String)> {
     ];
     if inputs.version >= 13 {
         s.push(("wal_keep_size", quote("128MB")));
+        if let Some(bytes) = inputs.wal_filesystem_bytes {
+            let mb = slot_wal_keep_mb(bytes);
+            s.push(("max_slot_wal_keep_size", quote(&format!("{mb}MB"))));
+        }
     } else {
         s.push(("wal_keep_segments", "8".into()));
     }
@@ -221,10 +237,9 @@ pub fn render_hba(replication_user: &str, tls: bool, operator_rules: &[String]) 
     out
 }
 
-/// The whole passfile: the shared password for the replication role and for
-/// [`REWIND_USER`].
-pub fn passfile(replication_user: &str, password: &str) -> String {
-    passfile_line(replication_user, password) + &passfile_line(REWIND_USER, password)
+/// The whole passfile: the passwords of the replication role and of [`REWIND_USER`].
+pub fn passfile(replication_user: &str, password: &str, rewind_password: &str) -> String {
+    passfile_line(replication_user, password) + &passfile_line(REWIND_USER, rewind_password)
 }
 
 /// The libpq passfile line granting `user`'s password for any host, port and database
@@ -283,6 +298,7 @@ pub fn classify(
 fn reloads(name: &str, version: u32) -> bool {
     match name {
         "wal_keep_size"
+        | "max_slot_wal_keep_size"
         | "wal_keep_segments"
         | "hot_standby_feedback"
         | "wal_retrieve_retry_interval"

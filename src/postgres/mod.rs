@@ -69,8 +69,8 @@ pub struct Settings {
     /// with [`process::SWITCH_CAPABILITIES`]); ignored otherwise.
     pub os_user: String,
     /// A libpq passfile (0600, owned by `os_user`) written by [`Postgres::new`] with the
-    /// replication password (for the replication role and for [`REWIND_USER`]), so no
-    /// password appears on a command line or in a config file.
+    /// passwords of the replication role and of [`REWIND_USER`], so no password appears on
+    /// a command line or in a config file.
     pub passfile: PathBuf,
     /// PostgreSQL's stderr (and stdout) are appended here.
     pub log_file: PathBuf,
@@ -85,6 +85,8 @@ pub struct ReplicationCredentials {
     /// [`Postgres::new`]).
     pub user: String,
     pub password: Secret<String>,
+    /// The password of [`REWIND_USER`].
+    pub rewind_password: Secret<String>,
 }
 
 /// Whom a replica streams from, and the physical slot it uses there. The slot name is also
@@ -328,7 +330,11 @@ impl Postgres {
             hba_rules: Mutex::new(Vec::new()),
             status_client: tokio::sync::Mutex::new(None),
         };
-        let passfile = conf::passfile(&pg.creds.user, pg.creds.password.expose());
+        let passfile = conf::passfile(
+            &pg.creds.user,
+            pg.creds.password.expose(),
+            pg.creds.rewind_password.expose(),
+        );
         pg.write_file(&pg.settings.passfile, passfile.as_bytes())?;
         Ok(pg)
     }
@@ -409,6 +415,7 @@ impl Postgres {
                 key: k,
                 ca: a,
             }),
+            wal_filesystem_bytes: process::filesystem_bytes(&dir.join("pg_wal")).ok(),
         };
         let parameters = self
             .parameters

@@ -572,3 +572,4 @@ fn signal_postmaster(pid: u32, signal: libc::c_int) -> Result<(), Error> {
 
 /// The few libc calls std does not wrap.
 mod sys;
+pub(super) use sys::filesystem_bytes;

@@ -273,6 +273,9 @@ impl pb::raft_server::Raft for RaftService {
 pub struct ClusterSecrets {
     /// The password of PostgreSQL's replication role.
     pub replication_password: Secret<String>,
+    /// The password of its rewind role (the replication one in a cluster made before the
+    /// rewind role had its own).
+    pub rewind_password: Secret<String>,
 }
 
 struct PeerService {
@@ -402,6 +405,7 @@ impl pb::peer_server::Peer for PeerService {
             ca_key_pem: ca.key_pem().expose().to_string(),
             server_node_id: self.handle.id(),
             replication_password: self.secrets.replication_password.expose().clone(),
+            rewind_password: self.secrets.rewind_password.expose().clone(),
         }))
     }
 

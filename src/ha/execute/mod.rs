@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::memory::{Event, Memory};
@@ -44,9 +45,9 @@ pub struct Executor {
     postgres: Arc<Postgres>,
     /// The member our PostgreSQL is configured to stream from (None: primary or unknown).
     following: Option<NodeId>,
-    /// The slots last made to exist on our primary; recomputed when membership changes.
-    slots: Option<BTreeSet<String>>,
-    /// The user parameters last applied to the running server.
+    /// The slots last made to exist on our primary, and when: made again when membership
+    /// changes, checked for invalidated ones every [`primary::SLOT_CHECK`].
+    slots: Option<(BTreeSet<String>, Instant)>,
     /// The `postgresql_parameters` and `pg_hba` rules last applied.
     applied_parameters: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
     /// `[hooks]` and this member's name, which hooks are told.

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::{slot_name, Executor, Observation, START_TIMEOUT, STOP_TIMEOUT};
 use crate::cluster::{Command, CommandResult, NodeId};
+use crate::ha::decide::reinit_after_lost_slots;
 use crate::ha::memory::{Event, Memory};
 use crate::postgres::{ConfigChange, DataDir, Role, StopMode};
 
@@ -182,26 +183,27 @@ impl Executor {
         Ok(true)
     }
 
-    /// Work a primary does after each renewal: make sure every member has its replication
-    /// slot (and departed ones lose theirs), that the database and the timeline history are
-    /// recorded, and that the synchronous rule is in step.
+    /// Work a primary does after each renewal: make sure every member with PostgreSQL has
+    /// its replication slot (departed ones and witnesses have none, and a slot PostgreSQL
+    /// invalidated is made afresh, its member cloned again), that the database and the
+    /// timeline history are recorded, and that the synchronous rule is in step.
     pub(super) async fn after_renewal(
         &mut self,
         obs: &Observation,
         memory: &mut Memory,
     ) -> anyhow::Result<()> {
-        let wanted: BTreeSet<String> = obs
-            .members
-            .keys()
-            .filter(|id| **id != self.me)
-            .map(|id| slot_name(*id))
+        let wanted: BTreeSet<String> = (obs.members.values())
+            .filter(|m| m.id != self.me && !m.is_witness())
+            .map(|m| slot_name(m.id))
             .collect();
-        if self.slots.as_ref() != Some(&wanted) {
-            self.postgres
-                .ensure_slots(&wanted)
-                .await
-                .context("replication slots")?;
-            self.slots = Some(wanted);
+        let due = match &self.slots {
+            Some((made, at)) => *made != wanted || at.elapsed() >= SLOT_CHECK,
+            None => true,
+        };
+        if due {
+            let lost = (self.postgres.ensure_slots(&wanted).await).context("replication slots")?;
+            self.slots = Some((wanted, Instant::now()));
+            self.after_lost_slots(&lost, obs).await?;
         }
         if obs.database.is_none() {
             // A bootstrap that was interrupted may not have created the roles yet.
@@ -217,6 +219,43 @@ impl Executor {
         self.manage_sync(obs, memory)
             .await
             .context("synchronous replication")
+    }
+
+    /// Says which members lost their slot, and asks those [`reinit_after_lost_slots`]
+    /// picks to clone themselves afresh (`MemberAction::Reinit`, as `pgquorum reinit`).
+    async fn after_lost_slots(&self, lost: &[String], obs: &Observation) -> anyhow::Result<()> {
+        let lost: Vec<NodeId> = (obs.members.keys())
+            .filter(|id| lost.contains(&slot_name(**id)))
+            .copied()
+            .collect();
+        let reinit = reinit_after_lost_slots(&lost, obs);
+        for id in &lost {
+            let name = obs.members.get(id).map_or("?", |m| m.name.as_str());
+            let next = if reinit.contains(id) {
+                "it is asked to clone itself afresh (reinit)"
+            } else if obs.paused {
+                "paused: run `pgquorum reinit` for it when ready"
+            } else {
+                "restore_command is set, so it may catch up from the archive; else run \
+                 `pgquorum reinit` for it"
+            };
+            tracing::warn!(
+                member = %name,
+                "the replication slot of {name} was invalidated: it fell more than \
+                 max_slot_wal_keep_size behind and the WAL it needs is gone (the slot is made \
+                 afresh); {next}"
+            );
+        }
+        for member in reinit {
+            let command = Command::RequestAction {
+                member,
+                action: crate::cluster::MemberAction::Reinit,
+            };
+            if let CommandResult::Rejected { rejection } = self.propose(command, obs).await? {
+                tracing::warn!(%rejection, "asking for a reinit after a lost slot");
+            }
+        }
+        Ok(())
     }
 
     /// Records how this primary's timeline began in the cluster's timeline history, from
@@ -318,3 +357,6 @@ pub(super) fn begin_tenure(obs: &Observation, memory: &mut Memory) {
         memory.fold(event);
     }
 }
+
+/// How often a primary looks for slots PostgreSQL invalidated.
+pub(super) const SLOT_CHECK: std::time::Duration = std::time::Duration::from_secs(10);

@@ -13,6 +13,7 @@ fn inputs(version: u32) -> Inputs<'static> {
         replication_user: "pgquorum_replicator",
         version,
         tls: None,
+        wal_filesystem_bytes: Some(100 << 30),
     }
 }
 
@@ -49,6 +50,7 @@ fn primary_renders_common_settings_and_sync_names_only_when_given() {
         "max_wal_senders = 10",
         "max_replication_slots = 10",
         "wal_keep_size = '128MB'",
+        "max_slot_wal_keep_size = '25600MB'",
         "hot_standby_feedback = on",
         "wal_retrieve_retry_interval = '1s'",
         "wal_sender_timeout = '10s'",
@@ -74,6 +76,33 @@ fn primary_renders_common_settings_and_sync_names_only_when_given() {
         "'ANY 1 (pgquorum_2)'"
     );
     assert_eq!(parsed(12, &sync)["wal_keep_segments"], "8");
+    assert!(!parsed(12, &sync).contains_key("max_slot_wal_keep_size"));
+}
+
+#[test]
+fn slots_keep_a_quarter_of_the_wal_filesystem_and_at_least_a_gigabyte() {
+    const GB: u64 = 1 << 30;
+    for (filesystem, mb) in [
+        (100 * GB, 25_600),
+        (2 * GB, 1024),
+        (0, 1024),
+        (4096 * GB, 1_048_576),
+    ] {
+        assert_eq!(slot_wal_keep_mb(filesystem), mb, "{filesystem} bytes");
+    }
+    let mut unknown = inputs(15);
+    unknown.wal_filesystem_bytes = None;
+    let text = render(
+        &unknown,
+        &Role::Primary {
+            synchronous_standby_names: None,
+        },
+        &BTreeMap::new(),
+    );
+    assert!(
+        !text.contains("max_slot_wal_keep_size"),
+        "PostgreSQL's default when unknown"
+    );
 }
 
 #[test]
@@ -291,8 +320,8 @@ fn operator_rules_replace_the_catch_all_after_the_members_own() {
 fn passfile_escapes_colons_and_backslashes() {
     assert_eq!(passfile_line("repl", r"a:b\c"), "*:*:*:repl:a\\:b\\\\c\n");
     assert_eq!(
-        passfile("repl", "pw"),
-        "*:*:*:repl:pw\n*:*:*:pgquorum_rewind:pw\n"
+        passfile("repl", "pw", "rw"),
+        "*:*:*:repl:pw\n*:*:*:pgquorum_rewind:rw\n"
     );
 }
 

@@ -18,6 +18,21 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The size in bytes of the filesystem that holds `path` (following symlinks).
+pub fn filesystem_bytes(path: &std::path::Path) -> io::Result<u64> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: an all-zero statvfs is a valid value for statvfs to overwrite.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: path is NUL-terminated and stat is a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0 {
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Ok(stat.f_blocks as u64 * stat.f_frsize as u64)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;

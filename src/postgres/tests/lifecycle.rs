@@ -346,6 +346,7 @@ fn setup_errors_say_what_is_missing() {
     let bad = ReplicationCredentials {
         user: "x; DROP".into(),
         password: Secret::new("p".into()),
+        rewind_password: Secret::new("r".into()),
     };
     let s = settings(dir.path().to_path_buf(), 5432);
     assert!(matches!(

@@ -38,6 +38,8 @@ fn creds() -> ReplicationCredentials {
     ReplicationCredentials {
         user: "pgquorum_replicator".into(),
         password: Secret::new(PASSWORD.into()),
+        // Not the replication one: the rewinds below prove the rewind role has its own.
+        rewind_password: Secret::new(format!("rewind-{PASSWORD}")),
     }
 }
 

@@ -159,6 +159,7 @@ async fn old_primary_that_kept_writing_is_rewound_and_follows_the_new_one() {
         ReplicationCredentials {
             user: "pgquorum_replicator".into(),
             password: Secret::new("not the password".into()),
+            rewind_password: Secret::new("not the password either".into()),
         },
     )
     .unwrap();

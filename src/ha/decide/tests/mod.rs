@@ -469,3 +469,35 @@ fn durations_in_sentences_are_rounded() {
         assert_eq!(super::human(d), want, "{ms} ms");
     }
 }
+
+#[test]
+fn members_whose_slot_was_lost_are_cloned_afresh_unless_paused_or_archived() {
+    let mut o = obs(1);
+    o.members.get_mut(&n(3)).unwrap().pg_addr.clear(); // n3: a witness
+    let lost = [n(2), n(3)];
+    assert_eq!(
+        super::reinit_after_lost_slots(&lost, &o),
+        [n(2)],
+        "witnesses have no data"
+    );
+    let paused = Observation {
+        paused: true,
+        ..o.clone()
+    };
+    assert!(
+        super::reinit_after_lost_slots(&lost, &paused).is_empty(),
+        "paused: no action"
+    );
+    let mut archived = o.clone();
+    (archived.config.postgresql_parameters)
+        .insert("restore_command".into(), "cp /archive/%f %p".into());
+    assert!(
+        super::reinit_after_lost_slots(&lost, &archived).is_empty(),
+        "restore_command: the replica may catch up from the archive"
+    );
+    archived
+        .config
+        .postgresql_parameters
+        .insert("restore_command".into(), " ".into());
+    assert_eq!(super::reinit_after_lost_slots(&lost, &archived), [n(2)]);
+}
