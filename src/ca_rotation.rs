@@ -76,7 +76,7 @@ fn from_record(record: &CaRecord, node_validity: Duration) -> anyhow::Result<Clu
 /// next one during a rotation. `held` (what is in use) saves parsing what has not changed.
 fn wanted(
     state: &ClusterState,
-    initial: ClusterCa,
+    initial: impl FnOnce() -> anyhow::Result<ClusterCa>,
     held: Option<&Authority>,
     node_validity: Duration,
 ) -> anyhow::Result<(ClusterCa, Option<ClusterCa>)> {
@@ -86,7 +86,7 @@ fn wanted(
             Some(ca) => ca,
             None => from_record(record, node_validity)?,
         },
-        None => initial,
+        None => initial()?.with_node_validity(node_validity),
     };
     let next = match &state.ca_rotation {
         Some(rotation) => Some(
@@ -126,13 +126,14 @@ fn write_files(
     Ok(())
 }
 
-/// The member's CAs at start: `initial` (`ca.pem` and `ca.key`) unless the stored state
-/// records a rotation to another, and the next CA of a rotation under way; the files are
-/// brought in line first.
+/// The member's CAs at start: `initial` (it loads `ca.pem` and `ca.key`) unless the stored
+/// state records a rotation to another (then the files are not read, since a crash may have
+/// left them half rewritten), and the next CA of a rotation under way; the files are brought
+/// in line first.
 pub fn open(
     state_dir: &Path,
     state: &ClusterState,
-    initial: ClusterCa,
+    initial: impl FnOnce() -> anyhow::Result<ClusterCa>,
     node_validity: Duration,
 ) -> anyhow::Result<Arc<Authority>> {
     let (current, next) = wanted(state, initial, None, node_validity)?;
@@ -187,8 +188,8 @@ impl Follower {
 
     /// Moves to the CAs `state` asks for, if they are not the ones in use.
     async fn follow(&self, state: &ClusterState) -> anyhow::Result<()> {
-        let initial = self.authority.current();
-        let (current, next) = wanted(state, initial, Some(&self.authority), self.node_validity)?;
+        let in_use = || Ok(self.authority.current());
+        let (current, next) = wanted(state, in_use, Some(&self.authority), self.node_validity)?;
         let sha = |ca: &ClusterCa| ca.sha256_hex();
         let (current_sha, next_sha) = (sha(&current), next.as_ref().map(sha));
         let held = (
@@ -311,4 +312,89 @@ pub async fn finish(handle: &RaftHandle) -> anyhow::Result<String> {
     committed(handle.propose(end).await, "finishing the CA rotation")?;
     tracing::info!(ca_sha256 = %sha256, "CA rotation finished: the old CA is trusted no more");
     Ok(sha256)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cluster::CaRotation;
+
+    const CLUSTER: &str = "c1";
+
+    fn files(dir: &Path) -> (String, String, Option<String>) {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        (
+            read("ca.pem").unwrap_or_default(),
+            read("ca.key").unwrap_or_default(),
+            read(NEXT_CA_FILE),
+        )
+    }
+
+    fn save(dir: &Path, ca: &ClusterCa) {
+        write_atomic(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644).unwrap();
+        write_atomic(&dir.join("ca.key"), ca.key_pem().expose().as_bytes(), 0o600).unwrap();
+    }
+
+    fn from_files(dir: &Path) -> impl FnOnce() -> anyhow::Result<ClusterCa> + '_ {
+        move || {
+            let (cert, key, _) = files(dir);
+            Ok(ClusterCa::from_pem(cert, crate::secret::Secret::new(key))?)
+        }
+    }
+
+    #[test]
+    fn the_state_not_the_files_says_which_ca_is_in_use_at_start() {
+        let day = Duration::from_secs(86_400);
+        let old = ClusterCa::generate(CLUSTER).unwrap();
+        let new = old.successor(CLUSTER).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        save(dir, &old);
+
+        // No rotation: the files' CA, and nothing rewritten.
+        let state = ClusterState::default();
+        let authority = open(dir, &state, from_files(dir), day).unwrap();
+        assert_eq!(authority.current().sha256_hex(), old.sha256_hex());
+        assert_eq!(files(dir).2, None);
+
+        // A rotation under way: both trusted, the next CA's certificate beside ca.pem.
+        let rotating = ClusterState {
+            ca_rotation: Some(CaRotation {
+                next: record_of(&new),
+                moved: Default::default(),
+            }),
+            ..Default::default()
+        };
+        let authority = open(dir, &rotating, from_files(dir), day).unwrap();
+        assert_eq!(authority.node_issuer().sha256_hex(), new.sha256_hex());
+        assert_eq!(authority.bundle().matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(files(dir).2.as_deref(), Some(new.cert_pem()));
+        assert_eq!(
+            trusted_pem_in(dir)
+                .unwrap()
+                .matches("BEGIN CERTIFICATE")
+                .count(),
+            2
+        );
+
+        // Finished, and a crash left the new key beside the old certificate: the files are
+        // not even read (they no longer make a CA) but rewritten from the state.
+        std::fs::write(dir.join("ca.key"), new.key_pem().expose()).unwrap();
+        let finished = ClusterState {
+            ca: Some(record_of(&new)),
+            ..Default::default()
+        };
+        let unread = || -> anyhow::Result<ClusterCa> { panic!("the files were read") };
+        let authority = open(dir, &finished, unread, day).unwrap();
+        assert_eq!(authority.current().sha256_hex(), new.sha256_hex());
+        assert_eq!(authority.bundle().matches("BEGIN CERTIFICATE").count(), 1);
+        let (cert, key, next) = files(dir);
+        assert_eq!(
+            (cert.as_str(), key.as_str(), next),
+            (new.cert_pem(), new.key_pem().expose().as_str(), None)
+        );
+        ClusterCa::from_pem(cert, crate::secret::Secret::new(key)).expect("a matching pair again");
+    }
 }

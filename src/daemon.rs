@@ -69,15 +69,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .context("recovering an interrupted certificate rotation")?;
     let identity = tls::NodeIdentity::load(state.path())
         .with_context(|| format!("loading certificates from {}", state.path().display()))?;
-    let initial_ca =
-        tls::ClusterCa::from_pem(identity.ca_pem().to_string(), state.load_secret("ca.key")?)
-            .context("loading the cluster CA")?
-            .with_node_validity(config.node_cert_lifetime);
     // The stored cluster state says which CAs are in use (after a CA rotation, not the
-    // files'), so it is read before any certificate is issued.
+    // files', which are only read when the state names none), so it is read before any
+    // certificate is issued.
     let db = raft::store::open_db(&state.raft_dir())?;
     let log_store = LogStore::open(&db)?.with_failpoints(crate::failpoint::dir(&config.state_dir));
     let (state_machine, view) = StateMachine::open(&db)?;
+    let initial_ca = || {
+        tls::ClusterCa::from_pem(identity.ca_pem().to_string(), state.load_secret("ca.key")?)
+            .context("loading the cluster CA")
+    };
     let authority = crate::ca_rotation::open(
         state.path(),
         &view.borrow().state,
