@@ -114,6 +114,14 @@ fn ca_rotate_moves_the_cluster_to_a_new_ca_while_a_client_writes_with_no_failove
     );
     let bundle_file = dir.path().join("bundle.pem");
     std::fs::write(&bundle_file, &bundle).unwrap();
+    let listed = cluster.node(1).cli(&["list"]);
+    assert!(
+        listed
+            .stdout_text()
+            .contains("CA rotation under way: every member has moved"),
+        "`list` shows the rotation: {}",
+        listed.stdout_text()
+    );
     let refused = cluster.node(1).cli(&["token", "create"]);
     assert!(
         !refused.status.success() && refused.stderr_text().contains("CA rotation"),

@@ -202,6 +202,9 @@ pub struct ClusterReport {
     /// The VIP configured on the answering member (`address/prefix`), if any.
     #[serde(default)]
     pub vip: Option<String>,
+    /// During a CA rotation (`pgquorum ca rotate`), the members still to move to the new CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation_waiting: Option<Vec<String>>,
     pub members: Vec<MemberReport>,
 }
 
@@ -316,6 +319,8 @@ pub(super) async fn cluster(State(state): State<AppState>) -> Json<ClusterReport
         paused: view.state.paused,
         switchover: view.state.switchover.clone(),
         vip: state.vip.clone(),
+        ca_rotation_waiting: (view.state.ca_rotation.as_ref())
+            .map(|_| crate::ca_rotation::status(&state.authority, &view.state).waiting),
         members,
     })
 }

@@ -205,6 +205,19 @@ fn render_cluster_table(report: &ClusterReport) -> String {
             .map_or("the best replica".to_string(), |id| format!("node {id}"));
         out += &format!("\n Switchover pending: node {} to {to}", switchover.from);
     }
+    match report.ca_rotation_waiting.as_deref() {
+        None => {}
+        Some([]) => {
+            out += "\n CA rotation under way: every member has moved to the new CA; give \
+                    clients `pgquorum ca export`, then `pgquorum ca rotate --finish`"
+        }
+        Some(waiting) => {
+            out += &format!(
+                "\n CA rotation under way: still to move to the new CA: {}",
+                waiting.join(", ")
+            )
+        }
+    }
     out
 }
 
@@ -333,8 +346,24 @@ mod tests {
             paused: false,
             switchover: None,
             vip: None,
+            ca_rotation_waiting: None,
             members,
         }
+    }
+
+    #[test]
+    fn a_ca_rotation_under_way_is_shown_with_who_has_still_to_move() {
+        let mut r = report(Vec::new());
+        assert!(!render_cluster_table(&r).contains("CA rotation"));
+        r.ca_rotation_waiting = Some(vec!["n2".into(), "n3".into()]);
+        let text = render_cluster_table(&r);
+        assert!(
+            text.contains("CA rotation under way: still to move to the new CA: n2, n3"),
+            "{text}"
+        );
+        r.ca_rotation_waiting = Some(Vec::new());
+        let text = render_cluster_table(&r);
+        assert!(text.contains("`pgquorum ca rotate --finish`"), "{text}");
     }
 
     #[test]
