@@ -174,8 +174,9 @@ impl Follower {
                             retry_in = ?MOVE_RETRY,
                             "CA rotation: moving this member's certificate to the new CA"
                         );
-                        retry_at = Instant::now() + MOVE_RETRY;
                     }
+                    // After a success too: this view may not show the move yet.
+                    retry_at = Instant::now() + MOVE_RETRY;
                 }
             }
             tokio::select! {
