@@ -191,15 +191,10 @@ impl Follower {
     async fn follow(&self, state: &ClusterState) -> anyhow::Result<()> {
         let in_use = || Ok(self.authority.current());
         let (current, next) = wanted(state, in_use, Some(&self.authority), self.node_validity)?;
-        let sha = |ca: &ClusterCa| ca.sha256_hex();
-        let (current_sha, next_sha) = (sha(&current), next.as_ref().map(sha));
-        let held = (
-            sha(&self.authority.current()),
-            self.authority.next().as_ref().map(sha),
-        );
-        if held == (current_sha.clone(), next_sha.clone()) {
+        if self.authority.holds(&current, next.as_ref()) {
             return Ok(());
         }
+        let (current_sha, next_sha) = (current.sha256_hex(), next.as_ref().map(|c| c.sha256_hex()));
         write_files(&self.state_dir, &current, next.as_ref())?;
         self.authority.set(current, next)?;
         // The node certificate goes out with the CAs trusted now, so that a joiner finds
@@ -255,16 +250,13 @@ pub struct Status {
 
 /// The rotation's progress as `state` records it and this member's authority holds it.
 pub fn status(authority: &Authority, state: &ClusterState) -> Status {
-    let names = |ids: &mut dyn Iterator<Item = NodeId>| -> Vec<String> {
-        ids.map(|id| state.member(id).map_or(id.to_string(), |m| m.name.clone()))
-            .collect()
-    };
     let rotation = state.ca_rotation.as_ref();
+    let names = |ids: Vec<NodeId>| ids.into_iter().map(|id| state.name_of(id)).collect();
     Status {
         ca_sha256: authority.current().sha256_hex(),
         next_ca_sha256: rotation.map(|r| r.next.sha256.clone()),
-        moved: rotation.map_or_else(Vec::new, |r| names(&mut r.moved.iter().copied())),
-        waiting: rotation.map_or_else(Vec::new, |r| names(&mut r.waiting(state).into_iter())),
+        moved: rotation.map_or_else(Vec::new, |r| names(r.moved.iter().copied().collect())),
+        waiting: rotation.map_or_else(Vec::new, |r| names(r.waiting(state))),
     }
 }
 
@@ -296,7 +288,7 @@ pub async fn finish(handle: &RaftHandle) -> anyhow::Result<String> {
         anyhow!("no CA rotation is under way; start one with `pgquorum ca rotate`")
     })?;
     let waiting: Vec<String> = (rotation.waiting(&state).into_iter())
-        .map(|id| state.member(id).map_or(id.to_string(), |m| m.name.clone()))
+        .map(|id| state.name_of(id))
         .collect();
     if !waiting.is_empty() {
         bail!(

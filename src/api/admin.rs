@@ -116,9 +116,7 @@ fn failover(
             .get(&lease.holder)
             .is_some_and(PgStatus::is_writable)
         {
-            let holder = cluster
-                .member(lease.holder)
-                .map_or(lease.holder.to_string(), |m| m.name.clone());
+            let holder = cluster.name_of(lease.holder);
             return Err(ApiError::conflict(format!(
                 "{holder} is a healthy primary (lease epoch {}); a failover is for a cluster \
                  without one: use `pgquorum switchover --candidate {name}`",

@@ -25,10 +25,7 @@ pub fn rows(state: &ClusterState) -> Vec<Value> {
         .iter()
         .map(|s| {
             let at = UNIX_EPOCH + Duration::from_millis(s.at_unix_ms);
-            let leader = state
-                .members
-                .get(&s.new_primary)
-                .map_or_else(|| s.new_primary.to_string(), |m| m.name.clone());
+            let leader = state.name_of(s.new_primary);
             json!([
                 s.timeline,
                 s.lsn.0,

@@ -125,6 +125,12 @@ impl ClusterState {
         self.members.get(&id)
     }
 
+    /// The name of member `id`, or its id for one that has been removed, for messages.
+    pub fn name_of(&self, id: NodeId) -> String {
+        self.member(id)
+            .map_or_else(|| id.to_string(), |m| m.name.clone())
+    }
+
     /// The current member with this name (names are unique among current members).
     pub fn member_by_name(&self, name: &str) -> Option<&Member> {
         self.members.values().find(|m| m.name == name)

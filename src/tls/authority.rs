@@ -26,6 +26,11 @@ struct Cas {
 }
 
 impl Cas {
+    fn same(&self, current: &ClusterCa, next: Option<&ClusterCa>) -> bool {
+        let sha = |ca: Option<&ClusterCa>| ca.map(ClusterCa::sha256_hex);
+        sha(Some(&self.current)) == sha(Some(current)) && sha(self.next.as_ref()) == sha(next)
+    }
+
     /// The certificates of both CAs, PEM: what is trusted.
     fn bundle(&self) -> String {
         let mut pem = self.current.cert_pem().trim_end().to_string();
@@ -52,17 +57,19 @@ impl Authority {
     /// Moves to `current` and `next`; false (and nothing done) if they are the ones in use.
     pub fn set(&self, current: ClusterCa, next: Option<ClusterCa>) -> Result<bool, Error> {
         let cas = Cas { current, next };
-        let sha = |cas: &Cas| {
-            let next = cas.next.as_ref().map(ClusterCa::sha256_hex);
-            (cas.current.sha256_hex(), next)
-        };
         let mut held = self.cas.write().unwrap_or_else(|e| e.into_inner());
-        if sha(&held) == sha(&cas) {
+        if held.same(&cas.current, cas.next.as_ref()) {
             return Ok(false);
         }
         self.trust.replace(&cas.bundle())?;
         *held = cas;
         Ok(true)
+    }
+
+    /// Whether `current` and `next` are the CAs in use (by their certificates' hashes).
+    pub fn holds(&self, current: &ClusterCa, next: Option<&ClusterCa>) -> bool {
+        let cas = self.cas.read().unwrap_or_else(|e| e.into_inner());
+        cas.same(current, next)
     }
 
     fn read(&self) -> Cas {
