@@ -4,7 +4,8 @@
 # and client (the supervisor manages a real PostgreSQL; tests run it), iproute2 (`ip`:
 # the partition tests make hosts out of network namespaces), nftables (`nft`: the fault
 # campaign's one-way partitions and the three-region relays' NAT rules) and HAProxy (its
-# check-ssl health checks of the REST API are tested against a real one).
+# check-ssl health checks of the REST API are tested against a real one) and pgBackRest
+# (backups, WAL archiving and restores are tested with the real one).
 set -euo pipefail
 
 need_apt=()
@@ -15,6 +16,7 @@ ls /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1 || need_apt+=(postgresql-clien
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+[ -x /usr/bin/pgbackrest ] || need_apt+=(pgbackrest)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   sudo_cmd=""

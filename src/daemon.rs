@@ -20,16 +20,15 @@ use tokio_util::task::TaskTracker;
 
 mod certs;
 mod member;
+mod pg;
 
 use crate::api;
 use crate::cluster::{Command, CommandResult, Member};
 use crate::config::NodeConfig;
-use crate::config::PostgresqlConfig;
 use crate::ha;
 use crate::identity::{NodeRecord, StateDir, REPLICATION_PASSWORD_FILE, REWIND_PASSWORD_FILE};
 use crate::lease::LeaseClock;
 use crate::peers::{self, StatusService};
-use crate::postgres::{self, Postgres};
 use crate::raft::service::ClusterSecrets;
 use crate::raft::{
     self, LogStore, MembershipRole, NetworkFactory, Peers, RaftHandle, RaftNode, StateMachine,
@@ -94,7 +93,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     };
     // Checked before any port is bound: a missing PostgreSQL is a config problem.
     let postgres = match &config.postgresql {
-        Some(pg) => Some(Arc::new(postgres_for(
+        Some(pg) => Some(Arc::new(pg::postgres_for(
             &config,
             pg,
             &state,
@@ -104,7 +103,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         None => None,
     };
     if let Some(pg) = &postgres {
-        warn_of_exposed_secrets(pg, &state);
+        pg::warn_of_exposed_secrets(pg, &state);
     }
     // The service certificates, fresh at every start (their names follow the config) and
     // renewed while this process runs (`certs::renew`).
@@ -272,6 +271,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .unwrap_or_default();
     let vip_for_api = vip.clone();
     let ha_task = postgres.map(|postgres| {
+        let agent = crate::backup::Agent {
+            me: crate::cluster::NodeId(handle.id()),
+            handle: handle.clone(),
+            postgres: postgres.clone(),
+            local: local_status.subscribe(),
+        };
+        tasks.spawn(agent.run(serve_shutdown.clone()));
         let deps = ha::Deps {
             handle: handle.clone(),
             postgres,
@@ -524,30 +530,6 @@ async fn bootstrap(
     }
 }
 
-/// Says so when PostgreSQL's OS user can read one of the daemon's secrets: a superuser role
-/// could then read it with `pg_read_file` or `COPY ... TO PROGRAM`.
-fn warn_of_exposed_secrets(pg: &Postgres, state: &StateDir) {
-    match pg.os_uid() {
-        None => tracing::warn!(
-            state_dir = %state.path().display(),
-            "PostgreSQL runs as the daemon's own OS user, so any PostgreSQL superuser can read \
-             this member's secrets (CA key, node key, admin token); run the daemon as a user of \
-             its own with the capabilities to switch (the packaged unit runs it as pgquorum) or \
-             as root"
-        ),
-        Some(uid) => {
-            for path in state.exposed_secrets(uid) {
-                tracing::warn!(
-                    path = %path.display(),
-                    "PostgreSQL's OS user can read this secret; make it 0600 and the daemon's \
-                     user's (chown, chmod), or restart the daemon under the packaged unit, which \
-                     does it"
-                );
-            }
-        }
-    }
-}
-
 /// `host:port` of this member's PostgreSQL for the others, or empty for a witness.
 pub fn pg_advertise(config: &NodeConfig) -> String {
     config
@@ -555,36 +537,6 @@ pub fn pg_advertise(config: &NodeConfig) -> String {
         .as_ref()
         .map(|pg| pg.advertise.clone())
         .unwrap_or_default()
-}
-
-/// The supervised PostgreSQL of this member.
-fn postgres_for(
-    config: &NodeConfig,
-    pg: &PostgresqlConfig,
-    state: &StateDir,
-    replication_password: &Secret<String>,
-    rewind_password: &Secret<String>,
-) -> anyhow::Result<Postgres> {
-    let settings = postgres::Settings {
-        bin_dir: pg.bin_dir.clone(),
-        data_dir: pg.data_dir.clone(),
-        listen_host: pg.listen.ip().to_string(),
-        port: pg.listen.port(),
-        socket_dir: state.path().join("run"),
-        os_user: pg.os_user.clone(),
-        passfile: state.path().join("pgpass"),
-        log_file: state.path().join("postgresql.log"),
-        tls: pg
-            .tls
-            .then(|| postgres::TlsFiles::in_dir(&state.path().join("pgtls"))),
-    };
-    let creds = postgres::ReplicationCredentials {
-        user: "pgquorum_replicator".into(),
-        password: replication_password.clone(),
-        rewind_password: rewind_password.clone(),
-    };
-    Postgres::new(settings, creds)
-        .with_context(|| format!("[postgresql] in {}", config.path.display()))
 }
 
 /// A fresh admin token for this node's REST API.

@@ -14,6 +14,7 @@
 
 pub mod accept;
 pub mod api;
+pub mod backup;
 pub mod ca_rotation;
 pub mod cli;
 pub mod cluster;

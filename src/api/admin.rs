@@ -413,8 +413,21 @@ pub(super) async fn patch_config(
     Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let config = merged_config(&committed(&state).state.config, patch)?;
+    let current = committed(&state).state.config.clone();
+    let config = merged_config(&current, patch)?;
+    check_backup(&current, &config)?;
     propose(&state, Command::SetConfig { config }).await
+}
+
+/// A new or changed `[backup]` is tried here first: pgbackrest must be installed and a
+/// directory repository must exist on this member, else nothing is proposed.
+fn check_backup(current: &DynamicConfig, new: &DynamicConfig) -> Result<(), ApiError> {
+    match &new.backup {
+        Some(backup) if current.backup.as_ref() != Some(backup) => (backup.validate())
+            .and_then(|()| crate::backup::precheck(backup))
+            .map_err(ApiError::bad_request),
+        _ => Ok(()),
+    }
 }
 
 /// `PUT /config` (admin): replaces the whole dynamic configuration (what `config edit`
@@ -424,6 +437,8 @@ pub(super) async fn replace_config(
     headers: HeaderMap,
     Json(config): Json<DynamicConfig>,
 ) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    check_backup(&committed(&state).state.config, &config)?;
     propose_as_admin(&state, &headers, Command::SetConfig { config }).await
 }
 

@@ -265,11 +265,13 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
                     error: anyhow::anyhow!("{pair:?} is not key=value, e.g. ttl=3s"),
                 })?;
                 let key = key.trim();
-                // PostgreSQL parameters are strings as written; other values are JSON when
-                // they parse (numbers, true/false), strings otherwise.
+                // PostgreSQL parameters are strings as written; other values (backup.*
+                // too) are JSON when they parse (numbers, true/false), strings otherwise.
                 let value = match key.split_once('.') {
-                    Some(_) => serde_json::Value::String(value.to_string()),
-                    None => serde_json::from_str(value)
+                    Some(("postgresql_parameters", _)) => {
+                        serde_json::Value::String(value.to_string())
+                    }
+                    _ => serde_json::from_str(value)
                         .unwrap_or_else(|_| serde_json::Value::String(value.to_string())),
                 };
                 match key.split_once('.') {

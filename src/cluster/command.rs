@@ -19,7 +19,8 @@ use super::sync::SyncRule;
 /// - 3: [`Command::SetConfig`] with `pg_hba` rules (older binaries refuse the field).
 /// - 4: [`Command::BeginKeyRotation`] and [`Command::EndKeyRotation`].
 /// - 5: [`Command::BeginCaRotation`], [`Command::CaMoved`], [`Command::FinishCaRotation`].
-pub const COMMAND_LEVEL: u32 = 5;
+/// - 6: [`Command::SetConfig`] with `backup` (older binaries refuse the field).
+pub const COMMAND_LEVEL: u32 = 6;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
@@ -176,6 +177,7 @@ impl Command {
         match self {
             Command::PinKey { .. } => 1,
             Command::RevokeToken { .. } => 2,
+            Command::SetConfig { config } if config.backup.is_some() => 6,
             Command::SetConfig { config } if !config.pg_hba.is_empty() => 3,
             Command::BeginKeyRotation { .. } | Command::EndKeyRotation { .. } => 4,
             Command::BeginCaRotation { .. }

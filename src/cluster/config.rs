@@ -8,6 +8,8 @@ use std::time::Duration;
 use humantime_serde::re::humantime::format_duration;
 use serde::{Deserialize, Serialize};
 
+use super::backup::{BackupConfig, BACKUP_PARAMETERS};
+
 /// How the supervisor manages `synchronous_standby_names`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +69,10 @@ pub struct DynamicConfig {
     /// whose 300 s default is what users complain about).
     #[serde(with = "humantime_serde")]
     pub primary_start_timeout: Duration,
+    /// Backups, WAL archiving and restores with pgBackRest (`None`: no repository; WAL is
+    /// not archived).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupConfig>,
 }
 
 impl Default for DynamicConfig {
@@ -84,6 +90,7 @@ impl Default for DynamicConfig {
             pg_hba: Vec::new(),
             remove_data_directory_on_rewind_failure: false,
             primary_start_timeout: Duration::from_secs(5),
+            backup: None,
         }
     }
 }
@@ -225,6 +232,17 @@ impl DynamicConfig {
         }
         for rule in &self.pg_hba {
             check_hba_rule(rule)?;
+        }
+        if let Some(backup) = &self.backup {
+            backup.validate()?;
+            if let Some(name) = (self.postgresql_parameters.keys())
+                .find(|name| BACKUP_PARAMETERS.contains(&name.as_str()))
+            {
+                return Err(format!(
+                    "postgresql_parameters key {name:?} is set by pgquorum while [backup] is \
+                     configured (archiving to the pgBackRest repository); remove it"
+                ));
+            }
         }
         for (name, value) in &self.postgresql_parameters {
             if INCLUDE_DIRECTIVES.contains(&name.as_str()) {

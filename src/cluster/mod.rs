@@ -15,6 +15,7 @@
 //! that apply the same log hold byte-identical states.
 
 mod apply;
+mod backup;
 mod ca;
 mod command;
 mod config;
@@ -26,6 +27,7 @@ mod state;
 mod sync;
 
 pub use apply::apply;
+pub use backup::{BackupConfig, RepoType};
 pub use ca::{CaRecord, CaRotation};
 pub use command::{Command, CommandResult, Rejection, COMMAND_LEVEL};
 pub use config::{DynamicConfig, SynchronousMode};

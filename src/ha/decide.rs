@@ -418,11 +418,12 @@ fn human(d: Duration) -> String {
 }
 
 /// Of the members whose slot PostgreSQL invalidated (`lost`), those to clone afresh: every
-/// one, unless the cluster is paused (no automatic action) or `restore_command` is set (a
-/// replica may then catch up from the archive instead).
+/// one, unless the cluster is paused (no automatic action) or a `restore_command` is set,
+/// the operator's or `[backup]`'s (a replica may then catch up from the archive instead).
 pub(crate) fn reinit_after_lost_slots(lost: &[NodeId], obs: &Observation) -> Vec<NodeId> {
     let restore = (obs.config.postgresql_parameters.get("restore_command"))
-        .is_some_and(|c| !c.trim().is_empty());
+        .is_some_and(|c| !c.trim().is_empty())
+        || obs.config.backup.is_some();
     if obs.paused || restore {
         return Vec::new();
     }

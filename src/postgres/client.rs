@@ -387,7 +387,7 @@ pub struct Standby {
 }
 
 /// Awaits a query, naming what it was for in the error.
-async fn sql<T>(
+pub(super) async fn sql<T>(
     action: &str,
     query: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, Error> {

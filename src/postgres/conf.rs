@@ -47,6 +47,16 @@ pub struct Inputs<'a> {
     /// The size of the filesystem that holds `pg_wal`, when known: it sets the default
     /// `max_slot_wal_keep_size` ([`slot_wal_keep_mb`]).
     pub wal_filesystem_bytes: Option<u64>,
+    /// The commands that archive WAL to the cluster's pgBackRest repository and fetch it
+    /// back, when `[backup]` is configured.
+    pub archiving: Option<&'a Archiving>,
+}
+
+/// `archive_command` and `restore_command` for the cluster's repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archiving {
+    pub archive_command: String,
+    pub restore_command: String,
 }
 
 /// The default `max_slot_wal_keep_size`, in MB: a quarter of the filesystem that holds
@@ -109,6 +119,20 @@ pub fn settings(inputs: &Inputs, role: &Role) -> Vec<(&'static str, String)> {
         s.push(("wal_keep_segments", "8".into()));
     }
     s.push(("hot_standby_feedback", "on".into()));
+    // The primary archives. On always, so that configuring [backup] later is a reload, not
+    // a restart; without it the command archives nothing and WAL is recycled as with
+    // archiving off. Not 'always': pgBackRest refuses a standby's copies of segments (they
+    // may differ from the primary's in bytes past the last record); what a failed primary
+    // had not archived, the member promoted after it pushes from its own pg_wal
+    // (`crate::backup`).
+    s.push(("archive_mode", quote("on")));
+    match inputs.archiving {
+        Some(archiving) => {
+            s.push(("archive_command", quote(&archiving.archive_command)));
+            s.push(("restore_command", quote(&archiving.restore_command)));
+        }
+        None => s.push(("archive_command", quote(":"))),
+    }
     // A standby whose upstream went away retries after this long (PostgreSQL's default is
     // 5 s). A primary restarted in place is back within a second or two; with the default its
     // replicas stayed disconnected for 5 s more, and in async mode everything acknowledged in
@@ -269,7 +293,10 @@ pub fn classify(
 ) -> ConfigChange {
     let default = |name: &str| -> Option<&str> {
         match name {
-            "primary_conninfo" | "primary_slot_name" | "synchronous_standby_names" => Some("''"),
+            "primary_conninfo"
+            | "primary_slot_name"
+            | "synchronous_standby_names"
+            | "restore_command" => Some("''"),
             "recovery_target_timeline" => Some("'latest'"),
             _ => None,
         }
@@ -304,7 +331,10 @@ fn reloads(name: &str, version: u32) -> bool {
         | "wal_retrieve_retry_interval"
         | "wal_sender_timeout"
         | "wal_receiver_timeout"
-        | "synchronous_standby_names" => true,
+        | "synchronous_standby_names"
+        | "archive_command" => true,
+        // PostgreSQL 14 made it reloadable.
+        "restore_command" => version >= 14,
         // Reloadable since PostgreSQL 10, older than any pgquorum supports.
         "ssl" | "ssl_cert_file" | "ssl_key_file" | "ssl_ca_file" => true,
         // PostgreSQL 13 made these reloadable (the WAL receiver restarts on its own).

@@ -21,6 +21,7 @@
 //! must not leave a writable primary behind that a failover would duplicate. Dropping a
 //! [`Postgres`] whose postmaster is still running has the same effect.
 
+mod backrest;
 mod binaries;
 mod bootstrap;
 mod client;
@@ -41,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use backrest::{backrest_bin, render_conf as render_backrest_conf, Backrest};
 pub use client::Standby;
 pub use conf::{ConfigChange, REWIND_USER};
 pub use rewind::RewindOutcome;
@@ -76,6 +78,8 @@ pub struct Settings {
     pub log_file: PathBuf,
     /// TLS from the cluster CA for PostgreSQL's own traffic, `None` for plain TCP.
     pub tls: Option<TlsFiles>,
+    /// pgBackRest's configuration, spool, logs and locks (see `backrest.rs`).
+    pub backrest_dir: PathBuf,
 }
 
 /// The role replicas (and `pg_basebackup`) authenticate as.
@@ -214,6 +218,10 @@ pub enum Error {
     },
     #[error("cannot rewind {}: it was not shut down cleanly while in recovery (cluster state {state:?}), and pg_rewind cannot finish a standby's recovery itself; start it as a replica until it accepts connections, stop it with a fast shutdown, then rewind. Nothing was changed", data_dir.display())]
     RecoveryUnfinished { data_dir: PathBuf, state: String },
+    #[error("pgbackrest is not installed on this member: install it (apt-get install pgbackrest, or dnf install pgbackrest) on every member before configuring [backup]")]
+    BackrestNotFound,
+    #[error("the cluster has no [backup] configured; set one with `pgquorum config set backup.repo_path=<directory every member mounts>`")]
+    NoBackup,
 }
 
 fn describe(state: &DataDir) -> String {
@@ -255,6 +263,8 @@ pub struct Postgres {
     parameters: Mutex<BTreeMap<String, String>>,
     /// The operator's `pg_hba` rules from the dynamic configuration (empty: the defaults).
     hba_rules: Mutex<Vec<String>>,
+    /// The cluster's pgBackRest repository, from `[backup]`.
+    backrest: Mutex<Option<Backrest>>,
     /// The connection [`Postgres::status`] reuses from cycle to cycle: a new connection is a
     /// new backend, and starting one took up to a second on a saturated host (measured),
     /// while a query on an open one is answered at once.
@@ -328,6 +338,7 @@ impl Postgres {
             lifecycle: tokio::sync::Mutex::new(()),
             parameters: Mutex::new(BTreeMap::new()),
             hba_rules: Mutex::new(Vec::new()),
+            backrest: Mutex::new(None),
             status_client: tokio::sync::Mutex::new(None),
         };
         let passfile = conf::passfile(
@@ -396,6 +407,7 @@ impl Postgres {
             change = ConfigChange::Restart;
         }
 
+        let archiving = self.write_backrest(dir)?;
         let tls_paths = self.settings.tls.as_ref().map(|t| {
             (
                 t.cert.to_string_lossy().into_owned(),
@@ -416,6 +428,7 @@ impl Postgres {
                 ca: a,
             }),
             wal_filesystem_bytes: process::filesystem_bytes(&dir.join("pg_wal")).ok(),
+            archiving: archiving.as_ref(),
         };
         let parameters = self
             .parameters

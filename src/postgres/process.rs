@@ -204,7 +204,12 @@ impl Postgres {
     /// daemon's, in `/`, with the PG* variables that could redirect it removed, `LC_ALL`
     /// set, and `HOME` set to the OS user's home.
     pub(super) fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin.tool(program));
+        self.command_at(&self.bin.tool(program))
+    }
+
+    /// [`command`](Self::command) for the executable at `path`.
+    pub(super) fn command_at(&self, path: &Path) -> Command {
+        let mut cmd = Command::new(path);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
                 cmd.env_remove(&key);

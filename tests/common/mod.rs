@@ -2,6 +2,7 @@
 //! Each test file uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod backup;
 pub mod cluster;
 pub mod haproxy;
 pub mod http;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 
 mod admin;
+mod backup;
 mod ca;
 mod lease;
 mod members;

@@ -39,6 +39,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// in a clean stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What [`Executor::apply_parameters`] applied from the dynamic configuration.
+type Applied = (
+    std::collections::BTreeMap<String, String>,
+    Vec<String>,
+    Option<crate::cluster::BackupConfig>,
+);
+
 pub struct Executor {
     me: NodeId,
     handle: RaftHandle,
@@ -48,8 +55,8 @@ pub struct Executor {
     /// The slots last made to exist on our primary, and when: made again when membership
     /// changes, checked for invalidated ones every [`primary::SLOT_CHECK`].
     slots: Option<(BTreeSet<String>, Instant)>,
-    /// The `postgresql_parameters` and `pg_hba` rules last applied.
-    applied_parameters: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
+    /// The `postgresql_parameters`, `pg_hba` rules and `[backup]` last applied.
+    applied_parameters: Option<Applied>,
     /// `[hooks]` and this member's name, which hooks are told.
     hooks: crate::hooks::HooksConfig,
     name: String,

@@ -313,9 +313,11 @@ impl Executor {
         let wanted = (
             obs.config.postgresql_parameters.clone(),
             obs.config.pg_hba.clone(),
+            obs.config.backup.clone(),
         );
         self.postgres.set_parameters(&wanted.0);
         self.postgres.set_hba_rules(&wanted.1);
+        (self.postgres).set_backrest(wanted.2.as_ref().map(crate::backup::backrest_of));
         if self.applied_parameters.as_ref() == Some(&wanted) || !obs.pg.running {
             return;
         }
@@ -342,7 +344,7 @@ impl Executor {
         };
         match result {
             Ok(()) => {
-                tracing::info!(parameters = ?wanted.0, pg_hba = ?wanted.1, "applied PostgreSQL parameters");
+                tracing::info!(parameters = ?wanted.0, pg_hba = ?wanted.1, backup = ?wanted.2, "applied PostgreSQL parameters");
                 self.applied_parameters = Some(wanted);
             }
             Err(e) => tracing::warn!(error = %e, "applying PostgreSQL parameters; retrying"),

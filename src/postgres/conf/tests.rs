@@ -14,6 +14,7 @@ fn inputs(version: u32) -> Inputs<'static> {
         version,
         tls: None,
         wal_filesystem_bytes: Some(100 << 30),
+        archiving: None,
     }
 }
 
@@ -430,4 +431,45 @@ fn user_parameters_follow_our_settings_quoted() {
     assert!(text.contains("work_mem = '64MB'\n"), "{text}");
     assert!(text.contains("search_path = 'a, ''b'''\n"), "{text}");
     assert!(text.find("work_mem").unwrap() > text.find("wal_level").unwrap());
+}
+
+#[test]
+fn archiving_is_on_and_without_a_repository_the_command_archives_nothing() {
+    let primary = Role::Primary {
+        synchronous_standby_names: None,
+    };
+    let plain = parse(&render(&inputs(15), &primary, &BTreeMap::new()));
+    assert_eq!(plain["archive_mode"], "'on'");
+    assert_eq!(plain["archive_command"], "':'");
+    assert!(!plain.contains_key("restore_command"));
+
+    let archiving = Archiving {
+        archive_command: "/usr/bin/pgbackrest --stanza=s archive-push \"%p\"".into(),
+        restore_command: "/usr/bin/pgbackrest --stanza=s archive-get %f \"%p\"".into(),
+    };
+    let with = Inputs {
+        archiving: Some(&archiving),
+        ..inputs(15)
+    };
+    let up = upstream("10.0.0.1");
+    let replica = parse(&render(
+        &with,
+        &Role::Replica {
+            upstream: Some(&up),
+        },
+        &BTreeMap::new(),
+    ));
+    assert_eq!(
+        replica["archive_command"],
+        "'/usr/bin/pgbackrest --stanza=s archive-push \"%p\"'"
+    );
+    assert!(replica["restore_command"].contains("archive-get %f"));
+    let backed = parse(&render(&with, &primary, &BTreeMap::new()));
+    assert_eq!(
+        classify(&plain, &backed, 15),
+        ConfigChange::Reload,
+        "configuring [backup] is a reload from PostgreSQL 14 on"
+    );
+    assert_eq!(classify(&plain, &backed, 13), ConfigChange::Restart);
+    assert_eq!(classify(&backed, &plain, 15), ConfigChange::Reload);
 }

@@ -134,6 +134,7 @@ fn settings(dir: PathBuf, port: u16) -> Settings {
         passfile: dir.join("pgpass"),
         log_file: dir.join("postgres.log"),
         tls: None,
+        backrest_dir: dir.join("pgbackrest"),
     }
 }
 

@@ -500,4 +500,13 @@ fn members_whose_slot_was_lost_are_cloned_afresh_unless_paused_or_archived() {
         .postgresql_parameters
         .insert("restore_command".into(), " ".into());
     assert_eq!(super::reinit_after_lost_slots(&lost, &archived), [n(2)]);
+    let mut backed_up = o.clone();
+    backed_up.config.backup = Some(crate::cluster::BackupConfig {
+        repo_path: "/mnt/b".into(),
+        ..Default::default()
+    });
+    assert!(
+        super::reinit_after_lost_slots(&lost, &backed_up).is_empty(),
+        "[backup]: the replica catches up from the pgBackRest repository"
+    );
 }

@@ -1,0 +1,142 @@
+//! The per-member backup task. It never touches the HA loop's work: it only runs
+//! `pgbackrest` beside it, and only where the cluster state and the local status say so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{BackupConfig, NodeId};
+use crate::peers::LocalStatus;
+use crate::postgres::Postgres;
+use crate::raft::RaftHandle;
+
+/// How often the agent looks at the state.
+const TICK: Duration = Duration::from_secs(2);
+/// How long after a failed stanza check it tries again.
+const RETRY: Duration = Duration::from_secs(30);
+
+pub struct Agent {
+    pub me: NodeId,
+    pub handle: RaftHandle,
+    pub postgres: Arc<Postgres>,
+    pub local: watch::Receiver<LocalStatus>,
+}
+
+/// What the agent last made sure of.
+#[derive(Default)]
+struct Done {
+    /// The `[backup]` (and database) for which this member, as primary, created the stanza
+    /// and saw `pgbackrest check` pass.
+    stanza: Option<(BackupConfig, u64)>,
+    /// No stanza attempt before this.
+    retry_at: Option<Instant>,
+    /// The timeline for which this member, promoted, pushed the earlier timelines' segments
+    /// its `pg_wal` still held (see [`Agent::fill_gap`]).
+    filled: Option<u32>,
+}
+
+impl Agent {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut done = Done::default();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.cycle(&mut done).await;
+        }
+    }
+
+    async fn cycle(&self, done: &mut Done) {
+        let (backup, holder, system_id) = {
+            let view = self.handle.view();
+            let view = view.borrow();
+            let state = &view.state;
+            (
+                state.config.backup.clone(),
+                state.lease.map(|l| l.holder),
+                state.database,
+            )
+        };
+        let Some(backup) = backup else {
+            done.stanza = None;
+            return;
+        };
+        let writable = (self.local.borrow().as_ref()).is_some_and(|(s, _)| s.pg.is_writable());
+        let (Some(system_id), true, true) = (system_id, holder == Some(self.me), writable) else {
+            return;
+        };
+        let timeline = (self.local.borrow().as_ref()).map_or(0, |(s, _)| s.pg.timeline);
+        let wanted = (backup, system_id);
+        let waiting = done.retry_at.is_some_and(|at| Instant::now() < at);
+        if done.stanza.as_ref() == Some(&wanted) {
+            if timeline > 1 && done.filled != Some(timeline) && !waiting {
+                match self.fill_gap(timeline).await {
+                    Ok(()) => done.filled = Some(timeline),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "archiving the earlier timelines' segments failed; retrying in 30 s");
+                        done.retry_at = Some(Instant::now() + RETRY);
+                    }
+                }
+            }
+            return;
+        }
+        if waiting {
+            return;
+        }
+        // The configuration is written by the HA loop; until it is, pgbackrest reads none.
+        if self.postgres.backrest().is_none() || !self.postgres.backrest_conf().exists() {
+            return;
+        }
+        match self.create_stanza().await {
+            Ok(()) => {
+                tracing::info!(stanza = %wanted.0.stanza, repo = %wanted.0.repo_path, "pgBackRest stanza ready: WAL is archived to the repository");
+                done.stanza = Some(wanted);
+                done.retry_at = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "creating the pgBackRest stanza failed; retrying in 30 s");
+                done.retry_at = Some(Instant::now() + RETRY);
+            }
+        }
+    }
+
+    /// `stanza-create` (a no-op on a stanza that exists for this database) and `check`,
+    /// which waits until a WAL segment switched now reaches the repository.
+    async fn create_stanza(&self) -> anyhow::Result<()> {
+        self.postgres.pgbackrest(&["stanza-create"]).await?;
+        self.postgres.pgbackrest(&["check"]).await?;
+        Ok(())
+    }
+
+    /// Pushes the segments of earlier timelines that `pg_wal` still holds. With
+    /// `archive_mode = on` a standby archives nothing, and a primary that failed may not have
+    /// archived its last segments yet: this member received them, and without this push the
+    /// archive would have a gap that no restore could cross. A segment already archived is
+    /// a no-op (same checksum) or, as the old primary's copy may differ in bytes past its
+    /// last record, refused as a duplicate: either way it is there.
+    async fn fill_gap(&self, timeline: u32) -> anyhow::Result<()> {
+        let (dir, names) = self.postgres.earlier_timeline_segments(timeline).await?;
+        for name in &names {
+            let path = dir.join(name).display().to_string();
+            match (self.postgres)
+                .pgbackrest(&["--no-archive-async", "archive-push", &path])
+                .await
+            {
+                Err(e) if !e.to_string().contains("already exists") => return Err(e.into()),
+                _ => {}
+            }
+        }
+        tracing::info!(
+            timeline,
+            segments = names.len(),
+            "archived what pg_wal held of earlier timelines"
+        );
+        Ok(())
+    }
+}

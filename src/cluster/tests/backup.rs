@@ -1,0 +1,138 @@
+//! The `[backup]` section: what it accepts, what it refuses and why, and the command level
+//! that keeps it from members whose binary would refuse the field.
+
+use super::*;
+
+fn with_backup(edit: fn(&mut BackupConfig)) -> DynamicConfig {
+    let mut backup = BackupConfig {
+        repo_path: "/mnt/pgbackrest".into(),
+        ..Default::default()
+    };
+    edit(&mut backup);
+    DynamicConfig {
+        backup: Some(backup),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_backup_section_is_refused_with_the_key_and_the_fix() {
+    let cases: [(DynamicConfig, &str); 12] = [
+        (
+            with_backup(|b| b.repo_path.clear()),
+            "backup.repo_path is missing",
+        ),
+        (
+            with_backup(|b| b.repo_path = "backups".into()),
+            "backup.repo_path \"backups\" must be an absolute path",
+        ),
+        (
+            with_backup(|b| b.repo_path = "/mnt/my backups".into()),
+            "backup.repo_path \"/mnt/my backups\" must be an absolute path",
+        ),
+        (
+            with_backup(|b| b.stanza = "Main Cluster".into()),
+            "backup.stanza \"Main Cluster\" is not a stanza name",
+        ),
+        (
+            with_backup(|b| b.retention_full = 0),
+            "backup.retention_full (0) must be at least 1",
+        ),
+        (
+            with_backup(|b| b.compress_type = "xz".into()),
+            "backup.compress_type \"xz\" is not one of",
+        ),
+        (
+            with_backup(|b| b.process_max = 0),
+            "backup.process_max (0) must be between 1 and 64",
+        ),
+        (
+            with_backup(|b| b.full_every = Some(Duration::from_secs(5))),
+            "backup.full_every must be at least 1m",
+        ),
+        (
+            with_backup(|b| {
+                b.repo_options.insert("repo1-s3-bucket".into(), "x".into());
+            }),
+            "backup.repo_options key \"repo1-s3-bucket\" is set by pgquorum",
+        ),
+        (
+            with_backup(|b| {
+                b.repo_options.insert("path".into(), "/elsewhere".into());
+            }),
+            "backup.repo_options key \"path\" is set by pgquorum",
+        ),
+        (
+            with_backup(|b| {
+                b.repo_options
+                    .insert("s3-bucket".into(), "db\n[evil]".into());
+            }),
+            "backup.repo_options value of \"s3-bucket\" is empty or holds a newline",
+        ),
+        (
+            {
+                let mut c = with_backup(|_| {});
+                c.postgresql_parameters
+                    .insert("archive_command".into(), "cp %p /x".into());
+                c
+            },
+            "postgresql_parameters key \"archive_command\" is set by pgquorum while [backup]",
+        ),
+    ];
+    for (config, prefix) in cases {
+        let message = config.validate().unwrap_err();
+        assert!(
+            message.starts_with(prefix),
+            "{message:?} should start with {prefix:?}"
+        );
+    }
+    let s3 = with_backup(|b| {
+        b.repo_type = RepoType::S3;
+        b.repo_options.insert("s3-bucket".into(), "db".into());
+        b.full_every = Some(Duration::from_secs(7 * 86_400));
+    });
+    assert_eq!(s3.validate(), Ok(()));
+    let mut own = DynamicConfig::default();
+    own.postgresql_parameters
+        .insert("archive_command".into(), "cp %p /x".into());
+    assert_eq!(
+        own.validate(),
+        Ok(()),
+        "without [backup] it is the operator's"
+    );
+}
+
+#[test]
+fn a_backup_section_parses_with_defaults_and_refuses_unknown_keys() {
+    let parsed: DynamicConfig =
+        serde_json::from_str(r#"{"backup": {"repo_path": "/mnt/b"}}"#).unwrap();
+    let backup = parsed.backup.unwrap();
+    assert_eq!(backup.stanza, "pgquorum");
+    assert_eq!(backup.retention_full, 2);
+    assert_eq!(backup.repo_type, RepoType::Posix);
+    let error = serde_json::from_str::<DynamicConfig>(r#"{"backup": {"repo_pth": "/mnt/b"}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown field `repo_pth`"), "{error}");
+    let none = serde_json::to_value(DynamicConfig::default()).unwrap();
+    assert!(
+        none.get("backup").is_none(),
+        "absent when unset, so older members can decode the config"
+    );
+}
+
+#[test]
+fn a_config_with_backup_needs_command_level_6() {
+    let with = Command::SetConfig {
+        config: with_backup(|_| {}),
+    };
+    assert_eq!(with.level(), 6);
+    let mut both = with_backup(|_| {});
+    both.pg_hba
+        .push("host all all 0.0.0.0/0 scram-sha-256".into());
+    assert_eq!(Command::SetConfig { config: both }.level(), 6);
+    let without = Command::SetConfig {
+        config: DynamicConfig::default(),
+    };
+    assert_eq!(without.level(), 0);
+}

@@ -1,0 +1,98 @@
+//! A pgBackRest repository the test's members share (one directory, as an NFS mount would
+//! be on real hosts), and what the tests read from it.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+/// The repository directory, owned by PostgreSQL's OS user when the tests run as root (the
+/// members run pgbackrest as that user), inside a temp dir it can traverse.
+pub struct Repo {
+    dir: TempDir,
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::Builder::new()
+            .prefix("pgq-repo-")
+            .tempdir()
+            .expect("creating the repository's temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let repo = Repo { dir };
+        std::fs::create_dir(repo.path()).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let status = Command::new("chown")
+                .args(["postgres:postgres", &repo.path().to_string_lossy()])
+                .status()
+                .expect("running chown");
+            assert!(status.success(), "chown of the repository to postgres");
+        }
+        repo
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    /// The stanza's WAL archive directory for its one database (`<stanza>/<major>-1`).
+    fn archive(&self, stanza: &str) -> Option<PathBuf> {
+        let base = self.path().join("archive").join(stanza);
+        std::fs::read_dir(&base)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+    }
+
+    /// Every file name in the stanza's archive (segments, `.partial` ones, histories).
+    pub fn archived(&self, stanza: &str) -> Vec<String> {
+        let Some(root) = self.archive(stanza) else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        collect(&root, &mut names);
+        names.sort();
+        names
+    }
+
+    /// Whether the history file of `timeline` is archived.
+    pub fn has_history(&self, stanza: &str, timeline: u32) -> bool {
+        let name = format!("{timeline:08X}.history");
+        self.archived(stanza).iter().any(|n| n == &name)
+    }
+
+    /// The segment numbers (16 MB segments) archived on any timeline, whole or partial.
+    pub fn segments(&self, stanza: &str) -> BTreeSet<u64> {
+        self.archived(stanza)
+            .iter()
+            .filter(|n| n.len() >= 24 && n[..24].bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|n| {
+                let log = u64::from_str_radix(&n[8..16], 16).unwrap();
+                let seg = u64::from_str_radix(&n[16..24], 16).unwrap();
+                log * 256 + seg
+            })
+            .collect()
+    }
+
+    /// The first missing segment between the lowest and the highest archived one, if any.
+    pub fn gap(&self, stanza: &str) -> Option<u64> {
+        let segments = self.segments(stanza);
+        let (first, last) = (*segments.first()?, *segments.last()?);
+        (first..=last).find(|s| !segments.contains(s))
+    }
+}
+
+fn collect(dir: &Path, names: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, names);
+        } else if let Some(name) = path.file_name() {
+            names.push(name.to_string_lossy().into_owned());
+        }
+    }
+}
