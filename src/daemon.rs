@@ -270,6 +270,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .map(ToString::to_string)
         .unwrap_or_default();
     let vip_for_api = vip.clone();
+    let postgres_for_api = postgres.clone();
     let ha_task = postgres.map(|postgres| {
         let agent = crate::backup::Agent {
             me: crate::cluster::NodeId(handle.id()),
@@ -361,6 +362,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             allowlist: Arc::new(config.api_allowlist.clone()),
             rotator,
             expiries: expiries.clone(),
+            postgres: postgres_for_api,
         };
         let token = serve_shutdown.clone();
         tasks.spawn(async move {

@@ -125,6 +125,8 @@ fn a_repository_that_is_missing_here_or_a_misspelt_key_is_refused_and_nothing_ch
     let p = cluster.node(primary);
     let before = p.cli(&["config", "show"]);
     assert_success(&before, "config show");
+    let backup = p.cli(&["backup"]);
+    assert_error(&backup, 1, "the cluster has no [backup] configured");
     let missing = p.cli(&["config", "set", "backup.repo_path=/nonexistent/pgbackrest"]);
     let message = assert_error(&missing, 1, "is not a directory on this member");
     assert!(message.contains("mount the repository"), "{message}");
@@ -143,5 +145,71 @@ fn a_repository_that_is_missing_here_or_a_misspelt_key_is_refused_and_nothing_ch
         String::from_utf8_lossy(&before.stdout),
         String::from_utf8_lossy(&after.stdout),
         "the configuration is unchanged"
+    );
+}
+
+/// Sets `[backup]` to `repo` on `node`'s cluster and waits for its primary to create the
+/// stanza.
+fn configure(node: &common::Node, primary: &common::Node, repo: &Repo) {
+    let set = node.cli(&[
+        "config",
+        "set",
+        &format!("backup.repo_path={}", repo.path().display()),
+    ]);
+    assert_success(&set, "config set backup.repo_path");
+    eventually(ARCHIVED, "the primary creates the stanza", || {
+        primary
+            .log()
+            .contains("pgBackRest stanza ready")
+            .then_some(())
+            .ok_or_else(|| repo.archived(STANZA))
+    });
+}
+
+#[test]
+fn a_backup_on_request_is_taken_once_and_listed_with_its_wal_range() {
+    if !require_postgres() || !require_pgbackrest() {
+        return;
+    }
+    let (cluster, primary) = healthy_cluster();
+    let repo = Repo::new();
+    let p = cluster.node(primary);
+    configure(p, p, &repo);
+    p.sql("create table t (v int); insert into t values (1)")
+        .unwrap();
+    let full = p.cli(&["backup", "--type", "full"]);
+    assert_success(&full, "backup --type full");
+    let said = String::from_utf8_lossy(&full.stdout).into_owned();
+    assert!(said.contains("taken by"), "{said}");
+    let incr = cluster
+        .node(1 + primary % 3)
+        .cli(&["backup", "--type=incr"]);
+    assert_success(&incr, "backup --type incr, asked of another member");
+
+    let list = p.cli(&["backup", "list"]);
+    assert_success(&list, "backup list");
+    let table = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        table.contains("| full") && table.contains("| incr"),
+        "{table}"
+    );
+    let info = p.cli(&["backup", "info", "--json"]);
+    assert_success(&info, "backup info --json");
+    let report: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let backups = report["info"]["backup"].as_array().unwrap();
+    assert_eq!(backups.len(), 2, "one full and one incremental: {report}");
+    assert!(report["last"]["ok"].as_bool().unwrap(), "{report}");
+    assert!(report["pending"].is_null(), "{report}");
+    let wal = &report["info"]["archive"][0];
+    assert!(
+        wal["min"].as_str().unwrap() <= backups[0]["archive"]["start"].as_str().unwrap(),
+        "the WAL each backup needs is archived: {report}"
+    );
+    let bad = p.cli(&["backup", "--type", "weekly"]);
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    let said = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert!(
+        said.contains("\"weekly\" is not a backup type: full, diff or incr"),
+        "{said}"
     );
 }

@@ -191,7 +191,7 @@ async fn propose_as_admin(
 /// Proposes `command` and answers with its result (the caller has checked the token).
 /// Refused while a member's binary is too old to apply it ([`Command::level`]): during a
 /// rolling upgrade such an entry would stop that member applying the log.
-async fn propose(state: &AppState, command: Command) -> Result<Response, ApiError> {
+pub(super) async fn propose(state: &AppState, command: Command) -> Result<Response, ApiError> {
     let me = NodeId(state.handle.id());
     if !state
         .peer_statuses

@@ -13,6 +13,7 @@
 mod admin;
 pub mod allowlist;
 mod auth;
+mod backup;
 mod error;
 pub mod health;
 pub mod history;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{MemberRequest, SwitchoverRequest, TokenRequest};
+pub use backup::{BackupReport, BackupRequest};
 pub use error::ApiError;
 pub use read::{ClusterReport, MemberReport};
 pub use state::AppState;
@@ -90,6 +92,8 @@ pub async fn serve(
                 .patch(admin::patch_config)
                 .put(admin::replace_config),
         )
+        .route("/admin/backup", post(backup::request_backup))
+        .route("/backup", get(backup::backup_report))
         .route("/admin/pause", post(admin::pause))
         .route("/admin/resume", post(admin::resume))
         .with_state(state.clone());

@@ -34,4 +34,6 @@ pub struct AppState {
     pub rotator: Arc<crate::rotate::Rotator>,
     /// When this member's certificates expire, for `/metrics`.
     pub expiries: Arc<crate::tls::Expiries>,
+    /// This member's PostgreSQL (`None` for a witness), for `pgbackrest info`.
+    pub postgres: Option<Arc<crate::postgres::Postgres>>,
 }

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{BackupConfig, NodeId};
+use crate::cluster::{BackupConfig, BackupJob, BackupOutcome, Command, NodeId};
 use crate::peers::LocalStatus;
 use crate::postgres::Postgres;
 use crate::raft::RaftHandle;
@@ -33,6 +33,8 @@ struct Done {
     stanza: Option<(BackupConfig, u64)>,
     /// No stanza attempt before this.
     retry_at: Option<Instant>,
+    /// The backup this member is taking, or took and reported.
+    running: Option<(u64, tokio::task::JoinHandle<()>)>,
     /// The timeline for which this member, promoted, pushed the earlier timelines' segments
     /// its `pg_wal` still held (see [`Agent::fill_gap`]).
     filled: Option<u32>,
@@ -53,7 +55,7 @@ impl Agent {
     }
 
     async fn cycle(&self, done: &mut Done) {
-        let (backup, holder, system_id) = {
+        let (backup, holder, system_id, job) = {
             let view = self.handle.view();
             let view = view.borrow();
             let state = &view.state;
@@ -61,12 +63,24 @@ impl Agent {
                 state.config.backup.clone(),
                 state.lease.map(|l| l.holder),
                 state.database,
+                state.backup_job.clone(),
             )
         };
         let Some(backup) = backup else {
             done.stanza = None;
             return;
         };
+        if let Some(job) = job.filter(|job| job.runner == self.me) {
+            if done.running.as_ref().map(|(id, _)| *id) != Some(job.id) {
+                let task = tokio::spawn(take_backup(
+                    self.me,
+                    self.handle.clone(),
+                    self.postgres.clone(),
+                    job.clone(),
+                ));
+                done.running = Some((job.id, task));
+            }
+        }
         let writable = (self.local.borrow().as_ref()).is_some_and(|(s, _)| s.pg.is_writable());
         let (Some(system_id), true, true) = (system_id, holder == Some(self.me), writable) else {
             return;
@@ -139,4 +153,52 @@ impl Agent {
         );
         Ok(())
     }
+}
+
+/// Takes backup `job` here and reports how it ended (retrying the report until it is
+/// committed or refused).
+async fn take_backup(me: NodeId, handle: RaftHandle, postgres: Arc<Postgres>, job: BackupJob) {
+    let kind = job.kind.as_str();
+    tracing::info!(id = job.id, kind, "taking a backup");
+    let type_arg = format!("--type={kind}");
+    let (ok, message) = match postgres.pgbackrest(&["backup", &type_arg]).await {
+        Ok(_) => match newest_label(&postgres).await {
+            Ok(label) => (true, label),
+            Err(e) => (true, format!("taken, but reading its label failed: {e:#}")),
+        },
+        Err(e) => (false, e.to_string()),
+    };
+    match ok {
+        true => tracing::info!(id = job.id, kind, label = %message, "backup taken"),
+        false => tracing::warn!(id = job.id, kind, error = %message, "backup failed"),
+    }
+    let outcome = BackupOutcome {
+        id: job.id,
+        kind: job.kind,
+        runner: me,
+        ok,
+        message,
+        finished_unix: super::unix_now(),
+    };
+    let command = Command::FinishBackup { outcome };
+    for _ in 0..30 {
+        match handle.propose(command.clone()).await {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "reporting the backup; retrying"),
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// The label of the newest backup in the repository (`pgbackrest info`).
+async fn newest_label(postgres: &Postgres) -> anyhow::Result<String> {
+    let info = postgres.pgbackrest(&["info", "--output=json"]).await?;
+    let info: serde_json::Value = serde_json::from_str(&info)?;
+    info.pointer("/0/backup")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|backups| backups.last())
+        .and_then(|b| b.get("label"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("pgbackrest info lists no backup"))
 }

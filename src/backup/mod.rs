@@ -15,8 +15,43 @@ mod agent;
 
 pub use agent::Agent;
 
-use crate::cluster::{BackupConfig, RepoType};
-use crate::postgres::Backrest;
+use std::collections::BTreeMap;
+
+use crate::cluster::{BackupConfig, ClusterState, NodeId, RepoType};
+use crate::postgres::{Backrest, PgStatus};
+
+/// Seconds since the Unix epoch by this host's clock (for the proposals it makes).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Who takes the next backup: with `from_standby`, the streaming replica furthest ahead
+/// (ties to the lowest id), so the primary's disks and CPU are spared; otherwise, or with
+/// no such replica, the lease holder when its PostgreSQL is writable. Pure.
+pub fn choose_runner(
+    state: &ClusterState,
+    statuses: &BTreeMap<NodeId, PgStatus>,
+    from_standby: bool,
+) -> Option<NodeId> {
+    let holder = state.lease_holder()?;
+    let member = |id: &NodeId| state.member(*id).is_some_and(|m| !m.is_witness());
+    let replica = statuses
+        .iter()
+        .filter(|(id, pg)| {
+            **id != holder && member(id) && pg.running && pg.in_recovery && pg.streaming
+        })
+        .max_by(|(a, x), (b, y)| x.wal_position.cmp(&y.wal_position).then(b.cmp(a)))
+        .map(|(id, _)| *id);
+    match replica {
+        Some(id) if from_standby => Some(id),
+        _ => statuses
+            .get(&holder)
+            .is_some_and(PgStatus::is_writable)
+            .then_some(holder),
+    }
+}
 
 /// What can be checked of `config` on this member before it is proposed: pgbackrest is
 /// installed, and a directory repository exists here. The message names the fix.
@@ -104,6 +139,99 @@ mod tests {
             ]
         );
         assert!(lines.contains(&"archive-async=y".to_string()));
+    }
+
+    #[test]
+    fn a_backup_is_taken_by_the_replica_furthest_ahead_else_by_a_writable_primary() {
+        use crate::cluster::{Epoch, Lease, Member, Tags};
+        use crate::postgres::Lsn;
+        let mut state = ClusterState::default();
+        for id in 1..=4 {
+            let pg_addr = if id == 4 {
+                String::new()
+            } else {
+                format!("h{id}:5432")
+            };
+            let member = Member {
+                id: NodeId(id),
+                name: format!("n{id}"),
+                peer_addr: String::new(),
+                api_addr: String::new(),
+                pg_addr,
+                tags: Tags::default(),
+            };
+            state.members.insert(NodeId(id), member);
+        }
+        state.lease = Some(Lease {
+            holder: NodeId(1),
+            epoch: Epoch(1),
+            seq: 0,
+        });
+        let primary = PgStatus {
+            running: true,
+            ..Default::default()
+        };
+        let replica = |at: u64| PgStatus {
+            running: true,
+            in_recovery: true,
+            streaming: true,
+            wal_position: Some(Lsn(at)),
+            ..Default::default()
+        };
+        let statuses = |entries: &[(u64, PgStatus)]| -> BTreeMap<NodeId, PgStatus> {
+            entries
+                .iter()
+                .map(|(id, s)| (NodeId(*id), s.clone()))
+                .collect()
+        };
+        let cases = [
+            (
+                statuses(&[(1, primary.clone()), (2, replica(5)), (3, replica(9))]),
+                true,
+                Some(3),
+            ),
+            (
+                statuses(&[(1, primary.clone()), (2, replica(9)), (3, replica(9))]),
+                true,
+                Some(2),
+            ),
+            (
+                statuses(&[(1, primary.clone()), (2, replica(9))]),
+                false,
+                Some(1),
+            ),
+            (
+                statuses(&[
+                    (1, primary.clone()),
+                    (
+                        2,
+                        PgStatus {
+                            streaming: false,
+                            ..replica(9)
+                        },
+                    ),
+                ]),
+                true,
+                Some(1),
+            ),
+            (
+                statuses(&[(1, PgStatus::default()), (2, replica(9))]),
+                false,
+                None,
+            ),
+            (
+                statuses(&[(1, primary.clone()), (4, replica(99))]),
+                true,
+                Some(1),
+            ),
+        ];
+        for (i, (statuses, from_standby, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                choose_runner(&state, &statuses, from_standby),
+                want.map(NodeId),
+                "case {i}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The command line. The CLI and the daemon are the same binary; every command other than
 //! `run`, `init`, `node join` and `config check` is a client of the local daemon's REST API.
 
+mod backup;
 mod ca;
+
+pub use backup::{BackupArgs, BackupCommand};
 mod client;
 mod output;
 mod setup;
@@ -66,6 +69,9 @@ pub enum Command {
     /// Manage join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Take a backup into the cluster's pgBackRest repository (a replica takes it when one
+    /// is healthy), or list the backups there.
+    Backup(BackupArgs),
     /// The cluster CA.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -343,6 +349,11 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
                 short(&reply["new_key_sha256"]),
             ));
         }
+        Command::Backup(args) => match args.command {
+            None => backup::take(&config, args.kind, args.wait).await?,
+            Some(BackupCommand::List { json }) => backup::list(&config, json).await?,
+            Some(BackupCommand::Info { json }) => backup::info(&config, json).await?,
+        },
         Command::Ca(CaCommand::Export) => {
             output::line(ca::trusted(&config)?.trim_end());
         }

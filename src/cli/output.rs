@@ -42,7 +42,7 @@ pub fn config_ok(config: &NodeConfig) {
 }
 
 /// A boxed table with a header row, columns as wide as their widest cell; no final newline.
-fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+pub(super) fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -127,6 +127,10 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             Err(message) => Err(Rejection::InvalidConfig(message)),
         },
         Command::RequestSwitchover { switchover } => request_switchover(state, switchover),
+        Command::RequestBackup { job, replace } => {
+            super::backup_job::request(state, job.clone(), *replace)
+        }
+        Command::FinishBackup { outcome } => super::backup_job::finish(state, outcome),
         Command::RecordDatabase {
             holder,
             epoch,
@@ -341,6 +345,13 @@ fn remove_member(state: &mut ClusterState, id: NodeId) -> Result<CommandResult, 
     state.next_keys.remove(&id);
     if let Some(rotation) = &mut state.ca_rotation {
         rotation.moved.remove(&id);
+    }
+    if state
+        .backup_job
+        .as_ref()
+        .is_some_and(|job| job.runner == id)
+    {
+        state.backup_job = None;
     }
     if state.lease_holder() == Some(id) {
         // last_epoch is kept, so the next tenure still gets a larger epoch.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::backup_job::{BackupJob, BackupOutcome};
 use super::ca::CaRecord;
 use super::config::DynamicConfig;
 use super::history::TimelineSwitch;
@@ -19,7 +20,8 @@ use super::sync::SyncRule;
 /// - 3: [`Command::SetConfig`] with `pg_hba` rules (older binaries refuse the field).
 /// - 4: [`Command::BeginKeyRotation`] and [`Command::EndKeyRotation`].
 /// - 5: [`Command::BeginCaRotation`], [`Command::CaMoved`], [`Command::FinishCaRotation`].
-/// - 6: [`Command::SetConfig`] with `backup` (older binaries refuse the field).
+/// - 6: [`Command::SetConfig`] with `backup` (older binaries refuse the field),
+///   [`Command::RequestBackup`], [`Command::FinishBackup`].
 pub const COMMAND_LEVEL: u32 = 6;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
@@ -145,6 +147,11 @@ pub enum Command {
         epoch: Epoch,
         at_least: u32,
     },
+    /// Asks `job.runner` to take a backup (`job.id` is assigned by `apply`); with
+    /// `replace`, in place of a pending one whose runner stopped answering.
+    RequestBackup { job: BackupJob, replace: bool },
+    /// The runner of backup `outcome.id` reports how it ended.
+    FinishBackup { outcome: BackupOutcome },
     /// Records a promotion in the timeline history (`GET /history`): only the lease holder,
     /// about its own promotion; a timeline already recorded is not recorded again.
     RecordTimelineSwitch {
@@ -166,6 +173,8 @@ pub enum CommandResult {
     Lease { lease: Lease },
     /// The timeline a `ReserveTimeline` reserved.
     Timeline { timeline: u32 },
+    /// The id a `RequestBackup` gave the backup.
+    BackupRequested { id: u64 },
     /// The command was refused and the state is unchanged.
     Rejected { rejection: Rejection },
 }
@@ -178,6 +187,7 @@ impl Command {
             Command::PinKey { .. } => 1,
             Command::RevokeToken { .. } => 2,
             Command::SetConfig { config } if config.backup.is_some() => 6,
+            Command::RequestBackup { .. } | Command::FinishBackup { .. } => 6,
             Command::SetConfig { config } if !config.pg_hba.is_empty() => 3,
             Command::BeginKeyRotation { .. } | Command::EndKeyRotation { .. } => 4,
             Command::BeginCaRotation { .. }
@@ -260,6 +270,12 @@ pub enum Rejection {
     NameInUse { name: String, id: NodeId },
     #[error("node {id} is not a member with that id and name; see `pgquorum list` for members")]
     UnknownMember { id: NodeId },
+    #[error("the cluster has no [backup] configured; set one with `pgquorum config set backup.repo_path=<directory every member mounts>`")]
+    NoBackupConfigured,
+    #[error("backup {id} is still being taken by {runner}; wait for it (`pgquorum backup list` shows it), or if {runner} is gone, ask again once it has been silent for a minute")]
+    BackupInProgress { id: u64, runner: String },
+    #[error("there is no pending backup {id} (it finished, or was replaced)")]
+    NoSuchBackup { id: u64 },
     #[error("lease is held by {lease}")]
     LeaseHeld { lease: Lease },
     #[error(

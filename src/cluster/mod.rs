@@ -16,6 +16,7 @@
 
 mod apply;
 mod backup;
+mod backup_job;
 mod ca;
 mod command;
 mod config;
@@ -28,6 +29,7 @@ mod sync;
 
 pub use apply::apply;
 pub use backup::{BackupConfig, RepoType};
+pub use backup_job::{BackupJob, BackupKind, BackupOutcome};
 pub use ca::{CaRecord, CaRotation};
 pub use command::{Command, CommandResult, Rejection, COMMAND_LEVEL};
 pub use config::{DynamicConfig, SynchronousMode};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::backup_job::{BackupJob, BackupOutcome};
 use super::ca::{CaRecord, CaRotation};
 use super::config::{DynamicConfig, SynchronousMode};
 use super::history::TimelineSwitch;
@@ -72,6 +73,19 @@ pub struct ClusterState {
     /// A CA rotation under way (`pgquorum ca rotate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_rotation: Option<CaRotation>,
+    /// The backup requested and not yet finished (`pgquorum backup`, or the schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_job: Option<BackupJob>,
+    /// How the last backup ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupOutcome>,
+    /// The id of the last backup requested (0: none yet).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub next_backup_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for ClusterState {
@@ -97,6 +111,9 @@ impl Default for ClusterState {
             next_keys: BTreeMap::new(),
             ca: None,
             ca_rotation: None,
+            backup_job: None,
+            last_backup: None,
+            next_backup_id: 0,
         }
     }
 }

@@ -136,3 +136,95 @@ fn a_config_with_backup_needs_command_level_6() {
     };
     assert_eq!(without.level(), 0);
 }
+
+fn backed_up_cluster() -> ClusterState {
+    let mut state = state().with_member(2).with_member(3);
+    state.config = with_backup(|_| {});
+    state
+}
+
+fn job(runner: u64) -> BackupJob {
+    BackupJob {
+        id: 0,
+        kind: BackupKind::Full,
+        runner: NodeId(runner),
+        requested_unix: NOW,
+        scheduled: false,
+    }
+}
+
+fn outcome(id: u64, runner: u64) -> BackupOutcome {
+    BackupOutcome {
+        id,
+        kind: BackupKind::Full,
+        runner: NodeId(runner),
+        ok: true,
+        message: "20261207-111500F".into(),
+        finished_unix: NOW + 60,
+    }
+}
+
+#[test]
+fn one_backup_at_a_time_by_the_member_named_until_it_reports() {
+    let request = |runner, replace| Command::RequestBackup {
+        job: job(runner),
+        replace,
+    };
+    let mut no_config = state().with_member(2);
+    assert_eq!(
+        apply(&mut no_config, &request(2, false)),
+        Rejection::NoBackupConfigured.into()
+    );
+    let mut state = backed_up_cluster();
+    assert_eq!(
+        apply(&mut state, &request(9, false)),
+        Rejection::UnknownMember { id: NodeId(9) }.into()
+    );
+    assert_eq!(
+        apply(&mut state, &request(2, false)),
+        CommandResult::BackupRequested { id: 1 }
+    );
+    let before = state.clone();
+    assert_eq!(
+        apply(&mut state, &request(3, false)),
+        Rejection::BackupInProgress {
+            id: 1,
+            runner: "node2".into()
+        }
+        .into()
+    );
+    assert_eq!(state, before, "a refusal changes nothing");
+    // Only the named runner finishes it.
+    let finish = |id, runner| Command::FinishBackup {
+        outcome: outcome(id, runner),
+    };
+    assert!(apply(&mut state, &finish(1, 3)).is_rejected());
+    // Its runner went silent: the proposer replaces it, and the late report is refused.
+    assert_eq!(
+        apply(&mut state, &request(3, true)),
+        CommandResult::BackupRequested { id: 2 }
+    );
+    assert!(apply(&mut state, &finish(1, 2)).is_rejected());
+    assert_eq!(apply(&mut state, &finish(2, 3)), CommandResult::Applied);
+    assert_eq!(state.backup_job, None);
+    assert_eq!(state.last_backup, Some(outcome(2, 3)));
+}
+
+#[test]
+fn removing_the_runner_drops_its_backup() {
+    let mut state = backed_up_cluster();
+    let request = Command::RequestBackup {
+        job: job(2),
+        replace: false,
+    };
+    apply(&mut state, &request);
+    apply(&mut state, &Command::RemoveMember { id: NodeId(2) });
+    assert_eq!(state.backup_job, None);
+    assert_eq!(
+        Command::FinishBackup {
+            outcome: outcome(1, 2)
+        }
+        .level(),
+        6
+    );
+}

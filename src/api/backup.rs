@@ -1,0 +1,106 @@
+//! `POST /admin/backup` (take a backup: the cluster chooses who) and `GET /backup` (the
+//! repository's backups and WAL range as pgBackRest reports them, and the cluster's
+//! pending and last backup).
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::admin::propose;
+use super::auth::authorize;
+use super::error::ApiError;
+use super::read::Snapshot;
+use super::state::AppState;
+use crate::cluster::{BackupJob, BackupKind, BackupOutcome, Command};
+
+/// A pending backup whose runner has been silent this long may be handed to another.
+const RUNNER_SILENT_SECS: u64 = 60;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BackupRequest {
+    #[serde(default, rename = "type")]
+    pub kind: BackupKind,
+}
+
+/// `GET /backup`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackupReport {
+    pub stanza: Option<String>,
+    /// The backup being taken, and by whom.
+    pub pending: Option<BackupJob>,
+    pub pending_runner: Option<String>,
+    pub last: Option<BackupOutcome>,
+    pub last_runner: Option<String>,
+    /// `pgbackrest info --output=json` for the stanza, as this member read it.
+    pub info: Option<serde_json::Value>,
+    /// Why `info` is missing.
+    pub info_error: Option<String>,
+}
+
+pub(super) async fn request_backup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<BackupRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let snapshot = Snapshot::take(&state);
+    let cluster = &snapshot.view.state;
+    if cluster.config.backup.is_none() {
+        return Err(ApiError::conflict(
+            crate::cluster::Rejection::NoBackupConfigured.to_string(),
+        ));
+    }
+    let runner =
+        crate::backup::choose_runner(cluster, &snapshot.statuses, false).ok_or_else(|| {
+            ApiError::conflict(
+                "no member can take a backup now: there is no writable primary with a fresh \
+                 status; retry once `pgquorum list` shows one",
+            )
+        })?;
+    let now = crate::backup::unix_now();
+    let replace = cluster.backup_job.as_ref().is_some_and(|job| {
+        !snapshot.statuses.contains_key(&job.runner)
+            && now.saturating_sub(job.requested_unix) >= RUNNER_SILENT_SECS
+    });
+    let job = BackupJob {
+        id: 0,
+        kind: request.kind,
+        runner,
+        requested_unix: now,
+        scheduled: false,
+    };
+    propose(&state, Command::RequestBackup { job, replace }).await
+}
+
+pub(super) async fn backup_report(State(state): State<AppState>) -> Json<BackupReport> {
+    let view = state.handle.view().borrow().clone();
+    let cluster = &view.state;
+    let (info, info_error) = match (&state.postgres, &cluster.config.backup) {
+        (_, None) => (None, Some("no [backup] configured".to_string())),
+        (None, Some(_)) => (None, Some("this member runs no PostgreSQL".to_string())),
+        (Some(pg), Some(_)) => match pg.pgbackrest(&["info", "--output=json"]).await {
+            Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(value) => (value.get(0).cloned(), None),
+                Err(e) => (None, Some(format!("pgbackrest info: {e}"))),
+            },
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
+    Json(BackupReport {
+        stanza: cluster.config.backup.as_ref().map(|b| b.stanza.clone()),
+        pending_runner: cluster
+            .backup_job
+            .as_ref()
+            .map(|j| cluster.name_of(j.runner)),
+        pending: cluster.backup_job.clone(),
+        last_runner: cluster
+            .last_backup
+            .as_ref()
+            .map(|o| cluster.name_of(o.runner)),
+        last: cluster.last_backup.clone(),
+        info,
+        info_error,
+    })
+}
