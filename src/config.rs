@@ -143,6 +143,9 @@ pub struct PostgresqlConfig {
     /// `hostssl` for the members' roles). Default on; off only to compare or to debug, and
     /// then on every member alike: a member with TLS cannot stream from one without.
     pub tls: bool,
+    /// The port of this member's pgBackRest TLS server (on `listen`'s address), through
+    /// which a replica taking a backup reaches the primary; default 8432, pgBackRest's.
+    pub backrest_port: u16,
 }
 
 impl NodeConfig {
@@ -307,6 +310,7 @@ impl NodeConfig {
                     advertise,
                     os_user: pg.os_user.unwrap_or_else(|| "postgres".into()),
                     tls: pg.tls.unwrap_or(true),
+                    backrest_port: pg.backrest_port.unwrap_or(8432),
                 })
             }
         };

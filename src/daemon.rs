@@ -123,6 +123,14 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             pg: pg.clone(),
             authority: authority.clone(),
         };
+        renewals.push(certs::Renewal::new(hosts.clone(), holder, &cert));
+        let cert = issuer.issue(tls::BACKREST_SERVICE, &hosts)?;
+        pg.install_backrest_tls(&cert.cert_pem, cert.key_pem.expose(), &authority.bundle())
+            .context("writing pgBackRest's TLS files")?;
+        let holder = certs::Holder::Backrest {
+            pg: pg.clone(),
+            authority: authority.clone(),
+        };
         renewals.push(certs::Renewal::new(hosts, holder, &cert));
     }
     let api_transport = if config.api_tls {
@@ -277,6 +285,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             handle: handle.clone(),
             postgres: postgres.clone(),
             local: local_status.subscribe(),
+            peers: peer_statuses.clone(),
         };
         tasks.spawn(agent.run(serve_shutdown.clone()));
         let deps = ha::Deps {

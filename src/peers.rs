@@ -50,6 +50,9 @@ pub struct PeerStatus {
     /// Its interface carries the floating VIP.
     #[serde(default)]
     pub vip: bool,
+    /// Its pgBackRest server, while one runs (see `crate::backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backrest: Option<crate::postgres::BackrestEndpoint>,
 }
 
 /// Peer statuses by member: each peer's latest answer, however old.

@@ -181,6 +181,10 @@ fn a_backup_on_request_is_taken_once_and_listed_with_its_wal_range() {
     assert_success(&full, "backup --type full");
     let said = String::from_utf8_lossy(&full.stdout).into_owned();
     assert!(said.contains("taken by"), "{said}");
+    assert!(
+        !said.contains(&format!("taken by {}:", p.name)),
+        "a replica takes it, not the primary: {said}"
+    );
     let incr = cluster
         .node(1 + primary % 3)
         .cli(&["backup", "--type=incr"]);

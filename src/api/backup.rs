@@ -52,8 +52,14 @@ pub(super) async fn request_backup(
             crate::cluster::Rejection::NoBackupConfigured.to_string(),
         ));
     }
-    let runner =
-        crate::backup::choose_runner(cluster, &snapshot.statuses, false).ok_or_else(|| {
+    let from_standby = cluster
+        .config
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.from_standby)
+        && primary_serves_backrest(&state, cluster);
+    let runner = crate::backup::choose_runner(cluster, &snapshot.statuses, from_standby)
+        .ok_or_else(|| {
             ApiError::conflict(
                 "no member can take a backup now: there is no writable primary with a fresh \
                  status; retry once `pgquorum list` shows one",
@@ -72,6 +78,25 @@ pub(super) async fn request_backup(
         scheduled: false,
     };
     propose(&state, Command::RequestBackup { job, replace }).await
+}
+
+/// Whether the lease holder's last fresh status shows its pgBackRest server running, so a
+/// standby can take the backup.
+fn primary_serves_backrest(state: &AppState, cluster: &crate::cluster::ClusterState) -> bool {
+    let Some(holder) = cluster.lease_holder() else {
+        return false;
+    };
+    let local = state.local_status.borrow();
+    if let Some((status, _)) = local.as_ref().filter(|(s, _)| s.node_id == holder) {
+        return status.backrest.is_some();
+    }
+    let peers = state.peer_statuses.borrow();
+    let horizon = cluster.config.status_horizon();
+    let found = peers
+        .fresh(horizon, tokio::time::Instant::now())
+        .find(|(id, _)| *id == holder)
+        .is_some_and(|(_, report)| report.status.backrest.is_some());
+    found
 }
 
 pub(super) async fn backup_report(State(state): State<AppState>) -> Json<BackupReport> {

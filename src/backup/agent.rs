@@ -9,12 +9,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{BackupConfig, BackupJob, BackupOutcome, Command, NodeId};
-use crate::peers::LocalStatus;
-use crate::postgres::Postgres;
+use crate::peers::{LocalStatus, PeerStatuses};
+use crate::postgres::{BackrestEndpoint, Postgres};
 use crate::raft::RaftHandle;
 
 /// How often the agent looks at the state.
 const TICK: Duration = Duration::from_secs(2);
+/// How old the primary's status may be for a standby to use its pgBackRest server.
+const PRIMARY_FRESH: Duration = Duration::from_secs(10);
 /// How long after a failed stanza check it tries again.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -23,7 +25,18 @@ pub struct Agent {
     pub handle: RaftHandle,
     pub postgres: Arc<Postgres>,
     pub local: watch::Receiver<LocalStatus>,
+    pub peers: watch::Receiver<Arc<PeerStatuses>>,
 }
+
+/// This member's `pgbackrest server` and what it was started with.
+struct Server {
+    child: tokio::process::Child,
+    started_for: ServerKey,
+}
+
+/// What the server's configuration depends on: the stanza, the members it admits, and
+/// its certificate (a renewed one is read at the next start).
+type ServerKey = (String, Vec<u64>, Option<std::time::SystemTime>);
 
 /// What the agent last made sure of.
 #[derive(Default)]
@@ -33,6 +46,8 @@ struct Done {
     stanza: Option<(BackupConfig, u64)>,
     /// No stanza attempt before this.
     retry_at: Option<Instant>,
+    /// The pgBackRest server, while `[backup]` takes backups from standbys.
+    server: Option<Server>,
     /// The backup this member is taking, or took and reported.
     running: Option<(u64, tokio::task::JoinHandle<()>)>,
     /// The timeline for which this member, promoted, pushed the earlier timelines' segments
@@ -55,7 +70,7 @@ impl Agent {
     }
 
     async fn cycle(&self, done: &mut Done) {
-        let (backup, holder, system_id, job) = {
+        let (backup, holder, system_id, job, members) = {
             let view = self.handle.view();
             let view = view.borrow();
             let state = &view.state;
@@ -64,19 +79,37 @@ impl Agent {
                 state.lease.map(|l| l.holder),
                 state.database,
                 state.backup_job.clone(),
+                state.members.keys().map(|id| id.0).collect::<Vec<_>>(),
             )
         };
+        let serve = backup.as_ref().filter(|b| b.from_standby).map(|b| {
+            let cert = std::fs::metadata(self.postgres.backrest_tls().cert);
+            (
+                b.stanza.clone(),
+                members,
+                cert.and_then(|m| m.modified()).ok(),
+            )
+        });
+        self.supervise_server(&mut done.server, serve);
         let Some(backup) = backup else {
             done.stanza = None;
             return;
         };
         if let Some(job) = job.filter(|job| job.runner == self.me) {
             if done.running.as_ref().map(|(id, _)| *id) != Some(job.id) {
+                let primary = holder.and_then(|h| {
+                    let peers = self.peers.borrow();
+                    let mut fresh = peers.fresh(PRIMARY_FRESH, Instant::now());
+                    fresh
+                        .find(|(id, _)| *id == h)
+                        .and_then(|(_, report)| report.status.backrest.clone())
+                });
                 let task = tokio::spawn(take_backup(
                     self.me,
                     self.handle.clone(),
                     self.postgres.clone(),
                     job.clone(),
+                    primary,
                 ));
                 done.running = Some((job.id, task));
             }
@@ -120,6 +153,36 @@ impl Agent {
         }
     }
 
+    /// Keeps `pgbackrest server` running with the configuration `wanted` (`None`: not at
+    /// all), restarting it when that changes or when it exited.
+    fn supervise_server(&self, server: &mut Option<Server>, wanted: Option<ServerKey>) {
+        if let Some(running) = server {
+            let exited = running.child.try_wait().ok().flatten();
+            if exited.is_some() || Some(&running.started_for) != wanted.as_ref() {
+                if let Some(status) = exited {
+                    tracing::warn!(%status, "the pgBackRest server exited; restarting it");
+                }
+                *server = None;
+                self.postgres.set_backrest_serving(false);
+            }
+        }
+        let (None, Some(key)) = (&server, wanted) else {
+            return;
+        };
+        match self.postgres.spawn_backrest_server(&key.0, &key.1) {
+            Ok(Some(child)) => {
+                tracing::info!(clients = ?key.1, "pgBackRest server started");
+                *server = Some(Server {
+                    child,
+                    started_for: key,
+                });
+                self.postgres.set_backrest_serving(true);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "starting the pgBackRest server; retrying"),
+        }
+    }
+
     /// `stanza-create` (a no-op on a stanza that exists for this database) and `check`,
     /// which waits until a WAL segment switched now reaches the repository.
     async fn create_stanza(&self) -> anyhow::Result<()> {
@@ -156,17 +219,41 @@ impl Agent {
 }
 
 /// Takes backup `job` here and reports how it ended (retrying the report until it is
-/// committed or refused).
-async fn take_backup(me: NodeId, handle: RaftHandle, postgres: Arc<Postgres>, job: BackupJob) {
+/// committed or refused). On a standby, `primary` is the primary's pgBackRest server.
+async fn take_backup(
+    me: NodeId,
+    handle: RaftHandle,
+    postgres: Arc<Postgres>,
+    job: BackupJob,
+    primary: Option<BackrestEndpoint>,
+) {
     let kind = job.kind.as_str();
-    tracing::info!(id = job.id, kind, "taking a backup");
-    let type_arg = format!("--type={kind}");
-    let (ok, message) = match postgres.pgbackrest(&["backup", &type_arg]).await {
+    let standby = postgres.status().await.in_recovery;
+    tracing::info!(id = job.id, kind, standby, "taking a backup");
+    let mut args = vec!["backup".to_string(), format!("--type={kind}")];
+    let result = match (standby, &primary) {
+        (false, _) => Ok(()),
+        (true, Some(primary)) => {
+            args.extend(postgres.standby_backup_args(primary));
+            Ok(())
+        }
+        (true, None) => Err(
+            "this member is a standby and the primary's pgBackRest server is \
+                             not known (is [postgresql] tls on, and the primary up?)"
+                .to_string(),
+        ),
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match result {
+        Ok(()) => postgres.pgbackrest(&args).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let (ok, message) = match result {
         Ok(_) => match newest_label(&postgres).await {
             Ok(label) => (true, label),
             Err(e) => (true, format!("taken, but reading its label failed: {e:#}")),
         },
-        Err(e) => (false, e.to_string()),
+        Err(e) => (false, e),
     };
     match ok {
         true => tracing::info!(id = job.id, kind, label = %message, "backup taken"),

@@ -64,6 +64,10 @@ pub struct BackupConfig {
     pub diff_every: Option<Duration>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub incr_every: Option<Duration>,
+    /// Take backups on a streaming replica when there is one (pgBackRest's
+    /// `backup-standby`), sparing the primary; it reaches the primary through the
+    /// pgBackRest TLS server every member runs (`[postgresql] backrest_port`). Needs TLS.
+    pub from_standby: bool,
 }
 
 impl Default for BackupConfig {
@@ -80,6 +84,7 @@ impl Default for BackupConfig {
             full_every: None,
             diff_every: None,
             incr_every: None,
+            from_standby: true,
         }
     }
 }

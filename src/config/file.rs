@@ -100,6 +100,7 @@ pub struct PostgresqlSection {
     pub advertise: Option<String>,
     pub os_user: Option<String>,
     pub tls: Option<bool>,
+    pub backrest_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

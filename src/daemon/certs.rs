@@ -61,6 +61,12 @@ pub(super) enum Holder {
         pg: Arc<Postgres>,
         authority: Arc<tls::Authority>,
     },
+    /// pgBackRest's certificate (server and client), and the CAs it trusts; its server
+    /// is restarted on it by `crate::backup`.
+    Backrest {
+        pg: Arc<Postgres>,
+        authority: Arc<tls::Authority>,
+    },
     /// The node certificate: rotated, not just reissued.
     Node(Arc<crate::rotate::Rotator>),
 }
@@ -71,6 +77,7 @@ impl Holder {
         match self {
             Holder::Api(_) => API,
             Holder::Postgres { .. } => POSTGRESQL,
+            Holder::Backrest { .. } => tls::BACKREST_SERVICE,
             Holder::Node(_) => "node",
         }
     }
@@ -135,6 +142,12 @@ impl Renewal {
                 let cert = issuer.issue(self.holder.name(), &self.hosts)?;
                 slot.replace(&cert.cert_pem, &cert.key_pem)
                     .context("loading the new API certificate")?;
+                cert
+            }
+            Holder::Backrest { pg, authority } => {
+                let cert = issuer.issue(self.holder.name(), &self.hosts)?;
+                pg.install_backrest_tls(&cert.cert_pem, cert.key_pem.expose(), &authority.bundle())
+                    .context("writing pgBackRest's TLS files")?;
                 cert
             }
             Holder::Postgres { pg, authority } => {

@@ -28,6 +28,10 @@ pub(super) fn postgres_for(
             .tls
             .then(|| postgres::TlsFiles::in_dir(&state.path().join("pgtls"))),
         backrest_dir: state.path().join("pgbackrest"),
+        backrest_server: pg.tls.then(|| postgres::BackrestServer {
+            listen: std::net::SocketAddr::new(pg.listen.ip(), pg.backrest_port),
+            advertise_host: advertised_host(&pg.advertise),
+        }),
     };
     let creds = postgres::ReplicationCredentials {
         user: "pgquorum_replicator".into(),
@@ -60,4 +64,14 @@ pub(super) fn warn_of_exposed_secrets(pg: &Postgres, state: &StateDir) {
             }
         }
     }
+}
+
+/// The host part of an advertised `host:port` (an IPv6 address without its brackets).
+fn advertised_host(advertise: &str) -> String {
+    let host = advertise
+        .rsplit_once(':')
+        .map_or(advertise, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }

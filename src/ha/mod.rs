@@ -213,6 +213,7 @@ impl<'a> Runtime<'a> {
             summary: self.last_sentence.clone(),
             pre_promote_refused: memory.pre_promote_refused(now).is_some(),
             vip: executor.vip_held(),
+            backrest: deps.postgres.backrest_endpoint(),
         };
         deps.local_status.send_replace(Some((status, taken)));
         self.tell_role_change(&pg, view);
@@ -388,6 +389,7 @@ mod tests {
                 summary: String::new(),
                 pre_promote_refused: false,
                 vip: false,
+                backrest: None,
             },
             received: now - Duration::from_millis(ago_ms),
             taken: now - Duration::from_millis(ago_ms),

@@ -42,7 +42,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use backrest::{backrest_bin, render_conf as render_backrest_conf, Backrest};
+pub use backrest::{
+    backrest_bin, client_cn as backrest_client_cn, render_conf as render_backrest_conf, Backrest,
+    BackrestEndpoint, BackrestServer,
+};
 pub use client::Standby;
 pub use conf::{ConfigChange, REWIND_USER};
 pub use rewind::RewindOutcome;
@@ -80,6 +83,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// pgBackRest's configuration, spool, logs and locks (see `backrest.rs`).
     pub backrest_dir: PathBuf,
+    /// Where this member's pgBackRest TLS server listens, when it runs one (with TLS on).
+    pub backrest_server: Option<BackrestServer>,
 }
 
 /// The role replicas (and `pg_basebackup`) authenticate as.
@@ -265,6 +270,8 @@ pub struct Postgres {
     hba_rules: Mutex<Vec<String>>,
     /// The cluster's pgBackRest repository, from `[backup]`.
     backrest: Mutex<Option<Backrest>>,
+    /// Whether this member's pgBackRest TLS server is running (see `backrest.rs`).
+    backrest_serving: std::sync::atomic::AtomicBool,
     /// The connection [`Postgres::status`] reuses from cycle to cycle: a new connection is a
     /// new backend, and starting one took up to a second on a saturated host (measured),
     /// while a query on an open one is answered at once.
@@ -339,6 +346,7 @@ impl Postgres {
             parameters: Mutex::new(BTreeMap::new()),
             hba_rules: Mutex::new(Vec::new()),
             backrest: Mutex::new(None),
+            backrest_serving: std::sync::atomic::AtomicBool::new(false),
             status_client: tokio::sync::Mutex::new(None),
         };
         let passfile = conf::passfile(

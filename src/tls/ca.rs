@@ -237,11 +237,34 @@ impl ClusterCa {
     ) -> Result<ServerCert, Error> {
         let sign = |source| Error::Sign { node_id, source };
         let key = KeyPair::generate().map_err(sign)?;
-        let mut params = leaf_params(
-            format!("{service} node-{node_id}"),
-            node_sans(node_id, cluster_id, hosts)?,
-            vec![ExtendedKeyUsagePurpose::ServerAuth],
-        );
+        // pgBackRest's certificate is its server's and, when this member takes a backup
+        // from a standby, its client's; the servers admit clients by common name.
+        let (name, usages) = match service {
+            BACKREST_SERVICE => (
+                crate::postgres::backrest_client_cn(node_id),
+                vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            ),
+            _ => (
+                format!("{service} node-{node_id}"),
+                vec![ExtendedKeyUsagePurpose::ServerAuth],
+            ),
+        };
+        let mut sans = node_sans(node_id, cluster_id, hosts)?;
+        if service == BACKREST_SERVICE {
+            // pgBackRest (2.45) matches the host it dials against DNS names only, so an
+            // address is named that way too.
+            for host in hosts.iter().filter(|h| h.parse::<IpAddr>().is_ok()) {
+                let name = host.clone().try_into().map_err(|_| Error::InvalidSan {
+                    node_id,
+                    name: host.clone(),
+                })?;
+                sans.push(SanType::DnsName(name));
+            }
+        }
+        let mut params = leaf_params(name, sans, usages);
         let issued = SystemTime::now();
         params.not_before = (issued - CLOCK_SKEW).into();
         params.not_after = (issued + lifetime).into();
@@ -256,6 +279,9 @@ impl ClusterCa {
         })
     }
 }
+
+/// The service name of pgBackRest's certificate (see [`ClusterCa::issue_server`]).
+pub const BACKREST_SERVICE: &str = "pgbackrest";
 
 /// When the node certificate `cert_pem` (issued by [`ClusterCa::issue_node`]) should be
 /// replaced: two thirds into its lifetime, as [`ServerCert::renew_at`].

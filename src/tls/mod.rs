@@ -34,7 +34,9 @@ mod trust;
 use std::path::PathBuf;
 
 pub use authority::Authority;
-pub use ca::{ca_sha256_hex, node_cert_renew_at, ClusterCa, ServerCert, NODE_VALIDITY};
+pub use ca::{
+    ca_sha256_hex, node_cert_renew_at, ClusterCa, ServerCert, BACKREST_SERVICE, NODE_VALIDITY,
+};
 pub use cert::{
     key_sha256_of_cert_der, key_sha256_of_cert_pem, node_id_from_cert_der, node_server_name,
     validity_of_cert_pem, NodeIdentity, NodeKey,

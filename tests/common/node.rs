@@ -204,7 +204,12 @@ impl Node {
                 self.host_ip,
                 port = self.pg_port
             ),
-            None => format!("listen = \"{}:{}\"", self.host_ip, self.pg_port),
+            None => format!(
+                "listen = \"{}:{}\"\nbackrest_port = {}",
+                self.host_ip,
+                self.pg_port,
+                free_port()
+            ),
         };
         // PGQ_PG_TLS=off (PostgreSQL only) or PGQ_TLS=off: `[postgresql] tls = false`, for
         // benches that compare the two.

@@ -297,6 +297,7 @@ fn stale_peer_statuses_are_unknown_and_the_holder_position_needs_a_running_prima
         summary: String::new(),
         pre_promote_refused: false,
         vip: false,
+        backrest: None,
     };
     let horizon = config.member_timeout + config.loop_wait;
     let mut peers = PeerStatuses::new();

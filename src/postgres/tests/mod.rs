@@ -135,6 +135,7 @@ fn settings(dir: PathBuf, port: u16) -> Settings {
         log_file: dir.join("postgres.log"),
         tls: None,
         backrest_dir: dir.join("pgbackrest"),
+        backrest_server: None,
     }
 }
 

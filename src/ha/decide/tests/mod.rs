@@ -155,6 +155,7 @@ fn peer_with(pg: PgStatus) -> PeerStatus {
         summary: String::new(),
         pre_promote_refused: false,
         vip: false,
+        backrest: None,
     }
 }
 
