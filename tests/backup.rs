@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::backup::Repo;
-use common::pg::{healthy_cluster, writable};
+use common::pg::{healthy_cluster, lease, no_commit_lost_and_no_failover, writable};
+use common::writer::Writer;
 use common::{assert_error, assert_success, eventually, require_postgres, ELECTION};
 
 const STANZA: &str = "pgquorum";
@@ -21,6 +22,12 @@ fn require_pgbackrest() -> bool {
             .then_some(())
             .ok_or_else(|| "pgbackrest is not installed (apt-get install pgbackrest)".into()),
     )
+}
+
+/// Switches `node`'s WAL to a new segment; returns the name of the one just completed
+/// (`pg_walfile_name` of a segment's end names that segment).
+fn switch(node: &common::Node) -> String {
+    node.sql("select pg_walfile_name(pg_switch_wal())").unwrap()
 }
 
 /// The current timeline of member `node`'s PostgreSQL, from its WAL file name.
@@ -84,9 +91,8 @@ fn a_failover_leaves_no_gap_in_the_archive_even_when_the_old_primary_could_not_a
         let failed = p.sql("select failed_count from pg_stat_archiver").unwrap();
         (failed != "0").then_some(()).ok_or(failed)
     });
-    let unarchived = p
-        .sql("select pg_walfile_name(pg_current_wal_lsn() - 1)")
-        .unwrap();
+    p.sql("insert into t values (1)").unwrap();
+    let unarchived = switch(p);
     let before = timeline(p).unwrap();
     cluster.node_mut(primary).kill_host();
     std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -95,11 +101,8 @@ fn a_failover_leaves_no_gap_in_the_archive_even_when_the_old_primary_could_not_a
     let n = cluster.node(promoted);
     let after = timeline(n).unwrap();
     assert!(after > before, "a new timeline: {before} -> {after}");
-    n.sql("insert into t values (2); select pg_switch_wal()")
-        .unwrap();
-    let last = n
-        .sql("select pg_walfile_name(pg_current_wal_lsn() - 1)")
-        .unwrap();
+    n.sql("insert into t values (2)").unwrap();
+    let last = switch(n);
     eventually(ARCHIVED, "both timelines archived, with no gap", || {
         let archived = repo.archived(STANZA);
         let has = |name: &str| archived.iter().any(|a| a.starts_with(name));
@@ -109,11 +112,12 @@ fn a_failover_leaves_no_gap_in_the_archive_even_when_the_old_primary_could_not_a
             && repo.gap(STANZA).is_none();
         done.then_some(()).ok_or(archived)
     });
-    assert!(
-        n.log()
-            .contains("archived what pg_wal held of earlier timelines"),
-        "the new primary pushed the old timeline's last segments"
-    );
+    eventually(ARCHIVED, "the new primary says it pushed them", || {
+        (n.log()
+            .contains("archived what pg_wal held of earlier timelines"))
+        .then_some(())
+        .ok_or("not yet")
+    });
 }
 
 #[test]
@@ -215,5 +219,112 @@ fn a_backup_on_request_is_taken_once_and_listed_with_its_wal_range() {
     assert!(
         said.contains("\"weekly\" is not a backup type: full, diff or incr"),
         "{said}"
+    );
+}
+
+/// A sample of `/metrics` on `node`, by metric name.
+fn metric(node: &common::Node, name: &str) -> Option<String> {
+    let (_, text) = node.get("/metrics").ok()?;
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+}
+
+#[test]
+fn an_unreachable_repository_shows_in_metrics_and_list_stops_no_write_and_catches_up() {
+    if !require_postgres() || !require_pgbackrest() {
+        return;
+    }
+    let (cluster, primary) = healthy_cluster();
+    let repo = Repo::new();
+    let p = cluster.node(primary);
+    configure(p, p, &repo);
+    assert_eq!(metric(p, "pgquorum_archive_failing").as_deref(), Some("0"));
+    let before = lease(&cluster, primary).unwrap();
+    p.sql("create table t (v bigint primary key)").unwrap();
+    let writer = Writer::start(
+        "t",
+        (1..=3).map(|i| cluster.node(i).pg_target()).collect(),
+        Duration::from_millis(10),
+    );
+
+    // The repository goes away (as an NFS mount that hangs or is unmounted would).
+    std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    p.sql("select pg_switch_wal()").unwrap();
+    eventually(ARCHIVED, "/metrics shows archiving failing", || {
+        let failing = metric(p, "pgquorum_archive_failing");
+        (failing.as_deref() == Some("1"))
+            .then_some(())
+            .ok_or(failing)
+    });
+    let failures = metric(p, "pgquorum_archive_failures_total").unwrap();
+    assert_ne!(failures, "0");
+    let other = cluster.node(1 + primary % 3);
+    let warning = format!("Warning: WAL archiving fails on {}", p.name);
+    eventually(ARCHIVED, "list on another member warns", || {
+        let list = other.cli(&["list"]);
+        let table = String::from_utf8_lossy(&list.stdout).into_owned();
+        table.contains(&warning).then_some(()).ok_or(table)
+    });
+    p.sql("select pg_switch_wal()").unwrap();
+    let wanted = switch(p);
+
+    // It comes back: everything waiting in pg_wal is archived, with no gap.
+    std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+    eventually(ARCHIVED, "archiving catches up", || {
+        let failing = metric(p, "pgquorum_archive_failing");
+        let archived = repo.archived(STANZA);
+        let caught_up = failing.as_deref() == Some("0")
+            && archived.iter().any(|n| n.starts_with(&wanted))
+            && repo.gap(STANZA).is_none();
+        caught_up.then_some(()).ok_or((failing, archived))
+    });
+    eventually(ARCHIVED, "the warning goes", || {
+        let list = other.cli(&["list"]);
+        let table = String::from_utf8_lossy(&list.stdout).into_owned();
+        (!table.contains("Warning: WAL archiving"))
+            .then_some(())
+            .ok_or(table)
+    });
+    let commits = no_commit_lost_and_no_failover(&cluster, primary, writer, before);
+    assert!(commits > 0, "the writer committed throughout");
+}
+
+#[test]
+fn the_schedule_takes_a_full_backup_when_there_is_none_and_a_replica_takes_it() {
+    if !require_postgres() || !require_pgbackrest() {
+        return;
+    }
+    let (cluster, primary) = healthy_cluster();
+    let repo = Repo::new();
+    let p = cluster.node(primary);
+    let set = p.cli(&[
+        "config",
+        "set",
+        &format!("backup.repo_path={}", repo.path().display()),
+        "backup.full_every=7d",
+        "backup.incr_every=1h",
+    ]);
+    assert_success(&set, "config set with a schedule");
+    let report = eventually(ARCHIVED, "the scheduled full backup", || {
+        let info = p.cli(&["backup", "info", "--json"]);
+        let report: serde_json::Value =
+            serde_json::from_slice(&info.stdout).map_err(|e| e.to_string())?;
+        (report["last"]["ok"].as_bool() == Some(true))
+            .then_some(report.clone())
+            .ok_or(report.to_string())
+    });
+    let backups = report["info"]["backup"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "one backup, not one per member: {report}");
+    assert_eq!(backups[0]["type"], "full", "{report}");
+    assert_ne!(
+        report["last_runner"],
+        p.name.as_str(),
+        "a replica took it: {report}"
+    );
+    assert!(
+        p.log().contains("the schedule asks for a backup"),
+        "the lease holder asked for it"
     );
 }

@@ -40,6 +40,19 @@ pub struct MetricsInput {
     pub certificates: Vec<(&'static str, u64)>,
     /// A CA rotation is under way (both CAs trusted until `ca rotate --finish`).
     pub ca_rotation: bool,
+    /// With `[backup]` configured: what this member knows of backups and archiving.
+    pub backup: Option<BackupMetrics>,
+}
+
+/// The backup metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BackupMetrics {
+    /// The archiver of this member's PostgreSQL, when it is the writable primary (the one
+    /// member that archives).
+    pub archiver: Option<crate::postgres::Archiver>,
+    /// When the last successful backup finished (Unix seconds).
+    pub last_success_unix: Option<u64>,
+    pub running: bool,
 }
 
 /// The exposition text: for each known metric a `# HELP`, a `# TYPE` and one sample line.
@@ -51,7 +64,9 @@ pub fn render(input: &MetricsInput) -> String {
     );
     let flag = |b: bool| Some(u64::from(b));
     let pg = input.pg.as_ref();
-    let metrics: [(&str, &str, Option<u64>); 15] = [
+    let backup = input.backup.as_ref();
+    let archiver = backup.and_then(|b| b.archiver);
+    let metrics: [(&str, &str, Option<u64>); 20] = [
         (
             "pgquorum_up",
             "Whether the pgquorum daemon answers (always 1).",
@@ -124,6 +139,33 @@ pub fn render(input: &MetricsInput) -> String {
             "Whether a CA rotation is under way: every member trusts the old and the new CA \
              until `pgquorum ca rotate --finish`.",
             flag(input.ca_rotation),
+        ),
+        (
+            "pgquorum_archive_failing",
+            "Whether WAL archiving to the backup repository fails now on this primary (its \
+             last attempt failed); writes go on and WAL waits in pg_wal.",
+            archiver.map(|a| u64::from(a.failing())),
+        ),
+        (
+            "pgquorum_archive_failures_total",
+            "Failed WAL archiving attempts on this primary since its PostgreSQL started.",
+            archiver.map(|a| a.failed_count),
+        ),
+        (
+            "pgquorum_archive_last_success_timestamp_seconds",
+            "When this primary last archived a WAL segment (Unix time); the archive lags by \
+             the time since.",
+            archiver.and_then(|a| a.archived_unix),
+        ),
+        (
+            "pgquorum_backup_last_success_timestamp_seconds",
+            "When the last successful backup finished (Unix time).",
+            backup.and_then(|b| b.last_success_unix),
+        ),
+        (
+            "pgquorum_backup_running",
+            "Whether a backup is being taken.",
+            backup.map(|b| u64::from(b.running)),
         ),
         (
             "pgquorum_vip_held",

@@ -110,6 +110,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let raft = state.handle.metrics();
     let health = snapshot.health_input(&state.name);
     let cluster = &snapshot.view.state;
+    let archiver = (health.pg.as_ref())
+        .filter(|pg| pg.is_writable())
+        .and_then(|pg| pg.archive);
     let input = metrics::MetricsInput {
         cluster_id: cluster.cluster_id.clone(),
         name: state.name.clone(),
@@ -130,6 +133,15 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             .collect(),
         certificates: state.expiries.unix_seconds(),
         ca_rotation: cluster.ca_rotation.is_some(),
+        backup: cluster
+            .config
+            .backup
+            .as_ref()
+            .map(|_| metrics::BackupMetrics {
+                archiver,
+                last_success_unix: cluster.last_good_backup.as_ref().map(|b| b.finished_unix),
+                running: cluster.backup_job.is_some(),
+            }),
     };
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -205,6 +217,9 @@ pub struct ClusterReport {
     /// During a CA rotation (`pgquorum ca rotate`), the members still to move to the new CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_rotation_waiting: Option<Vec<String>>,
+    /// What an operator should look at (failing WAL archiving, a failed backup).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub members: Vec<MemberReport>,
 }
 
@@ -321,6 +336,7 @@ pub(super) async fn cluster(State(state): State<AppState>) -> Json<ClusterReport
         vip: state.vip.clone(),
         ca_rotation_waiting: (view.state.ca_rotation.as_ref())
             .map(|_| crate::ca_rotation::status(&state.authority, &view.state).waiting),
+        warnings: crate::backup::warnings(&view.state, &snapshot.statuses),
         members,
     })
 }
@@ -352,6 +368,7 @@ mod tests {
             replay_delay_ms: None,
             // Its primary has told it of more WAL than any test's holder position.
             primary_end: (in_recovery && streaming).then_some(Lsn(u64::MAX)),
+            archive: None,
         }
     }
 

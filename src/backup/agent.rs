@@ -17,6 +17,8 @@ use crate::raft::RaftHandle;
 const TICK: Duration = Duration::from_secs(2);
 /// How old the primary's status may be for a standby to use its pgBackRest server.
 const PRIMARY_FRESH: Duration = Duration::from_secs(10);
+/// How often the lease holder compares the repository with the schedule.
+const SCHEDULE_CHECK: Duration = Duration::from_secs(30);
 /// How long after a failed stanza check it tries again.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -48,6 +50,8 @@ struct Done {
     retry_at: Option<Instant>,
     /// The pgBackRest server, while `[backup]` takes backups from standbys.
     server: Option<Server>,
+    /// When the lease holder next compares the repository with the schedule.
+    schedule_at: Option<Instant>,
     /// The backup this member is taking, or took and reported.
     running: Option<(u64, tokio::task::JoinHandle<()>)>,
     /// The timeline for which this member, promoted, pushed the earlier timelines' segments
@@ -95,7 +99,7 @@ impl Agent {
             done.stanza = None;
             return;
         };
-        if let Some(job) = job.filter(|job| job.runner == self.me) {
+        if let Some(job) = job.as_ref().filter(|job| job.runner == self.me) {
             if done.running.as_ref().map(|(id, _)| *id) != Some(job.id) {
                 let primary = holder.and_then(|h| {
                     let peers = self.peers.borrow();
@@ -131,6 +135,13 @@ impl Agent {
                     }
                 }
             }
+            let check = done.schedule_at.is_none_or(|at| Instant::now() >= at);
+            if job.is_none() && check {
+                done.schedule_at = Some(Instant::now() + SCHEDULE_CHECK);
+                if let Err(e) = self.follow_schedule(&wanted.0).await {
+                    tracing::warn!(error = %format!("{e:#}"), "checking the backup schedule");
+                }
+            }
             return;
         }
         if waiting {
@@ -151,6 +162,54 @@ impl Agent {
                 done.retry_at = Some(Instant::now() + RETRY);
             }
         }
+    }
+
+    /// On the lease holder: requests the backup the schedule says is due, if any (see
+    /// [`super::due`]), from the member [`super::choose_runner`] picks.
+    async fn follow_schedule(&self, backup: &BackupConfig) -> anyhow::Result<()> {
+        if backup
+            .full_every
+            .or(backup.diff_every)
+            .or(backup.incr_every)
+            .is_none()
+        {
+            return Ok(());
+        }
+        let info = self.postgres.pgbackrest(&["info", "--output=json"]).await?;
+        let info: serde_json::Value = serde_json::from_str(&info)?;
+        let newest = super::Newest::from_info(&info[0]);
+        let now = super::unix_now();
+        let Some(kind) = super::due(backup, newest, now) else {
+            return Ok(());
+        };
+        let statuses = {
+            let view = self.handle.view().borrow().clone();
+            let local = self.local.borrow().as_ref().map(|(s, _)| s.clone());
+            let horizon = view.state.config.status_horizon();
+            let known =
+                (self.peers.borrow()).known_statuses(local.as_ref(), horizon, Instant::now());
+            let from_standby = backup.from_standby && self.postgres.backrest_endpoint().is_some();
+            super::choose_runner(&view.state, &known, from_standby)
+        };
+        let Some(runner) = statuses else {
+            return Ok(());
+        };
+        let job = BackupJob {
+            id: 0,
+            kind,
+            runner,
+            requested_unix: now,
+            scheduled: true,
+        };
+        let result = self
+            .handle
+            .propose(Command::RequestBackup {
+                job,
+                replace: false,
+            })
+            .await?;
+        tracing::info!(kind = kind.as_str(), runner = %runner, ?result, "the schedule asks for a backup");
+        Ok(())
     }
 
     /// Keeps `pgbackrest server` running with the configuration `wanted` (`None`: not at

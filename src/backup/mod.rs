@@ -17,7 +17,7 @@ pub use agent::Agent;
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{BackupConfig, ClusterState, NodeId, RepoType};
+use crate::cluster::{BackupConfig, BackupKind, ClusterState, NodeId, RepoType};
 use crate::postgres::{Backrest, PgStatus};
 
 /// Seconds since the Unix epoch by this host's clock (for the proposals it makes).
@@ -51,6 +51,104 @@ pub fn choose_runner(
             .is_some_and(PgStatus::is_writable)
             .then_some(holder),
     }
+}
+
+/// When the newest backup of each type finished (Unix seconds), as the repository says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Newest {
+    pub full: Option<u64>,
+    pub diff: Option<u64>,
+    pub incr: Option<u64>,
+}
+
+impl Newest {
+    /// From `pgbackrest info --output=json`'s entry for the stanza.
+    pub fn from_info(info: &serde_json::Value) -> Newest {
+        let mut newest = Newest::default();
+        for backup in info["backup"].as_array().into_iter().flatten() {
+            let stop = backup
+                .pointer("/timestamp/stop")
+                .and_then(serde_json::Value::as_u64);
+            let slot = match backup["type"].as_str() {
+                Some("full") => &mut newest.full,
+                Some("diff") => &mut newest.diff,
+                Some("incr") => &mut newest.incr,
+                _ => continue,
+            };
+            *slot = (*slot).max(stop);
+        }
+        newest
+    }
+}
+
+/// The backup the schedule asks for at `now`, if any: a full one when the newest full is
+/// older than `full_every` (or there is none), else a differential when the newest full or
+/// differential is older than `diff_every`, else an incremental when the newest backup of
+/// any type is older than `incr_every`. Nothing without a schedule. Pure.
+pub fn due(config: &BackupConfig, newest: Newest, now: u64) -> Option<BackupKind> {
+    let older = |at: Option<u64>, every: Option<std::time::Duration>| {
+        every.is_some_and(|every| at.is_none_or(|at| now.saturating_sub(at) >= every.as_secs()))
+    };
+    let scheduled = config
+        .full_every
+        .or(config.diff_every)
+        .or(config.incr_every);
+    if scheduled.is_some() && newest.full.is_none() {
+        return Some(BackupKind::Full);
+    }
+    let full_or_diff = newest.full.max(newest.diff);
+    let any = full_or_diff.max(newest.incr);
+    if older(newest.full, config.full_every) {
+        Some(BackupKind::Full)
+    } else if older(full_or_diff, config.diff_every) {
+        Some(BackupKind::Diff)
+    } else if older(any, config.incr_every) {
+        Some(BackupKind::Incr)
+    } else {
+        None
+    }
+}
+
+/// What `list` warns of about backups: the primary failing to archive, the last backup
+/// failing. Pure: from the state and the members' statuses.
+pub fn warnings(state: &ClusterState, statuses: &BTreeMap<NodeId, PgStatus>) -> Vec<String> {
+    let mut out = Vec::new();
+    if state.config.backup.is_none() {
+        return out;
+    }
+    let holder = state.lease_holder();
+    let archiver = holder
+        .and_then(|h| statuses.get(&h))
+        .and_then(|pg| pg.archive);
+    if let (Some(holder), Some(archiver)) = (holder, archiver.filter(|a| a.failing())) {
+        let since = archiver
+            .archived_unix
+            .map_or("since it started".to_string(), |at| {
+                format!("since {}", rfc3339(at))
+            });
+        out.push(format!(
+            "WAL archiving fails on {} ({} failed attempts; nothing archived {since}): writes \
+             go on and WAL waits in pg_wal; check the repository (`pgquorum backup info`, \
+             pgBackRest's log in the state directory)",
+            state.name_of(holder),
+            archiver.failed_count
+        ));
+    }
+    if let Some(last) = state.last_backup.as_ref().filter(|b| !b.ok) {
+        out.push(format!(
+            "the last backup ({}, {} on {}) failed: {}",
+            last.kind.as_str(),
+            rfc3339(last.finished_unix),
+            state.name_of(last.runner),
+            last.message.lines().next().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn rfc3339(unix: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// What can be checked of `config` on this member before it is proposed: pgbackrest is
@@ -232,6 +330,172 @@ mod tests {
                 "case {i}"
             );
         }
+    }
+
+    #[test]
+    fn list_warns_of_failing_archiving_on_the_primary_and_of_a_failed_backup() {
+        use crate::cluster::{BackupKind, BackupOutcome, Epoch, Lease, Member, Tags};
+        use crate::postgres::Archiver;
+        let mut state = ClusterState::default();
+        state.members.insert(
+            NodeId(1),
+            Member {
+                id: NodeId(1),
+                name: "n1".into(),
+                peer_addr: String::new(),
+                api_addr: String::new(),
+                pg_addr: "h1:5432".into(),
+                tags: Tags::default(),
+            },
+        );
+        state.lease = Some(Lease {
+            holder: NodeId(1),
+            epoch: Epoch(1),
+            seq: 0,
+        });
+        let failing = Archiver {
+            failed_count: 3,
+            archived_unix: Some(1_796_600_000),
+            failed_unix: Some(1_796_600_060),
+        };
+        let statuses: BTreeMap<NodeId, PgStatus> = [(
+            NodeId(1),
+            PgStatus {
+                running: true,
+                archive: Some(failing),
+                ..Default::default()
+            },
+        )]
+        .into();
+        assert!(
+            warnings(&state, &statuses).is_empty(),
+            "no [backup]: archive_command is ':'"
+        );
+        state.config.backup = Some(BackupConfig {
+            repo_path: "/mnt/b".into(),
+            ..Default::default()
+        });
+        let said = warnings(&state, &statuses);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].starts_with(
+                "WAL archiving fails on n1 (3 failed attempts; nothing archived since 2026-"
+            ),
+            "{said:?}"
+        );
+        state.last_backup = Some(BackupOutcome {
+            id: 4,
+            kind: BackupKind::Incr,
+            runner: NodeId(1),
+            ok: false,
+            message: "pgbackrest backup failed\nmore".into(),
+            finished_unix: 1_796_600_100,
+        });
+        let healthy: BTreeMap<NodeId, PgStatus> = [(
+            NodeId(1),
+            PgStatus {
+                archive: Some(Archiver {
+                    archived_unix: Some(1_796_600_120),
+                    ..failing
+                }),
+                ..Default::default()
+            },
+        )]
+        .into();
+        let said = warnings(&state, &healthy);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("the last backup (incr, "), "{said:?}");
+        assert!(
+            said[0].ends_with("on n1) failed: pgbackrest backup failed"),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn the_schedule_asks_for_the_largest_type_that_is_due() {
+        let day = std::time::Duration::from_secs(86_400);
+        let weekly_daily = BackupConfig {
+            repo_path: "/b".into(),
+            full_every: Some(7 * day),
+            diff_every: Some(day),
+            ..Default::default()
+        };
+        let hourly = BackupConfig {
+            incr_every: Some(day / 24),
+            ..weekly_daily.clone()
+        };
+        let now = 100 * 86_400;
+        let at = |days_ago: u64| Some(now - days_ago * 86_400);
+        let newest = |full, diff, incr| Newest { full, diff, incr };
+        let cases = [
+            (
+                "no schedule",
+                BackupConfig::default(),
+                newest(None, None, None),
+                None,
+            ),
+            (
+                "nothing yet",
+                weekly_daily.clone(),
+                newest(None, None, None),
+                Some(BackupKind::Full),
+            ),
+            (
+                "a fresh full",
+                weekly_daily.clone(),
+                newest(at(0), None, None),
+                None,
+            ),
+            (
+                "full 2 days old",
+                weekly_daily.clone(),
+                newest(at(2), None, None),
+                Some(BackupKind::Diff),
+            ),
+            (
+                "a diff today",
+                weekly_daily.clone(),
+                newest(at(2), at(0), None),
+                None,
+            ),
+            (
+                "full 8 days old",
+                weekly_daily.clone(),
+                newest(at(8), at(0), None),
+                Some(BackupKind::Full),
+            ),
+            (
+                "hourly incr due",
+                hourly.clone(),
+                newest(Some(now - 3 * 3600), None, Some(now - 7200)),
+                Some(BackupKind::Incr),
+            ),
+            (
+                "incr fresh",
+                hourly,
+                newest(at(0), None, Some(now - 60)),
+                None,
+            ),
+            (
+                "only incrementals scheduled, none yet but a full",
+                BackupConfig {
+                    incr_every: Some(day),
+                    repo_path: "/b".into(),
+                    ..Default::default()
+                },
+                newest(at(3), None, None),
+                Some(BackupKind::Incr),
+            ),
+        ];
+        for (what, config, newest, want) in cases {
+            assert_eq!(due(&config, newest, now), want, "{what}");
+        }
+        let info = serde_json::json!({"backup": [
+            {"type": "full", "timestamp": {"stop": 10}},
+            {"type": "incr", "timestamp": {"stop": 20}},
+            {"type": "full", "timestamp": {"stop": 30}},
+        ]});
+        assert_eq!(Newest::from_info(&info), newest(Some(30), None, Some(20)));
     }
 
     #[test]

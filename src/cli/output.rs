@@ -218,6 +218,9 @@ fn render_cluster_table(report: &ClusterReport) -> String {
             )
         }
     }
+    for warning in &report.warnings {
+        out += &format!("\n Warning: {warning}");
+    }
     out
 }
 
@@ -347,6 +350,7 @@ mod tests {
             switchover: None,
             vip: None,
             ca_rotation_waiting: None,
+            warnings: Vec::new(),
             members,
         }
     }

@@ -98,6 +98,9 @@ pub(super) fn finish(
         Some(job) if job.id == outcome.id && job.runner == outcome.runner => {
             state.backup_job = None;
             state.last_backup = Some(outcome.clone());
+            if outcome.ok {
+                state.last_good_backup = Some(outcome.clone());
+            }
             Ok(CommandResult::Applied)
         }
         _ => Err(Rejection::NoSuchBackup { id: outcome.id }),

@@ -79,6 +79,9 @@ pub struct ClusterState {
     /// How the last backup ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupOutcome>,
+    /// The last backup that succeeded (the same as `last_backup` unless that one failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_good_backup: Option<BackupOutcome>,
     /// The id of the last backup requested (0: none yet).
     #[serde(skip_serializing_if = "is_zero")]
     pub next_backup_id: u64,
@@ -113,6 +116,7 @@ impl Default for ClusterState {
             ca_rotation: None,
             backup_job: None,
             last_backup: None,
+            last_good_backup: None,
             next_backup_id: 0,
         }
     }

@@ -63,7 +63,10 @@ SELECT pg_is_in_recovery(),
             ELSE greatest(0, (1000 * extract(epoch FROM
                      now() - pg_last_xact_replay_timestamp()))::bigint)
        END,
-       (SELECT latest_end_lsn FROM pg_stat_wal_receiver)";
+       (SELECT latest_end_lsn FROM pg_stat_wal_receiver),
+       (SELECT failed_count FROM pg_stat_archiver),
+       (SELECT extract(epoch FROM last_archived_time)::bigint FROM pg_stat_archiver),
+       (SELECT extract(epoch FROM last_failed_time)::bigint FROM pg_stat_archiver)";
 
 impl Postgres {
     /// Opens a connection over the unix socket within 2 s.
@@ -148,6 +151,11 @@ impl Postgres {
             pending_restart: flag(6),
             replay_delay_ms: text(7).and_then(|t| t.parse().ok()),
             primary_end: if in_recovery { lsn(8) } else { None },
+            archive: Some(super::status::Archiver {
+                failed_count: text(9).and_then(|t| t.parse().ok()).unwrap_or(0),
+                archived_unix: text(10).and_then(|t| t.parse().ok()),
+                failed_unix: text(11).and_then(|t| t.parse().ok()),
+            }),
         }
     }
 

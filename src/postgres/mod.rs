@@ -49,7 +49,7 @@ pub use backrest::{
 pub use client::Standby;
 pub use conf::{ConfigChange, REWIND_USER};
 pub use rewind::RewindOutcome;
-pub use status::{DataDir, Lsn, PgRole, PgStatus};
+pub use status::{Archiver, DataDir, Lsn, PgRole, PgStatus};
 pub use tls::TlsFiles;
 
 use crate::secret::Secret;

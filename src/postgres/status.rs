@@ -81,6 +81,30 @@ pub struct PgStatus {
     /// older versions.
     #[serde(default)]
     pub primary_end: Option<Lsn>,
+    /// Its WAL archiver (`pg_stat_archiver`); `None` when not running, and in statuses
+    /// from older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<Archiver>,
+}
+
+/// What `pg_stat_archiver` says (since the server started or its statistics were reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Archiver {
+    pub failed_count: u64,
+    /// When a segment was last archived, and when archiving last failed (Unix seconds).
+    pub archived_unix: Option<u64>,
+    pub failed_unix: Option<u64>,
+}
+
+impl Archiver {
+    /// Archiving fails now: its last attempt failed.
+    pub fn failing(&self) -> bool {
+        match (self.failed_unix, self.archived_unix) {
+            (Some(failed), Some(archived)) => failed >= archived,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
 }
 
 /// What a PostgreSQL is, as far as its status says.

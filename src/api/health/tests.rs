@@ -33,6 +33,7 @@ fn primary() -> HealthInput {
             pending_restart: false,
             replay_delay_ms: None,
             primary_end: None,
+            archive: None,
         }),
         lease: lease(1),
         tags: Tags::default(),

@@ -23,6 +23,7 @@ fn input() -> MetricsInput {
             pending_restart: false,
             replay_delay_ms: None,
             primary_end: Some(Lsn(0x3000060)),
+            archive: None,
         }),
         replication_lag: Some(96),
         synchronous: false,
@@ -30,6 +31,7 @@ fn input() -> MetricsInput {
         names: Default::default(),
         certificates: Vec::new(),
         ca_rotation: false,
+        backup: None,
     }
 }
 
@@ -75,6 +77,52 @@ fn a_replica_reports_every_metric_with_help_type_and_labels() {
     ));
     assert!(text.contains("# TYPE pgquorum_lease_changes_total counter\n"));
     assert!(text.ends_with('\n'));
+}
+
+#[test]
+fn backups_and_a_failing_archiver_are_reported_with_backup_configured() {
+    let with = |backup| {
+        samples(&render(&MetricsInput { backup, ..input() }))
+            .into_iter()
+            .filter(|(name, _)| {
+                name.starts_with("pgquorum_archive") || name.starts_with("pgquorum_backup")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with(None), [], "no [backup], no backup metrics");
+    let failing = crate::postgres::Archiver {
+        failed_count: 7,
+        archived_unix: Some(1_000),
+        failed_unix: Some(1_060),
+    };
+    let got = with(Some(BackupMetrics {
+        archiver: Some(failing),
+        last_success_unix: Some(900),
+        running: false,
+    }));
+    let want = [
+        ("pgquorum_archive_failing", "1"),
+        ("pgquorum_archive_failures_total", "7"),
+        ("pgquorum_archive_last_success_timestamp_seconds", "1000"),
+        ("pgquorum_backup_last_success_timestamp_seconds", "900"),
+        ("pgquorum_backup_running", "0"),
+    ];
+    assert_eq!(got, want.map(|(n, v)| (n.to_string(), v.to_string())));
+    let replica = with(Some(BackupMetrics {
+        archiver: None,
+        last_success_unix: None,
+        running: true,
+    }));
+    assert_eq!(
+        replica,
+        [("pgquorum_backup_running".to_string(), "1".to_string())],
+        "a replica does not archive"
+    );
+    let recovered = crate::postgres::Archiver {
+        archived_unix: Some(1_100),
+        ..failing
+    };
+    assert!(!recovered.failing(), "archived after the last failure");
 }
 
 #[test]

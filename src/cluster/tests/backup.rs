@@ -208,6 +208,24 @@ fn one_backup_at_a_time_by_the_member_named_until_it_reports() {
     assert_eq!(apply(&mut state, &finish(2, 3)), CommandResult::Applied);
     assert_eq!(state.backup_job, None);
     assert_eq!(state.last_backup, Some(outcome(2, 3)));
+    assert_eq!(state.last_good_backup, Some(outcome(2, 3)));
+    apply(&mut state, &request(2, false));
+    let failed = BackupOutcome {
+        ok: false,
+        ..outcome(3, 2)
+    };
+    apply(
+        &mut state,
+        &Command::FinishBackup {
+            outcome: failed.clone(),
+        },
+    );
+    assert_eq!(state.last_backup, Some(failed));
+    assert_eq!(
+        state.last_good_backup,
+        Some(outcome(2, 3)),
+        "a failed backup leaves the last good one"
+    );
 }
 
 #[test]

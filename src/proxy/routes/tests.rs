@@ -47,6 +47,7 @@ fn replica(replayed: u64) -> PgStatus {
         pending_restart: false,
         replay_delay_ms: None,
         primary_end: Some(Lsn(replayed)),
+        archive: None,
     }
 }
 

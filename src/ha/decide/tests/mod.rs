@@ -143,6 +143,7 @@ fn recovering_pg(at: &str) -> PgStatus {
         pending_restart: false,
         replay_delay_ms: None,
         primary_end: Some(lsn(at)),
+        archive: None,
     }
 }
 
