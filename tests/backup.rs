@@ -328,3 +328,96 @@ fn the_schedule_takes_a_full_backup_when_there_is_none_and_a_replica_takes_it() 
         "the lease holder asked for it"
     );
 }
+
+/// The pids of the pgbackrest backup processes running now (the main one of each backup).
+fn backup_pids() -> Vec<i32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "pgbackrest .*--stanza=pgquorum backup --type="])
+        .output()
+        .expect("running pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn signal(pids: &[i32], signal: libc::c_int) {
+    for pid in pids {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(*pid, signal) };
+    }
+}
+
+#[test]
+fn a_failover_during_a_backup_fails_that_backup_and_the_next_one_is_usable() {
+    if !require_postgres() || !require_pgbackrest() {
+        return;
+    }
+    let (mut cluster, primary) = healthy_cluster();
+    let repo = Repo::new();
+    let p = cluster.node(primary);
+    configure(p, p, &repo);
+    p.sql("create table t (v int); insert into t values (1)")
+        .unwrap();
+    p.sql("create table big as select g, md5(g::text) as h from generate_series(1, 2000000) g")
+        .unwrap();
+    let other = 1 + primary % 3;
+    let asked = cluster.node(other).cli(&["backup", "--wait=0s"]);
+    assert_success(&asked, "backup --wait=0s");
+    // Hold the backup mid-way, then lose the primary it started on.
+    let pids = eventually(ARCHIVED, "the backup runs", || {
+        let pids = backup_pids();
+        (!pids.is_empty())
+            .then_some(pids)
+            .ok_or("no pgbackrest backup yet")
+    });
+    signal(&pids, libc::SIGSTOP);
+    cluster.node_mut(primary).kill_host();
+    signal(&pids, libc::SIGCONT);
+    let promoted = eventually(ELECTION, "a new primary", || writable(&cluster));
+    let n = cluster.node(promoted);
+    let report = |node: &common::Node| -> serde_json::Value {
+        let info = node.cli(&["backup", "info", "--json"]);
+        serde_json::from_slice(&info.stdout).unwrap_or_default()
+    };
+    // pgBackRest gives up on the lost primary after its I/O timeouts (about two minutes
+    // here, with its 60 s io-timeout).
+    eventually(
+        Duration::from_secs(240),
+        "the interrupted backup is reported failed",
+        || {
+            let r = report(n);
+            (r["last"]["id"] == 1 && r["last"]["ok"] == false)
+                .then_some(())
+                .ok_or(r.to_string())
+        },
+    );
+    eventually(ARCHIVED, "list warns of it", || {
+        let list = n.cli(&["list"]);
+        let table = String::from_utf8_lossy(&list.stdout).into_owned();
+        table
+            .contains("Warning: the last backup (full, ")
+            .then_some(())
+            .ok_or(table)
+    });
+
+    n.sql("insert into t values (2)").unwrap();
+    let again = n.cli(&["backup"]);
+    assert_success(&again, "a backup after the failover");
+    let r = report(n);
+    assert_eq!(r["last"]["ok"], true, "{r}");
+    assert_eq!(r["info"]["status"]["code"], 0, "the stanza is healthy: {r}");
+    let backups = r["info"]["backup"].as_array().unwrap();
+    assert_eq!(
+        backups.len(),
+        1,
+        "the interrupted backup is not listed as one: {r}"
+    );
+    assert!(
+        backups[0]["archive"]["start"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{:08X}", timeline(n).unwrap())),
+        "the new backup is on the new timeline: {r}"
+    );
+}
