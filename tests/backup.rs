@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::backup::Repo;
 use common::pg::{healthy_cluster, lease, no_commit_lost_and_no_failover, writable};
 use common::writer::Writer;
-use common::{assert_error, assert_success, eventually, require_postgres, ELECTION};
+use common::{assert_error, assert_success, eventually, require_postgres, ELECTION, FORMATION};
 
 const STANZA: &str = "pgquorum";
 /// Stanza creation, `pgbackrest check` and the archiving of a switched segment.
@@ -52,7 +52,7 @@ fn a_failover_leaves_no_gap_in_the_archive_even_when_the_old_primary_could_not_a
     assert_success(&set, "config set backup.repo_path");
     eventually(ARCHIVED, "the primary creates the stanza", || {
         p.log()
-            .contains("pgBackRest stanza ready")
+            .contains("pgBackRest stanza ready: WAL is archived")
             .then_some(())
             .ok_or_else(|| repo.archived(STANZA))
     });
@@ -164,7 +164,7 @@ fn configure(node: &common::Node, primary: &common::Node, repo: &Repo) {
     eventually(ARCHIVED, "the primary creates the stanza", || {
         primary
             .log()
-            .contains("pgBackRest stanza ready")
+            .contains("pgBackRest stanza ready: WAL is archived")
             .then_some(())
             .ok_or_else(|| repo.archived(STANZA))
     });
@@ -419,5 +419,108 @@ fn a_failover_during_a_backup_fails_that_backup_and_the_next_one_is_usable() {
             .unwrap()
             .starts_with(&format!("{:08X}", timeline(n).unwrap())),
         "the new backup is on the new timeline: {r}"
+    );
+}
+
+/// `node` was restored from the repository (not cloned), streams, and has `rows` rows in t.
+fn restored_and_streams(node: &common::Node, rows: &str) -> Result<(), String> {
+    if !node
+        .log()
+        .contains("restored from the pgBackRest repository")
+    {
+        return Err("not restored (yet)".into());
+    }
+    let status = node.sql("select status from pg_stat_wal_receiver")?;
+    let count = node.sql("select count(*) from t")?;
+    (status == "streaming" && count == rows)
+        .then_some(())
+        .ok_or(format!("{status:?}, {count} rows"))
+}
+
+#[test]
+fn a_member_added_and_one_reinitialised_from_the_repository_stream_and_catch_up() {
+    if !require_postgres() || !require_pgbackrest() {
+        return;
+    }
+    let (mut cluster, primary) = healthy_cluster();
+    let repo = Repo::new();
+    let p = cluster.node(primary);
+    let set = p.cli(&[
+        "config",
+        "set",
+        &format!("backup.repo_path={}", repo.path().display()),
+        "backup.create_replica_from_backup=true",
+    ]);
+    assert_success(&set, "config set create_replica_from_backup");
+    let early = eventually(ARCHIVED, "the stanza, or a refusal before it", || {
+        let out = p.cli(&["backup", "--wait=0s"]);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        match out.status.success() {
+            true => Err("accepted".to_string()),
+            false if said.contains("the repository has no stanza yet") => Ok(said),
+            false => Err(said),
+        }
+    });
+    assert!(early.contains("retry in a few seconds"), "{early}");
+    eventually(ARCHIVED, "the primary creates the stanza", || {
+        p.log()
+            .contains("pgBackRest stanza ready: WAL is archived")
+            .then_some(())
+            .ok_or("not yet")
+    });
+    p.sql("create table t (v int); insert into t values (1)")
+        .unwrap();
+    // No backup yet: a reinit falls back to pg_basebackup.
+    let third = 1 + (primary + 1) % 3;
+    let third_name = cluster.node(third).name.clone();
+    assert_success(
+        &p.cli(&["reinit", &third_name, "--force"]),
+        "reinit with no backup",
+    );
+    let t = cluster.node(third);
+    eventually(
+        FORMATION,
+        "the member cloned with pg_basebackup instead streams",
+        || {
+            if !t.log().contains("cloning with pg_basebackup instead") {
+                return Err("no fallback (yet)".to_string());
+            }
+            let rows = t.sql("select count(*) from t")?;
+            let status = t.sql("select status from pg_stat_wal_receiver")?;
+            (rows == "1" && status == "streaming")
+                .then_some(())
+                .ok_or(format!("{status}, {rows}"))
+        },
+    );
+    assert_success(&p.cli(&["backup"]), "backup");
+    // Written after the backup: it comes from the archive or the stream.
+    p.sql("insert into t values (2)").unwrap();
+
+    let replica = 1 + primary % 3;
+    let name = cluster.node(replica).name.clone();
+    assert_success(&p.cli(&["reinit", &name, "--force"]), "reinit of a replica");
+    let r = cluster.node(replica);
+    eventually(
+        FORMATION,
+        "the member restored from the repository streams",
+        || restored_and_streams(r, "2"),
+    );
+
+    let token = p.cli(&["token", "create"]);
+    assert_success(&token, "token create");
+    let peer = p.peer_addr();
+    let mut fourth = cluster.new_node("n4");
+    let joined = fourth.join(&peer, String::from_utf8_lossy(&token.stdout).trim());
+    assert_success(&joined, "n4 joins");
+    fourth.start();
+    cluster.add(fourth);
+    let n4 = cluster.node(4);
+    (cluster.node(primary))
+        .sql("insert into t values (3)")
+        .unwrap();
+    eventually(
+        FORMATION,
+        "the member added from the repository streams",
+        || restored_and_streams(n4, "3"),
     );
 }

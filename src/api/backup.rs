@@ -52,6 +52,9 @@ pub(super) async fn request_backup(
             crate::cluster::Rejection::NoBackupConfigured.to_string(),
         ));
     }
+    if let Some(pg) = &state.postgres {
+        stanza_ready(pg).await?;
+    }
     let from_standby = cluster
         .config
         .backup
@@ -78,6 +81,27 @@ pub(super) async fn request_backup(
         scheduled: false,
     };
     propose(&state, Command::RequestBackup { job, replace }).await
+}
+
+/// Refuses a backup while the repository has no stanza yet: the primary creates it a few
+/// seconds after `[backup]` is set (`pgbackrest info` status 1, missing stanza path, or 3,
+/// missing stanza data).
+async fn stanza_ready(pg: &crate::postgres::Postgres) -> Result<(), ApiError> {
+    let Ok(text) = pg.pgbackrest(&["info", "--output=json"]).await else {
+        return Ok(()); // the runner's own attempt will say what is wrong
+    };
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    match info
+        .pointer("/0/status/code")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(1 | 3) => Err(ApiError::conflict(
+            "the repository has no stanza yet: the primary creates it once [backup] is set \
+             (its log then says so); retry in a few seconds, or see \
+             `pgquorum backup info`",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the lease holder's last fresh status shows its pgBackRest server running, so a

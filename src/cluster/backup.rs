@@ -68,6 +68,10 @@ pub struct BackupConfig {
     /// `backup-standby`), sparing the primary; it reaches the primary through the
     /// pgBackRest TLS server every member runs (`[postgresql] backrest_port`). Needs TLS.
     pub from_standby: bool,
+    /// New members and `reinit` restore the newest backup from the repository and then
+    /// stream (faster than `pg_basebackup` for a large database); when that fails they
+    /// clone with `pg_basebackup` after all.
+    pub create_replica_from_backup: bool,
 }
 
 impl Default for BackupConfig {
@@ -85,6 +89,7 @@ impl Default for BackupConfig {
             diff_every: None,
             incr_every: None,
             from_standby: true,
+            create_replica_from_backup: false,
         }
     }
 }

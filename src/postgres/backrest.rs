@@ -163,6 +163,8 @@ impl Postgres {
     pub async fn pgbackrest(&self, args: &[&str]) -> Result<String, Error> {
         let backrest = self.backrest().ok_or(Error::NoBackup)?;
         let bin = backrest_bin()?;
+        // A member that has not started PostgreSQL yet (a new one) has no file yet.
+        self.write_backrest(&self.settings.data_dir)?;
         let config = format!("--config={}", self.backrest_conf().display());
         let stanza = format!("--stanza={}", backrest.stanza);
         let mut all: Vec<&OsStr> = vec![config.as_ref(), stanza.as_ref()];
@@ -309,5 +311,24 @@ impl Postgres {
             format!("--pg2-socket-path={}", primary.socket_path),
             format!("--pg2-port={}", primary.pg_port),
         ]
+    }
+
+    /// Makes the data directory (which must be missing or empty) a standby restored from
+    /// the repository's newest backup: `pgbackrest restore --type=standby` into a work
+    /// directory moved into place when complete, as a clone is. It then replays the
+    /// archive and streams once started as a replica.
+    pub async fn restore_standby(&self) -> Result<(), Error> {
+        self.populate(
+            "restoring from the pgBackRest repository",
+            |work| async move {
+                let path = format!("--pg1-path={}", work.display());
+                self.pgbackrest(&[&path, "--type=standby", "restore"])
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await?;
+        tracing::info!(data_dir = %self.settings.data_dir.display(), "restored from the pgBackRest repository");
+        Ok(())
     }
 }

@@ -128,7 +128,7 @@ impl Postgres {
     }
 
     /// Builds a cluster with `fill(work_dir)` and moves it into `data_dir` (module doc).
-    async fn populate<F, Fut>(&self, action: &'static str, fill: F) -> Result<(), Error>
+    pub(super) async fn populate<F, Fut>(&self, action: &'static str, fill: F) -> Result<(), Error>
     where
         F: FnOnce(PathBuf) -> Fut,
         Fut: Future<Output = Result<(), Error>>,

@@ -103,13 +103,37 @@ impl Executor {
         obs: &Observation,
     ) -> anyhow::Result<bool> {
         let upstream = self.upstream(source, obs)?;
-        tracing::info!(source = %source, from = %format!("{}:{}", upstream.host, upstream.port), "cloning with pg_basebackup");
-        self.postgres
-            .basebackup(&upstream)
-            .await
-            .context("pg_basebackup")?;
+        tracing::info!(source = %source, from = %format!("{}:{}", upstream.host, upstream.port), "cloning");
+        self.clone_data(&upstream, obs).await?;
         self.start_replica(Some(source), obs).await?;
         Ok(true)
+    }
+
+    /// Fills the missing data directory: from the backup repository when `[backup]` says
+    /// `create_replica_from_backup` (falling back to pg_basebackup if that fails), else
+    /// with pg_basebackup from `upstream`.
+    async fn clone_data(
+        &self,
+        upstream: &crate::postgres::Upstream,
+        obs: &Observation,
+    ) -> anyhow::Result<()> {
+        let from_backup =
+            (obs.config.backup.as_ref()).is_some_and(|b| b.create_replica_from_backup);
+        if from_backup {
+            // A new member clones before its first parameters are applied.
+            (self.postgres)
+                .set_backrest(obs.config.backup.as_ref().map(crate::backup::backrest_of));
+            match self.postgres.restore_standby().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "restoring from the pgBackRest repository failed; cloning with pg_basebackup instead")
+                }
+            }
+        }
+        self.postgres
+            .basebackup(upstream)
+            .await
+            .context("pg_basebackup")
     }
 
     pub(super) async fn rewind(
@@ -204,10 +228,7 @@ impl Executor {
             }
             _ => {}
         }
-        self.postgres
-            .basebackup(&upstream)
-            .await
-            .context("pg_basebackup")?;
+        self.clone_data(&upstream, obs).await?;
         self.start_replica(Some(source), obs).await
     }
 
