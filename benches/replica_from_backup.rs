@@ -103,7 +103,7 @@ fn main() {
     println!("## Adding a replica of a {size} database (one run each)\n");
     println!("machine: {}", report::machine());
     println!(
-        "settings: loopback, 3 members, TLS on, pgBackRest {} (lz4, process-max 2), posix repository on the same disk",
+        "settings: loopback, 3 members, TLS on, {} (lz4, process-max 2), posix repository on the same disk",
         report::command_output(std::path::Path::new("/usr/bin/pgbackrest"), &["version"]).trim()
     );
     println!(
