@@ -65,6 +65,12 @@ impl Repo {
         self.archived(stanza).iter().any(|n| n == &name)
     }
 
+    /// The segment number of WAL file `name` (16 MB segments).
+    pub fn segment_of(name: &str) -> u64 {
+        let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+        log * 256 + u64::from_str_radix(&name[16..24], 16).unwrap()
+    }
+
     /// The segment numbers (16 MB segments) archived on any timeline, whole or partial.
     pub fn segments(&self, stanza: &str) -> BTreeSet<u64> {
         self.archived(stanza)
@@ -80,7 +86,17 @@ impl Repo {
 
     /// The first missing segment between the lowest and the highest archived one, if any.
     pub fn gap(&self, stanza: &str) -> Option<u64> {
-        let segments = self.segments(stanza);
+        self.gap_from(stanza, 0)
+    }
+
+    /// [`gap`](Self::gap) from segment `from` on: segments older than the stanza were
+    /// archived by `:`, and a promoted member may push the few its pg_wal still held.
+    pub fn gap_from(&self, stanza: &str, from: u64) -> Option<u64> {
+        let segments: BTreeSet<u64> = self
+            .segments(stanza)
+            .into_iter()
+            .filter(|s| *s >= from)
+            .collect();
         let (first, last) = (*segments.first()?, *segments.last()?);
         (first..=last).find(|s| !segments.contains(s))
     }
