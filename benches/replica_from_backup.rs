@@ -34,18 +34,8 @@ fn main() {
     let (cluster, primary) = healthy_cluster();
     let repo = Repo::new();
     let p = cluster.node(primary);
-    let set = p.cli(&[
-        "config",
-        "set",
-        &format!("backup.repo_path={}", repo.path().display()),
-    ]);
-    assert_success(&set, "config set backup.repo_path");
-    eventually(LIMIT, "the stanza", || {
-        p.log()
-            .contains("pgBackRest stanza ready: WAL is archived")
-            .then_some(())
-            .ok_or("not yet")
-    });
+    repo.set(p, &[]);
+    repo.wait_stanza(p, LIMIT);
 
     // About 120 bytes per row on disk.
     let rows = gb * 1024 * 1024 * 1024 / 120;

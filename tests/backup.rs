@@ -44,18 +44,7 @@ fn a_failover_leaves_no_gap_in_the_archive_even_when_the_old_primary_could_not_a
     let (mut cluster, primary) = healthy_cluster();
     let repo = Repo::new();
     let p = cluster.node(primary);
-    let set = p.cli(&[
-        "config",
-        "set",
-        &format!("backup.repo_path={}", repo.path().display()),
-    ]);
-    assert_success(&set, "config set backup.repo_path");
-    eventually(ARCHIVED, "the primary creates the stanza", || {
-        p.log()
-            .contains("pgBackRest stanza ready: WAL is archived")
-            .then_some(())
-            .ok_or_else(|| repo.archived(STANZA))
-    });
+    configure(p, p, &repo);
     for i in 1..=3 {
         let command = cluster.node(i).sql("show archive_command").unwrap();
         assert!(command.contains("archive-push"), "n{i}: {command}");
@@ -157,19 +146,8 @@ fn a_repository_that_is_missing_here_or_a_misspelt_key_is_refused_and_nothing_ch
 /// Sets `[backup]` to `repo` on `node`'s cluster and waits for its primary to create the
 /// stanza.
 fn configure(node: &common::Node, primary: &common::Node, repo: &Repo) {
-    let set = node.cli(&[
-        "config",
-        "set",
-        &format!("backup.repo_path={}", repo.path().display()),
-    ]);
-    assert_success(&set, "config set backup.repo_path");
-    eventually(ARCHIVED, "the primary creates the stanza", || {
-        primary
-            .log()
-            .contains("pgBackRest stanza ready: WAL is archived")
-            .then_some(())
-            .ok_or_else(|| repo.archived(STANZA))
-    });
+    repo.set(node, &[]);
+    repo.wait_stanza(primary, ARCHIVED);
 }
 
 #[test]
@@ -301,14 +279,7 @@ fn the_schedule_takes_a_full_backup_when_there_is_none_and_a_replica_takes_it() 
     let (cluster, primary) = healthy_cluster();
     let repo = Repo::new();
     let p = cluster.node(primary);
-    let set = p.cli(&[
-        "config",
-        "set",
-        &format!("backup.repo_path={}", repo.path().display()),
-        "backup.full_every=7d",
-        "backup.incr_every=1h",
-    ]);
-    assert_success(&set, "config set with a schedule");
+    repo.set(p, &["backup.full_every=7d", "backup.incr_every=1h"]);
     let report = eventually(ARCHIVED, "the scheduled full backup", || {
         let info = p.cli(&["backup", "info", "--json"]);
         let report: serde_json::Value =
@@ -447,13 +418,7 @@ fn a_member_added_and_one_reinitialised_from_the_repository_stream_and_catch_up(
     let (mut cluster, primary) = healthy_cluster();
     let repo = Repo::new();
     let p = cluster.node(primary);
-    let set = p.cli(&[
-        "config",
-        "set",
-        &format!("backup.repo_path={}", repo.path().display()),
-        "backup.create_replica_from_backup=true",
-    ]);
-    assert_success(&set, "config set create_replica_from_backup");
+    repo.set(p, &["backup.create_replica_from_backup=true"]);
     let early = eventually(ARCHIVED, "the stanza, or a refusal before it", || {
         let out = p.cli(&["backup", "--wait=0s"]);
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -464,12 +429,7 @@ fn a_member_added_and_one_reinitialised_from_the_repository_stream_and_catch_up(
         }
     });
     assert!(early.contains("retry in a few seconds"), "{early}");
-    eventually(ARCHIVED, "the primary creates the stanza", || {
-        p.log()
-            .contains("pgBackRest stanza ready: WAL is archived")
-            .then_some(())
-            .ok_or("not yet")
-    });
+    repo.wait_stanza(p, ARCHIVED);
     p.sql("create table t (v int); insert into t values (1)")
         .unwrap();
     // No backup yet: a reinit falls back to pg_basebackup.

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use super::process::{combined, tail, LOG_TAIL_LINES};
+use super::process::checked;
 use super::{conf, Error, Postgres, TlsFiles};
 
 /// The repository options of the cluster's `[backup]` (rendered by `crate::backup`): the
@@ -180,14 +180,7 @@ impl Postgres {
                 action: format!("running {rendered}"),
                 source,
             })?;
-        if !output.status.success() {
-            return Err(Error::CommandFailed {
-                command: rendered,
-                status: output.status.to_string(),
-                output: tail(&combined(&output), LOG_TAIL_LINES),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        checked(rendered, output)
     }
 
     /// The WAL segments in `pg_wal` from timelines before `timeline` (whole segments only:

@@ -239,14 +239,7 @@ impl Postgres {
         env: &[(&str, &OsStr)],
     ) -> Result<String, Error> {
         let (rendered, output) = self.run_unchecked(program, args, env).await?;
-        if !output.status.success() {
-            return Err(Error::CommandFailed {
-                command: rendered,
-                status: output.status.to_string(),
-                output: tail(&combined(&output), LOG_TAIL_LINES),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        checked(rendered, output)
     }
 
     /// [`run`](Self::run) without judging the exit status: the rendered command line (for
@@ -523,6 +516,19 @@ impl Postgres {
 }
 
 /// A program's stderr followed by its stdout, as text.
+/// The stdout of a program that exited with 0; else [`Error::CommandFailed`] with the tail
+/// of its output, naming it as `rendered`.
+pub(super) fn checked(rendered: String, output: std::process::Output) -> Result<String, Error> {
+    if !output.status.success() {
+        return Err(Error::CommandFailed {
+            command: rendered,
+            status: output.status.to_string(),
+            output: tail(&combined(&output), LOG_TAIL_LINES),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 pub(super) fn combined(output: &std::process::Output) -> String {
     let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stdout));

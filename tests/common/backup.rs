@@ -6,7 +6,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::time::Duration;
+
 use tempfile::TempDir;
+
+use super::node::{assert_success, Node};
+use super::wait::eventually;
 
 /// The repository directory, owned by PostgreSQL's OS user when the tests run as root (the
 /// members run pgbackrest as that user), inside a temp dir it can traverse.
@@ -36,6 +41,26 @@ impl Repo {
 
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("repo")
+    }
+
+    /// Sets `[backup]` to this repository, with `extra` keys (`backup.<key>=<value>`),
+    /// through `node`.
+    pub fn set(&self, node: &Node, extra: &[&str]) {
+        let repo_path = format!("backup.repo_path={}", self.path().display());
+        let mut args = vec!["config", "set", &repo_path];
+        args.extend_from_slice(extra);
+        assert_success(&node.cli(&args), "config set backup.repo_path");
+    }
+
+    /// Waits until `primary` has created the stanza and checked archiving.
+    pub fn wait_stanza(&self, primary: &Node, patience: Duration) {
+        eventually(patience, "the primary creates the stanza", || {
+            primary
+                .log()
+                .contains("pgBackRest stanza ready: WAL is archived")
+                .then_some(())
+                .ok_or("not yet")
+        });
     }
 
     /// The stanza's WAL archive directory for its one database (`<stanza>/<major>-1`).
