@@ -39,6 +39,11 @@ pub struct BackrestEndpoint {
     pub pg_path: String,
     pub socket_path: String,
     pub pg_port: u16,
+    /// Its `pgbackrest.conf`, which the remote the server starts for a client must read:
+    /// pgBackRest never passes a client's lock and log paths to a remote, and without this
+    /// every remote on a host would lock in `/tmp/pgbackrest`.
+    #[serde(default)]
+    pub config: String,
 }
 
 /// The common name of member `node_id`'s pgBackRest certificate, which the servers'
@@ -235,6 +240,7 @@ impl Postgres {
                 pg_path: self.settings.data_dir.display().to_string(),
                 socket_path: self.settings.socket_dir.display().to_string(),
                 pg_port: self.settings.port,
+                config: self.backrest_conf().display().to_string(),
             })
     }
 
@@ -292,7 +298,7 @@ impl Postgres {
     /// through its pgBackRest server, with this member's certificate.
     pub fn standby_backup_args(&self, primary: &BackrestEndpoint) -> Vec<String> {
         let tls = self.backrest_tls();
-        vec![
+        let mut args = vec![
             "--backup-standby".into(),
             format!("--pg2-host={}", primary.host),
             "--pg2-host-type=tls".into(),
@@ -303,7 +309,11 @@ impl Postgres {
             format!("--pg2-path={}", primary.pg_path),
             format!("--pg2-socket-path={}", primary.socket_path),
             format!("--pg2-port={}", primary.pg_port),
-        ]
+        ];
+        if !primary.config.is_empty() {
+            args.push(format!("--pg2-host-config={}", primary.config));
+        }
+        args
     }
 
     /// Makes the data directory (which must be missing or empty) a standby restored from
