@@ -37,6 +37,11 @@ pub struct BackupReport {
     pub info: Option<serde_json::Value>,
     /// Why `info` is missing.
     pub info_error: Option<String>,
+    /// The restore under way (`pgquorum restore`), and the last one that ended.
+    #[serde(default)]
+    pub restore: Option<crate::cluster::Restore>,
+    #[serde(default)]
+    pub last_restore: Option<crate::cluster::RestoreOutcome>,
 }
 
 pub(super) async fn request_backup(
@@ -151,5 +156,7 @@ pub(super) async fn backup_report(State(state): State<AppState>) -> Json<BackupR
         last: cluster.last_backup.clone(),
         info,
         info_error,
+        restore: cluster.restore.clone(),
+        last_restore: cluster.last_restore.clone(),
     })
 }

@@ -19,6 +19,7 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 mod read;
+mod restore;
 mod state;
 
 use std::sync::Arc;
@@ -94,6 +95,7 @@ pub async fn serve(
         )
         .route("/admin/backup", post(backup::request_backup))
         .route("/backup", get(backup::backup_report))
+        .route("/admin/restore", post(restore::request_restore))
         .route("/admin/pause", post(admin::pause))
         .route("/admin/resume", post(admin::resume))
         .with_state(state.clone());

@@ -12,6 +12,7 @@
 //! timeline by the member promoted to it, so the archive has no gap across a failover.
 
 mod agent;
+pub mod restore;
 
 pub use agent::Agent;
 

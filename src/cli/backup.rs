@@ -234,7 +234,92 @@ pub(super) fn render_info(report: &BackupReport) -> String {
             last.message
         ));
     }
+    if let Some(restore) = &report.restore {
+        out.push(format!(
+            "restoring: restore {} to {} by node {}; stopped: {:?}",
+            restore.id, restore.target, restore.runner, restore.stopped
+        ));
+    }
+    if let Some(last) = &report.last_restore {
+        let how = if last.ok { "ok" } else { "FAILED" };
+        out.push(format!(
+            "last restore: {} to {} by node {} at {}: {how}: {}",
+            last.id,
+            last.target,
+            last.runner,
+            time(Some(last.finished_unix)),
+            last.message
+        ));
+    }
     out.join("\n")
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Where to: latest (the end of the archive), a WAL position (16/B374D848), a time with
+    /// its UTC offset ("2026-12-07 14:30:00+00"), or name:<restore point>.
+    #[arg(long)]
+    pub to: String,
+    /// Remove the members' data directories instead of moving them aside
+    /// (`<data dir>.before-restore-<id>`).
+    #[arg(long)]
+    pub force: bool,
+    /// How long to follow the restore before returning (it goes on); 0 to return at once.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub wait: std::time::Duration,
+}
+
+/// `pgquorum restore --to`: asks for the restore and, unless `--wait 0`, follows it until
+/// the restored primary runs.
+pub(super) async fn restore(config: &NodeConfig, args: &RestoreArgs) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "to": args.to, "force": args.force });
+    let reply: Value = (client(config, true)?)
+        .post("/admin/restore", &body)
+        .await
+        .context("requesting a restore")?;
+    let id = reply["id"]
+        .as_u64()
+        .context("the daemon gave the restore no id")?;
+    let put = if args.force { "removes" } else { "moves aside" };
+    output::line(&format!(
+        "restore {id} to {} requested: every member stops PostgreSQL and {put} its data \
+         directory, then one restores from the repository",
+        args.to
+    ));
+    if args.wait.is_zero() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + args.wait;
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        poll.tick().await;
+        // Members restart meanwhile: a failed read is retried.
+        if let Ok(report) = self::report(config).await {
+            match &report.last_restore {
+                Some(last) if last.id == id && last.ok => {
+                    output::line(&format!(
+                        "restore {id} done by node {}: {}; the other members clone it now \
+                         (`pgquorum list`)",
+                        last.runner, last.message
+                    ));
+                    return Ok(());
+                }
+                Some(last) if last.id == id => bail!(
+                    "restore {id} failed on node {}: {}\nThe old data directories are \
+                     untouched beside each data directory; restore again, to another target",
+                    last.runner,
+                    last.message
+                ),
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "restore {id} is still under way after {}; it goes on, see `pgquorum backup info`",
+                humantime::format_duration(args.wait)
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -278,8 +363,21 @@ mod tests {
             last_runner: Some("n2".into()),
             info: Some(info),
             info_error: None,
+            restore: None,
+            last_restore: Some(crate::cluster::RestoreOutcome {
+                id: 1,
+                target: crate::cluster::RestoreTarget::Latest,
+                runner: crate::cluster::NodeId(1),
+                ok: true,
+                message: "restored to latest along timeline 2; primary on timeline 3".into(),
+                finished_unix: 1796642600,
+            }),
         };
         let text = render_info(&report);
+        assert!(
+            text.contains("last restore: 1 to latest (the end of the archive) by node 1 at 2026-"),
+            "{text}"
+        );
         assert!(
             text.contains("WAL archived: 000000010000000000000004 .. 000000020000000000000009"),
             "{text}"

@@ -72,6 +72,9 @@ pub enum Command {
     /// Take a backup into the cluster's pgBackRest repository (a replica takes it when one
     /// is healthy), or list the backups there.
     Backup(BackupArgs),
+    /// Take the whole cluster back to a point in time from the backup repository: every
+    /// member stops, one restores and is promoted on a new timeline, the others clone it.
+    Restore(backup::RestoreArgs),
     /// The cluster CA.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -354,6 +357,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             Some(BackupCommand::List { json }) => backup::list(&config, json).await?,
             Some(BackupCommand::Info { json }) => backup::info(&config, json).await?,
         },
+        Command::Restore(args) => backup::restore(&config, &args).await?,
         Command::Ca(CaCommand::Export) => {
             output::line(ca::trusted(&config)?.trim_end());
         }

@@ -131,6 +131,9 @@ fn apply_checked(state: &mut ClusterState, command: &Command) -> Result<CommandR
             super::backup_job::request(state, job.clone(), *replace)
         }
         Command::FinishBackup { outcome } => super::backup_job::finish(state, outcome),
+        Command::RequestRestore { restore } => super::restore::request(state, restore.clone()),
+        Command::RestoreStopped { id, member } => super::restore::stopped(state, *id, *member),
+        Command::FinishRestore { outcome } => super::restore::finish(state, outcome),
         Command::RecordDatabase {
             holder,
             epoch,

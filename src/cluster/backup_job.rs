@@ -73,6 +73,12 @@ pub(super) fn request(
         Some(m) if !m.is_witness() => {}
         _ => return Err(Rejection::UnknownMember { id: job.runner }),
     }
+    if let Some(restore) = &state.restore {
+        return Err(Rejection::RestoreInProgress {
+            id: restore.id,
+            runner: state.name_of(restore.runner),
+        });
+    }
     if let Some(pending) = &state.backup_job {
         if !replace {
             return Err(Rejection::BackupInProgress {

@@ -9,6 +9,7 @@ use super::history::TimelineSwitch;
 use super::lease::{Epoch, Lease, LeaseRef};
 use super::member::{Member, NodeId, Tags};
 use super::request::{Failover, JoinToken, MemberAction, Switchover};
+use super::restore::{Restore, RestoreOutcome};
 use super::sync::SyncRule;
 
 /// The newest command this binary's `apply` knows, by the level it came with. Members report
@@ -22,7 +23,8 @@ use super::sync::SyncRule;
 /// - 5: [`Command::BeginCaRotation`], [`Command::CaMoved`], [`Command::FinishCaRotation`].
 /// - 6: [`Command::SetConfig`] with `backup` (older binaries refuse the field),
 ///   [`Command::RequestBackup`], [`Command::FinishBackup`].
-pub const COMMAND_LEVEL: u32 = 6;
+/// - 7: [`Command::RequestRestore`], [`Command::RestoreStopped`], [`Command::FinishRestore`].
+pub const COMMAND_LEVEL: u32 = 7;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
 /// (`now_unix`), judged by the proposer; `apply` adds nothing from the node it runs on.
@@ -152,6 +154,14 @@ pub enum Command {
     RequestBackup { job: BackupJob, replace: bool },
     /// The runner of backup `outcome.id` reports how it ended.
     FinishBackup { outcome: BackupOutcome },
+    /// Takes the cluster back to `restore.target` (`restore.id` is assigned by `apply`):
+    /// every member stops PostgreSQL, then `restore.runner` restores (see
+    /// `cluster::restore`).
+    RequestRestore { restore: Restore },
+    /// `member` has stopped PostgreSQL and put its data directory away for restore `id`.
+    RestoreStopped { id: u64, member: NodeId },
+    /// The runner of restore `outcome.id` reports how it ended.
+    FinishRestore { outcome: RestoreOutcome },
     /// Records a promotion in the timeline history (`GET /history`): only the lease holder,
     /// about its own promotion; a timeline already recorded is not recorded again.
     RecordTimelineSwitch {
@@ -175,6 +185,8 @@ pub enum CommandResult {
     Timeline { timeline: u32 },
     /// The id a `RequestBackup` gave the backup.
     BackupRequested { id: u64 },
+    /// The id a `RequestRestore` gave the restore.
+    RestoreRequested { id: u64 },
     /// The command was refused and the state is unchanged.
     Rejected { rejection: Rejection },
 }
@@ -188,6 +200,9 @@ impl Command {
             Command::RevokeToken { .. } => 2,
             Command::SetConfig { config } if config.backup.is_some() => 6,
             Command::RequestBackup { .. } | Command::FinishBackup { .. } => 6,
+            Command::RequestRestore { .. }
+            | Command::RestoreStopped { .. }
+            | Command::FinishRestore { .. } => 7,
             Command::SetConfig { config } if !config.pg_hba.is_empty() => 3,
             Command::BeginKeyRotation { .. } | Command::EndKeyRotation { .. } => 4,
             Command::BeginCaRotation { .. }
@@ -276,6 +291,10 @@ pub enum Rejection {
     BackupInProgress { id: u64, runner: String },
     #[error("there is no pending backup {id} (it finished, or was replaced)")]
     NoSuchBackup { id: u64 },
+    #[error("restore {id} by {runner} is under way; `pgquorum backup info` shows where it is")]
+    RestoreInProgress { id: u64, runner: String },
+    #[error("there is no restore {id} under way (it finished)")]
+    NoSuchRestore { id: u64 },
     #[error("lease is held by {lease}")]
     LeaseHeld { lease: Lease },
     #[error(

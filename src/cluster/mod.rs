@@ -24,6 +24,7 @@ pub mod history;
 mod lease;
 mod member;
 mod request;
+mod restore;
 mod state;
 mod sync;
 
@@ -37,6 +38,7 @@ pub use history::TimelineSwitch;
 pub use lease::{Epoch, Lease, LeaseRef};
 pub use member::{Member, NodeId, Tags};
 pub use request::{Failover, JoinToken, MemberAction, Switchover};
+pub use restore::{Restore, RestoreOutcome, RestoreTarget};
 pub use state::ClusterState;
 pub use sync::{SyncRule, SyncState};
 

@@ -11,6 +11,7 @@ use super::history::TimelineSwitch;
 use super::lease::{Epoch, Lease};
 use super::member::{Member, NodeId};
 use super::request::{Failover, JoinToken, MemberAction, Switchover};
+use super::restore::{Restore, RestoreOutcome};
 use super::sync::SyncState;
 
 /// Everything Raft replicates (DESIGN §2). Changed only by `apply`; every node that has
@@ -85,6 +86,16 @@ pub struct ClusterState {
     /// The id of the last backup requested (0: none yet).
     #[serde(skip_serializing_if = "is_zero")]
     pub next_backup_id: u64,
+    /// The restore under way (`pgquorum restore --to`): while it lasts no member runs
+    /// PostgreSQL but its runner, restoring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Restore>,
+    /// How the last restore ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_restore: Option<RestoreOutcome>,
+    /// The id of the last restore requested (0: none yet).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub next_restore_id: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -118,6 +129,9 @@ impl Default for ClusterState {
             last_backup: None,
             last_good_backup: None,
             next_backup_id: 0,
+            restore: None,
+            last_restore: None,
+            next_restore_id: 0,
         }
     }
 }

@@ -8,13 +8,16 @@
 //! 1. **Fence.** Writable (running, not in recovery) without a valid lease of my own, that is
 //!    with any `lease_clock` but `HeldByMe`: stop being writable now. This applies even when
 //!    paused: maintenance mode suspends automation, never the one-writable-primary guarantee.
-//! 2. **Paused.** No automatic action, with one exception: a writable holder keeps renewing
+//! 2. **Restore.** While a restore of the cluster is under way (`cluster::restore`), each
+//!    member stops PostgreSQL and puts its data directory away, then only the restore's
+//!    runner acts: it takes the lease and restores (`decide/restore.rs`).
+//! 3. **Paused.** No automatic action, with one exception: a writable holder keeps renewing
 //!    its lease, otherwise its lease would expire and rule 1 would demote it.
-//! 3. **Holder** (`HeldByMe`, or `HeldByMeExpiring` with PostgreSQL not writable): with a
+//! 4. **Holder** (`HeldByMe`, or `HeldByMeExpiring` with PostgreSQL not writable): with a
 //!    fresh lease, bootstrap, renew, promote or start as primary; with an expiring one,
 //!    reclaim it first (a committed renewal makes it fresh again); or release the lease at
 //!    once when this member cannot serve (demoting first if writable).
-//! 4. **Not the holder**: clone, start as a replica, follow the holder, or take a free or
+//! 5. **Not the holder**: clone, start as a replica, follow the holder, or take a free or
 //!    expired lease when this member is the healthiest eligible one; otherwise wait.
 
 use std::time::Duration;
@@ -28,6 +31,7 @@ use super::observe::{highest_position, LeaseClockView, Observation, PeerStatus};
 
 mod holder;
 mod other;
+mod restore;
 mod takeover;
 
 #[cfg(test)]
@@ -108,6 +112,13 @@ pub enum Decision {
         action: MemberAction,
         reason: String,
     },
+    /// A restore of the cluster was requested: stop PostgreSQL (releasing the lease if I
+    /// hold it, once not writable), move my data directory aside or `remove` it, and report
+    /// it done for `restore`.
+    StandDown { restore: u64, remove: bool },
+    /// Every member stopped for `restore`, which I run, and I hold a fresh lease: restore
+    /// from the repository to its target and become the primary on a new timeline.
+    Restore { restore: u64 },
     /// Waiting; the sentence says for what.
     Wait,
 }
@@ -118,7 +129,11 @@ impl Decision {
     pub fn leaves_me_writable(&self) -> bool {
         matches!(
             self,
-            Decision::RenewLease | Decision::Promote | Decision::StartPrimary | Decision::Bootstrap
+            Decision::RenewLease
+                | Decision::Promote
+                | Decision::StartPrimary
+                | Decision::Bootstrap
+                | Decision::Restore { .. }
         )
     }
 
@@ -138,6 +153,7 @@ impl Decision {
                 | Decision::Rewind { .. }
                 | Decision::Reinit { .. }
                 | Decision::Reclone { .. }
+                | Decision::Restore { .. }
         )
     }
 
@@ -169,6 +185,8 @@ impl Decision {
             Decision::Restart { .. } => "Restart",
             Decision::Reinit { .. } => "Reinit",
             Decision::DropAction { .. } => "DropAction",
+            Decision::StandDown { .. } => "StandDown",
+            Decision::Restore { .. } => "Restore",
             Decision::Wait => "Wait",
         }
     }
@@ -186,6 +204,9 @@ pub struct Outcome {
 pub fn decide(obs: &Observation) -> Outcome {
     if let Some(fence) = fence(obs) {
         return fence;
+    }
+    if let Some(restore) = &obs.restore {
+        return restore::restoring(obs, restore);
     }
     if let Some(outcome) = member_action(obs) {
         return outcome;

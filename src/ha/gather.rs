@@ -88,6 +88,10 @@ pub fn observe(g: Gathered<'_>, memory: &mut Memory) -> Observation {
         failover: state.failover.clone(),
         action: state.actions.get(&g.me).copied(),
         recorded_timeline: state.history.last().map_or(0, |s| s.new_timeline),
+        restore: state.restore.clone(),
+        restored_unix: (state.last_restore.as_ref())
+            .filter(|r| r.ok)
+            .map(|r| r.finished_unix),
         now_unix_ms: g.now_unix_ms,
     }
 }

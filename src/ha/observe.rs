@@ -99,6 +99,11 @@ pub struct Observation {
     pub action: Option<MemberAction>,
     /// The newest timeline the cluster's timeline history has a promotion for (0: none).
     pub recorded_timeline: u32,
+    /// A restore of the cluster under way (`pgquorum restore --to`).
+    pub restore: Option<crate::cluster::Restore>,
+    /// When the last successful restore ended (Unix seconds): backups taken before it may
+    /// not be on the restored line of history, so no replica is made of them.
+    pub restored_unix: Option<u64>,
     /// The wall clock, milliseconds since the Unix epoch: only for a scheduled switchover.
     pub now_unix_ms: u64,
 }

@@ -163,6 +163,17 @@ impl Postgres {
         }))
     }
 
+    /// The `--recovery-option` that makes a restored data directory fetch WAL as this
+    /// member does: pgBackRest's own restore_command would repeat the options `restore`
+    /// ran with, including the work directory it restored into.
+    pub(super) fn restore_command_option(&self) -> Result<String, Error> {
+        let archiving = (self.write_backrest(&self.settings.data_dir)?).ok_or(Error::NoBackup)?;
+        Ok(format!(
+            "--recovery-option=restore_command={}",
+            archiving.restore_command
+        ))
+    }
+
     /// Runs `pgbackrest args..` with this member's configuration and the cluster's stanza,
     /// as the OS user; returns its stdout. Fails when no `[backup]` is configured.
     pub async fn pgbackrest(&self, args: &[&str]) -> Result<String, Error> {
@@ -317,15 +328,35 @@ impl Postgres {
     }
 
     /// Makes the data directory (which must be missing or empty) a standby restored from
-    /// the repository's newest backup: `pgbackrest restore --type=standby` into a work
-    /// directory moved into place when complete, as a clone is. It then replays the
-    /// archive and streams once started as a replica.
-    pub async fn restore_standby(&self) -> Result<(), Error> {
+    /// the repository's newest backup, and one started at `not_before` (Unix seconds) or
+    /// later if given: `pgbackrest restore --type=standby` into a work directory moved into
+    /// place when complete, as a clone is. It then replays the archive and streams once
+    /// started as a replica.
+    pub async fn restore_standby(&self, not_before: Option<u64>) -> Result<(), Error> {
+        let info = self.pgbackrest(&["info", "--output=json"]).await?;
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
+        let newest = (info
+            .pointer("/0/backup")
+            .and_then(serde_json::Value::as_array))
+        .into_iter()
+        .flatten()
+        .filter(|b| {
+            let start = b
+                .pointer("/timestamp/start")
+                .and_then(serde_json::Value::as_u64);
+            not_before.is_none_or(|at| start.is_some_and(|start| start >= at))
+        })
+        .filter_map(|b| b["label"].as_str())
+        .next_back()
+        .map(str::to_string)
+        .ok_or(Error::NoBackupToRestore)?;
         self.populate(
             "restoring from the pgBackRest repository",
             |work| async move {
                 let path = format!("--pg1-path={}", work.display());
-                self.pgbackrest(&[&path, "--type=standby", "restore"])
+                let set = format!("--set={newest}");
+                let fetch = self.restore_command_option()?;
+                self.pgbackrest(&[&path, &set, &fetch, "--type=standby", "restore"])
                     .await
                     .map(|_| ())
             },

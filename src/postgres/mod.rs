@@ -27,6 +27,7 @@ mod bootstrap;
 mod client;
 mod conf;
 mod files;
+mod pitr;
 pub(crate) mod process;
 mod rewind;
 mod status;
@@ -48,6 +49,7 @@ pub use backrest::{
 };
 pub use client::Standby;
 pub use conf::{ConfigChange, REWIND_USER};
+pub use pitr::restore_args;
 pub use rewind::RewindOutcome;
 pub use status::{Archiver, DataDir, Lsn, PgRole, PgStatus};
 pub use tls::TlsFiles;
@@ -227,6 +229,8 @@ pub enum Error {
     BackrestNotFound,
     #[error("the cluster has no [backup] configured; set one with `pgquorum config set backup.repo_path=<directory every member mounts>`")]
     NoBackup,
+    #[error("the repository has no backup of the current line of history to make a replica of (none yet, or all from before the last restore)")]
+    NoBackupToRestore,
 }
 
 fn describe(state: &DataDir) -> String {

@@ -296,6 +296,17 @@ impl Postgres {
     /// with the log tail); or `timeout` passes ([`Error::StartTimedOut`] — it is left
     /// running, e.g. still in crash recovery; [`stop`](Self::stop) it if unwanted).
     pub async fn start(&self, timeout: Duration) -> Result<(), Error> {
+        self.start_keeping(timeout, false).await
+    }
+
+    /// [`start`](Self::start) for a data directory just restored to a point in time, whose
+    /// placeholder history files must stay: the promotion at the end of its recovery picks
+    /// its timeline by them (see `timeline`).
+    pub async fn start_restored(&self, timeout: Duration) -> Result<(), Error> {
+        self.start_keeping(timeout, true).await
+    }
+
+    async fn start_keeping(&self, timeout: Duration, placeholders: bool) -> Result<(), Error> {
         let _serial = self.lifecycle.lock().await;
         let deadline = Instant::now() + timeout;
         let data_dir = &self.settings.data_dir;
@@ -318,7 +329,11 @@ impl Postgres {
             }
             // Left by a promotion that never finished (or a fetch cut short): a standby
             // whose recovery target were a placeholder would refuse to start.
-            let removed = self.remove_stray_timeline_placeholders()?;
+            let removed = if placeholders {
+                Vec::new()
+            } else {
+                self.remove_stray_timeline_placeholders()?
+            };
             if !removed.is_empty() {
                 tracing::info!(timelines = ?removed, "removed stray placeholder history files");
             }
@@ -479,7 +494,7 @@ impl Postgres {
     }
 
     /// How our last postmaster ended, for messages.
-    fn last_exit(&self) -> String {
+    pub(super) fn last_exit(&self) -> String {
         let pm = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
         pm.last_exit
             .map_or_else(|| "exit status unknown".into(), |s| s.to_string())

@@ -1,7 +1,9 @@
 //! The `[backup]` section: what it accepts, what it refuses and why, and the command level
-//! that keeps it from members whose binary would refuse the field.
+//! that keeps it from members whose binary would refuse the field; backups and restores as
+//! the cluster state records them.
 
 use super::*;
+use crate::cluster::{Restore, RestoreOutcome, RestoreTarget};
 
 fn with_backup(edit: fn(&mut BackupConfig)) -> DynamicConfig {
     let mut backup = BackupConfig {
@@ -245,4 +247,113 @@ fn removing_the_runner_drops_its_backup() {
         .level(),
         6
     );
+}
+
+fn restore_request(runner: u64) -> Command {
+    Command::RequestRestore {
+        restore: Restore {
+            id: 0,
+            target: RestoreTarget::Latest,
+            runner: NodeId(runner),
+            remove_old: false,
+            set: None,
+            requested_unix: NOW,
+            stopped: [NodeId(3)].into(),
+        },
+    }
+}
+
+#[test]
+fn a_restore_is_recorded_stopped_member_by_member_and_finished_by_its_runner() {
+    let mut no_config = state().with_member(2);
+    assert_eq!(
+        apply(&mut no_config, &restore_request(2)),
+        Rejection::NoBackupConfigured.into()
+    );
+    let mut state = backed_up_cluster();
+    state.switchover = Some(switchover(1, Some(2)));
+    assert_eq!(
+        apply(&mut state, &restore_request(9)),
+        Rejection::UnknownMember { id: NodeId(9) }.into()
+    );
+    assert_eq!(
+        apply(&mut state, &restore_request(2)),
+        CommandResult::RestoreRequested { id: 1 }
+    );
+    let restore = state.restore.clone().unwrap();
+    assert!(restore.stopped.is_empty(), "a request carries no reports");
+    assert_eq!(
+        state.switchover, None,
+        "nobody switches over during a restore"
+    );
+    let before = state.clone();
+    assert_eq!(
+        apply(&mut state, &restore_request(3)),
+        Rejection::RestoreInProgress {
+            id: 1,
+            runner: "node2".into()
+        }
+        .into()
+    );
+    assert_eq!(
+        apply(
+            &mut state,
+            &Command::RequestBackup {
+                job: job(2),
+                replace: false
+            }
+        ),
+        Rejection::RestoreInProgress {
+            id: 1,
+            runner: "node2".into()
+        }
+        .into()
+    );
+    assert_eq!(state, before);
+    let stopped = |id, member| Command::RestoreStopped {
+        id,
+        member: NodeId(member),
+    };
+    assert_eq!(
+        apply(&mut state, &stopped(7, 1)),
+        Rejection::NoSuchRestore { id: 7 }.into()
+    );
+    for member in [1, 2, 3] {
+        assert_eq!(
+            apply(&mut state, &stopped(1, member)),
+            CommandResult::Applied
+        );
+    }
+    let restore = state.restore.clone().unwrap();
+    assert!(restore.waiting_for(&state.members).is_empty());
+    let outcome = |runner| RestoreOutcome {
+        id: 1,
+        target: RestoreTarget::Latest,
+        runner: NodeId(runner),
+        ok: true,
+        message: "restored".into(),
+        finished_unix: NOW,
+    };
+    assert_eq!(
+        apply(
+            &mut state,
+            &Command::FinishRestore {
+                outcome: outcome(3)
+            }
+        ),
+        Rejection::NoSuchRestore { id: 1 }.into(),
+        "only the runner finishes it"
+    );
+    assert_eq!(
+        apply(
+            &mut state,
+            &Command::FinishRestore {
+                outcome: outcome(2)
+            }
+        ),
+        CommandResult::Applied
+    );
+    assert_eq!(state.restore, None);
+    assert_eq!(state.last_restore, Some(outcome(2)));
+    assert_eq!(restore_request(2).level(), 7);
 }

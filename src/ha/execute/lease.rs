@@ -116,11 +116,21 @@ impl Executor {
         obs: &Observation,
         memory: &mut Memory,
     ) -> anyhow::Result<u32> {
+        let at_least = self.postgres.lowest_next_timeline(obs.pg.timeline)?;
+        self.reserve_timeline(obs, memory, at_least).await
+    }
+
+    /// Renews the lease and reserves a timeline of at least `at_least` in the same round.
+    pub(super) async fn reserve_timeline(
+        &mut self,
+        obs: &Observation,
+        memory: &mut Memory,
+        at_least: u32,
+    ) -> anyhow::Result<u32> {
         let lease = match obs.lease {
             Some(lease) if lease.holder == self.me => lease,
             _ => bail!("this member does not hold the lease"),
         };
-        let at_least = self.postgres.lowest_next_timeline(obs.pg.timeline)?;
         let command = Command::ReserveTimeline {
             holder: self.me,
             epoch: lease.epoch,

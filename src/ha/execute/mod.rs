@@ -8,11 +8,12 @@
 //!
 //! By concern: the lease, renewals, fence and VIP in `lease.rs`; becoming and being a
 //! primary in `primary.rs`; cloning, rewinding and following in `replica.rs`; the
-//! synchronous rule in `sync.rs`.
+//! synchronous rule in `sync.rs`; a restore of the cluster in `restore.rs`.
 
 mod lease;
 mod primary;
 mod replica;
+mod restore;
 mod sync;
 
 use std::collections::BTreeSet;
@@ -218,6 +219,10 @@ impl Executor {
                 self.follow(*leader, obs).await?;
                 Ok(false)
             }
+            Decision::StandDown { restore, remove } => {
+                self.stand_down(*restore, *remove, obs).await
+            }
+            Decision::Restore { restore } => self.restore(*restore, obs, memory).await,
         }
     }
 

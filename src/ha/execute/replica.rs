@@ -97,6 +97,17 @@ impl Executor {
         }
     }
 
+    /// Forgets the rewind and rejoin markers of a data directory that is gone.
+    pub(super) fn forget_markers(&self) {
+        self.set_needs_rewind(false);
+        match std::fs::remove_file(self.block_marker()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %e, "removing the rejoin-blocked marker");
+            }
+            _ => {}
+        }
+    }
+
     pub(super) async fn clone_from(
         &mut self,
         source: NodeId,
@@ -123,7 +134,7 @@ impl Executor {
             // A new member clones before its first parameters are applied.
             (self.postgres)
                 .set_backrest(obs.config.backup.as_ref().map(crate::backup::backrest_of));
-            match self.postgres.restore_standby().await {
+            match self.postgres.restore_standby(obs.restored_unix).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "restoring from the pgBackRest repository failed; cloning with pg_basebackup instead")
@@ -221,13 +232,7 @@ impl Executor {
                 tracing::warn!(data_dir = %data_dir.display(), "reinit: removed the data directory as requested");
             }
         }
-        self.set_needs_rewind(false);
-        match std::fs::remove_file(self.block_marker()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(error = %e, "removing the rejoin-blocked marker");
-            }
-            _ => {}
-        }
+        self.forget_markers();
         self.clone_data(&upstream, obs).await?;
         self.start_replica(Some(source), obs).await
     }

@@ -85,6 +85,8 @@ fn obs(epoch: u64, mode: SynchronousMode) -> Observation {
         failover: None,
         action: None,
         recorded_timeline: 0,
+        restore: None,
+        restored_unix: None,
         now_unix_ms: 0,
     }
 }

@@ -506,31 +506,7 @@ fn decisions() {
             D::TakeOver { expected: seen() }, "taking over"),
     ];
 
-    let mut failures = Vec::new();
-    for (name, obs, want, says) in &cases {
-        let out = decide(obs);
-        if out.decision != *want {
-            failures.push(format!(
-                "{name}:\n    want {want:?}\n    got  {:?}: {}",
-                out.decision, out.sentence
-            ));
-        } else if !out.sentence.contains(says) {
-            failures.push(format!(
-                "{name}:\n    sentence {:?}\n    lacks    {says:?}",
-                out.sentence
-            ));
-        }
-        if let Err(broken) = check_invariants(obs, &out) {
-            failures.push(format!("{name}: invariant broken: {broken}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    check_table(&cases);
 }
 
 // ---- properties --------------------------------------------------------------------------

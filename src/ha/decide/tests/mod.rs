@@ -14,6 +14,7 @@ use super::*;
 use Decision as D;
 
 mod cases;
+mod restore;
 mod sweep;
 
 // ---- builders ----------------------------------------------------------------------------
@@ -93,6 +94,8 @@ fn obs(me: u64) -> Observation {
         failover: None,
         action: None,
         recorded_timeline: 0,
+        restore: None,
+        restored_unix: None,
         now_unix_ms: 1_000_000,
     }
 }
@@ -510,5 +513,35 @@ fn members_whose_slot_was_lost_are_cloned_afresh_unless_paused_or_archived() {
     assert!(
         super::reinit_after_lost_slots(&lost, &backed_up).is_empty(),
         "[backup]: the replica catches up from the pgBackRest repository"
+    );
+}
+
+/// Runs a table of cases: each gives the decision wanted and words its sentence must have,
+/// and every outcome must keep the invariants.
+fn check_table(cases: &[(&str, Observation, Decision, &str)]) {
+    let mut failures = Vec::new();
+    for (name, obs, want, says) in cases {
+        let out = decide(obs);
+        if out.decision != *want {
+            failures.push(format!(
+                "{name}:\n    want {want:?}\n    got  {:?}: {}",
+                out.decision, out.sentence
+            ));
+        } else if !out.sentence.contains(says) {
+            failures.push(format!(
+                "{name}:\n    sentence {:?}\n    lacks    {says:?}",
+                out.sentence
+            ));
+        }
+        if let Err(broken) = check_invariants(obs, &out) {
+            failures.push(format!("{name}: invariant broken: {broken}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
     );
 }

@@ -45,7 +45,28 @@ fn never_two_primaries() {
         None => o,
     });
     all = vary(all, &[SynchronousMode::Off, On], Observation::sync_mode);
-    assert_eq!(all.len(), 5 * 3 * 4 * 2 * 2 * 3 * 4 * 2);
+    // No restore; one I run, every member stopped; one another runs, nobody stopped yet.
+    all = vary(
+        all,
+        &[None, Some((3, true)), Some((2, false))],
+        |mut o, restore| {
+            o.restore = restore.map(|(runner, stopped)| crate::cluster::Restore {
+                id: 1,
+                target: crate::cluster::RestoreTarget::Latest,
+                runner: n(runner),
+                remove_old: false,
+                set: None,
+                requested_unix: 0,
+                stopped: if stopped {
+                    (1..=3).map(n).collect()
+                } else {
+                    Default::default()
+                },
+            });
+            o
+        },
+    );
+    assert_eq!(all.len(), 5 * 3 * 4 * 2 * 2 * 3 * 4 * 2 * 3);
     for o in &all {
         let out = decide(o);
         if let Err(broken) = check_invariants(o, &out) {
