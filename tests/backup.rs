@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::backup::Repo;
+use common::backup::{require_pgbackrest, Repo};
 use common::pg::{healthy_cluster, lease, no_commit_lost_and_no_failover, writable};
 use common::writer::Writer;
 use common::{assert_error, assert_success, eventually, require_postgres, ELECTION, FORMATION};
@@ -14,15 +14,6 @@ use common::{assert_error, assert_success, eventually, require_postgres, ELECTIO
 const STANZA: &str = "pgquorum";
 /// Stanza creation, `pgbackrest check` and the archiving of a switched segment.
 const ARCHIVED: Duration = Duration::from_secs(60);
-
-fn require_pgbackrest() -> bool {
-    common::needs(
-        std::path::Path::new("/usr/bin/pgbackrest")
-            .is_file()
-            .then_some(())
-            .ok_or_else(|| "pgbackrest is not installed (apt-get install pgbackrest)".into()),
-    )
-}
 
 /// Switches `node`'s WAL to a new segment; returns the name of the one just completed
 /// (`pg_walfile_name` of a segment's end names that segment).

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::backup::Repo;
+use common::backup::{require_pgbackrest, Repo};
 use common::pg::{healthy_cluster, lease, replicas_streaming, writable, FORMATION};
 use common::{assert_error, assert_success, eventually, require_postgres, ELECTION};
 
@@ -13,15 +13,6 @@ use common::{assert_error, assert_success, eventually, require_postgres, ELECTIO
 const ARCHIVED: Duration = Duration::from_secs(60);
 /// Every member stopping, the restore, the replay, and two clones.
 const RESTORED: Duration = Duration::from_secs(120);
-
-fn require_pgbackrest() -> bool {
-    common::needs(
-        std::path::Path::new("/usr/bin/pgbackrest")
-            .is_file()
-            .then_some(())
-            .ok_or_else(|| "pgbackrest is not installed (apt-get install pgbackrest)".into()),
-    )
-}
 
 /// The values in table `t` on `node`, in order.
 fn rows(node: &common::Node) -> Result<String, String> {
@@ -172,4 +163,84 @@ fn a_restore_target_outside_the_repository_is_refused_and_nothing_stops() {
         "no member stopped"
     );
     assert_eq!(writable(&cluster).unwrap(), primary);
+}
+
+#[test]
+fn the_restore_drill_restores_the_newest_backup_on_a_replica_and_leaves_nothing_behind() {
+    if !require_postgres() || !require_pgbackrest() {
+        return;
+    }
+    let (cluster, primary) = healthy_cluster();
+    let p = cluster.node(primary);
+    let repo = Repo::new();
+    repo.set(p, &[]);
+    repo.wait_stanza(p, ARCHIVED);
+    assert_error(
+        &p.cli(&["backup", "verify"]),
+        1,
+        "the repository has no backup to verify yet; take one with `pgquorum backup`",
+    );
+    p.sql("create table t (v int); insert into t values (1)")
+        .unwrap();
+    assert_success(&p.cli(&["backup", "--wait", "50s"]), "backup");
+    let before = lease(&cluster, primary).unwrap();
+
+    let drill = p.cli(&["backup", "verify", "--wait", "50s"]);
+    assert_success(&drill, "backup verify");
+    let said = String::from_utf8_lossy(&drill.stdout).into_owned();
+    assert!(
+        said.contains("restored into a scratch directory, consistent at")
+            && said.contains("relations readable"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(&format!("passed on {}:", p.name)),
+        "a replica runs the drill, not the primary: {said}"
+    );
+    for i in 1..=3 {
+        let dir = cluster.node(i).state_dir.join("pgbackrest");
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("verify-"))
+            .collect();
+        assert!(left.is_empty(), "n{i} left {left:?} in {}", dir.display());
+    }
+    assert!(
+        !repo.has_history("pgquorum", 2),
+        "the drill archived nothing of its own"
+    );
+    let info = p.cli(&["backup", "info"]);
+    let text = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(text.contains("last restore drill: "), "{text}");
+
+    // Without the WAL the backup needs to be consistent, the drill fails, and says why.
+    let info = p.cli(&["backup", "info", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let needed = report["info"]["backup"][0]["archive"]["start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(repo.remove_archived("pgquorum", &needed) > 0, "{needed}");
+    let broken = assert_error(
+        &p.cli(&["backup", "verify", "--wait", "50s"]),
+        1,
+        "failed on",
+    );
+    assert!(broken.contains("exited during startup"), "{broken}");
+    let info = p.cli(&["backup", "info"]);
+    let text = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(text.contains("FAILED"), "{text}");
+    for i in 1..=3 {
+        let dir = cluster.node(i).state_dir.join("pgbackrest");
+        let left = std::fs::read_dir(&dir).unwrap().flatten();
+        let left: Vec<_> = left
+            .filter(|e| e.file_name().to_string_lossy().starts_with("verify-"))
+            .collect();
+        assert!(left.is_empty(), "n{i} kept a failed drill's directory");
+    }
+    assert_eq!(lease(&cluster, primary).unwrap(), before, "no failover");
+    eventually(FORMATION, "both replicas still stream", || {
+        replicas_streaming(&cluster, primary)
+    });
 }

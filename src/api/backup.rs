@@ -37,6 +37,11 @@ pub struct BackupReport {
     pub info: Option<serde_json::Value>,
     /// Why `info` is missing.
     pub info_error: Option<String>,
+    /// How the last restore drill (`pgquorum backup verify`) ended.
+    #[serde(default)]
+    pub last_verify: Option<BackupOutcome>,
+    #[serde(default)]
+    pub last_verify_runner: Option<String>,
     /// The restore under way (`pgquorum restore`), and the last one that ended.
     #[serde(default)]
     pub restore: Option<crate::cluster::Restore>,
@@ -49,7 +54,25 @@ pub(super) async fn request_backup(
     headers: HeaderMap,
     Json(request): Json<BackupRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    request_job(&state, &headers, request.kind, false).await
+}
+
+/// `POST /admin/backup/verify`: the restore drill, on a replica when one streams.
+pub(super) async fn request_verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    request_job(&state, &headers, BackupKind::Full, true).await
+}
+
+async fn request_job(
+    state: &AppState,
+    headers: &HeaderMap,
+    kind: BackupKind,
+    verify: bool,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
+    authorize(&state, headers)?;
     let snapshot = Snapshot::take(&state);
     let cluster = &snapshot.view.state;
     if cluster.config.backup.is_none() {
@@ -58,14 +81,16 @@ pub(super) async fn request_backup(
         ));
     }
     if let Some(pg) = &state.postgres {
-        stanza_ready(pg).await?;
+        stanza_ready(pg, verify).await?;
     }
-    let from_standby = cluster
-        .config
-        .backup
-        .as_ref()
-        .is_some_and(|b| b.from_standby)
-        && primary_serves_backrest(&state, cluster);
+    // The drill needs no primary's pgBackRest server: it only reads the repository.
+    let from_standby = verify
+        || cluster
+            .config
+            .backup
+            .as_ref()
+            .is_some_and(|b| b.from_standby)
+            && primary_serves_backrest(&state, cluster);
     let runner = crate::backup::choose_runner(cluster, &snapshot.statuses, from_standby)
         .ok_or_else(|| {
             ApiError::conflict(
@@ -80,18 +105,19 @@ pub(super) async fn request_backup(
     });
     let job = BackupJob {
         id: 0,
-        kind: request.kind,
+        kind,
         runner,
         requested_unix: now,
         scheduled: false,
+        verify,
     };
     propose(&state, Command::RequestBackup { job, replace }).await
 }
 
 /// Refuses a backup while the repository has no stanza yet: the primary creates it a few
 /// seconds after `[backup]` is set (`pgbackrest info` status 1, missing stanza path, or 3,
-/// missing stanza data).
-async fn stanza_ready(pg: &crate::postgres::Postgres) -> Result<(), ApiError> {
+/// missing stanza data); and a drill (`verify`) while it has no backup.
+async fn stanza_ready(pg: &crate::postgres::Postgres, verify: bool) -> Result<(), ApiError> {
     let Ok(text) = pg.pgbackrest(&["info", "--output=json"]).await else {
         return Ok(()); // the runner's own attempt will say what is wrong
     };
@@ -104,6 +130,9 @@ async fn stanza_ready(pg: &crate::postgres::Postgres) -> Result<(), ApiError> {
             "the repository has no stanza yet: the primary creates it once [backup] is set \
              (its log then says so); retry in a few seconds, or see \
              `pgquorum backup info`",
+        )),
+        _ if verify && info.pointer("/0/backup/0").is_none() => Err(ApiError::conflict(
+            "the repository has no backup to verify yet; take one with `pgquorum backup`",
         )),
         _ => Ok(()),
     }
@@ -156,6 +185,8 @@ pub(super) async fn backup_report(State(state): State<AppState>) -> Json<BackupR
         last: cluster.last_backup.clone(),
         info,
         info_error,
+        last_verify: cluster.last_verify.clone(),
+        last_verify_runner: (cluster.last_verify.as_ref()).map(|o| cluster.name_of(o.runner)),
         restore: cluster.restore.clone(),
         last_restore: cluster.last_restore.clone(),
     })

@@ -53,6 +53,8 @@ pub struct BackupMetrics {
     /// When the last successful backup finished (Unix seconds).
     pub last_success_unix: Option<u64>,
     pub running: bool,
+    /// How the last restore drill (`pgquorum backup verify`) ended: passed, and when.
+    pub last_verify: Option<(bool, u64)>,
 }
 
 /// The exposition text: for each known metric a `# HELP`, a `# TYPE` and one sample line.
@@ -66,7 +68,7 @@ pub fn render(input: &MetricsInput) -> String {
     let pg = input.pg.as_ref();
     let backup = input.backup.as_ref();
     let archiver = backup.and_then(|b| b.archiver);
-    let metrics: [(&str, &str, Option<u64>); 20] = [
+    let metrics: [(&str, &str, Option<u64>); 22] = [
         (
             "pgquorum_up",
             "Whether the pgquorum daemon answers (always 1).",
@@ -166,6 +168,18 @@ pub fn render(input: &MetricsInput) -> String {
             "pgquorum_backup_running",
             "Whether a backup is being taken.",
             backup.map(|b| u64::from(b.running)),
+        ),
+        (
+            "pgquorum_backup_verify_last_timestamp_seconds",
+            "When the last restore drill (pgquorum backup verify) ended (Unix time).",
+            backup.and_then(|b| b.last_verify).map(|(_, at)| at),
+        ),
+        (
+            "pgquorum_backup_verify_failed",
+            "Whether the last restore drill failed.",
+            backup
+                .and_then(|b| b.last_verify)
+                .map(|(ok, _)| u64::from(!ok)),
         ),
         (
             "pgquorum_vip_held",

@@ -94,6 +94,7 @@ pub async fn serve(
                 .put(admin::replace_config),
         )
         .route("/admin/backup", post(backup::request_backup))
+        .route("/admin/backup/verify", post(backup::request_verify))
         .route("/backup", get(backup::backup_report))
         .route("/admin/restore", post(restore::request_restore))
         .route("/admin/pause", post(admin::pause))

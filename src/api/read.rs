@@ -140,7 +140,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             .map(|_| metrics::BackupMetrics {
                 archiver,
                 last_success_unix: cluster.last_good_backup.as_ref().map(|b| b.finished_unix),
-                running: cluster.backup_job.is_some(),
+                running: cluster.backup_job.as_ref().is_some_and(|j| !j.verify),
+                last_verify: (cluster.last_verify.as_ref()).map(|v| (v.ok, v.finished_unix)),
             }),
     };
     (

@@ -200,6 +200,7 @@ impl Agent {
             runner,
             requested_unix: now,
             scheduled: true,
+            verify: false,
         };
         let result = self
             .handle
@@ -277,8 +278,9 @@ impl Agent {
     }
 }
 
-/// Takes backup `job` here and reports how it ended (retrying the report until it is
-/// committed or refused). On a standby, `primary` is the primary's pgBackRest server.
+/// Takes backup `job` here (or runs the restore drill it asks for) and reports how it
+/// ended (retrying the report until it is committed or refused). On a standby, `primary`
+/// is the primary's pgBackRest server.
 async fn take_backup(
     me: NodeId,
     handle: RaftHandle,
@@ -287,36 +289,16 @@ async fn take_backup(
     primary: Option<BackrestEndpoint>,
 ) {
     let kind = job.kind.as_str();
-    let standby = postgres.status().await.in_recovery;
-    tracing::info!(id = job.id, kind, standby, "taking a backup");
-    let mut args = vec!["backup".to_string(), format!("--type={kind}")];
-    let result = match (standby, &primary) {
-        (false, _) => Ok(()),
-        (true, Some(primary)) => {
-            args.extend(postgres.standby_backup_args(primary));
-            Ok(())
-        }
-        (true, None) => Err(
-            "this member is a standby and the primary's pgBackRest server is \
-                             not known (is [postgresql] tls on, and the primary up?)"
-                .to_string(),
-        ),
+    let (ok, message) = if job.verify {
+        drill(&postgres, job.id).await
+    } else {
+        backup(&postgres, &job, primary.as_ref()).await
     };
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match result {
-        Ok(()) => postgres.pgbackrest(&args).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    let (ok, message) = match result {
-        Ok(_) => match newest_label(&postgres).await {
-            Ok(label) => (true, label),
-            Err(e) => (true, format!("taken, but reading its label failed: {e:#}")),
-        },
-        Err(e) => (false, e),
-    };
-    match ok {
-        true => tracing::info!(id = job.id, kind, label = %message, "backup taken"),
-        false => tracing::warn!(id = job.id, kind, error = %message, "backup failed"),
+    match (ok, job.verify) {
+        (true, false) => tracing::info!(id = job.id, kind, label = %message, "backup taken"),
+        (false, false) => tracing::warn!(id = job.id, kind, error = %message, "backup failed"),
+        (true, true) => tracing::info!(id = job.id, %message, "restore drill passed"),
+        (false, true) => tracing::warn!(id = job.id, error = %message, "restore drill failed"),
     }
     let outcome = BackupOutcome {
         id: job.id,
@@ -325,6 +307,7 @@ async fn take_backup(
         ok,
         message,
         finished_unix: super::unix_now(),
+        verify: job.verify,
     };
     let command = Command::FinishBackup { outcome };
     for _ in 0..30 {
@@ -333,6 +316,64 @@ async fn take_backup(
             Err(e) => tracing::warn!(error = %e, "reporting the backup; retrying"),
         }
         tokio::time::sleep(TICK).await;
+    }
+}
+
+/// Takes the backup `job` asks for; its label, or what failed.
+async fn backup(
+    postgres: &Postgres,
+    job: &BackupJob,
+    primary: Option<&BackrestEndpoint>,
+) -> (bool, String) {
+    let kind = job.kind.as_str();
+    let standby = postgres.status().await.in_recovery;
+    tracing::info!(id = job.id, kind, standby, "taking a backup");
+    let mut args = vec!["backup".to_string(), format!("--type={kind}")];
+    match (standby, primary) {
+        (false, _) => {}
+        (true, Some(primary)) => args.extend(postgres.standby_backup_args(primary)),
+        (true, None) => {
+            let why = "this member is a standby and the primary's pgBackRest server is not \
+                       known (is [postgresql] tls on, and the primary up?)";
+            return (false, why.to_string());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match postgres.pgbackrest(&args).await {
+        Ok(_) => match newest_label(postgres).await {
+            Ok(label) => (true, label),
+            Err(e) => (true, format!("taken, but reading its label failed: {e:#}")),
+        },
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// The restore drill: the newest backup restored into `<state>/pgbackrest/verify-<id>`,
+/// started, checked and removed; what it found, or what failed.
+async fn drill(postgres: &Postgres, id: u64) -> (bool, String) {
+    let scratch = postgres
+        .settings()
+        .backrest_dir
+        .join(format!("verify-{id}"));
+    tracing::info!(id, scratch = %scratch.display(), "restore drill: restoring the newest backup");
+    let started = Instant::now();
+    match postgres.verify_backup(&scratch).await {
+        Ok(v) => (
+            true,
+            format!(
+                "backup {} restored into a scratch directory, consistent at {}: {} databases \
+                 and {} relations readable, in {:.1} s (scratch directory removed)",
+                v.label,
+                v.replayed,
+                v.databases,
+                v.relations,
+                started.elapsed().as_secs_f64()
+            ),
+        ),
+        Err(e) => (
+            false,
+            super::one_line(&format!("{:#}", anyhow::Error::from(e))),
+        ),
     }
 }
 

@@ -152,6 +152,25 @@ fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// One line for a failure that may carry a PostgreSQL log tail: the first line, then the
+/// tail's FATAL and ERROR lines (what an operator reads first).
+pub fn one_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default().trim_end_matches(':');
+    let first = first.trim_end_matches("; log tail");
+    let causes: Vec<&str> = lines
+        .filter_map(|l| {
+            let (_, cause) = l.split_once("FATAL:").or_else(|| l.split_once("ERROR:"))?;
+            // A client turned away while it started up says nothing of why it stopped.
+            Some(cause.trim()).filter(|c| *c != "the database system is starting up")
+        })
+        .collect();
+    match causes.is_empty() {
+        true => first.to_string(),
+        false => format!("{first}: {}", causes.join("; ")),
+    }
+}
+
 /// What can be checked of `config` on this member before it is proposed: pgbackrest is
 /// installed, and a directory repository exists here. The message names the fix.
 pub fn precheck(config: &BackupConfig) -> Result<(), String> {
@@ -210,6 +229,20 @@ pub fn backrest_of(config: &BackupConfig) -> Backrest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_with_a_log_tail_is_told_in_one_line_with_its_fatal_lines() {
+        let text = "replaying: postgres in /d exited during startup (exit status: 1); log tail:\n\
+                    2026-12-07 15:03:04.769 UTC [1] LOG:  starting point-in-time recovery\n\
+                    2026-12-07 15:03:04.903 UTC [1] FATAL:  could not locate required checkpoint record\n\
+                    ERROR: [073]: unable to chdir() to '/w'";
+        assert_eq!(
+            one_line(text),
+            "replaying: postgres in /d exited during startup (exit status: 1): could not locate \
+             required checkpoint record; [073]: unable to chdir() to '/w'"
+        );
+        assert_eq!(one_line("pgbackrest failed"), "pgbackrest failed");
+    }
 
     #[test]
     fn the_repository_options_become_repo1_lines_after_the_typed_ones() {
@@ -391,6 +424,7 @@ mod tests {
             ok: false,
             message: "pgbackrest backup failed\nmore".into(),
             finished_unix: 1_796_600_100,
+            verify: false,
         });
         let healthy: BTreeMap<NodeId, PgStatus> = [(
             NodeId(1),

@@ -35,6 +35,13 @@ pub enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The restore drill: a replica restores the newest backup into a scratch directory,
+    /// starts it (archiving off, on no address), reads every database, and removes it.
+    Verify {
+        /// How long to follow the drill before returning (it goes on); 0 to return at once.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        wait: std::time::Duration,
+    },
 }
 
 /// `--type`: full, diff or incr.
@@ -43,26 +50,38 @@ pub(super) fn parse_kind(text: &str) -> Result<BackupKind, String> {
         .map_err(|_| format!("{text:?} is not a backup type: full, diff or incr"))
 }
 
-/// Asks the cluster for a backup and, unless `wait` is zero, follows it to its end.
+/// Asks the cluster for a backup (or with `verify` the restore drill) and, unless `wait`
+/// is zero, follows it to its end.
 pub(super) async fn take(
     config: &NodeConfig,
     kind: BackupKind,
     wait: Duration,
+    verify: bool,
 ) -> anyhow::Result<()> {
     let body = serde_json::json!({ "type": kind });
+    let (path, what) = match verify {
+        true => ("/admin/backup/verify", "restore drill"),
+        false => ("/admin/backup", "backup"),
+    };
     let reply: Value = (client(config, true)?)
-        .post("/admin/backup", &body)
+        .post(path, &body)
         .await
-        .context("requesting a backup")?;
+        .with_context(|| format!("requesting a {what}"))?;
     let id = reply["id"]
         .as_u64()
-        .context("the daemon gave the backup no id")?;
+        .with_context(|| format!("the daemon gave the {what} no id"))?;
     let report = self::report(config).await?;
     let runner = report.pending_runner.unwrap_or_default();
-    output::line(&format!(
-        "backup {id} ({}) requested; {runner} takes it",
-        kind.as_str()
-    ));
+    match verify {
+        true => output::line(&format!(
+            "restore drill {id} requested; {runner} restores the newest backup into a \
+             scratch directory"
+        )),
+        false => output::line(&format!(
+            "backup {id} ({}) requested; {runner} takes it",
+            kind.as_str()
+        )),
+    }
     if wait.is_zero() {
         return Ok(());
     }
@@ -71,29 +90,32 @@ pub(super) async fn take(
     loop {
         poll.tick().await;
         let report = self::report(config).await?;
-        match &report.last {
+        let last = if verify {
+            &report.last_verify
+        } else {
+            &report.last
+        };
+        let ran = match verify {
+            true => report.last_verify_runner.clone(),
+            false => report.last_runner.clone(),
+        };
+        let ran = ran.unwrap_or_default();
+        match last {
             Some(last) if last.id == id && last.ok => {
-                output::line(&format!(
-                    "backup {id} taken by {}: {}",
-                    report.last_runner.unwrap_or_default(),
-                    last.message
-                ));
+                let done = if verify { "passed on" } else { "taken by" };
+                output::line(&format!("{what} {id} {done} {ran}: {}", last.message));
                 return Ok(());
             }
-            Some(last) if last.id == id => bail!(
-                "backup {id} failed on {}: {}",
-                report.last_runner.unwrap_or_default(),
-                last.message
-            ),
+            Some(last) if last.id == id => bail!("{what} {id} failed on {ran}: {}", last.message),
             _ => {}
         }
         if report.pending.as_ref().is_none_or(|p| p.id != id)
-            && report.last.as_ref().is_none_or(|l| l.id < id)
+            && last.as_ref().is_none_or(|l| l.id < id)
         {
-            bail!("backup {id} was replaced before it finished; see `pgquorum backup list`");
+            bail!("{what} {id} was replaced before it finished; see `pgquorum backup info`");
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("backup {id} is still running on {runner} after {}; it goes on, see `pgquorum backup list`", humantime::format_duration(wait));
+            bail!("{what} {id} is still running on {runner} after {}; it goes on, see `pgquorum backup info`", humantime::format_duration(wait));
         }
     }
 }
@@ -216,10 +238,12 @@ pub(super) fn render_info(report: &BackupReport) -> String {
         out.push(format!("repository: {error}"));
     }
     if let Some(job) = &report.pending {
+        let what = match job.verify {
+            true => format!("restore drill {}", job.id),
+            false => format!("backup {} ({})", job.id, job.kind.as_str()),
+        };
         out.push(format!(
-            "running: backup {} ({}) on {}",
-            job.id,
-            job.kind.as_str(),
+            "running: {what} on {}",
             report.pending_runner.clone().unwrap_or_default()
         ));
     }
@@ -230,6 +254,16 @@ pub(super) fn render_info(report: &BackupReport) -> String {
             last.id,
             last.kind.as_str(),
             report.last_runner.clone().unwrap_or_default(),
+            time(Some(last.finished_unix)),
+            last.message
+        ));
+    }
+    if let Some(last) = &report.last_verify {
+        let how = if last.ok { "ok" } else { "FAILED" };
+        out.push(format!(
+            "last restore drill: {} on {} at {}: {how}: {}",
+            last.id,
+            report.last_verify_runner.clone().unwrap_or_default(),
             time(Some(last.finished_unix)),
             last.message
         ));
@@ -359,10 +393,13 @@ mod tests {
                 ok: false,
                 message: "pgbackrest backup failed".into(),
                 finished_unix: 1796642592,
+                verify: false,
             }),
             last_runner: Some("n2".into()),
             info: Some(info),
             info_error: None,
+            last_verify: None,
+            last_verify_runner: None,
             restore: None,
             last_restore: Some(crate::cluster::RestoreOutcome {
                 id: 1,

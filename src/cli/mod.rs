@@ -353,7 +353,10 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
             ));
         }
         Command::Backup(args) => match args.command {
-            None => backup::take(&config, args.kind, args.wait).await?,
+            None => backup::take(&config, args.kind, args.wait, false).await?,
+            Some(BackupCommand::Verify { wait }) => {
+                backup::take(&config, args.kind, wait, true).await?
+            }
             Some(BackupCommand::List { json }) => backup::list(&config, json).await?,
             Some(BackupCommand::Info { json }) => backup::info(&config, json).await?,
         },

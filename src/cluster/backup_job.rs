@@ -44,6 +44,10 @@ pub struct BackupJob {
     /// Asked by the schedule rather than by an operator.
     #[serde(default)]
     pub scheduled: bool,
+    /// Not a backup but the restore drill (`pgquorum backup verify`): the newest backup
+    /// restored into a scratch directory, started, checked and removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// How the last backup ended, as its runner reported.
@@ -56,6 +60,9 @@ pub struct BackupOutcome {
     /// pgBackRest's label of the backup when it succeeded, else what failed.
     pub message: String,
     pub finished_unix: u64,
+    /// The outcome of a restore drill, not of a backup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// `RequestBackup`: records `job` under the next id. Refused without `[backup]`, for a
@@ -95,7 +102,8 @@ pub(super) fn request(
 }
 
 /// `FinishBackup`: the runner of the pending backup `outcome.id` reports how it ended.
-/// A report for another backup (one that was replaced) changes nothing.
+/// A report for another backup (one that was replaced) changes nothing. A drill's outcome
+/// is kept apart from the backups'.
 pub(super) fn finish(
     state: &mut ClusterState,
     outcome: &BackupOutcome,
@@ -103,6 +111,10 @@ pub(super) fn finish(
     match &state.backup_job {
         Some(job) if job.id == outcome.id && job.runner == outcome.runner => {
             state.backup_job = None;
+            if outcome.verify {
+                state.last_verify = Some(outcome.clone());
+                return Ok(CommandResult::Applied);
+            }
             state.last_backup = Some(outcome.clone());
             if outcome.ok {
                 state.last_good_backup = Some(outcome.clone());

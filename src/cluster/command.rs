@@ -23,7 +23,9 @@ use super::sync::SyncRule;
 /// - 5: [`Command::BeginCaRotation`], [`Command::CaMoved`], [`Command::FinishCaRotation`].
 /// - 6: [`Command::SetConfig`] with `backup` (older binaries refuse the field),
 ///   [`Command::RequestBackup`], [`Command::FinishBackup`].
-/// - 7: [`Command::RequestRestore`], [`Command::RestoreStopped`], [`Command::FinishRestore`].
+/// - 7: [`Command::RequestRestore`], [`Command::RestoreStopped`], [`Command::FinishRestore`];
+///   [`Command::RequestBackup`] and [`Command::FinishBackup`] of a restore drill (older
+///   binaries would take a backup instead).
 pub const COMMAND_LEVEL: u32 = 7;
 
 /// A decision proposed to Raft. Commands carry every value `apply` needs, including time
@@ -199,6 +201,8 @@ impl Command {
             Command::PinKey { .. } => 1,
             Command::RevokeToken { .. } => 2,
             Command::SetConfig { config } if config.backup.is_some() => 6,
+            Command::RequestBackup { job, .. } if job.verify => 7,
+            Command::FinishBackup { outcome } if outcome.verify => 7,
             Command::RequestBackup { .. } | Command::FinishBackup { .. } => 6,
             Command::RequestRestore { .. }
             | Command::RestoreStopped { .. }

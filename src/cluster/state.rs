@@ -83,6 +83,9 @@ pub struct ClusterState {
     /// The last backup that succeeded (the same as `last_backup` unless that one failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_good_backup: Option<BackupOutcome>,
+    /// How the last restore drill (`pgquorum backup verify`) ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_verify: Option<BackupOutcome>,
     /// The id of the last backup requested (0: none yet).
     #[serde(skip_serializing_if = "is_zero")]
     pub next_backup_id: u64,
@@ -128,6 +131,7 @@ impl Default for ClusterState {
             backup_job: None,
             last_backup: None,
             last_good_backup: None,
+            last_verify: None,
             next_backup_id: 0,
             restore: None,
             last_restore: None,

@@ -165,13 +165,17 @@ impl Postgres {
 
     /// The `--recovery-option` that makes a restored data directory fetch WAL as this
     /// member does: pgBackRest's own restore_command would repeat the options `restore`
-    /// ran with, including the work directory it restored into.
-    pub(super) fn restore_command_option(&self) -> Result<String, Error> {
+    /// ran with, including the work directory it restored into. A data directory other than
+    /// this member's (`elsewhere`) must be named: archive-get insists that PostgreSQL's
+    /// working directory is its pg1-path.
+    pub(super) fn restore_command_option(&self, elsewhere: Option<&Path>) -> Result<String, Error> {
         let archiving = (self.write_backrest(&self.settings.data_dir)?).ok_or(Error::NoBackup)?;
-        Ok(format!(
-            "--recovery-option=restore_command={}",
-            archiving.restore_command
-        ))
+        let mut command = archiving.restore_command;
+        if let Some(dir) = elsewhere {
+            let pg1 = format!("--pg1-path={} archive-get", dir.display());
+            command = command.replacen("archive-get", &pg1, 1);
+        }
+        Ok(format!("--recovery-option=restore_command={command}"))
     }
 
     /// Runs `pgbackrest args..` with this member's configuration and the cluster's stanza,
@@ -355,7 +359,7 @@ impl Postgres {
             |work| async move {
                 let path = format!("--pg1-path={}", work.display());
                 let set = format!("--set={newest}");
-                let fetch = self.restore_command_option()?;
+                let fetch = self.restore_command_option(None)?;
                 self.pgbackrest(&[&path, &set, &fetch, "--type=standby", "restore"])
                     .await
                     .map(|_| ())

@@ -35,6 +35,7 @@ mod status;
 mod tests;
 mod timeline;
 mod tls;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -53,6 +54,7 @@ pub use pitr::restore_args;
 pub use rewind::RewindOutcome;
 pub use status::{Archiver, DataDir, Lsn, PgRole, PgStatus};
 pub use tls::TlsFiles;
+pub use verify::Verified;
 
 use crate::secret::Secret;
 use binaries::Binaries;

@@ -104,7 +104,7 @@ impl Postgres {
             async move {
                 let mut args = vec![format!("--pg1-path={}", work.display())];
                 args.extend(restore_args(target, set));
-                args.push(self.restore_command_option()?);
+                args.push(self.restore_command_option(None)?);
                 args.push("restore".into());
                 let refs: Vec<&str> = args.iter().map(String::as_str).collect();
                 self.pgbackrest(&refs).await?;
@@ -133,6 +133,12 @@ impl Postgres {
         let timeline = *followed.lock().expect("followed lock poisoned");
         tracing::info!(%target, timeline, data_dir = %self.settings.data_dir.display(), "restored from the pgBackRest repository; PostgreSQL replays to the target when started");
         Ok(timeline)
+    }
+
+    /// [`start`](Self::start) keeping the placeholder history files of a data directory just
+    /// restored: its promotion at the end of recovery picks its timeline by them.
+    pub async fn start_restored(&self, timeout: Duration) -> Result<(), Error> {
+        self.start_keeping(timeout, true).await
     }
 
     /// Waits until the restored PostgreSQL, started, has replayed to its target and been

@@ -299,14 +299,12 @@ impl Postgres {
         self.start_keeping(timeout, false).await
     }
 
-    /// [`start`](Self::start) for a data directory just restored to a point in time, whose
-    /// placeholder history files must stay: the promotion at the end of its recovery picks
-    /// its timeline by them (see `timeline`).
-    pub async fn start_restored(&self, timeout: Duration) -> Result<(), Error> {
-        self.start_keeping(timeout, true).await
-    }
-
-    async fn start_keeping(&self, timeout: Duration, placeholders: bool) -> Result<(), Error> {
+    /// [`start`](Self::start), keeping the placeholder history files with `placeholders`.
+    pub(super) async fn start_keeping(
+        &self,
+        timeout: Duration,
+        placeholders: bool,
+    ) -> Result<(), Error> {
         let _serial = self.lifecycle.lock().await;
         let deadline = Instant::now() + timeout;
         let data_dir = &self.settings.data_dir;
@@ -597,5 +595,5 @@ fn signal_postmaster(pid: u32, signal: libc::c_int) -> Result<(), Error> {
 }
 
 /// The few libc calls std does not wrap.
-mod sys;
+pub(super) mod sys;
 pub(super) use sys::filesystem_bytes;

@@ -19,6 +19,16 @@ pub struct Repo {
     dir: TempDir,
 }
 
+/// Whether Debian's pgbackrest is installed (a skip, or a failure in CI, if not).
+pub fn require_pgbackrest() -> bool {
+    super::needs(
+        Path::new("/usr/bin/pgbackrest")
+            .is_file()
+            .then_some(())
+            .ok_or_else(|| "pgbackrest is not installed (apt-get install pgbackrest)".into()),
+    )
+}
+
 impl Repo {
     pub fn new() -> Repo {
         let dir = tempfile::Builder::new()
@@ -82,6 +92,32 @@ impl Repo {
         collect(&root, &mut names);
         names.sort();
         names
+    }
+
+    /// Deletes the archived files whose names start with `prefix` (a segment's name);
+    /// returns how many.
+    pub fn remove_archived(&self, stanza: &str, prefix: &str) -> usize {
+        fn walk(dir: &Path, prefix: &str) -> usize {
+            let mut removed = 0;
+            for path in std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+            {
+                if path.is_dir() {
+                    removed += walk(&path, prefix);
+                } else if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                {
+                    std::fs::remove_file(&path).unwrap();
+                    removed += 1;
+                }
+            }
+            removed
+        }
+        self.archive(stanza).map_or(0, |root| walk(&root, prefix))
     }
 
     /// Whether the history file of `timeline` is archived.

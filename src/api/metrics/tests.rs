@@ -99,6 +99,7 @@ fn backups_and_a_failing_archiver_are_reported_with_backup_configured() {
         archiver: Some(failing),
         last_success_unix: Some(900),
         running: false,
+        last_verify: Some((false, 950)),
     }));
     let want = [
         ("pgquorum_archive_failing", "1"),
@@ -106,12 +107,15 @@ fn backups_and_a_failing_archiver_are_reported_with_backup_configured() {
         ("pgquorum_archive_last_success_timestamp_seconds", "1000"),
         ("pgquorum_backup_last_success_timestamp_seconds", "900"),
         ("pgquorum_backup_running", "0"),
+        ("pgquorum_backup_verify_last_timestamp_seconds", "950"),
+        ("pgquorum_backup_verify_failed", "1"),
     ];
     assert_eq!(got, want.map(|(n, v)| (n.to_string(), v.to_string())));
     let replica = with(Some(BackupMetrics {
         archiver: None,
         last_success_unix: None,
         running: true,
+        last_verify: None,
     }));
     assert_eq!(
         replica,

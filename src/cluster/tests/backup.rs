@@ -152,6 +152,7 @@ fn job(runner: u64) -> BackupJob {
         runner: NodeId(runner),
         requested_unix: NOW,
         scheduled: false,
+        verify: false,
     }
 }
 
@@ -163,6 +164,7 @@ fn outcome(id: u64, runner: u64) -> BackupOutcome {
         ok: true,
         message: "20261207-111500F".into(),
         finished_unix: NOW + 60,
+        verify: false,
     }
 }
 

@@ -81,8 +81,8 @@ impl Executor {
         let (ok, message) = match result {
             Ok(message) => (true, message),
             Err(e) => {
-                let message = format!("{e:#}");
-                tracing::error!(restore = restore.id, error = %message, "the restore failed");
+                let message = crate::backup::one_line(&format!("{e:#}"));
+                tracing::error!(restore = restore.id, error = %format!("{e:#}"), "the restore failed");
                 if self.postgres.is_running() {
                     if let Err(e) = self.stop_postgres().await {
                         tracing::warn!(error = %e, "stopping the PostgreSQL of a failed restore");
