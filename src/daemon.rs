@@ -441,6 +441,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    // Once its peer server stops below, this member no longer hears the leader: it must not
+    // campaign then, or the term it raised, persisted, makes the leader step down when it
+    // comes back (a missed renewal, and the primary fenced, in CI's cert_rotation test).
+    handle.raft().runtime_config().elect(false);
     crate::systemd::stopping();
     ha_shutdown.cancel();
     if let Some(task) = ha_task {
