@@ -28,6 +28,7 @@ pub mod identity;
 pub mod lease;
 pub mod net;
 pub mod peers;
+pub mod pooler;
 pub mod postgres;
 pub mod proxy;
 pub mod raft;
