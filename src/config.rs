@@ -104,6 +104,8 @@ pub struct NodeConfig {
     pub tags: crate::cluster::Tags,
     /// The writer/reader proxy; `None` when disabled.
     pub proxy: Option<ProxyConfig>,
+    /// `[pooler]`; `None` without `listen`.
+    pub pooler: Option<crate::pooler::PoolerConfig>,
     /// `[hooks]`; all unset by default.
     pub hooks: crate::hooks::HooksConfig,
     /// `[vip]`; `None` without an address or with mode off.
@@ -384,6 +386,20 @@ impl NodeConfig {
             timeout: file.hooks.timeout.unwrap_or(Duration::from_secs(30)),
         };
         let vip = crate::vip::VipConfig::from_section(&file.vip).map_err(invalid)?;
+        let pooler = match file.pooler.listen {
+            None => None,
+            Some(_) if proxy.is_none() || postgresql.is_none() => {
+                return Err(invalid(
+                    "[pooler] needs this member's PostgreSQL ([postgresql]) and the proxy (it \
+                     routes by the proxy's table); remove [pooler] listen or enable both"
+                        .into(),
+                ))
+            }
+            Some(listen) => Some(crate::pooler::PoolerConfig {
+                listen,
+                auth_timeout: file.pooler.auth_timeout.unwrap_or(Duration::from_secs(10)),
+            }),
+        };
         let level = file.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(invalid(format!(
@@ -408,6 +424,7 @@ impl NodeConfig {
             log_level: level,
             postgresql,
             proxy,
+            pooler,
             hooks,
             vip,
             tags: {

@@ -189,6 +189,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         Some(proxy) => Some(crate::proxy::server::bind(proxy).await?),
         None => None,
     };
+    let pooler_listener = match &config.pooler {
+        Some(pooler) => Some(crate::pooler::bind(pooler).await?),
+        None => None,
+    };
     let proxy_stats = proxy_listeners
         .as_ref()
         .map(|_| Arc::new(crate::proxy::stats::Stats::default()));
@@ -279,6 +283,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .unwrap_or_default();
     let vip_for_api = vip.clone();
     let postgres_for_api = postgres.clone();
+    let pooler_postgres = postgres.clone();
     let ha_task = postgres.map(|postgres| {
         let agent = crate::backup::Agent {
             me: crate::cluster::NodeId(handle.id()),
@@ -310,7 +315,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             local: local_status_for_api.clone(),
         };
         let stats = proxy_stats.clone().unwrap_or_default();
-        crate::proxy::server::spawn(
+        let routes = crate::proxy::server::spawn(
             proxy,
             listeners,
             deps,
@@ -318,6 +323,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             serve_shutdown.clone(),
             &tasks,
         )?;
+        if let (Some(pooler), Some(listener), Some(postgres)) =
+            (&config.pooler, pooler_listener, pooler_postgres)
+        {
+            let deps = crate::pooler::session::Deps {
+                postgres,
+                routes,
+                auth_timeout: pooler.auth_timeout,
+            };
+            crate::pooler::spawn(listener, deps, serve_shutdown.clone(), &tasks);
+        }
     }
     let key_pin = tls::key_sha256_of_cert_pem(identity.cert_pem())
         .context("reading this node's certificate")?;

@@ -31,6 +31,9 @@ pub struct FileConfig {
     /// The writer/reader proxy.
     #[serde(default)]
     pub proxy: ProxySection,
+    /// The PostgreSQL-aware pooled port (under construction; off unless `listen` is set).
+    #[serde(default)]
+    pub pooler: PoolerSection,
     /// Role-change hooks.
     #[serde(default)]
     pub hooks: HooksSection,
@@ -76,6 +79,16 @@ pub struct ProxySection {
     /// Threads relaying connections (default 1: one thread relays tens of thousands of
     /// round trips a second; more for hosts with many cores and heavy proxied traffic).
     pub threads: Option<usize>,
+}
+
+/// `[pooler]`: the pooled port (see `crate::pooler`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolerSection {
+    pub listen: Option<SocketAddr>,
+    /// How long a client may take to log in (default 10 s).
+    #[serde(default, with = "humantime_serde")]
+    pub auth_timeout: Option<Duration>,
 }
 
 /// `[tags]`: like Patroni's. Kept apart from `cluster::Tags` so that the file refuses unknown

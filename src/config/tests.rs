@@ -131,6 +131,16 @@ fn bad_files_name_the_key_and_the_fix() {
             "[tls] node_certificate_lifetime = 10s is too short",
         ),
         (
+            "pooler without postgresql",
+            &format!("{MINIMAL}\n[pooler]\nlisten = \"127.0.0.1:6432\""),
+            "[pooler] needs this member's PostgreSQL",
+        ),
+        (
+            "unknown pooler key",
+            &format!("{MINIMAL}\n[pooler]\nlisten_port = 6432"),
+            "unknown field `listen_port`",
+        ),
+        (
             "bad advertise",
             "[node]\nname=\"a\"\nstate_dir=\"/x\"\n[peer]\nlisten=\"127.0.0.1:1\"\nadvertise=\"nohost\"",
             "must be host:port",

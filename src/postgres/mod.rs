@@ -30,6 +30,7 @@ mod files;
 mod pitr;
 pub(crate) mod process;
 mod rewind;
+mod roles;
 mod status;
 #[cfg(test)]
 mod tests;

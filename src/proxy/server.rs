@@ -88,7 +88,8 @@ struct Shared {
 /// connections on a single-threaded runtime of their own (one OS thread): relaying is many
 /// tiny reads and writes, and keeping every wake-up on one thread avoids the cross-thread
 /// hand-offs and idle-worker spinning of the shared work-stealing scheduler, which on a small
-/// host cost more CPU than the copying itself. Everything stops with `shutdown`.
+/// host cost more CPU than the copying itself. Everything stops with `shutdown`. Returns
+/// the routing table, which the pooler follows too.
 pub fn spawn(
     config: ProxyConfig,
     listeners: Listeners,
@@ -96,7 +97,7 @@ pub fn spawn(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<watch::Receiver<Routes>> {
     let (tx, rx) = watch::channel(Routes::default());
     tasks.spawn(maintain_routes(
         deps,
@@ -107,7 +108,7 @@ pub fn spawn(
     ));
     let shared = Arc::new(Shared {
         config,
-        routes: rx,
+        routes: rx.clone(),
         reader_load: Mutex::new(BTreeMap::new()),
         reader_turn: AtomicUsize::new(0),
         active: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -161,7 +162,7 @@ pub fn spawn(
     tasks.spawn(async move {
         let _ = done_rx.await;
     });
-    Ok(())
+    Ok(rx)
 }
 
 /// Recomputes the routing table whenever an input changes (and every [`TICK`], as the lease
