@@ -104,6 +104,41 @@ fn a_scram_login_on_a_replicas_pooled_port_reaches_the_primary_and_bad_input_is_
         );
     }
 
+    // psql's Ctrl-C reaches the primary: the pooler passes the cancel request on.
+    let mut sleeper = Command::new(psql())
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=app dbname=postgres sslmode=disable"
+        ))
+        .args(["-XAtqc", "select pg_sleep(60)"])
+        .env("PGPASSWORD", "pencil")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = cluster.node(primary);
+    eventually(FORMATION, "the sleep runs on the primary", || {
+        let n =
+            p.sql("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'")?;
+        (n == "1").then_some(()).ok_or(n)
+    });
+    // SAFETY: kill(2) has no memory-safety preconditions; the child has not been reaped.
+    unsafe { libc::kill(sleeper.id() as libc::pid_t, libc::SIGINT) };
+    let status = eventually(FORMATION, "psql ends after the cancel", || {
+        sleeper.try_wait().ok().flatten().ok_or("still running")
+    });
+    let mut said = String::new();
+    sleeper
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(
+        !status.success() && said.contains("canceling statement due to user request"),
+        "{status}: {said}"
+    );
+
     // Garbage instead of a startup packet, and a protocol violation during the login.
     let garbage = answer_to(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(garbage.first(), Some(&b'E'), "{}", text(&garbage));

@@ -123,7 +123,10 @@ async fn log_in(
         match read_until(client, buf, wire::parse_first).await? {
             // TLS to clients is not built yet: libpq then goes on without it (sslmode=prefer).
             First::SslRequest | First::GssEncRequest => client.write_all(b"N").await?,
-            First::Cancel { .. } => return Ok(None),
+            First::Cancel { pid, secret } => {
+                forward_cancel(deps, pid, secret).await;
+                return Ok(None);
+            }
             First::Startup { parameters } => break parameters,
         }
     };
@@ -169,6 +172,25 @@ async fn log_in(
     reply.extend_from_slice(&wire::auth_ok());
     client.write_all(&reply).await?;
     Ok(Some((server, from_server)))
+}
+
+/// Passes a cancel request on to the primary. Sessions are relayed with the primary's own
+/// BackendKeyData, so the key is the primary's; after a change of primary it matches
+/// nothing there, which PostgreSQL ignores, as it does a wrong key.
+async fn forward_cancel(deps: &Deps, pid: u32, secret: u32) {
+    let Some(target) = deps.routes.borrow().writer.clone() else {
+        return;
+    };
+    let send = async {
+        let mut server = TcpStream::connect(target.addr.as_str()).await?;
+        server.write_all(&wire::cancel_request(pid, secret)).await?;
+        server.shutdown().await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "pooler: passing a cancel request on"),
+        Err(_) => tracing::warn!("pooler: passing a cancel request on timed out"),
+    }
 }
 
 /// Logs in to the primary as the client's role with its ClientKey; returns the connection

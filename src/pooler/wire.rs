@@ -155,6 +155,15 @@ pub fn sasl_initial(body: &[u8]) -> Result<(String, Vec<u8>), WireError> {
     Ok((mechanism, data.to_vec()))
 }
 
+/// The CancelRequest packet for the session with this key, as a client sends it.
+pub fn cancel_request(pid: u32, secret: u32) -> Vec<u8> {
+    let mut out = 16u32.to_be_bytes().to_vec();
+    for word in [CANCEL_REQUEST, pid, secret] {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
 /// One backend message: type byte, length, body.
 fn message(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 5);
@@ -229,6 +238,7 @@ mod tests {
         assert_eq!(parameters["user"], "app");
         assert_eq!(parameters["database"], "shop");
         let cancel = packet(CANCEL_REQUEST, &[0, 0, 0, 7, 0, 0, 0, 9]);
+        assert_eq!(cancel_request(7, 9), cancel);
         type Want = Result<Option<First>, WireError>;
         let cases: Vec<(Vec<u8>, Want)> = vec![
             (packet(SSL_REQUEST, b""), Ok(Some(First::SslRequest))),
