@@ -65,6 +65,18 @@ pub struct BackupOutcome {
     pub verify: bool,
 }
 
+/// Whether `runner` may take a backup or run a restore: `[backup]` is configured and it is
+/// a member with PostgreSQL.
+pub(super) fn can_run(state: &ClusterState, runner: NodeId) -> Result<(), Rejection> {
+    if state.config.backup.is_none() {
+        return Err(Rejection::NoBackupConfigured);
+    }
+    match state.member(runner) {
+        Some(m) if !m.is_witness() => Ok(()),
+        _ => Err(Rejection::UnknownMember { id: runner }),
+    }
+}
+
 /// `RequestBackup`: records `job` under the next id. Refused without `[backup]`, for a
 /// runner that is not a member with PostgreSQL, and while another backup is pending unless
 /// `replace` (the proposer saw that backup's runner stop answering).
@@ -73,13 +85,7 @@ pub(super) fn request(
     mut job: BackupJob,
     replace: bool,
 ) -> Result<CommandResult, Rejection> {
-    if state.config.backup.is_none() {
-        return Err(Rejection::NoBackupConfigured);
-    }
-    match state.member(job.runner) {
-        Some(m) if !m.is_witness() => {}
-        _ => return Err(Rejection::UnknownMember { id: job.runner }),
-    }
+    can_run(state, job.runner)?;
     if let Some(restore) = &state.restore {
         return Err(Rejection::RestoreInProgress {
             id: restore.id,

@@ -161,13 +161,7 @@ pub(super) fn request(
     state: &mut ClusterState,
     mut restore: Restore,
 ) -> Result<CommandResult, Rejection> {
-    if state.config.backup.is_none() {
-        return Err(Rejection::NoBackupConfigured);
-    }
-    match state.member(restore.runner) {
-        Some(m) if !m.is_witness() => {}
-        _ => return Err(Rejection::UnknownMember { id: restore.runner }),
-    }
+    super::backup_job::can_run(state, restore.runner)?;
     if let Some(pending) = &state.restore {
         return Err(Rejection::RestoreInProgress {
             id: pending.id,

@@ -112,10 +112,14 @@ pub enum Decision {
         action: MemberAction,
         reason: String,
     },
-    /// A restore of the cluster was requested: stop PostgreSQL (releasing the lease if I
-    /// hold it, once not writable), move my data directory aside or `remove` it, and report
-    /// it done for `restore`.
-    StandDown { restore: u64, remove: bool },
+    /// A restore of the cluster was requested: stop PostgreSQL, move my data directory
+    /// aside or `remove` it, report it done for `restore`, then `release` the lease (I hold
+    /// it and another member restores).
+    StandDown {
+        restore: u64,
+        remove: bool,
+        release: bool,
+    },
     /// Every member stopped for `restore`, which I run, and I hold a fresh lease: restore
     /// from the repository to its target and become the primary on a new timeline.
     Restore { restore: u64 },

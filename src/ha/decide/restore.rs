@@ -8,6 +8,11 @@ use crate::cluster::Restore;
 /// What this member does while `restore` is under way.
 pub(super) fn restoring(obs: &Observation, restore: &Restore) -> Outcome {
     let id = restore.id;
+    let holding = matches!(
+        obs.lease_clock,
+        LeaseClockView::HeldByMe | LeaseClockView::HeldByMeExpiring
+    );
+    let runner = restore.runner;
     if !restore.stopped.contains(&obs.me) {
         let put = if restore.remove_old {
             "removing"
@@ -21,14 +26,10 @@ pub(super) fn restoring(obs: &Observation, restore: &Restore) -> Outcome {
         let decision = Decision::StandDown {
             restore: id,
             remove: restore.remove_old,
+            release: holding && runner != obs.me,
         };
         return say(obs, decision, text);
     }
-    let holding = matches!(
-        obs.lease_clock,
-        LeaseClockView::HeldByMe | LeaseClockView::HeldByMeExpiring
-    );
-    let runner = restore.runner;
     if runner != obs.me {
         if holding {
             let reason = format!(

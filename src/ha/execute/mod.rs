@@ -219,9 +219,11 @@ impl Executor {
                 self.follow(*leader, obs).await?;
                 Ok(false)
             }
-            Decision::StandDown { restore, remove } => {
-                self.stand_down(*restore, *remove, obs).await
-            }
+            Decision::StandDown {
+                restore,
+                remove,
+                release,
+            } => self.stand_down(*restore, *remove, *release, obs).await,
             Decision::Restore { restore } => self.restore(*restore, obs, memory).await,
         }
     }

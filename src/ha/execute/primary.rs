@@ -117,23 +117,7 @@ impl Executor {
         // rules block any failover until a standby has caught up.)
         begin_tenure(obs, memory);
         self.apply_primary_config(memory).await?;
-        self.following = None;
-        self.slots = None;
-        self.set_needs_rewind(false);
-        // Both in the background, so that the next cycle, which starts at once, publishes
-        // our writable status (proxies route writers by it) and renews: the roles are made
-        // to match this version's expectations (idempotent), so the old primary can rewind
-        // from us; and a checkpoint, because the control file names the new timeline only
-        // after one and pg_rewind on the old primary reads it.
-        let pg = self.postgres.clone();
-        tokio::spawn(async move {
-            if let Err(e) = pg.create_replication_user().await {
-                tracing::warn!(error = %e, "refreshing the replication roles after promotion");
-            }
-            if let Err(e) = pg.execute("CHECKPOINT").await {
-                tracing::warn!(error = %e, "checkpoint after promotion");
-            }
-        });
+        self.settle_as_new_primary();
         tracing::info!(
             epoch = ?obs.lease.map(|l| l.epoch.0),
             timeline,
@@ -141,6 +125,28 @@ impl Executor {
             "promoted to primary"
         );
         Ok(true)
+    }
+
+    /// What a member does once it is a new primary on a new timeline (promoted, or
+    /// restored): it follows nobody, has no slots made yet and needs no rewind. In the
+    /// background, so that the next cycle, which starts at once, publishes our writable
+    /// status (proxies route writers by it) and renews: the roles are made to match this
+    /// version's expectations (idempotent), so the old primary can rewind from us; and a
+    /// checkpoint, because the control file names the new timeline only after one and
+    /// pg_rewind on the old primary reads it.
+    pub(super) fn settle_as_new_primary(&mut self) {
+        self.following = None;
+        self.slots = None;
+        self.set_needs_rewind(false);
+        let pg = self.postgres.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pg.create_replication_user().await {
+                tracing::warn!(error = %e, "refreshing the replication roles on the new primary");
+            }
+            if let Err(e) = pg.execute("CHECKPOINT").await {
+                tracing::warn!(error = %e, "checkpoint on the new primary");
+            }
+        });
     }
 
     /// Fencing: nothing may write here any more. Stop first; restarting as a replica is the

@@ -14,12 +14,12 @@ const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12 *
 
 impl Executor {
     /// Stops PostgreSQL, puts the data directory away (moved aside, or removed with
-    /// `remove`), reports it for `restore` and, unless this member runs the restore, gives
-    /// up the lease it holds.
+    /// `remove`), reports it for `restore` and, with `release`, gives up the lease.
     pub(super) async fn stand_down(
         &mut self,
         restore: u64,
         remove: bool,
+        release: bool,
         obs: &Observation,
     ) -> anyhow::Result<bool> {
         if obs.pg.is_writable() {
@@ -56,8 +56,7 @@ impl Executor {
         if let CommandResult::Rejected { rejection } = self.propose(command, obs).await? {
             bail!("reporting that PostgreSQL stopped for the restore: {rejection}");
         }
-        let runner = obs.restore.as_ref().map(|r| r.runner);
-        if obs.lease.is_some_and(|l| l.holder == self.me) && runner != Some(self.me) {
+        if release {
             self.release_lease(obs)
                 .await
                 .context("giving up the lease for the restore")?;
@@ -155,19 +154,8 @@ impl Executor {
             tracing::warn!(error = %e, "removing stray placeholder history files");
         }
         self.postgres.forget_recovery_target().await?;
-        self.following = None;
-        self.slots = None;
-        self.set_needs_rewind(false);
         self.apply_primary_config(memory).await?;
-        let pg = self.postgres.clone();
-        tokio::spawn(async move {
-            if let Err(e) = pg.create_replication_user().await {
-                tracing::warn!(error = %e, "refreshing the replication roles after the restore");
-            }
-            if let Err(e) = pg.execute("CHECKPOINT").await {
-                tracing::warn!(error = %e, "checkpoint after the restore");
-            }
-        });
+        self.settle_as_new_primary();
         let timeline = self.postgres.status().await.timeline;
         tracing::info!(restore = restore.id, target = %restore.target, timeline, followed, placeholders = ?placed, "restored: primary on a new timeline");
         Ok(format!(

@@ -17,10 +17,11 @@ fn restoring(mut o: Observation, runner: u64, stopped: &[u64]) -> Observation {
     o
 }
 
-fn stand_down() -> Decision {
+fn stand_down(release: bool) -> Decision {
     D::StandDown {
         restore: 4,
         remove: false,
+        release,
     }
 }
 
@@ -31,16 +32,19 @@ fn a_restore_stops_every_member_then_its_runner_restores_under_the_lease() {
     let cases: Vec<(&str, Observation, Decision, &str)> = vec![
         ("the writable holder stands down (it releases the lease once stopped)",
             restoring(obs(1).primary().lease(mine()), 2, &[]),
-            stand_down(), "restore 4 to latest (the end of the archive) requested: stopping PostgreSQL and moving aside"),
+            stand_down(true), "restore 4 to latest (the end of the archive) requested: stopping PostgreSQL and moving aside"),
         ("a replica stands down",
             restoring(obs(2).replica_of(1, P).lease(held_by_other(1)), 2, &[]),
-            stand_down(), "moving aside my data directory"),
+            stand_down(false), "moving aside my data directory"),
         ("a member without data still reports",
             restoring(obs(3).data(Missing).lease(held_by_other(1)), 2, &[1]),
-            stand_down(), "requested"),
+            stand_down(false), "requested"),
         ("with --force the data directory is removed",
             { let mut o = restoring(obs(3).lease(free()), 2, &[]); o.restore.as_mut().unwrap().remove_old = true; o },
-            D::StandDown { restore: 4, remove: true }, "removing my data directory"),
+            D::StandDown { restore: 4, remove: true, release: false }, "removing my data directory"),
+        ("the holder that runs the restore keeps its lease",
+            restoring(obs(2).primary().lease(mine()), 2, &[]),
+            stand_down(false), "requested"),
         ("writable without the lease is fenced first, restore or not",
             restoring(obs(3).primary().lease(held_by_other(1)), 2, &[]),
             D::Fence { follow: Some(n(1)) }, "fencing"),
