@@ -5,19 +5,24 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Error, Postgres};
 
 impl Postgres {
     /// Writes `bytes` to `path` atomically (temporary file, fsync, rename), mode 0600 and
-    /// owned by the OS user, creating missing parent directories.
+    /// owned by the OS user, creating missing parent directories. Each call has its own
+    /// temporary file: tasks that write the same file at once (the HA loop and the backup
+    /// agent both write `pgbackrest.conf`) must not rename each other's away.
     pub(super) fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let action = || format!("writing {}", path.display());
         if let Some(parent) = path.parent() {
             self.create_dir(parent, None)?;
         }
         let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".pgquorum-tmp");
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        tmp.push(format!(".pgquorum-tmp-{}-{n}", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let result = (|| {
             let mut file = fs::OpenOptions::new()

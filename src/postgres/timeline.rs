@@ -181,7 +181,7 @@ mod tests {
             ("0000000A.history", Some(10)),
             ("0000000a.history", Some(10)),
             ("000000010000000000000004", None),
-            ("00000001.history.pgquorum-tmp", None),
+            ("00000001.history.pgquorum-tmp-7-0", None),
             ("1.history", None),
             ("0000000G.history", None),
             ("archive_status", None),
