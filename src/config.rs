@@ -395,9 +395,28 @@ impl NodeConfig {
                         .into(),
                 ))
             }
+            Some(_)
+                if file.pooler.pool_size == Some(0) || file.pooler.max_client_conn == Some(0) =>
+            {
+                return Err(invalid(
+                    "[pooler] pool_size and max_client_conn must be at least 1".into(),
+                ))
+            }
             Some(listen) => Some(crate::pooler::PoolerConfig {
                 listen,
                 auth_timeout: file.pooler.auth_timeout.unwrap_or(Duration::from_secs(10)),
+                max_client_conn: file.pooler.max_client_conn.unwrap_or(1000),
+                limits: crate::pooler::pool::Limits {
+                    mode: file
+                        .pooler
+                        .pool_mode
+                        .unwrap_or(crate::pooler::pool::Mode::Session),
+                    pool_size: file.pooler.pool_size.unwrap_or(20),
+                    query_wait_timeout: (file.pooler.query_wait_timeout)
+                        .unwrap_or(Duration::from_secs(120)),
+                    server_idle_timeout: (file.pooler.server_idle_timeout)
+                        .unwrap_or(Duration::from_secs(600)),
+                },
             }),
         };
         let level = file.log.level.unwrap_or_else(|| "info".into());

@@ -326,10 +326,14 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         if let (Some(pooler), Some(listener), Some(postgres)) =
             (&config.pooler, pooler_listener, pooler_postgres)
         {
+            let pools = crate::pooler::pool::Pools::new(pooler.limits.clone(), routes);
             let deps = crate::pooler::session::Deps {
                 postgres,
-                routes,
+                pools: std::sync::Arc::new(pools),
                 auth_timeout: pooler.auth_timeout,
+                clients: std::sync::Arc::new(tokio::sync::Semaphore::new(pooler.max_client_conn)),
+                max_client_conn: pooler.max_client_conn,
+                cancels: Default::default(),
             };
             crate::pooler::spawn(listener, deps, serve_shutdown.clone(), &tasks);
         }

@@ -1,7 +1,8 @@
 //! The pooled port (issue 20, under construction) with real PostgreSQL and real clients:
 //! SCRAM logins checked against the role's verifier, sessions reaching the primary from a
-//! replica's port, and bad input closed with a PostgreSQL error without touching other
-//! clients.
+//! replica's port, bad input closed with a PostgreSQL error without touching other
+//! clients, and transaction pooling with pgbench (simple, extended and prepared protocol)
+//! and tokio-postgres.
 
 mod common;
 
@@ -168,4 +169,235 @@ fn a_scram_login_on_a_replicas_pooled_port_reaches_the_primary_and_bad_input_is_
         "{}",
         text(&answer)
     );
+}
+
+/// Restarts replica `replica` of `cluster` with a pooled port and `settings` under
+/// `[pooler]`; returns the port.
+fn with_pooler(cluster: &mut common::cluster::TestCluster, primary: usize, settings: &str) -> u16 {
+    let replica = 1 + primary % 3;
+    let port = free_port();
+    let node = cluster.node_mut(replica);
+    node.terminate();
+    node.append_config(&format!(
+        "\n[pooler]\nlisten = \"127.0.0.1:{port}\"\n{settings}\n"
+    ));
+    node.start();
+    eventually(FORMATION, "the restarted replica streams again", || {
+        replicas_streaming(cluster, primary)
+    });
+    eventually(FORMATION, "a login through the pooled port", || {
+        let out = through(port, "app", "pencil", "select 1");
+        out.status.success().then_some(()).ok_or(text(&out.stderr))
+    });
+    port
+}
+
+/// pgbench through the pooler as app; its output, or why it failed.
+fn pgbench(port: u16, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(psql().with_file_name("pgbench"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
+        .args(args)
+        .arg("app")
+        .env("PGPASSWORD", "pencil")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running pgbench");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    out.status.success().then(|| all.clone()).ok_or(all)
+}
+
+fn app_client(rt: &tokio::runtime::Runtime, port: u16) -> tokio_postgres::Client {
+    rt.block_on(app_client_async(port))
+}
+
+/// A raw connection logged in as app through the pooler (SCRAM with postgres-protocol's
+/// client), with everything up to ReadyForQuery read.
+fn raw_login(port: u16) -> TcpStream {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(&startup("app")).unwrap();
+    let mut scram = ScramSha256::new(b"pencil", ChannelBinding::unsupported());
+    let read = |stream: &mut TcpStream| {
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize - 4;
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).unwrap();
+        (head[0], body)
+    };
+    let frame = |kind: u8, body: &[u8]| {
+        let mut out = vec![kind];
+        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    };
+    loop {
+        let (kind, body) = read(&mut stream);
+        match (
+            kind,
+            body.get(..4)
+                .map(|c| u32::from_be_bytes(c.try_into().unwrap())),
+        ) {
+            (b'R', Some(10)) => {
+                let mut msg = b"SCRAM-SHA-256\0".to_vec();
+                msg.extend_from_slice(&(scram.message().len() as i32).to_be_bytes());
+                msg.extend_from_slice(scram.message());
+                stream.write_all(&frame(b'p', &msg)).unwrap();
+            }
+            (b'R', Some(11)) => {
+                scram.update(&body[4..]).unwrap();
+                stream.write_all(&frame(b'p', scram.message())).unwrap();
+            }
+            (b'R', Some(12)) => scram.finish(&body[4..]).unwrap(),
+            (b'Z', _) => return stream,
+            (b'E', _) => panic!("login refused: {}", text(&body)),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn transaction_pooling_runs_pgbench_in_every_protocol_on_fewer_server_connections() {
+    if !require_postgres() {
+        return;
+    }
+    let (mut cluster, primary) = healthy_cluster();
+    let p = cluster.node(primary);
+    p.sql("create role app login password 'pencil'").unwrap();
+    p.sql("create database app owner app").unwrap();
+    let port = with_pooler(
+        &mut cluster,
+        primary,
+        "pool_mode = \"transaction\"\npool_size = 3\nquery_wait_timeout = \"2s\"",
+    );
+    let p = cluster.node(primary);
+    let app_connections = || {
+        p.sql("select count(*) from pg_stat_activity where usename = 'app' and datname = 'app'")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+
+    // pgbench -i: DDL and COPY through the pooler; then 8 clients on 3 connections, in
+    // each protocol.
+    pgbench(port, &["-i", "-s", "1", "-q"]).unwrap();
+    // One thread per client: pgbench prepares a statement synchronously, so a client
+    // waiting for a connection would stall the other clients of its thread, which may hold
+    // the connections it waits for.
+    for mode in ["simple", "extended", "prepared"] {
+        let out = pgbench(port, &["-M", mode, "-c", "8", "-j", "8", "-t", "100"])
+            .unwrap_or_else(|e| panic!("pgbench -M {mode}: {e}"));
+        assert!(
+            out.contains("number of transactions actually processed: 800/800"),
+            "-M {mode}: {out}"
+        );
+        let n = app_connections();
+        assert!(
+            (1..=3).contains(&n),
+            "-M {mode}: {n} server connections for 8 clients"
+        );
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A prepared statement follows its client from connection to connection: two other
+    // clients hold two of the three in open transactions, then free them, while the
+    // statement runs again.
+    let a = app_client(&rt, port);
+    let b = app_client(&rt, port);
+    let c = app_client(&rt, port);
+    rt.block_on(async {
+        let stmt = a.prepare("select $1::int + 1").await.unwrap();
+        for round in 0..6 {
+            if round % 2 == 0 {
+                b.batch_execute("begin; select 1").await.unwrap();
+                c.batch_execute("begin; select 1").await.unwrap();
+            }
+            let row = a.query_one(&stmt, &[&round]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(0), round + 1);
+            if round % 2 == 0 {
+                b.batch_execute("commit").await.unwrap();
+                c.batch_execute("commit").await.unwrap();
+            }
+        }
+
+        // Session state does not leak: a's search_path is reset before b gets the
+        // connection; a's time zone, a tracked parameter, stays a's.
+        a.batch_execute("set search_path = nowhere; set timezone = 'Asia/Tokyo'")
+            .await
+            .unwrap();
+        for client in [&b, &c] {
+            let path: String = client
+                .query_one("show search_path", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(path, "\"$user\", public");
+            let zone: String = client.query_one("show timezone", &[]).await.unwrap().get(0);
+            assert_ne!(zone, "Asia/Tokyo");
+        }
+        let zone: String = a.query_one("show timezone", &[]).await.unwrap().get(0);
+        assert_eq!(zone, "Asia/Tokyo");
+
+        // The pool is full: a fourth request waits query_wait_timeout and gets an error,
+        // and its session goes on once a connection is free.
+        b.batch_execute("begin").await.unwrap();
+        c.batch_execute("begin").await.unwrap();
+        a.batch_execute("begin").await.unwrap();
+        let d = app_client_async(port).await;
+        let err = d.query_one("select 1", &[]).await.unwrap_err();
+        let said = err
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or(err.to_string());
+        assert!(
+            said.contains("query_wait_timeout") && said.contains("pool_size 3"),
+            "{said}"
+        );
+        a.batch_execute("commit").await.unwrap();
+        let one: i32 = d.query_one("select 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+        b.batch_execute("commit").await.unwrap();
+        c.batch_execute("commit").await.unwrap();
+    });
+
+    // A protocol violation in a session ends that session with a PostgreSQL error, and
+    // no other.
+    for garbage in [&b"z\0\0\0\x04"[..], b"Q\xff\xff\xff\xff", b"B\0\0\0\x05\0"] {
+        let mut raw = raw_login(port);
+        raw.write_all(garbage).unwrap();
+        let mut answer = Vec::new();
+        let _ = raw.read_to_end(&mut answer);
+        assert_eq!(
+            answer.first(),
+            Some(&b'E'),
+            "{garbage:?}: {}",
+            text(&answer)
+        );
+        assert!(
+            text(&answer).contains("FATAL"),
+            "{garbage:?}: {}",
+            text(&answer)
+        );
+    }
+    rt.block_on(async {
+        let one: i32 = c.query_one("select 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+    });
+}
+
+async fn app_client_async(port: u16) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("app")
+        .password("pencil")
+        .dbname("app")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("logging in through the pooler");
+    tokio::spawn(connection);
+    client
 }

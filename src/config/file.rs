@@ -89,6 +89,19 @@ pub struct PoolerSection {
     /// How long a client may take to log in (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub auth_timeout: Option<Duration>,
+    /// `session` (default, as PgBouncer's) or `transaction`.
+    pub pool_mode: Option<crate::pooler::pool::Mode>,
+    /// Server connections per database and role (default 20).
+    pub pool_size: Option<usize>,
+    /// Clients at once (default 1000).
+    pub max_client_conn: Option<usize>,
+    /// How long a request may wait for a server connection, or for a primary (default
+    /// 120 s, PgBouncer's).
+    #[serde(default, with = "humantime_serde")]
+    pub query_wait_timeout: Option<Duration>,
+    /// Idle server connections older than this are closed (default 10 min).
+    #[serde(default, with = "humantime_serde")]
+    pub server_idle_timeout: Option<Duration>,
 }
 
 /// `[tags]`: like Patroni's. Kept apart from `cluster::Tags` so that the file refuses unknown

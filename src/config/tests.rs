@@ -136,6 +136,11 @@ fn bad_files_name_the_key_and_the_fix() {
             "[pooler] needs this member's PostgreSQL",
         ),
         (
+            "unknown pool mode",
+            &format!("{MINIMAL}\n[pooler]\npool_mode = \"statement\""),
+            "unknown variant `statement`, expected `session` or `transaction`",
+        ),
+        (
             "unknown pooler key",
             &format!("{MINIMAL}\n[pooler]\nlisten_port = 6432"),
             "unknown field `listen_port`",

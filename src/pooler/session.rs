@@ -1,59 +1,38 @@
-//! The pooled port's connections, so far in session mode without reuse: a client logs in
-//! to the pooler with SCRAM-SHA-256 against its role's verifier (read from this member's
-//! PostgreSQL, where roles replicate), the pooler logs in to the primary as that role with
-//! the key the login yielded, and then relays the session. Every refusal is a PostgreSQL
-//! ErrorResponse; nothing a client sends can panic the pooler or reach another client.
+//! The pooled port's logins: a client logs in to the pooler with SCRAM-SHA-256 against its
+//! role's verifier (read from this member's PostgreSQL, where roles replicate); its proof
+//! yields the key the pooler logs in to the primary with, as that role, when its pool has
+//! no idle connection. The client is then told the parameters of a pooled connection
+//! (set to what it asked for) and the pooler's own cancel key, and its session is relayed
+//! ([`super::relay`]). Every refusal is a PostgreSQL ErrorResponse; nothing a client sends
+//! can panic the pooler or reach another client.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use fallible_iterator::FallibleIterator as _;
-use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::Semaphore;
 
-use super::scram::{self, KeyedClient, ServerExchange, Verifier};
+use super::pool::{Credentials, Mode, PoolKey, Pools};
+use super::relay::{self, Client};
+use super::scram::{self, ServerExchange, Verifier};
+use super::server::{tracked, TRACKED};
 use super::wire::{self, First, WireError};
+use super::{Cancels, Fatal};
 use crate::postgres::Postgres;
-use crate::proxy::Routes;
 
 /// What the connections need.
 pub struct Deps {
     pub postgres: Arc<Postgres>,
-    /// The proxy's routing table: the writer is where sessions go.
-    pub routes: watch::Receiver<Routes>,
+    pub pools: Arc<Pools>,
     /// How long a client may take to log in.
     pub auth_timeout: Duration,
-}
-
-/// A reason to end a client's connection, told to it as a FATAL error.
-#[derive(Debug)]
-struct Fatal {
-    code: &'static str,
-    message: String,
-}
-
-impl Fatal {
-    fn new(code: &'static str, message: impl Into<String>) -> Fatal {
-        Fatal {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<WireError> for Fatal {
-    fn from(e: WireError) -> Fatal {
-        Fatal::new(e.code(), e.to_string())
-    }
-}
-
-impl From<std::io::Error> for Fatal {
-    fn from(e: std::io::Error) -> Fatal {
-        Fatal::new("08006", format!("connection failure: {e}"))
-    }
+    /// One permit per client allowed at once.
+    pub clients: Arc<Semaphore>,
+    pub max_client_conn: usize,
+    pub cancels: Cancels,
 }
 
 /// Serves one client until its session ends.
@@ -72,15 +51,82 @@ pub async fn serve(mut client: TcpStream, deps: Arc<Deps>) {
         ))
     });
     match login {
-        Ok(Some((server, from_server))) => relay(client, from_client, server, from_server).await,
+        Ok(Some(login)) => {
+            let Login {
+                permit: _permit,
+                key,
+                pool,
+                lease,
+                wants,
+                credentials,
+                cancel,
+            } = login;
+            let session = Client {
+                stream: client,
+                buf: from_client,
+                wants,
+                credentials,
+                cancel,
+            };
+            pool.clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            relay::run(session, lease, pool.clone(), &deps.pools).await;
+            pool.clients
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            deps.cancels.remove(key);
+        }
         Ok(None) => {}
         Err(fatal) => {
-            tracing::debug!(code = fatal.code, message = %fatal.message, "pooler: client refused");
-            let error = wire::error_response("FATAL", fatal.code, &fatal.message);
+            tracing::debug!(code = %fatal.code, message = %fatal.message, "pooler: client refused");
+            let error = wire::error_response("FATAL", &fatal.code, &fatal.message);
             let _ = client.write_all(&error).await;
             let _ = client.shutdown().await;
         }
     }
+}
+
+/// A logged-in client, before its session starts.
+struct Login {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    key: (u32, u32),
+    pool: Arc<super::pool::Pool>,
+    /// The connection the login used, kept in session mode.
+    lease: Option<super::pool::Lease>,
+    wants: BTreeMap<String, String>,
+    credentials: Credentials,
+    cancel: Arc<super::CancelSlot>,
+}
+
+/// The startup parameters a pooled session takes: the pool's, and tracked ones (by their
+/// canonical names). Others would differ between the clients a connection serves.
+fn startup_wants(
+    parameters: &BTreeMap<String, String>,
+) -> Result<(PoolKey, BTreeMap<String, String>), Fatal> {
+    let user = parameters["user"].clone();
+    let database = parameters.get("database").unwrap_or(&user).clone();
+    let mut wants = BTreeMap::new();
+    for (name, value) in parameters {
+        if name == "user" || name == "database" {
+            continue;
+        }
+        match tracked(name) {
+            Some(name) => {
+                wants.insert(name.to_owned(), value.clone());
+            }
+            None => {
+                return Err(Fatal::new(
+                    "08P01",
+                    format!(
+                        "unsupported startup parameter: {name} (pooled connections are shared; \
+                         the pooler keeps only {}; use SET LOCAL, ALTER ROLE ... SET, or the \
+                         writer port)",
+                        TRACKED.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok((PoolKey { database, user }, wants))
 }
 
 /// Reads from `stream` into `buf` until `parse` finds a whole item.
@@ -112,13 +158,13 @@ async fn sasl_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<
     }
 }
 
-/// The login: the client's startup and SCRAM exchange, then the pooler's own login to the
-/// primary. `None` when the connection needs nothing more (a cancel request).
+/// The login: the client's startup and SCRAM exchange, then a pooled connection set to the
+/// client's parameters. `None` when the connection needs nothing more (a cancel request).
 async fn log_in(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     deps: &Deps,
-) -> Result<Option<(TcpStream, BytesMut)>, Fatal> {
+) -> Result<Option<Login>, Fatal> {
     let parameters = loop {
         match read_until(client, buf, wire::parse_first).await? {
             // TLS to clients is not built yet: libpq then goes on without it (sslmode=prefer).
@@ -130,7 +176,17 @@ async fn log_in(
             First::Startup { parameters } => break parameters,
         }
     };
-    let user = parameters["user"].clone();
+    let permit = deps.clients.clone().try_acquire_owned().map_err(|_| {
+        Fatal::new(
+            "53300",
+            format!(
+                "sorry, too many clients already ([pooler] max_client_conn = {})",
+                deps.max_client_conn
+            ),
+        )
+    })?;
+    let (pool_key, mut wants) = startup_wants(&parameters)?;
+    let user = pool_key.user.clone();
     let refused = || {
         Fatal::new(
             "28P01",
@@ -167,22 +223,78 @@ async fn log_in(
         Ok(done) if known.is_some() => done,
         _ => return Err(refused()),
     };
-    let (server, from_server) = server_login(&parameters, client_key, &verifier, deps).await?;
+    let credentials = Credentials {
+        client_key,
+        verifier,
+    };
+    let pools = &deps.pools;
+    let pool = pools.pool(&pool_key);
+    let defaults = pools.defaults(&pool);
+    // A transaction-mode client of a pool that has had a connection logs in without one
+    // (PgBouncer's cached welcome): it is told a fresh connection's parameters with its
+    // own, which its first transaction's connection is set to.
+    let (lease, mut params) = if pools.limits.mode == Mode::Transaction && !defaults.is_empty() {
+        let mut params = defaults;
+        params.extend(wants.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (None, params)
+    } else {
+        let mut lease = pools.acquire(&pool, &credentials).await?;
+        lease
+            .server
+            .apply(&mut wants, &pools.defaults(&pool))
+            .await?;
+        let params = lease.server.params.clone();
+        (Some(lease), params)
+    };
+    params.remove("extra_float_digits");
+    let (key, cancel) = deps.cancels.register();
     let mut reply = wire::auth_sasl_final(&server_final);
     reply.extend_from_slice(&wire::auth_ok());
-    client.write_all(&reply).await?;
-    Ok(Some((server, from_server)))
+    let mut params: Vec<_> = params.into_iter().collect();
+    params.sort();
+    for (name, value) in &params {
+        reply.extend(wire::parameter_status(name, value));
+    }
+    reply.extend(wire::backend_key_data(key.0, key.1));
+    reply.extend(relay::ready_for_query(b'I'));
+    if let Err(e) = client.write_all(&reply).await {
+        deps.cancels.remove(key);
+        if let Some(lease) = lease {
+            pools.release(lease, true);
+        }
+        return Err(e.into());
+    }
+    let lease = match (pools.limits.mode, lease) {
+        (Mode::Session, Some(lease)) => {
+            cancel.set(Some(&lease.server));
+            Some(lease)
+        }
+        (_, Some(lease)) => {
+            pools.release(lease, true);
+            None
+        }
+        (_, None) => None,
+    };
+    Ok(Some(Login {
+        permit,
+        key,
+        pool,
+        lease,
+        wants,
+        credentials,
+        cancel,
+    }))
 }
 
-/// Passes a cancel request on to the primary. Sessions are relayed with the primary's own
-/// BackendKeyData, so the key is the primary's; after a change of primary it matches
-/// nothing there, which PostgreSQL ignores, as it does a wrong key.
+/// Passes a cancel request with one of the pooler's keys on to the server connection that
+/// client holds now; a key the pooler did not give, or a client between transactions, is
+/// ignored, as PostgreSQL ignores a wrong key.
 async fn forward_cancel(deps: &Deps, pid: u32, secret: u32) {
-    let Some(target) = deps.routes.borrow().writer.clone() else {
+    let Some((addr, pid, secret)) = deps.cancels.get((pid, secret)).and_then(|s| s.get()) else {
         return;
     };
     let send = async {
-        let mut server = TcpStream::connect(target.addr.as_str()).await?;
+        let mut server = TcpStream::connect(addr.as_str()).await?;
         server.write_all(&wire::cancel_request(pid, secret)).await?;
         server.shutdown().await
     };
@@ -191,111 +303,4 @@ async fn forward_cancel(deps: &Deps, pid: u32, secret: u32) {
         Ok(Err(e)) => tracing::warn!(error = %e, "pooler: passing a cancel request on"),
         Err(_) => tracing::warn!("pooler: passing a cancel request on timed out"),
     }
-}
-
-/// Logs in to the primary as the client's role with its ClientKey; returns the connection
-/// and what it already sent after AuthenticationOk (parameters, key, ReadyForQuery).
-async fn server_login(
-    parameters: &std::collections::BTreeMap<String, String>,
-    client_key: [u8; 32],
-    verifier: &Verifier,
-    deps: &Deps,
-) -> Result<(TcpStream, BytesMut), Fatal> {
-    let writer = deps.routes.borrow().writer.clone();
-    let target = writer.ok_or_else(|| {
-        Fatal::new(
-            "57P03",
-            "no primary: the cluster has no writable primary now (a failover?); retry",
-        )
-    })?;
-    let unavailable =
-        |e: std::io::Error| Fatal::new("08006", format!("connecting to the primary: {e}"));
-    let mut server = (TcpStream::connect(target.addr.as_str()).await).map_err(unavailable)?;
-    let _ = server.set_nodelay(true);
-    let mut out = BytesMut::new();
-    let pairs = parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    frontend::startup_message(pairs, &mut out).map_err(unavailable)?;
-    server.write_all(&out).await.map_err(unavailable)?;
-    let mut keyed = KeyedClient::new(client_key, verifier.server_key, scram::nonce());
-    let mut from_server = BytesMut::with_capacity(8192);
-    loop {
-        let message = loop {
-            match backend::Message::parse(&mut from_server).map_err(unavailable)? {
-                Some(message) => break message,
-                None => {
-                    if server
-                        .read_buf(&mut from_server)
-                        .await
-                        .map_err(unavailable)?
-                        == 0
-                    {
-                        return Err(Fatal::new("08006", "the primary closed the connection"));
-                    }
-                }
-            }
-        };
-        out.clear();
-        match message {
-            backend::Message::AuthenticationOk => return Ok((server, from_server)),
-            backend::Message::AuthenticationSasl(body) => {
-                let mut mechanisms = body.mechanisms();
-                let mut scram_offered = false;
-                while let Some(m) = mechanisms.next().map_err(unavailable)? {
-                    scram_offered |= m == "SCRAM-SHA-256";
-                }
-                if !scram_offered {
-                    return Err(Fatal::new("28000", "the primary offers no SCRAM-SHA-256"));
-                }
-                let first = keyed.client_first();
-                frontend::sasl_initial_response("SCRAM-SHA-256", first.as_bytes(), &mut out)
-                    .map_err(unavailable)?;
-            }
-            backend::Message::AuthenticationSaslContinue(body) => {
-                let server_first = String::from_utf8_lossy(body.data()).into_owned();
-                let last = (keyed.client_final(&server_first))
-                    .map_err(|e| Fatal::new("28000", format!("logging in to the primary: {e}")))?;
-                frontend::sasl_response(last.as_bytes(), &mut out).map_err(unavailable)?;
-            }
-            backend::Message::AuthenticationSaslFinal(body) => {
-                let server_final = String::from_utf8_lossy(body.data()).into_owned();
-                keyed
-                    .verify_server(&server_final)
-                    .map_err(|e| Fatal::new("28000", format!("logging in to the primary: {e}")))?;
-            }
-            backend::Message::ErrorResponse(body) => {
-                let mut fields = body.fields();
-                let mut text = String::from("the primary refused the login");
-                while let Some(field) = fields.next().map_err(unavailable)? {
-                    if field.type_() == b'M' {
-                        text = String::from_utf8_lossy(field.value_bytes()).into_owned();
-                    }
-                }
-                return Err(Fatal::new("28000", text));
-            }
-            _ => {
-                return Err(Fatal::new(
-                    "28000",
-                    "the primary asks for a password the pooler does not have: its pg_hba.conf \
-                     must use scram-sha-256 for this role",
-                ))
-            }
-        }
-        server.write_all(&out).await.map_err(unavailable)?;
-    }
-}
-
-/// Relays a logged-in session until either side closes, starting with what each side sent
-/// ahead.
-async fn relay(
-    mut client: TcpStream,
-    from_client: BytesMut,
-    mut server: TcpStream,
-    from_server: BytesMut,
-) {
-    if server.write_all(&from_client).await.is_err()
-        || client.write_all(&from_server).await.is_err()
-    {
-        return;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
 }

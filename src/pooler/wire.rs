@@ -47,6 +47,10 @@ pub enum WireError {
     Unexpected(char),
     #[error("malformed SASL message")]
     Sasl,
+    #[error("invalid message format")]
+    Message,
+    #[error("invalid frontend message type {0:?}")]
+    Invalid(char),
 }
 
 impl WireError {
@@ -197,6 +201,18 @@ pub fn auth_sasl_final(data: &str) -> Vec<u8> {
 /// AuthenticationOk.
 pub fn auth_ok() -> Vec<u8> {
     authentication(0, b"")
+}
+
+/// ParameterStatus: a session parameter's value.
+pub fn parameter_status(name: &str, value: &str) -> Vec<u8> {
+    message(b'S', format!("{name}\0{value}\0").as_bytes())
+}
+
+/// BackendKeyData: the key a client cancels its queries with.
+pub fn backend_key_data(pid: u32, secret: u32) -> Vec<u8> {
+    let mut body = pid.to_be_bytes().to_vec();
+    body.extend_from_slice(&secret.to_be_bytes());
+    message(b'K', &body)
 }
 
 /// An ErrorResponse (severity FATAL or ERROR) with SQLSTATE `code`, as PostgreSQL sends it.
