@@ -323,7 +323,7 @@ fn a_failover_during_a_backup_fails_that_backup_and_the_next_one_is_usable() {
     configure(p, p, &repo);
     p.sql("create table t (v int); insert into t values (1)")
         .unwrap();
-    p.sql("create table big as select g, md5(g::text) as h from generate_series(1, 2000000) g")
+    p.sql("create table big as select g, md5(g::text) as h from generate_series(1, 1000000) g")
         .unwrap();
     let other = 1 + primary % 3;
     let asked = cluster.node(other).cli(&["backup", "--wait=0s"]);
