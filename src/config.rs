@@ -412,6 +412,7 @@ impl NodeConfig {
                         .pool_mode
                         .unwrap_or(crate::pooler::pool::Mode::Session),
                     pool_size: file.pooler.pool_size.unwrap_or(20),
+                    pause_timeout: file.pooler.pause_timeout.unwrap_or(Duration::from_secs(10)),
                     query_wait_timeout: (file.pooler.query_wait_timeout)
                         .unwrap_or(Duration::from_secs(120)),
                     server_idle_timeout: (file.pooler.server_idle_timeout)

@@ -307,6 +307,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         };
         tokio::spawn(ha::run(deps, ha_shutdown.clone()))
     });
+    let mut pools = None;
     if let (Some(proxy), Some(listeners)) = (config.proxy.clone(), proxy_listeners) {
         let deps = crate::proxy::server::Deps {
             handle: handle.clone(),
@@ -326,16 +327,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         if let (Some(pooler), Some(listener), Some(postgres)) =
             (&config.pooler, pooler_listener, pooler_postgres)
         {
-            let pools = crate::pooler::pool::Pools::new(pooler.limits.clone(), routes);
-            let deps = crate::pooler::session::Deps {
-                postgres,
-                pools: std::sync::Arc::new(pools),
-                auth_timeout: pooler.auth_timeout,
-                clients: std::sync::Arc::new(tokio::sync::Semaphore::new(pooler.max_client_conn)),
-                max_client_conn: pooler.max_client_conn,
-                cancels: Default::default(),
-            };
-            crate::pooler::spawn(listener, deps, serve_shutdown.clone(), &tasks);
+            let view = handle.view();
+            let shutdown = serve_shutdown.clone();
+            let started =
+                crate::pooler::start(pooler, listener, postgres, routes, view, shutdown, &tasks);
+            pools = Some(started);
         }
     }
     let key_pin = tls::key_sha256_of_cert_pem(identity.cert_pem())
@@ -385,6 +381,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             local_status: local_status_for_api,
             peer_statuses,
             proxy_stats,
+            pools,
             vip: config.vip.as_ref().map(ToString::to_string),
             vip_handle: vip_for_api,
             allowlist: Arc::new(config.api_allowlist.clone()),

@@ -8,26 +8,13 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::node::psql;
-use common::pg::{healthy_cluster, replicas_streaming, FORMATION};
-use common::ports::free_port;
+use common::pg::{healthy_cluster, FORMATION};
+use common::pooler::{app_client_async, app_cluster, startup, text, through, with_pooler};
 use common::{eventually, require_postgres};
-
-/// `psql -c sql` through the pooler on `port` as `user` with `password`.
-fn through(port: u16, user: &str, password: &str, sql: &str) -> Output {
-    Command::new(psql())
-        .arg(format!(
-            "host=127.0.0.1 port={port} user={user} dbname=postgres sslmode=prefer connect_timeout=5"
-        ))
-        .args(["-XAtqc", sql])
-        .env("PGPASSWORD", password)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running psql")
-}
 
 /// Everything the pooler sends on a connection that wrote `bytes`, until it closes it.
 fn answer_to(port: u16, bytes: &[u8]) -> Vec<u8> {
@@ -41,18 +28,6 @@ fn answer_to(port: u16, bytes: &[u8]) -> Vec<u8> {
     answer
 }
 
-fn startup(user: &str) -> Vec<u8> {
-    let body = format!("user\0{user}\0database\0postgres\0\0");
-    let mut packet = ((body.len() + 8) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&196_608u32.to_be_bytes());
-    packet.extend_from_slice(body.as_bytes());
-    packet
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn a_scram_login_on_a_replicas_pooled_port_reaches_the_primary_and_bad_input_is_refused() {
     if !require_postgres() {
@@ -63,17 +38,7 @@ fn a_scram_login_on_a_replicas_pooled_port_reaches_the_primary_and_bad_input_is_
         .node(primary)
         .sql("create role app login password 'pencil'")
         .unwrap();
-    let replica = 1 + primary % 3;
-    let port = free_port();
-    let node = cluster.node_mut(replica);
-    node.terminate();
-    node.append_config(&format!(
-        "\n[pooler]\nlisten = \"127.0.0.1:{port}\"\nauth_timeout = \"2s\"\n"
-    ));
-    node.start();
-    eventually(FORMATION, "the restarted replica streams again", || {
-        replicas_streaming(&cluster, primary)
-    });
+    let port = with_pooler(&mut cluster, primary, "auth_timeout = \"2s\"");
 
     let session = eventually(FORMATION, "a login through the pooled port", || {
         let out = through(
@@ -171,27 +136,6 @@ fn a_scram_login_on_a_replicas_pooled_port_reaches_the_primary_and_bad_input_is_
     );
 }
 
-/// Restarts replica `replica` of `cluster` with a pooled port and `settings` under
-/// `[pooler]`; returns the port.
-fn with_pooler(cluster: &mut common::cluster::TestCluster, primary: usize, settings: &str) -> u16 {
-    let replica = 1 + primary % 3;
-    let port = free_port();
-    let node = cluster.node_mut(replica);
-    node.terminate();
-    node.append_config(&format!(
-        "\n[pooler]\nlisten = \"127.0.0.1:{port}\"\n{settings}\n"
-    ));
-    node.start();
-    eventually(FORMATION, "the restarted replica streams again", || {
-        replicas_streaming(cluster, primary)
-    });
-    eventually(FORMATION, "a login through the pooled port", || {
-        let out = through(port, "app", "pencil", "select 1");
-        out.status.success().then_some(()).ok_or(text(&out.stderr))
-    });
-    port
-}
-
 /// pgbench through the pooler as app; its output, or why it failed.
 fn pgbench(port: u16, args: &[&str]) -> Result<String, String> {
     let out = Command::new(psql().with_file_name("pgbench"))
@@ -264,15 +208,8 @@ fn transaction_pooling_runs_pgbench_in_every_protocol_on_fewer_server_connection
     if !require_postgres() {
         return;
     }
-    let (mut cluster, primary) = healthy_cluster();
-    let p = cluster.node(primary);
-    p.sql("create role app login password 'pencil'").unwrap();
-    p.sql("create database app owner app").unwrap();
-    let port = with_pooler(
-        &mut cluster,
-        primary,
-        "pool_mode = \"transaction\"\npool_size = 3\nquery_wait_timeout = \"2s\"",
-    );
+    let (cluster, primary, port) =
+        app_cluster("pool_mode = \"transaction\"\npool_size = 3\nquery_wait_timeout = \"2s\"");
     let p = cluster.node(primary);
     let app_connections = || {
         p.sql("select count(*) from pg_stat_activity where usename = 'app' and datname = 'app'")
@@ -300,6 +237,38 @@ fn transaction_pooling_runs_pgbench_in_every_protocol_on_fewer_server_connection
             "-M {mode}: {n} server connections for 8 clients"
         );
     }
+
+    // The pools as `pgquorum pools` and /metrics show them.
+    let pooler = cluster.node(1 + primary % 3);
+    let shown = pooler.cli(&["pools"]);
+    let table = text(&shown.stdout);
+    assert!(
+        table.starts_with("pool_mode transaction, pool_size 3\n"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains(" app "))
+        .unwrap_or_default();
+    assert!(row.starts_with("| app "), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&pooler.cli(&["pools", "--json"]).stdout).unwrap();
+    let app = report["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["database"] == "app")
+        .unwrap();
+    assert!(
+        (1..=3).contains(&app["logins"].as_u64().unwrap()),
+        "{report}"
+    );
+    let (_, metrics) = pooler.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("pgquorum_pooler_server_logins_total{")
+            && metrics.contains("database=\"app\",user=\"app\"}"),
+        "{metrics}"
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     // A prepared statement follows its client from connection to connection: two other
@@ -386,18 +355,4 @@ fn transaction_pooling_runs_pgbench_in_every_protocol_on_fewer_server_connection
         let one: i32 = c.query_one("select 1", &[]).await.unwrap().get(0);
         assert_eq!(one, 1);
     });
-}
-
-async fn app_client_async(port: u16) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("app")
-        .password("pencil")
-        .dbname("app")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("logging in through the pooler");
-    tokio::spawn(connection);
-    client
 }

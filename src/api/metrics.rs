@@ -42,6 +42,8 @@ pub struct MetricsInput {
     pub ca_rotation: bool,
     /// With `[backup]` configured: what this member knows of backups and archiving.
     pub backup: Option<BackupMetrics>,
+    /// The pooler's pools, when it runs.
+    pub pools: Option<crate::pooler::pool::PoolsReport>,
 }
 
 /// The backup metrics.
@@ -221,6 +223,9 @@ pub fn render(input: &MetricsInput) -> String {
     if let Some(proxy) = &input.proxy {
         render_proxy(&mut out, input, proxy);
     }
+    if let Some(pools) = &input.pools {
+        pooler::render(&mut out, input, pools);
+    }
     out
 }
 
@@ -303,5 +308,6 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+mod pooler;
 #[cfg(test)]
 mod tests;

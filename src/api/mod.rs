@@ -18,6 +18,7 @@ mod error;
 pub mod health;
 pub mod history;
 pub mod metrics;
+mod pools;
 mod read;
 mod restore;
 mod state;
@@ -67,6 +68,7 @@ pub async fn serve(
         .route("/cluster", get(read::cluster))
         .route("/metrics", get(read::metrics))
         .route("/history", get(history::history))
+        .route("/pools", get(pools::pools))
         .route("/admin/lease/{action}", post(admin::lease))
         .route("/admin/members/{name}", delete(admin::remove_member))
         .route(

@@ -125,6 +125,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         synchronous: health.synchronous,
         pg: health.pg,
         proxy: state.proxy_stats.as_ref().map(|s| s.snapshot()),
+        pools: state.pools.as_ref().map(|p| p.report()),
         vip_held: state.vip_handle.as_ref().map(crate::vip::Vip::is_held),
         names: cluster
             .members

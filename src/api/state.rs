@@ -24,6 +24,8 @@ pub struct AppState {
     pub peer_statuses: watch::Receiver<Arc<PeerStatuses>>,
     /// The proxy's counters, when it runs.
     pub proxy_stats: Option<Arc<crate::proxy::stats::Stats>>,
+    /// The pooler's pools, when it runs.
+    pub pools: Option<Arc<crate::pooler::pool::Pools>>,
     /// The configured VIP (`address/prefix`) and, in netlink mode, whether this member's
     /// interface carries it.
     pub vip: Option<String>,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ClusterReport;
 use crate::config::{self, NodeConfig};
 use crate::identity::StateDir;
+use crate::pooler::pool::PoolsReport;
 use client::Client;
 
 /// pgquorum: highly available PostgreSQL with one binary per host.
@@ -60,6 +61,13 @@ pub enum Command {
     /// and who took over (like `patronictl history`).
     History {
         /// Print the raw JSON of GET /history instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show this member's pooler: pools, clients waiting, server connections (like
+    /// PgBouncer's SHOW POOLS).
+    Pools {
+        /// Print the raw JSON of GET /pools instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -305,19 +313,15 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Fail
         }
         Command::List { json } => {
             let report: ClusterReport = client(&config, false)?.get("/cluster").await?;
-            if json {
-                output::json(&report);
-            } else {
-                output::cluster_table(&report);
-            }
+            output::json_or(json, &report, output::cluster_table);
         }
         Command::History { json } => {
             let rows: Vec<serde_json::Value> = client(&config, false)?.get("/history").await?;
-            if json {
-                output::json(&rows);
-            } else {
-                output::history_table(&rows);
-            }
+            output::json_or(json, &rows, |rows| output::history_table(rows));
+        }
+        Command::Pools { json } => {
+            let report: PoolsReport = client(&config, false)?.get("/pools").await?;
+            output::json_or(json, &report, output::pools_table);
         }
         Command::Node(NodeCommand::Remove { name }) => {
             let _: serde_json::Value = client(&config, true)?

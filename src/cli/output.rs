@@ -18,6 +18,61 @@ pub fn json<T: Serialize>(value: &T) {
     );
 }
 
+/// `value` as JSON with `--json`, else as `table` prints it.
+pub fn json_or<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T)) {
+    if json {
+        self::json(value);
+    } else {
+        table(value);
+    }
+}
+
+pub fn pools_table(report: &crate::pooler::pool::PoolsReport) {
+    println!("{}", render_pools_table(report));
+}
+
+/// One row per pool, with PgBouncer's SHOW POOLS column names, under a line with the mode.
+fn render_pools_table(report: &crate::pooler::pool::PoolsReport) -> String {
+    let rows: Vec<[String; 8]> = (report.pools.iter())
+        .map(|p| {
+            [
+                p.database.clone(),
+                p.user.clone(),
+                p.clients.saturating_sub(p.waiting).to_string(),
+                p.waiting.to_string(),
+                p.active.to_string(),
+                p.idle.to_string(),
+                p.logins.to_string(),
+                format!("{:.3}", p.max_wait_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    let header = [
+        "database",
+        "user",
+        "cl_active",
+        "cl_waiting",
+        "sv_active",
+        "sv_idle",
+        "sv_logins",
+        "maxwait (s)",
+    ];
+    let mode = match report.mode {
+        crate::pooler::pool::Mode::Session => "session",
+        crate::pooler::pool::Mode::Transaction => "transaction",
+    };
+    let paused = if report.paused {
+        "; new transactions held for a switchover"
+    } else {
+        ""
+    };
+    format!(
+        "pool_mode {mode}, pool_size {}{paused}\n{}",
+        report.pool_size,
+        render_table(&header, &rows)
+    )
+}
+
 pub fn config_ok(config: &NodeConfig) {
     println!("{}: ok", config.path.display());
     println!(
@@ -457,5 +512,45 @@ mod tests {
                 " No primary. What each member says:",
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod pools_tests {
+    use super::*;
+    use crate::pooler::pool::{Mode, PoolStats, PoolsReport};
+
+    #[test]
+    fn pools_are_shown_as_show_pools_does() {
+        let report = PoolsReport {
+            mode: Mode::Transaction,
+            pool_size: 20,
+            paused: true,
+            pools: vec![PoolStats {
+                database: "shop".into(),
+                user: "app".into(),
+                clients: 50,
+                waiting: 3,
+                active: 20,
+                idle: 0,
+                logins: 21,
+                max_wait_ms: 1_500,
+            }],
+        };
+        let text = render_pools_table(&report);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("pool_mode transaction, pool_size 20; new transactions held for a switchover")
+        );
+        let table = lines.collect::<Vec<_>>().join("\n");
+        assert!(table.contains("cl_waiting"), "{table}");
+        let row = table.lines().find(|l| l.contains("shop")).unwrap();
+        let cells: Vec<&str> = row
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(cells, ["shop", "app", "47", "3", "20", "0", "21", "1.500"]);
     }
 }

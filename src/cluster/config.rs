@@ -69,6 +69,14 @@ pub struct DynamicConfig {
     /// whose 300 s default is what users complain about).
     #[serde(with = "humantime_serde")]
     pub primary_start_timeout: Duration,
+    /// How long a switchover lets transactions open on the primary finish before it stops
+    /// it (poolers hold new ones meanwhile); those still open then are cut. Not written
+    /// while it is the default, so that older members can still read the state.
+    #[serde(
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_switchover_drain"
+    )]
+    pub switchover_drain_timeout: Duration,
     /// Backups, WAL archiving and restores with pgBackRest (`None`: no repository; WAL is
     /// not archived).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,9 +98,16 @@ impl Default for DynamicConfig {
             pg_hba: Vec::new(),
             remove_data_directory_on_rewind_failure: false,
             primary_start_timeout: Duration::from_secs(5),
+            switchover_drain_timeout: DEFAULT_SWITCHOVER_DRAIN,
             backup: None,
         }
     }
+}
+
+const DEFAULT_SWITCHOVER_DRAIN: Duration = Duration::from_secs(5);
+
+fn is_default_switchover_drain(d: &Duration) -> bool {
+    *d == DEFAULT_SWITCHOVER_DRAIN
 }
 
 /// PostgreSQL parameters that pgquorum sets itself and a user may not override.

@@ -99,6 +99,9 @@ pub struct PoolerSection {
     /// 120 s, PgBouncer's).
     #[serde(default, with = "humantime_serde")]
     pub query_wait_timeout: Option<Duration>,
+    /// How long new transactions are held while a switchover is due (default 10 s).
+    #[serde(default, with = "humantime_serde")]
+    pub pause_timeout: Option<Duration>,
     /// Idle server connections older than this are closed (default 10 min).
     #[serde(default, with = "humantime_serde")]
     pub server_idle_timeout: Option<Duration>,

@@ -135,8 +135,32 @@ pub async fn bind(config: &PoolerConfig) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// Starts the pooler on `listener`: its pools follow `routes` (the proxy's) and hold new
+/// transactions during a switchover in `view`. Returns the pools, for visibility.
+pub fn start(
+    config: &PoolerConfig,
+    listener: TcpListener,
+    postgres: Arc<crate::postgres::Postgres>,
+    routes: tokio::sync::watch::Receiver<crate::proxy::Routes>,
+    view: tokio::sync::watch::Receiver<Arc<crate::raft::ClusterView>>,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> Arc<pool::Pools> {
+    let pools = Arc::new(pool::Pools::new(config.limits.clone(), routes, view));
+    let deps = session::Deps {
+        postgres,
+        pools: pools.clone(),
+        auth_timeout: config.auth_timeout,
+        clients: Arc::new(tokio::sync::Semaphore::new(config.max_client_conn)),
+        max_client_conn: config.max_client_conn,
+        cancels: Default::default(),
+    };
+    spawn(listener, deps, shutdown, tasks);
+    pools
+}
+
 /// Accepts clients until `shutdown`, each served on its own task.
-pub fn spawn(
+fn spawn(
     listener: TcpListener,
     deps: session::Deps,
     shutdown: CancellationToken,

@@ -13,7 +13,13 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::scram::Verifier;
 use super::server::Server;
 use super::Fatal;
-use crate::proxy::Routes;
+use crate::cluster::{Epoch, Switchover};
+use crate::proxy::{Routes, Target};
+use crate::raft::ClusterView;
+
+/// How long a failed login to the primary waits for the routes to change before it tries
+/// again.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// How the pooler hands out server connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -29,6 +35,9 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub mode: Mode,
+    /// How long new transactions are held for one switchover, at most: past it they go to
+    /// the primary as it is.
+    pub pause_timeout: Duration,
     pub pool_size: usize,
     pub query_wait_timeout: Duration,
     pub server_idle_timeout: Duration,
@@ -76,6 +85,16 @@ pub struct PoolStats {
     pub max_wait_ms: u64,
 }
 
+/// What `GET /pools` answers: the mode, whether new transactions are held for a
+/// switchover now, and every pool.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PoolsReport {
+    pub mode: Mode,
+    pub pool_size: usize,
+    pub paused: bool,
+    pub pools: Vec<PoolStats>,
+}
+
 /// A server connection a client holds; the permit is its place in the pool.
 pub struct Lease {
     pub server: Server,
@@ -87,16 +106,63 @@ pub struct Lease {
 pub struct Pools {
     pub limits: Limits,
     routes: watch::Receiver<Routes>,
+    /// The cluster state, for a planned switchover.
+    view: watch::Receiver<Arc<ClusterView>>,
+    /// The switchover new transactions are held for, and since when.
+    pause: Mutex<Option<(Switchover, Instant)>>,
     pools: Mutex<BTreeMap<PoolKey, Arc<Pool>>>,
 }
 
+/// The switchover due now from the lease holder, if any: the primary is about to stop.
+pub fn handing_over(view: &ClusterView, now_unix_ms: u64) -> Option<Switchover> {
+    let state = &view.state;
+    let switchover = state.switchover.as_ref()?;
+    let from_holder = state.lease.is_some_and(|l| l.holder == switchover.from);
+    let due = switchover.at_unix_ms.is_none_or(|at| at <= now_unix_ms);
+    (from_holder && due).then(|| switchover.clone())
+}
+
 impl Pools {
-    pub fn new(limits: Limits, routes: watch::Receiver<Routes>) -> Pools {
+    pub fn new(
+        limits: Limits,
+        routes: watch::Receiver<Routes>,
+        view: watch::Receiver<Arc<ClusterView>>,
+    ) -> Pools {
         Pools {
             limits,
             routes,
+            view,
+            pause: Mutex::new(None),
             pools: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// How much longer new transactions are held, if they are: while a switchover is due
+    /// from the primary, for at most `pause_timeout` per switchover.
+    fn held_for(&self) -> Option<Duration> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let due = handing_over(&self.view.borrow(), now_ms);
+        let mut pause = self.pause.lock().expect("pause lock poisoned");
+        let Some(switchover) = due else {
+            if pause.take().is_some() {
+                tracing::info!("pooler: switchover over; new transactions go on");
+            }
+            return None;
+        };
+        let since = match &*pause {
+            Some((held, since)) if *held == switchover => *since,
+            _ => {
+                tracing::info!(
+                    from = %switchover.from,
+                    "pooler: switchover due; holding new transactions until the new primary"
+                );
+                *pause = Some((switchover, Instant::now()));
+                Instant::now()
+            }
+        };
+        self.limits.pause_timeout.checked_sub(since.elapsed())
     }
 
     pub fn routes(&self) -> watch::Receiver<Routes> {
@@ -120,6 +186,16 @@ impl Pools {
             })
         });
         pool.clone()
+    }
+
+    /// The report for `GET /pools` and `/metrics`.
+    pub fn report(&self) -> PoolsReport {
+        PoolsReport {
+            mode: self.limits.mode,
+            pool_size: self.limits.pool_size,
+            paused: self.held_for().is_some(),
+            pools: self.stats(),
+        }
     }
 
     /// Every pool's numbers, by database and role.
@@ -158,31 +234,21 @@ impl Pools {
         let reused = {
             let mut idle = pool.idle.lock().expect("idle lock poisoned");
             let timeout = self.limits.server_idle_timeout;
-            // Connections to another primary, or idle too long, are dropped (closed).
+            // Connections to another primary, idle too long, or closed or spoken on by the
+            // server while idle (terminated, the server shutting down) are dropped.
             idle.retain(|s| {
-                s.target == writer && s.epoch == epoch && s.idle_since.elapsed() < timeout
+                s.target == writer
+                    && s.epoch == epoch
+                    && s.idle_since.elapsed() < timeout
+                    && matches!(s.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             });
             idle.pop()
         };
         let server = match reused {
             Some(server) => server,
             None => {
-                let key = &pool.key;
-                let server = Server::connect(
-                    writer,
-                    epoch,
-                    &key.user,
-                    &key.database,
-                    credentials.client_key,
-                    &credentials.verifier,
-                )
-                .await?;
-                pool.logins.fetch_add(1, Ordering::Relaxed);
-                let mut defaults = pool.defaults.lock().expect("defaults lock poisoned");
-                if defaults.is_empty() {
-                    defaults.clone_from(&server.params);
-                }
-                server
+                self.log_in(pool, credentials, writer, epoch, deadline)
+                    .await?
             }
         };
         pool.active.fetch_add(1, Ordering::Relaxed);
@@ -193,19 +259,95 @@ impl Pools {
         })
     }
 
+    /// A new connection of `pool` to `writer`. A primary that cannot be reached (it just
+    /// stopped) is tried again, at the writer the routes name then, until `deadline`.
+    async fn log_in(
+        &self,
+        pool: &Pool,
+        credentials: &Credentials,
+        mut writer: Target,
+        mut epoch: Option<Epoch>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Server, Fatal> {
+        let key = &pool.key;
+        loop {
+            let login = Server::connect(
+                writer.clone(),
+                epoch,
+                &key.user,
+                &key.database,
+                credentials.client_key,
+                &credentials.verifier,
+            )
+            .await;
+            match login {
+                Ok(server) => {
+                    pool.logins.fetch_add(1, Ordering::Relaxed);
+                    let mut defaults = pool.defaults.lock().expect("defaults lock poisoned");
+                    if defaults.is_empty() {
+                        defaults.clone_from(&server.params);
+                    }
+                    return Ok(server);
+                }
+                // Connection failures and a server starting or shutting down are worth
+                // another try; a refused login is not.
+                Err(fatal)
+                    if (fatal.code.starts_with("08") || fatal.code.starts_with("57P"))
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %fatal.message, "pooler: logging in to the primary; retrying");
+                    let mut routes = self.routes.clone();
+                    let _ = tokio::time::timeout_at(
+                        std::cmp::min(deadline, tokio::time::Instant::now() + RETRY),
+                        routes.changed(),
+                    )
+                    .await;
+                    let (w, e) = self.writer(deadline).await?;
+                    (writer, epoch) = (w, e);
+                }
+                Err(fatal) => return Err(fatal),
+            }
+        }
+    }
+
+    /// The writer, once the routes name one under the lease the cluster state holds.
+    async fn writer(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Target, Option<Epoch>), Fatal> {
+        let seconds = self.limits.query_wait_timeout.as_secs_f64();
+        let view = self.view.clone();
+        let mut routes = self.routes.clone();
+        let writer = tokio::time::timeout_at(
+            deadline,
+            routes.wait_for(|r| {
+                let lease = view.borrow().state.lease.map(|l| l.epoch);
+                r.writer.is_some() && r.epoch.is_some() && r.epoch == lease
+            }),
+        )
+        .await;
+        match writer {
+            Ok(Ok(routes)) => {
+                let writer = routes.writer.clone().expect("waited for a writer");
+                Ok((writer, routes.epoch))
+            }
+            Ok(Err(_)) => Err(Fatal::new("57P01", "the pooler is shutting down")),
+            Err(_) => Err(Fatal::new(
+                "57P03",
+                format!(
+                    "no primary: the cluster had no writable primary for {seconds} s \
+                     (query_wait_timeout); see `pgquorum list`"
+                ),
+            )),
+        }
+    }
+
     /// A place in the pool and the writer, by `deadline`.
     async fn wait(
         &self,
         pool: &Pool,
         deadline: tokio::time::Instant,
-    ) -> Result<
-        (
-            OwnedSemaphorePermit,
-            crate::proxy::Target,
-            Option<crate::cluster::Epoch>,
-        ),
-        Fatal,
-    > {
+    ) -> Result<(OwnedSemaphorePermit, Target, Option<Epoch>), Fatal> {
         let size = self.limits.pool_size;
         let seconds = self.limits.query_wait_timeout.as_secs_f64();
         let permit = tokio::time::timeout_at(deadline, pool.permits.clone().acquire_owned())
@@ -222,26 +364,20 @@ impl Pools {
                 )
             })?
             .expect("pool semaphores are never closed");
-        let mut routes = self.routes.clone();
-        let writer = tokio::time::timeout_at(
-            deadline,
-            routes.wait_for(|r| r.writer.is_some() && r.epoch.is_some()),
-        )
-        .await;
-        match writer {
-            Ok(Ok(routes)) => {
-                let writer = routes.writer.clone().expect("waited for a writer");
-                Ok((permit, writer, routes.epoch))
+        // Held during a switchover: until it is over, or for pause_timeout.
+        let mut view = self.view.clone();
+        while let Some(left) = self.held_for() {
+            let wake = std::cmp::min(deadline, tokio::time::Instant::now() + left);
+            tokio::select! {
+                _ = view.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
-            Ok(Err(_)) => Err(Fatal::new("57P01", "the pooler is shutting down")),
-            Err(_) => Err(Fatal::new(
-                "57P03",
-                format!(
-                    "no primary: the cluster had no writable primary for {seconds} s \
-                     (query_wait_timeout); see `pgquorum list`"
-                ),
-            )),
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
         }
+        let (writer, epoch) = self.writer(deadline).await?;
+        Ok((permit, writer, epoch))
     }
 
     /// Gives a connection back when it is idle and still to the writer; closes it

@@ -375,6 +375,23 @@ impl Postgres {
         Ok(Lsn(row.get::<_, i64>(0) as u64))
     }
 
+    /// Client sessions inside a transaction now, other than pgquorum's own: what a
+    /// switchover waits for before it stops the primary.
+    pub async fn open_transactions(&self) -> Result<u64, Error> {
+        let client = self.connect().await?;
+        let row = sql(
+            "counting open transactions",
+            client.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                 AND xact_start IS NOT NULL AND pid <> pg_backend_pid() \
+                 AND application_name <> 'pgquorum'",
+                &[],
+            ),
+        )
+        .await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     /// Runs `sql` (one or more statements, simple protocol) and discards any rows.
     pub async fn execute(&self, sql_text: &str) -> Result<(), Error> {
         let client = self.connect().await?;

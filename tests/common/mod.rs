@@ -11,6 +11,7 @@ pub mod node;
 pub mod os;
 pub mod peer;
 pub mod pg;
+pub mod pooler;
 pub mod ports;
 pub mod wait;
 pub mod writer;

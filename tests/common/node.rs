@@ -288,6 +288,11 @@ impl Node {
     /// Runs `query` with psql through this node's unix socket as `postgres`; returns the
     /// unaligned, tuples-only output, trimmed.
     pub fn sql(&self, query: &str) -> Result<String, String> {
+        self.sql_in("postgres", query)
+    }
+
+    /// [`sql`](Self::sql) in database `database`.
+    pub fn sql_in(&self, database: &str, query: &str) -> Result<String, String> {
         let output = Command::new(psql())
             .args([
                 "-X",
@@ -298,7 +303,7 @@ impl Node {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                database,
             ])
             .arg("-h")
             .arg(self.state_dir.join("run"))

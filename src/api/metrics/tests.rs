@@ -28,6 +28,7 @@ fn input() -> MetricsInput {
         replication_lag: Some(96),
         synchronous: false,
         proxy: None,
+        pools: None,
         names: Default::default(),
         certificates: Vec::new(),
         ca_rotation: false,
@@ -244,4 +245,48 @@ fn label_values_are_escaped() {
         ..input()
     };
     assert!(render(&odd).contains(r#"pgquorum_up{cluster="a\"b\\c\nd",member="n2"} 1"#));
+}
+
+#[test]
+fn each_pool_is_one_sample_per_metric_and_a_pause_shows() {
+    let report = crate::pooler::pool::PoolsReport {
+        mode: crate::pooler::pool::Mode::Transaction,
+        pool_size: 20,
+        paused: true,
+        pools: vec![crate::pooler::pool::PoolStats {
+            database: "shop".into(),
+            user: "app".into(),
+            clients: 50,
+            waiting: 3,
+            active: 20,
+            idle: 0,
+            logins: 21,
+            max_wait_ms: 1_500,
+        }],
+    };
+    let text = render(&MetricsInput {
+        pools: Some(report),
+        ..input()
+    });
+    let got: Vec<_> = samples(&text)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("pgquorum_pooler"))
+        .collect();
+    let want = [
+        ("pgquorum_pooler_clients", "50"),
+        ("pgquorum_pooler_clients_waiting", "3"),
+        ("pgquorum_pooler_server_connections_active", "20"),
+        ("pgquorum_pooler_server_connections_idle", "0"),
+        ("pgquorum_pooler_server_logins_total", "21"),
+        ("pgquorum_pooler_max_wait_seconds", "1.5"),
+        ("pgquorum_pooler_paused", "1"),
+    ];
+    let want: Vec<_> = want
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(text.contains(
+        "pgquorum_pooler_clients{cluster=\"c1\",member=\"n2\",database=\"shop\",user=\"app\"} 50"
+    ));
 }

@@ -3,6 +3,7 @@
 //! the fence's deadline, the VIP, commits that wait while a renewal is overdue.
 
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use tokio::time::Instant;
@@ -248,14 +249,29 @@ impl Executor {
         }
     }
 
-    /// A switchover: stop PostgreSQL (its fast shutdown sends connected standbys the rest
-    /// of the WAL), then release the lease for `to`.
+    /// A switchover: let open transactions finish (up to `switchover_drain_timeout`, the
+    /// lease renewed meanwhile; poolers hold new ones), stop PostgreSQL (its fast shutdown
+    /// sends connected standbys the rest of the WAL), then release the lease for `to`.
     pub(super) async fn hand_over(
         &mut self,
         to: NodeId,
         obs: &Observation,
+        memory: &mut Memory,
     ) -> anyhow::Result<bool> {
         let lease = obs.lease.ok_or_else(|| anyhow!("no lease to hand over"))?;
+        let limit = obs.config.switchover_drain_timeout;
+        let postgres = self.postgres.clone();
+        let drained = self
+            .with_renewals(obs, memory, drain(&postgres, limit))
+            .await?;
+        match drained {
+            0 => tracing::info!(to = %to, "switchover: no transaction open"),
+            n => tracing::warn!(
+                to = %to,
+                open = n,
+                "switchover: transactions still open after switchover_drain_timeout are cut"
+            ),
+        }
         tracing::info!(to = %to, epoch = lease.epoch.0, "switchover: stopping PostgreSQL");
         // Not writable from here on.
         self.set_needs_rewind(true);
@@ -268,3 +284,25 @@ impl Executor {
         Ok(true)
     }
 }
+
+/// Waits up to `limit` for no client transaction to be open; returns how many still are.
+/// A failing count (PostgreSQL busy or gone) ends the wait: stopping is what comes next.
+async fn drain(postgres: &crate::postgres::Postgres, limit: Duration) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let open = match postgres.open_transactions().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "switchover: counting open transactions");
+                return Ok(0);
+            }
+        };
+        if open == 0 || Instant::now() >= deadline {
+            return Ok(open);
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// How often a switchover looks again for open transactions.
+const DRAIN_POLL: Duration = Duration::from_millis(20);

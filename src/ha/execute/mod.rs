@@ -184,7 +184,7 @@ impl Executor {
             Decision::StartPrimary => self.start_primary(obs, memory).await,
             Decision::Promote => self.promote(obs, memory).await,
             Decision::Fence { follow } => self.fence_primary(*follow).await,
-            Decision::HandOver { to } => self.hand_over(*to, obs).await,
+            Decision::HandOver { to } => self.hand_over(*to, obs, memory).await,
             Decision::ReleaseLease { reason } => {
                 let lease = obs.lease.ok_or_else(|| anyhow!("no lease to release"))?;
                 tracing::warn!(%reason, epoch = lease.epoch.0, "releasing the lease");
