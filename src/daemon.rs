@@ -148,6 +148,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     } else {
         api::Transport::Http
     };
+    let pooler_tls = certs::pooler_tls(&config, &issuer, &mut renewals)?;
     // Also before any port: a VIP this process cannot move (a missing capability, no such
     // interface) is a config problem, better found now than at the first failover.
     let vip = match &config.vip {
@@ -327,10 +328,14 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         if let (Some(pooler), Some(listener), Some(postgres)) =
             (&config.pooler, pooler_listener, pooler_postgres)
         {
-            let view = handle.view();
-            let shutdown = serve_shutdown.clone();
-            let started =
-                crate::pooler::start(pooler, listener, postgres, routes, view, shutdown, &tasks);
+            let inputs = crate::pooler::Inputs {
+                listener,
+                postgres,
+                routes,
+                view: handle.view(),
+                tls: pooler_tls,
+            };
+            let started = crate::pooler::start(pooler, inputs, serve_shutdown.clone(), &tasks);
             pools = Some(started);
         }
     }

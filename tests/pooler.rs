@@ -105,6 +105,40 @@ fn a_scram_login_on_a_replicas_pooled_port_reaches_the_primary_and_bad_input_is_
         "{status}: {said}"
     );
 
+    // TLS with the cluster CA's certificate for this member: libpq verifies it in full.
+    let pooler = cluster.node(1 + primary % 3);
+    let exported = pooler.cli(&["ca", "export"]);
+    common::assert_success(&exported, "ca export");
+    let ca = pooler.state_dir.with_file_name("pooler-ca.pem");
+    std::fs::write(&ca, &exported.stdout).unwrap();
+    let verified = Command::new(psql())
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=app dbname=postgres sslmode=verify-full \
+             sslrootcert={}",
+            ca.display()
+        ))
+        .args(["-XAtqc", "select 'over TLS'"])
+        .env("PGPASSWORD", "pencil")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&verified.stdout).trim(),
+        "over TLS",
+        "{}",
+        text(&verified.stderr)
+    );
+    // Bytes after an SSLRequest, before the handshake, are refused (CVE-2021-23214).
+    let mut injected = 8u32.to_be_bytes().to_vec();
+    injected.extend_from_slice(&80_877_103u32.to_be_bytes());
+    injected.extend_from_slice(&startup("app"));
+    let answer = answer_to(port, &injected);
+    assert!(
+        text(&answer).contains("received unencrypted data after SSL request"),
+        "{}",
+        text(&answer)
+    );
+
     // Garbage instead of a startup packet, and a protocol violation during the login.
     let garbage = answer_to(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(garbage.first(), Some(&b'E'), "{}", text(&garbage));

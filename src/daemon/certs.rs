@@ -25,6 +25,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60 * 60);
 
 /// The names of the service certificates (in their common names, logs and `/metrics`).
 pub(super) const API: &str = "api";
+/// The pooled port's service name.
+pub(super) const POOLER: &str = "pooler";
 pub(super) const POSTGRESQL: &str = "postgresql";
 
 /// Issues this member's service certificates.
@@ -55,6 +57,8 @@ impl Issuer {
 /// Where a renewed certificate goes.
 pub(super) enum Holder {
     Api(Arc<CertSlot>),
+    /// The pooled port's certificate, presented from the next handshake on.
+    Pooler(Arc<CertSlot>),
     /// PostgreSQL's certificate, and its CA file (for clients and for replication's
     /// `verify-full`): the CAs the authority trusts.
     Postgres {
@@ -76,6 +80,7 @@ impl Holder {
     fn name(&self) -> &'static str {
         match self {
             Holder::Api(_) => API,
+            Holder::Pooler(_) => POOLER,
             Holder::Postgres { .. } => POSTGRESQL,
             Holder::Backrest { .. } => tls::BACKREST_SERVICE,
             Holder::Node(_) => "node",
@@ -138,10 +143,12 @@ impl Renewal {
                 let current = tls::NodeIdentity::load(&rotator.state_dir)?;
                 return node_cert_times(current.cert_pem());
             }
-            Holder::Api(slot) => {
+            Holder::Api(slot) | Holder::Pooler(slot) => {
                 let cert = issuer.issue(self.holder.name(), &self.hosts)?;
                 slot.replace(&cert.cert_pem, &cert.key_pem)
-                    .context("loading the new API certificate")?;
+                    .with_context(|| {
+                        format!("loading the new {} certificate", self.holder.name())
+                    })?;
                 cert
             }
             Holder::Backrest { pg, authority } => {
@@ -247,6 +254,25 @@ pub(super) fn postgres_hosts(pg: &PostgresqlConfig) -> Vec<String> {
 }
 
 /// The names the API's certificate carries, likewise.
+/// TLS for the pooled port, with a certificate of the cluster CA for this member's names,
+/// renewed like the API's; `None` without a pooler.
+pub(super) fn pooler_tls(
+    config: &NodeConfig,
+    issuer: &Issuer,
+    renewals: &mut Vec<Renewal>,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let Some(pooler) = &config.pooler else {
+        return Ok(None);
+    };
+    let hosts = hosts(&config.api_advertise, pooler.listen);
+    let cert = issuer.issue(POOLER, &hosts)?;
+    let slot = CertSlot::of_service(&cert).context("loading the pooler's certificate")?;
+    let server = tls::plain_server_config(slot.clone())
+        .context("building the pooler's TLS configuration")?;
+    renewals.push(Renewal::new(hosts, Holder::Pooler(slot), &cert));
+    Ok(Some(server))
+}
+
 pub(super) fn api_hosts(config: &NodeConfig) -> Vec<String> {
     hosts(&config.api_advertise, config.api_listen)
 }

@@ -10,6 +10,7 @@
 //! named prepared statements following their client ([`statements`], [`track`]). Not yet:
 //! TLS to clients and to PostgreSQL, pause for switchovers, reader pools.
 
+pub mod negotiate;
 pub mod pool;
 pub mod relay;
 pub mod scram;
@@ -135,27 +136,40 @@ pub async fn bind(config: &PoolerConfig) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Starts the pooler on `listener`: its pools follow `routes` (the proxy's) and hold new
-/// transactions during a switchover in `view`. Returns the pools, for visibility.
+/// What the pooler runs on.
+pub struct Inputs {
+    pub listener: TcpListener,
+    pub postgres: Arc<crate::postgres::Postgres>,
+    /// The proxy's routing table, which the pools follow.
+    pub routes: tokio::sync::watch::Receiver<crate::proxy::Routes>,
+    /// The cluster state, for planned switchovers.
+    pub view: tokio::sync::watch::Receiver<Arc<crate::raft::ClusterView>>,
+    /// TLS for clients that ask for it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Starts the pooler. Returns its pools, for visibility.
 pub fn start(
     config: &PoolerConfig,
-    listener: TcpListener,
-    postgres: Arc<crate::postgres::Postgres>,
-    routes: tokio::sync::watch::Receiver<crate::proxy::Routes>,
-    view: tokio::sync::watch::Receiver<Arc<crate::raft::ClusterView>>,
+    inputs: Inputs,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Arc<pool::Pools> {
-    let pools = Arc::new(pool::Pools::new(config.limits.clone(), routes, view));
+    let pools = Arc::new(pool::Pools::new(
+        config.limits.clone(),
+        inputs.routes,
+        inputs.view,
+    ));
     let deps = session::Deps {
-        postgres,
+        postgres: inputs.postgres,
         pools: pools.clone(),
         auth_timeout: config.auth_timeout,
         clients: Arc::new(tokio::sync::Semaphore::new(config.max_client_conn)),
         max_client_conn: config.max_client_conn,
         cancels: Default::default(),
+        tls: inputs.tls,
     };
-    spawn(listener, deps, shutdown, tasks);
+    spawn(inputs.listener, deps, shutdown, tasks);
     pools
 }
 

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{ReadHalf, WriteHalf};
 
+use super::negotiate::Io;
 use super::pool::{Credentials, Lease, Mode, Pool, Pools};
 use super::statements::{self, ClientStatements, MAX_SERVER_STATEMENTS};
 use super::track::Tracker;
@@ -25,7 +26,8 @@ const HIGH_WATER: usize = 256 << 10;
 
 /// A logged-in client.
 pub struct Client {
-    pub stream: TcpStream,
+    pub reader: ReadHalf<Io>,
+    pub writer: WriteHalf<Io>,
     /// Bytes read and not yet handled.
     pub buf: BytesMut,
     /// Tracked parameters as the client set them.
@@ -50,11 +52,11 @@ pub async fn run(mut client: Client, held: Option<Lease>, pool: Arc<Pool>, pools
     if let Err(fatal) = &result {
         let mut error = std::mem::take(&mut session.to_client);
         error.extend(wire::error_response("FATAL", &fatal.code, &fatal.message));
-        let _ = client.stream.write_all(&error).await;
+        let _ = client.writer.write_all(&error).await;
         tracing::debug!(code = %fatal.code, message = %fatal.message, "pooler: session closed");
     }
     session.end(pools).await;
-    let _ = client.stream.shutdown().await;
+    let _ = client.writer.shutdown().await;
 }
 
 enum Event {
@@ -107,7 +109,7 @@ impl Session {
                 }
                 None => (None, None),
             };
-            let (mut client_read, mut client_write) = client.stream.split();
+            let (client_read, client_write) = (&mut client.reader, &mut client.writer);
             let event = tokio::select! {
                 read = client_read.read_buf(&mut client.buf), if read_client => {
                     Event::ClientRead(read)

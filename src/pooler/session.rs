@@ -11,15 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+
+use super::negotiate::{negotiate, read_until, Io, Negotiated};
 
 use super::pool::{Credentials, Mode, PoolKey, Pools};
 use super::relay::{self, Client};
 use super::scram::{self, ServerExchange, Verifier};
 use super::server::{tracked, TRACKED};
-use super::wire::{self, First, WireError};
+use super::wire::{self, WireError};
 use super::{Cancels, Fatal};
 use crate::postgres::Postgres;
 
@@ -33,25 +35,33 @@ pub struct Deps {
     pub clients: Arc<Semaphore>,
     pub max_client_conn: usize,
     pub cancels: Cancels,
+    /// What an SSLRequest gets: TLS with this configuration, or `N`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves one client until its session ends.
-pub async fn serve(mut client: TcpStream, deps: Arc<Deps>) {
-    let _ = client.set_nodelay(true);
-    let mut from_client = BytesMut::with_capacity(8192);
-    let login = tokio::time::timeout(
-        deps.auth_timeout,
-        log_in(&mut client, &mut from_client, &deps),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Fatal::new(
-            "08006",
-            "canceling authentication due to timeout",
-        ))
-    });
+pub async fn serve(tcp: TcpStream, deps: Arc<Deps>) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + deps.auth_timeout;
+    let mut buf = BytesMut::with_capacity(8192);
+    // A client that does not finish its first packets in time is closed, as PostgreSQL
+    // closes an incomplete startup packet.
+    let negotiated = tokio::time::timeout_at(deadline, negotiate(tcp, &mut buf, deps.tls.as_ref()));
+    let (mut io, parameters) = match negotiated.await {
+        Ok(Negotiated::Startup(io, parameters)) => (io, parameters),
+        Ok(Negotiated::Cancel { pid, secret }) => return forward_cancel(&deps, pid, secret).await,
+        Ok(Negotiated::Closed) | Err(_) => return,
+    };
+    let login = tokio::time::timeout_at(deadline, log_in(&mut io, &mut buf, parameters, &deps))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Fatal::new(
+                "08006",
+                "canceling authentication due to timeout",
+            ))
+        });
     match login {
-        Ok(Some(login)) => {
+        Ok(login) => {
             let Login {
                 permit: _permit,
                 key,
@@ -61,9 +71,11 @@ pub async fn serve(mut client: TcpStream, deps: Arc<Deps>) {
                 credentials,
                 cancel,
             } = login;
+            let (reader, writer) = tokio::io::split(io);
             let session = Client {
-                stream: client,
-                buf: from_client,
+                reader,
+                writer,
+                buf,
                 wants,
                 credentials,
                 cancel,
@@ -75,12 +87,11 @@ pub async fn serve(mut client: TcpStream, deps: Arc<Deps>) {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             deps.cancels.remove(key);
         }
-        Ok(None) => {}
         Err(fatal) => {
             tracing::debug!(code = %fatal.code, message = %fatal.message, "pooler: client refused");
             let error = wire::error_response("FATAL", &fatal.code, &fatal.message);
-            let _ = client.write_all(&error).await;
-            let _ = client.shutdown().await;
+            let _ = io.write_all(&error).await;
+            let _ = io.shutdown().await;
         }
     }
 }
@@ -129,25 +140,8 @@ fn startup_wants(
     Ok((PoolKey { database, user }, wants))
 }
 
-/// Reads from `stream` into `buf` until `parse` finds a whole item.
-async fn read_until<T>(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    mut parse: impl FnMut(&[u8]) -> Result<Option<(T, usize)>, WireError>,
-) -> Result<T, Fatal> {
-    loop {
-        if let Some((item, used)) = parse(&buf[..])? {
-            let _ = buf.split_to(used);
-            return Ok(item);
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(Fatal::new("08006", "the client closed the connection"));
-        }
-    }
-}
-
 /// A SASL message from the client, of at most [`wire::MAX_SASL`] bytes.
-async fn sasl_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<u8>, Fatal> {
+async fn sasl_message(stream: &mut Io, buf: &mut BytesMut) -> Result<Vec<u8>, Fatal> {
     let (kind, body) = read_until(stream, buf, |b| {
         Ok(wire::parse_message(b, wire::MAX_SASL)?.map(|(k, body, n)| ((k, body.to_vec()), n)))
     })
@@ -158,24 +152,14 @@ async fn sasl_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<
     }
 }
 
-/// The login: the client's startup and SCRAM exchange, then a pooled connection set to the
-/// client's parameters. `None` when the connection needs nothing more (a cancel request).
+/// The login after the startup message: the SCRAM exchange, then a pooled connection set
+/// to the client's parameters.
 async fn log_in(
-    client: &mut TcpStream,
+    client: &mut Io,
     buf: &mut BytesMut,
+    parameters: BTreeMap<String, String>,
     deps: &Deps,
-) -> Result<Option<Login>, Fatal> {
-    let parameters = loop {
-        match read_until(client, buf, wire::parse_first).await? {
-            // TLS to clients is not built yet: libpq then goes on without it (sslmode=prefer).
-            First::SslRequest | First::GssEncRequest => client.write_all(b"N").await?,
-            First::Cancel { pid, secret } => {
-                forward_cancel(deps, pid, secret).await;
-                return Ok(None);
-            }
-            First::Startup { parameters } => break parameters,
-        }
-    };
+) -> Result<Login, Fatal> {
     let permit = deps.clients.clone().try_acquire_owned().map_err(|_| {
         Fatal::new(
             "53300",
@@ -275,7 +259,7 @@ async fn log_in(
         }
         (_, None) => None,
     };
-    Ok(Some(Login {
+    Ok(Login {
         permit,
         key,
         pool,
@@ -283,7 +267,7 @@ async fn log_in(
         wants,
         credentials,
         cancel,
-    }))
+    })
 }
 
 /// Passes a cancel request with one of the pooler's keys on to the server connection that

@@ -100,6 +100,20 @@ fn certified_key(chain_pem: &str, key_pem: &Secret<String>) -> Result<Arc<Certif
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
+/// A server that presents `cert` and asks clients for none (the pooled port: clients log
+/// in with SCRAM).
+pub fn plain_server_config(cert: Arc<CertSlot>) -> Result<Arc<ServerConfig>, Error> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Rustls {
+            what: "pooler server",
+            source,
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    Ok(Arc::new(config))
+}
+
 /// The API server: presents `cert`, and asks for client certificates chaining to a CA in
 /// `trust` as `verify` says (a certificate that is presented must chain, or the handshake fails;
 /// with `optional` the handlers decide, see [`VerifyClient`]).

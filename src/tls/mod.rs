@@ -45,7 +45,9 @@ pub use config::{
     member_client_config, node_chain, node_chain_slot, peer_node_id, pinned_client_config,
     server_config, KeyPins,
 };
-pub use https::{api_client_config, api_server_config, CertSlot, VerifyClient};
+pub use https::{
+    api_client_config, api_server_config, plain_server_config, CertSlot, VerifyClient,
+};
 pub use token::{secret_matches, JoinTokenString, TokenError};
 pub use trust::Trust;
 
