@@ -142,17 +142,19 @@ relay_pid() {
     *) echo "" ;;
   esac
 }
-server_connections() {
-  psql_pg -c "select count(*) from pg_stat_activity where usename = 'bench'"
+# Each target's clients carry their own application_name, which both poolers set on the
+# server connections they use, so each run counts only its own target's connections.
+server_connections() { # target
+  psql_pg -c "select count(*) from pg_stat_activity where application_name = 'bench-$1'"
 }
 
 run() { # name port clients flags -> "tps latency-ms relay-cpu-us-per-transaction max-servers"
   local out pid before=0 after=0 sampler max=0
   pid=$(relay_pid "$1")
   [ -z "$pid" ] || before=$(cpu_ticks "$pid")
-  (while :; do server_connections; sleep 0.5; done) > "$dir/servers-$1.txt" 2>/dev/null &
+  (while :; do server_connections "$1"; sleep 0.5; done) > "$dir/servers-$1.txt" 2>/dev/null &
   sampler=$!
-  out=$(PGPASSWORD=bench "$pgbin/pgbench" -h 127.0.0.1 -p "$2" -U bench -c "$3" -j 2 \
+  out=$(PGPASSWORD=bench PGAPPNAME="bench-$1" "$pgbin/pgbench" -h 127.0.0.1 -p "$2" -U bench -c "$3" -j 2 \
     -T "$seconds" $4 postgres 2>&1 | tee "$dir/pgbench-$1.out")
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true

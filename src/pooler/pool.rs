@@ -234,15 +234,29 @@ impl Pools {
         let reused = {
             let mut idle = pool.idle.lock().expect("idle lock poisoned");
             let timeout = self.limits.server_idle_timeout;
-            // Connections to another primary, idle too long, or closed or spoken on by the
-            // server while idle (terminated, the server shutting down) are dropped.
-            idle.retain(|s| {
-                s.target == writer
-                    && s.epoch == epoch
-                    && s.idle_since.elapsed() < timeout
-                    && matches!(s.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            });
-            idle.pop()
+            // The least recently used connection, at the bottom, is closed once idle too
+            // long: one look per request keeps the pool from holding idle connections.
+            if idle
+                .first()
+                .is_some_and(|s| s.idle_since.elapsed() >= timeout)
+            {
+                idle.remove(0);
+            }
+            // The most recently used one that is still to this primary and open; others
+            // on top are dropped (closed): to another primary, or closed or spoken on by
+            // the server while idle (terminated, the server shutting down).
+            let mut found = None;
+            while let Some(server) = idle.pop() {
+                let open = matches!(
+                    server.stream.try_read(&mut [0u8; 1]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                );
+                if server.target == writer && server.epoch == epoch && open {
+                    found = Some(server);
+                    break;
+                }
+            }
+            found
         };
         let server = match reused {
             Some(server) => server,

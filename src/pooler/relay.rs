@@ -220,7 +220,6 @@ impl Session {
                 }
             }
             let server = &mut self.lease.as_mut().expect("acquired").server;
-            let mut out = Vec::new();
             statements::translate(
                 kind,
                 body,
@@ -228,9 +227,8 @@ impl Session {
                 &mut self.statements,
                 &mut server.statements,
                 &mut self.tracker,
-                &mut out,
+                &mut self.to_server,
             )?;
-            self.to_server.extend(out);
             for reply in self.tracker.replies() {
                 self.to_client.extend(reply);
             }
