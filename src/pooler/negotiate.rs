@@ -45,8 +45,8 @@ pub async fn read_until<S: AsyncRead + Unpin, T>(
     }
 }
 
-/// Tells `stream` it is refused.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, fatal: &Fatal) -> Negotiated {
+/// Tells the client on `stream` that it is refused, with a FATAL error, and closes it.
+pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, fatal: &Fatal) -> Negotiated {
     tracing::debug!(code = %fatal.code, message = %fatal.message, "pooler: client refused");
     let error = wire::error_response("FATAL", &fatal.code, &fatal.message);
     let _ = stream.write_all(&error).await;

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::negotiate::{negotiate, read_until, Io, Negotiated};
+use super::negotiate::{negotiate, read_until, refuse, Io, Negotiated};
 
 use super::pool::{Credentials, Mode, PoolKey, Pools};
 use super::relay::{self, Client};
@@ -88,10 +88,7 @@ pub async fn serve(tcp: TcpStream, deps: Arc<Deps>) {
             deps.cancels.remove(key);
         }
         Err(fatal) => {
-            tracing::debug!(code = %fatal.code, message = %fatal.message, "pooler: client refused");
-            let error = wire::error_response("FATAL", &fatal.code, &fatal.message);
-            let _ = io.write_all(&error).await;
-            let _ = io.shutdown().await;
+            refuse(&mut io, &fatal).await;
         }
     }
 }
