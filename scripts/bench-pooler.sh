@@ -12,7 +12,7 @@
 # relaying process's CPU time per transaction (user + system of the primary's pgquorum
 # daemon, or of PgBouncer). Installs pgbouncer when missing.
 #
-#   RUNS=3 SECONDS_EACH=10 SCALE=10 TTL=10s [ROWS="-S/8 tpcb/8 -S/200 tpcb/200 -S-C/8"] \
+#   RUNS=3 SECONDS_EACH=10 SCALE=10 TTL=10s SSLMODE=disable [ROWS="-S/8 tpcb/8 -S/200 tpcb/200 -S-C/8"] \
 #     scripts/bench-pooler.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,9 @@ scale=${SCALE:-10}
 runs=${RUNS:-3}
 ttl=${TTL:-10s}
 rows=${ROWS:-"-S/8 tpcb/8 -S/200 tpcb/200 -S-C/8"}
+# PgBouncer speaks TLS to clients only when configured to (client_tls_sslmode defaults to
+# disable), the pooler and PostgreSQL whenever asked: every target runs without it.
+sslmode=${SSLMODE:-disable}
 
 sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 [ -x /usr/sbin/pgbouncer ] || DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq pgbouncer >/dev/null
@@ -154,7 +157,7 @@ run() { # name port clients flags -> "tps latency-ms relay-cpu-us-per-transactio
   [ -z "$pid" ] || before=$(cpu_ticks "$pid")
   (while :; do server_connections "$1"; sleep 0.5; done) > "$dir/servers-$1.txt" 2>/dev/null &
   sampler=$!
-  out=$(PGPASSWORD=bench PGAPPNAME="bench-$1" "$pgbin/pgbench" -h 127.0.0.1 -p "$2" -U bench -c "$3" -j 2 \
+  out=$(PGPASSWORD=bench PGSSLMODE="$sslmode" PGAPPNAME="bench-$1" "$pgbin/pgbench" -h 127.0.0.1 -p "$2" -U bench -c "$3" -j 2 \
     -T "$seconds" $4 postgres 2>&1 | tee "$dir/pgbench-$1.out")
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
@@ -215,4 +218,4 @@ for row in $rows; do
   done
 done
 echo
-echo "settings: ttl $ttl, $runs rounds, -j 2, ${seconds}s each, pgbench scale $scale, pool size 20 in transaction mode for both, max_connections 100, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), $(/usr/sbin/pgbouncer --version | head -1); primary $primary; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "settings: ttl $ttl, $runs rounds, -j 2, ${seconds}s each, pgbench scale $scale, pool size 20 in transaction mode for both, max_connections 100, client sslmode $sslmode, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), $(/usr/sbin/pgbouncer --version | head -1); primary $primary; load $(cut -d' ' -f1-3 /proc/loadavg)"
