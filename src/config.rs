@@ -395,6 +395,12 @@ impl NodeConfig {
                         .into(),
                 ))
             }
+            Some(listen) if file.pooler.reader_listen == Some(listen) => {
+                return Err(invalid(format!(
+                    "[pooler] listen and reader_listen are both {listen}; give the reader \
+                     pooled port its own (e.g. port 6433)"
+                )))
+            }
             Some(_)
                 if file.pooler.pool_size == Some(0) || file.pooler.max_client_conn == Some(0) =>
             {
@@ -404,6 +410,7 @@ impl NodeConfig {
             }
             Some(listen) => Some(crate::pooler::PoolerConfig {
                 listen,
+                reader_listen: file.pooler.reader_listen,
                 auth_timeout: file.pooler.auth_timeout.unwrap_or(Duration::from_secs(10)),
                 max_client_conn: file.pooler.max_client_conn.unwrap_or(1000),
                 limits: crate::pooler::pool::Limits {

@@ -329,13 +329,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             (&config.pooler, pooler_listener, pooler_postgres)
         {
             let inputs = crate::pooler::Inputs {
-                listener,
+                listeners: listener,
                 postgres,
                 routes,
                 view: handle.view(),
                 tls: pooler_tls,
             };
-            let started = crate::pooler::start(pooler, inputs, serve_shutdown.clone(), &tasks);
+            let started = crate::pooler::start(pooler, inputs, serve_shutdown.clone(), &tasks)?;
             pools = Some(started);
         }
     }

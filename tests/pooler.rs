@@ -242,8 +242,11 @@ fn transaction_pooling_runs_pgbench_in_every_protocol_on_fewer_server_connection
     if !require_postgres() {
         return;
     }
-    let (cluster, primary, port) =
-        app_cluster("pool_mode = \"transaction\"\npool_size = 3\nquery_wait_timeout = \"2s\"");
+    let reader_port = common::ports::free_port();
+    let (cluster, primary, port) = app_cluster(&format!(
+        "pool_mode = \"transaction\"\npool_size = 3\nquery_wait_timeout = \"2s\"\n\
+         reader_listen = \"127.0.0.1:{reader_port}\""
+    ));
     let p = cluster.node(primary);
     let app_connections = || {
         p.sql("select count(*) from pg_stat_activity where usename = 'app' and datname = 'app'")
@@ -272,6 +275,35 @@ fn transaction_pooling_runs_pgbench_in_every_protocol_on_fewer_server_connection
         );
     }
 
+    // The reader pooled port: its transactions run on replicas, read-only.
+    eventually(
+        FORMATION,
+        "the reader pooled port reaches a replica",
+        || {
+            let out = through(reader_port, "app", "pencil", "select pg_is_in_recovery()");
+            (text(&out.stdout).trim() == "t")
+                .then_some(())
+                .ok_or(format!("{} {}", text(&out.stdout), text(&out.stderr)))
+        },
+    );
+    let write = through(
+        reader_port,
+        "app",
+        "pencil",
+        "create table through_reader ()",
+    );
+    assert!(
+        text(&write.stderr).contains("read-only transaction"),
+        "a write through the reader pooled port: {}",
+        text(&write.stderr)
+    );
+    let out = pgbench(reader_port, &["-S", "-c", "6", "-j", "6", "-t", "50"])
+        .unwrap_or_else(|e| panic!("pgbench -S through the reader pooled port: {e}"));
+    assert!(
+        out.contains("number of transactions actually processed: 300/300"),
+        "{out}"
+    );
+
     // The pools as `pgquorum pools` and /metrics show them.
     let pooler = cluster.node(1 + primary % 3);
     let shown = pooler.cli(&["pools"]);
@@ -291,16 +323,25 @@ fn transaction_pooling_runs_pgbench_in_every_protocol_on_fewer_server_connection
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["database"] == "app")
+        .find(|p| p["database"] == "app" && p["side"] == "writer")
         .unwrap();
     assert!(
         (1..=3).contains(&app["logins"].as_u64().unwrap()),
         "{report}"
     );
+    let readers = report["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["side"] == "reader");
+    assert!(
+        readers.is_some_and(|p| p["database"] == "app" && p["logins"].as_u64() >= Some(1)),
+        "a reader pool: {report}"
+    );
     let (_, metrics) = pooler.get("/metrics").unwrap();
     assert!(
         metrics.contains("pgquorum_pooler_server_logins_total{")
-            && metrics.contains("database=\"app\",user=\"app\"}"),
+            && metrics.contains("database=\"app\",user=\"app\",side=\"reader\"}"),
         "{metrics}"
     );
 

@@ -33,11 +33,15 @@ pub fn pools_table(report: &crate::pooler::pool::PoolsReport) {
 
 /// One row per pool, with PgBouncer's SHOW POOLS column names, under a line with the mode.
 fn render_pools_table(report: &crate::pooler::pool::PoolsReport) -> String {
-    let rows: Vec<[String; 8]> = (report.pools.iter())
+    let rows: Vec<[String; 9]> = (report.pools.iter())
         .map(|p| {
             [
                 p.database.clone(),
                 p.user.clone(),
+                match p.side {
+                    crate::pooler::pool::Side::Writer => "writer".into(),
+                    crate::pooler::pool::Side::Reader => "reader".into(),
+                },
                 p.clients.saturating_sub(p.waiting).to_string(),
                 p.waiting.to_string(),
                 p.active.to_string(),
@@ -50,6 +54,7 @@ fn render_pools_table(report: &crate::pooler::pool::PoolsReport) -> String {
     let header = [
         "database",
         "user",
+        "to",
         "cl_active",
         "cl_waiting",
         "sv_active",
@@ -529,6 +534,7 @@ mod pools_tests {
             pools: vec![PoolStats {
                 database: "shop".into(),
                 user: "app".into(),
+                side: crate::pooler::pool::Side::Reader,
                 clients: 50,
                 waiting: 3,
                 active: 20,
@@ -551,6 +557,9 @@ mod pools_tests {
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .collect();
-        assert_eq!(cells, ["shop", "app", "47", "3", "20", "0", "21", "1.500"]);
+        assert_eq!(
+            cells,
+            ["shop", "app", "reader", "47", "3", "20", "0", "21", "1.500"]
+        );
     }
 }

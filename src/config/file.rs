@@ -86,6 +86,9 @@ pub struct ProxySection {
 #[serde(deny_unknown_fields)]
 pub struct PoolerSection {
     pub listen: Option<SocketAddr>,
+    /// A second pooled port whose pools go to the replicas, as the proxy's reader port
+    /// (same lag limits); off by default.
+    pub reader_listen: Option<SocketAddr>,
     /// How long a client may take to log in (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub auth_timeout: Option<Duration>,

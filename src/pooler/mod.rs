@@ -34,6 +34,8 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolerConfig {
     pub listen: SocketAddr,
+    /// The reader pooled port, whose pools go to the replicas, if any.
+    pub reader_listen: Option<SocketAddr>,
     pub auth_timeout: Duration,
     /// At most this many clients at once (PgBouncer's `max_client_conn`).
     pub max_client_conn: usize,
@@ -126,19 +128,30 @@ impl Cancels {
     }
 }
 
-/// Binds the pooled port, before anything starts, so that a taken port fails startup.
-pub async fn bind(config: &PoolerConfig) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "binding the pooler port {} ([pooler] listen)",
-            config.listen
-        )
-    })
+/// The pooled ports, bound.
+pub struct Listeners {
+    pub writer: TcpListener,
+    pub reader: Option<TcpListener>,
+}
+
+/// Binds the pooled ports, before anything starts, so that a taken port fails startup.
+pub async fn bind(config: &PoolerConfig) -> anyhow::Result<Listeners> {
+    let bind = |addr: SocketAddr, key: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the pooler port {addr} ([pooler] {key})"))
+    };
+    let writer = bind(config.listen, "listen").await?;
+    let reader = match config.reader_listen {
+        Some(addr) => Some(bind(addr, "reader_listen").await?),
+        None => None,
+    };
+    Ok(Listeners { writer, reader })
 }
 
 /// What the pooler runs on.
 pub struct Inputs {
-    pub listener: TcpListener,
+    pub listeners: Listeners,
     pub postgres: Arc<crate::postgres::Postgres>,
     /// The proxy's routing table, which the pools follow.
     pub routes: tokio::sync::watch::Receiver<crate::proxy::Routes>,
@@ -148,51 +161,105 @@ pub struct Inputs {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Starts the pooler. Returns its pools, for visibility.
+/// Starts the pooler on a thread of its own. Returns its pools, for visibility.
+///
+/// Like PgBouncer, the pooler relays on one thread with one event loop: a transaction's
+/// four socket operations then cost no wake-up of another thread, and the runtime's workers
+/// (Raft, the HA loop, the API) are not preempted by relaying. The daemon's shutdown waits
+/// for the thread to finish its sessions.
 pub fn start(
     config: &PoolerConfig,
     inputs: Inputs,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) -> Arc<pool::Pools> {
+) -> anyhow::Result<Arc<pool::Pools>> {
     let pools = Arc::new(pool::Pools::new(
         config.limits.clone(),
         inputs.routes,
         inputs.view,
     ));
-    let deps = session::Deps {
-        postgres: inputs.postgres,
+    // One limit on clients, one table of cancel keys and one lookup for both ports.
+    let roles = Arc::new(crate::postgres::roles::RoleLookup::new(
+        inputs.postgres.clone(),
+    ));
+    let deps = |side| session::Deps {
+        roles: roles.clone(),
         pools: pools.clone(),
+        side,
         auth_timeout: config.auth_timeout,
         clients: Arc::new(tokio::sync::Semaphore::new(config.max_client_conn)),
         max_client_conn: config.max_client_conn,
-        cancels: Default::default(),
-        tls: inputs.tls,
+        cancels: Arc::new(Cancels::default()),
+        tls: inputs.tls.clone(),
     };
-    spawn(inputs.listener, deps, shutdown, tasks);
-    pools
+    let writer = deps(pool::Side::Writer);
+    let reader = session::Deps {
+        clients: writer.clients.clone(),
+        cancels: writer.cancels.clone(),
+        roles: writer.roles.clone(),
+        ..deps(pool::Side::Reader)
+    };
+    // The listeners move to the pooler's own reactor.
+    let handing = |l: TcpListener| {
+        l.into_std()
+            .context("handing a pooler port to the pooler's thread")
+    };
+    let mut ports = vec![(handing(inputs.listeners.writer)?, writer)];
+    if let Some(listener) = inputs.listeners.reader {
+        ports.push((handing(listener)?, reader));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the pooler's event loop")?;
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("pgquorum-pooler".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let sessions = TaskTracker::new();
+                let mut accepting = Vec::new();
+                for (listener, deps) in ports {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accepting.push(accept(
+                            listener,
+                            Arc::new(deps),
+                            shutdown.clone(),
+                            sessions.clone(),
+                        )),
+                        Err(e) => tracing::error!(error = %e, "pooler: registering its port"),
+                    }
+                }
+                futures_util::future::join_all(accepting).await;
+                sessions.close();
+                sessions.wait().await;
+            });
+            let _ = done.send(());
+        })
+        .context("starting the pooler's thread")?;
+    // Err when the thread ended without a word (it panicked): nothing is left to wait for.
+    tasks.spawn(async move {
+        let _ = finished.await;
+    });
+    Ok(pools)
 }
 
 /// Accepts clients until `shutdown`, each served on its own task.
-fn spawn(
+async fn accept(
     listener: TcpListener,
-    deps: session::Deps,
+    deps: Arc<session::Deps>,
     shutdown: CancellationToken,
-    tasks: &TaskTracker,
+    sessions: TaskTracker,
 ) {
-    let deps = Arc::new(deps);
-    let connections = tasks.clone();
-    tasks.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        connections.spawn(session::serve(stream, deps.clone()));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "pooler: accepting a connection"),
-                },
-            }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    sessions.spawn(session::serve(stream, deps.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "pooler: accepting a connection"),
+            },
         }
-    });
+    }
 }

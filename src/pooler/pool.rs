@@ -2,6 +2,8 @@
 //! connections in use; clients beyond it queue, first come first served, for up to
 //! `query_wait_timeout`, which also bounds the wait for a primary during a failover.
 //! Idle connections to a primary that is no longer the writer are closed, not reused.
+//! Reader pools (the reader pooled port) hand out connections to the replicas the proxy's
+//! reader routes name, with the same lag limits; they are not held for switchovers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +33,27 @@ pub enum Mode {
     Transaction,
 }
 
+/// Where a pool's connections go: the primary, or the replicas the reader routes name.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    #[default]
+    Writer,
+    Reader,
+}
+
 /// The pools' limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -48,6 +71,7 @@ pub struct Limits {
 pub struct PoolKey {
     pub database: String,
     pub user: String,
+    pub side: Side,
 }
 
 /// What a client proves its role with: the server logs in with the same key.
@@ -63,7 +87,7 @@ pub struct Pool {
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Server>>,
     /// The parameters a fresh connection reports, from the first login.
-    defaults: Mutex<HashMap<String, String>>,
+    defaults: Mutex<Arc<HashMap<String, String>>>,
     pub clients: AtomicUsize,
     pub waiting: AtomicUsize,
     pub active: AtomicUsize,
@@ -77,6 +101,9 @@ pub struct Pool {
 pub struct PoolStats {
     pub database: String,
     pub user: String,
+    /// Absent from older members' answers: their pools are all writer pools.
+    #[serde(default)]
+    pub side: Side,
     pub clients: usize,
     pub waiting: usize,
     pub active: usize,
@@ -111,6 +138,8 @@ pub struct Pools {
     /// The switchover new transactions are held for, and since when.
     pause: Mutex<Option<(Switchover, Instant)>>,
     pools: Mutex<BTreeMap<PoolKey, Arc<Pool>>>,
+    /// Turns among the readers for new reader connections.
+    turn: AtomicUsize,
 }
 
 /// The switchover due now from the lease holder, if any: the primary is about to stop.
@@ -120,6 +149,17 @@ pub fn handing_over(view: &ClusterView, now_unix_ms: u64) -> Option<Switchover> 
     let from_holder = state.lease.is_some_and(|l| l.holder == switchover.from);
     let due = switchover.at_unix_ms.is_none_or(|at| at <= now_unix_ms);
     (from_holder && due).then(|| switchover.clone())
+}
+
+/// Whether `server` may serve `key`'s pool under `routes`: it is to the writer under the
+/// same lease, or to one of the readers.
+fn usable(key: &PoolKey, server: &Server, routes: &Routes) -> bool {
+    match key.side {
+        Side::Writer => {
+            routes.writer.as_ref() == Some(&server.target) && routes.epoch == server.epoch
+        }
+        Side::Reader => routes.readers.contains(&server.target),
+    }
 }
 
 impl Pools {
@@ -134,6 +174,7 @@ impl Pools {
             view,
             pause: Mutex::new(None),
             pools: Mutex::new(BTreeMap::new()),
+            turn: AtomicUsize::new(0),
         }
     }
 
@@ -177,7 +218,7 @@ impl Pools {
                 key: key.clone(),
                 permits: Arc::new(Semaphore::new(self.limits.pool_size)),
                 idle: Mutex::new(Vec::new()),
-                defaults: Mutex::new(HashMap::new()),
+                defaults: Mutex::new(Arc::default()),
                 clients: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
                 active: AtomicUsize::new(0),
@@ -206,6 +247,7 @@ impl Pools {
             .map(|p| PoolStats {
                 database: p.key.database.clone(),
                 user: p.key.user.clone(),
+                side: p.key.side,
                 clients: p.clients.load(Ordering::Relaxed),
                 waiting: p.waiting.load(Ordering::Relaxed),
                 active: p.active.load(Ordering::Relaxed),
@@ -246,12 +288,13 @@ impl Pools {
             // on top are dropped (closed): to another primary, or closed or spoken on by
             // the server while idle (terminated, the server shutting down).
             let mut found = None;
+            let routes = self.routes.borrow().clone();
             while let Some(server) = idle.pop() {
                 let open = matches!(
                     server.stream.try_read(&mut [0u8; 1]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
                 );
-                if server.target == writer && server.epoch == epoch && open {
+                if open && usable(&pool.key, &server, &routes) {
                     found = Some(server);
                     break;
                 }
@@ -299,7 +342,7 @@ impl Pools {
                     pool.logins.fetch_add(1, Ordering::Relaxed);
                     let mut defaults = pool.defaults.lock().expect("defaults lock poisoned");
                     if defaults.is_empty() {
-                        defaults.clone_from(&server.params);
+                        *defaults = Arc::new(server.params.clone());
                     }
                     return Ok(server);
                 }
@@ -316,11 +359,42 @@ impl Pools {
                         routes.changed(),
                     )
                     .await;
-                    let (w, e) = self.writer(deadline).await?;
+                    let (w, e) = self.target(pool.key.side, deadline).await?;
                     (writer, epoch) = (w, e);
                 }
                 Err(fatal) => return Err(fatal),
             }
+        }
+    }
+
+    /// Where a new connection of a `side` pool goes, by `deadline`: the writer, or the
+    /// next reader in turn.
+    async fn target(
+        &self,
+        side: Side,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Target, Option<Epoch>), Fatal> {
+        if side == Side::Writer {
+            return self.writer(deadline).await;
+        }
+        let seconds = self.limits.query_wait_timeout.as_secs_f64();
+        let mut routes = self.routes.clone();
+        let readers = tokio::time::timeout_at(deadline, routes.wait_for(|r| !r.readers.is_empty()))
+            .await
+            .map(|waited| waited.map(|r| r.readers.clone()));
+        match readers {
+            Ok(Ok(readers)) => {
+                let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                Ok((readers[turn % readers.len()].clone(), None))
+            }
+            Ok(Err(_)) => Err(Fatal::new("57P01", "the pooler is shutting down")),
+            Err(_) => Err(Fatal::new(
+                "57P03",
+                format!(
+                    "no reader: no member could serve reads for {seconds} s \
+                     (query_wait_timeout); see `pgquorum list`"
+                ),
+            )),
         }
     }
 
@@ -378,9 +452,12 @@ impl Pools {
                 )
             })?
             .expect("pool semaphores are never closed");
-        // Held during a switchover: until it is over, or for pause_timeout.
+        // Writer pools are held during a switchover: until it is over, or for pause_timeout.
         let mut view = self.view.clone();
-        while let Some(left) = self.held_for() {
+        while let Some(left) = (pool.key.side == Side::Writer)
+            .then(|| self.held_for())
+            .flatten()
+        {
             let wake = std::cmp::min(deadline, tokio::time::Instant::now() + left);
             tokio::select! {
                 _ = view.changed() => {}
@@ -390,8 +467,8 @@ impl Pools {
                 break;
             }
         }
-        let (writer, epoch) = self.writer(deadline).await?;
-        Ok((permit, writer, epoch))
+        let (target, epoch) = self.target(pool.key.side, deadline).await?;
+        Ok((permit, target, epoch))
     }
 
     /// Gives a connection back when it is idle and still to the writer; closes it
@@ -401,10 +478,7 @@ impl Pools {
             mut server, pool, ..
         } = lease;
         pool.active.fetch_sub(1, Ordering::Relaxed);
-        let current = {
-            let routes = self.routes.borrow();
-            routes.writer.as_ref() == Some(&server.target) && routes.epoch == server.epoch
-        };
+        let current = usable(&pool.key, &server, &self.routes.borrow());
         if reusable && current && server.buf.is_empty() && !server.dirty {
             server.idle_since = Instant::now();
             pool.idle.lock().expect("idle lock poisoned").push(server);
@@ -412,7 +486,7 @@ impl Pools {
     }
 
     /// The parameters a fresh connection of `pool` reports.
-    pub fn defaults(&self, pool: &Pool) -> HashMap<String, String> {
+    pub fn defaults(&self, pool: &Pool) -> Arc<HashMap<String, String>> {
         pool.defaults
             .lock()
             .expect("defaults lock poisoned")

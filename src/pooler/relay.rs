@@ -159,6 +159,11 @@ impl Session {
         let Some(lease) = &self.lease else {
             return Ok(());
         };
+        // A replica is not made writable by a lease; a reader whose routes changed serves
+        // on until the connection goes back.
+        if lease.pool.key.side == super::pool::Side::Reader {
+            return Ok(());
+        }
         let routes = pools.routes().borrow().clone();
         if routes.epoch.is_some() && routes.epoch != lease.server.epoch {
             let lease = self.lease.take().expect("checked");

@@ -17,24 +17,28 @@ use tokio::sync::Semaphore;
 
 use super::negotiate::{negotiate, read_until, refuse, Io, Negotiated};
 
-use super::pool::{Credentials, Mode, PoolKey, Pools};
+use super::pool::{Credentials, Mode, PoolKey, Pools, Side};
 use super::relay::{self, Client};
 use super::scram::{self, ServerExchange, Verifier};
 use super::server::{tracked, TRACKED};
 use super::wire::{self, WireError};
 use super::{Cancels, Fatal};
-use crate::postgres::Postgres;
+use crate::postgres::roles::RoleLookup;
 
 /// What the connections need.
 pub struct Deps {
-    pub postgres: Arc<Postgres>,
+    /// Roles' verifiers, read on a kept connection.
+    pub roles: Arc<RoleLookup>,
     pub pools: Arc<Pools>,
+    /// The pools this port's clients use: the writer's or the readers'.
+    pub side: Side,
     /// How long a client may take to log in.
     pub auth_timeout: Duration,
     /// One permit per client allowed at once.
     pub clients: Arc<Semaphore>,
     pub max_client_conn: usize,
-    pub cancels: Cancels,
+    /// Shared by the writer and reader ports: a cancel request may come to either.
+    pub cancels: Arc<Cancels>,
     /// What an SSLRequest gets: TLS with this configuration, or `N`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -109,6 +113,7 @@ struct Login {
 /// canonical names). Others would differ between the clients a connection serves.
 fn startup_wants(
     parameters: &BTreeMap<String, String>,
+    side: Side,
 ) -> Result<(PoolKey, BTreeMap<String, String>), Fatal> {
     let user = parameters["user"].clone();
     let database = parameters.get("database").unwrap_or(&user).clone();
@@ -134,7 +139,12 @@ fn startup_wants(
             }
         }
     }
-    Ok((PoolKey { database, user }, wants))
+    let key = PoolKey {
+        database,
+        user,
+        side,
+    };
+    Ok((key, wants))
 }
 
 /// A SASL message from the client, of at most [`wire::MAX_SASL`] bytes.
@@ -166,7 +176,7 @@ async fn log_in(
             ),
         )
     })?;
-    let (pool_key, mut wants) = startup_wants(&parameters)?;
+    let (pool_key, mut wants) = startup_wants(&parameters, deps.side)?;
     let user = pool_key.user.clone();
     let refused = || {
         Fatal::new(
@@ -176,7 +186,7 @@ async fn log_in(
     };
     // A role that does not exist or has no SCRAM verifier goes through the same exchange
     // with a verifier nobody knows, so that the answer does not tell which it was.
-    let stored = (deps.postgres.role_verifier(&user).await)
+    let stored = (deps.roles.verifier(&user).await)
         .map_err(|e| Fatal::new("08006", format!("reading role {user}: {e}")))?;
     let known = stored.as_deref().and_then(|v| v.parse::<Verifier>().ok());
     let verifier = known.clone().unwrap_or_else(|| Verifier {
@@ -215,7 +225,7 @@ async fn log_in(
     // (PgBouncer's cached welcome): it is told a fresh connection's parameters with its
     // own, which its first transaction's connection is set to.
     let (lease, mut params) = if pools.limits.mode == Mode::Transaction && !defaults.is_empty() {
-        let mut params = defaults;
+        let mut params = (*defaults).clone();
         params.extend(wants.iter().map(|(k, v)| (k.clone(), v.clone())));
         (None, params)
     } else {

@@ -30,7 +30,7 @@ mod files;
 mod pitr;
 pub(crate) mod process;
 mod rewind;
-mod roles;
+pub mod roles;
 mod status;
 #[cfg(test)]
 mod tests;

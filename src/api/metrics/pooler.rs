@@ -64,9 +64,13 @@ pub(super) fn render(out: &mut String, input: &MetricsInput, report: &PoolsRepor
         for pool in &report.pools {
             let _ = writeln!(
                 out,
-                "{name}{{{base},database=\"{}\",user=\"{}\"}} {}",
+                "{name}{{{base},database=\"{}\",user=\"{}\",side=\"{}\"}} {}",
                 escape(&pool.database),
                 escape(&pool.user),
+                match pool.side {
+                    crate::pooler::pool::Side::Writer => "writer",
+                    crate::pooler::pool::Side::Reader => "reader",
+                },
                 value(pool)
             );
         }

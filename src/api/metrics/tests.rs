@@ -256,6 +256,7 @@ fn each_pool_is_one_sample_per_metric_and_a_pause_shows() {
         pools: vec![crate::pooler::pool::PoolStats {
             database: "shop".into(),
             user: "app".into(),
+            side: crate::pooler::pool::Side::Writer,
             clients: 50,
             waiting: 3,
             active: 20,
@@ -287,6 +288,6 @@ fn each_pool_is_one_sample_per_metric_and_a_pause_shows() {
         .collect();
     assert_eq!(got, want);
     assert!(text.contains(
-        "pgquorum_pooler_clients{cluster=\"c1\",member=\"n2\",database=\"shop\",user=\"app\"} 50"
+        "pgquorum_pooler_clients{cluster=\"c1\",member=\"n2\",database=\"shop\",user=\"app\",side=\"writer\"} 50"
     ));
 }
