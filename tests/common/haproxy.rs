@@ -43,6 +43,20 @@ impl Haproxy {
     /// Starts HAProxy in `dir` with one `listen` section per `(name, servers)`, each
     /// checking `GET /primary` every 300 ms; returns it and each section's port.
     pub fn start(dir: &Path, backends: &[(&str, String)]) -> (Haproxy, Vec<u16>) {
+        let check = "option httpchk GET /primary\n  default-server inter 300ms fall 2 rise 1";
+        Haproxy::start_checking(dir, backends, check)
+    }
+
+    /// As [`Haproxy::start`], with the checks of Patroni's documented HAProxy
+    /// configuration (`OPTIONS /primary`, `inter 3s fall 3 rise 2 on-marked-down
+    /// shutdown-sessions`).
+    pub fn start_as_patroni(dir: &Path, backends: &[(&str, String)]) -> (Haproxy, Vec<u16>) {
+        let check = "option httpchk OPTIONS /primary\n  http-check expect status 200\n  \
+                     default-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions";
+        Haproxy::start_checking(dir, backends, check)
+    }
+
+    fn start_checking(dir: &Path, backends: &[(&str, String)], check: &str) -> (Haproxy, Vec<u16>) {
         let socket = dir.join("haproxy.sock");
         let mut cfg = format!(
             "global\n  stats socket {} mode 600 level admin\n\
@@ -54,8 +68,7 @@ impl Haproxy {
             let port = free_port();
             ports.push(port);
             cfg.push_str(&format!(
-                "listen {name}\n  bind 127.0.0.1:{port}\n  option httpchk GET /primary\n\
-                 \x20 default-server inter 300ms fall 2 rise 1\n{servers}"
+                "listen {name}\n  bind 127.0.0.1:{port}\n  {check}\n{servers}"
             ));
         }
         let cfg_path = dir.join("haproxy.cfg");

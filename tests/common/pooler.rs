@@ -80,6 +80,7 @@ pub async fn try_app_client(port: u16) -> Result<tokio_postgres::Client, tokio_p
         .user("app")
         .password("pencil")
         .dbname("app")
+        .connect_timeout(std::time::Duration::from_secs(10))
         .connect(tokio_postgres::NoTls)
         .await?;
     tokio::spawn(connection);
