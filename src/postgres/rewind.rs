@@ -70,6 +70,10 @@ impl Postgres {
     /// reports only what it changes beyond that. `from.slot` must exist on `from` before
     /// the replica is started.
     ///
+    /// Before anything else it waits (briefly) for the source's first checkpoint on its
+    /// current timeline, which pg_rewind needs to see the source's timeline at all; a
+    /// source still without one after that is [`Error::RewindFailed`] with nothing changed.
+    ///
     /// On failure, [`Error::RewindFailed`] with the tail of pg_rewind's output, and nothing
     /// else is touched. Its `may_be_damaged` says whether pg_rewind had got as far as
     /// changing files: then only a new clone is safe. Cancelling this future kills
@@ -91,6 +95,16 @@ impl Postgres {
             });
         }
         let from_addr = format!("{}:{}", from.host, from.port);
+        // pg_rewind (PostgreSQL 15 and older) takes the source's timeline from the
+        // *checkpoint* in its control file. Until the new primary's first checkpoint
+        // after the promotion that is the timeline of its last restartpoint as a
+        // standby, which may be several timelines back: pg_rewind then reads the
+        // source's history as that timeline's, "finds" the divergence at that
+        // timeline's end in ours and rewinds us to a checkpoint before it (seen: "servers
+        // diverged at WAL location 0/50000A0 on timeline 1" with the cluster on 9, and a
+        // replica asking for long-removed WAL of timeline 1 forever). So wait for that
+        // checkpoint first; nothing is changed until it is there.
+        self.wait_source_checkpointed(from, &from_addr).await?;
         // When pg_rewind had to finish crash recovery first, its "no rewind required" was
         // judged on a directory that the recovery then changed (it writes an end-of-recovery
         // checkpoint); a second run on the cleanly shut down directory (tens of
@@ -174,6 +188,75 @@ impl Postgres {
         Ok(outcome)
     }
 
+    /// Waits (up to [`SOURCE_CHECKPOINT_WAIT`]) until the last checkpoint of the source
+    /// `from` is on the timeline it writes (see [`source_checkpoint_lags`]); after that
+    /// [`Error::RewindFailed`] (nothing changed), which the caller retries. Asks the source
+    /// with `psql` as [`REWIND_USER`], as pg_rewind will connect.
+    async fn wait_source_checkpointed(
+        &self,
+        from: &Upstream,
+        from_addr: &str,
+    ) -> Result<(), Error> {
+        let conninfo = source_conninfo(from);
+        let words = [
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            conninfo.as_str(),
+            "-c",
+            SOURCE_TIMELINES,
+        ];
+        let args: Vec<&std::ffi::OsStr> = words.iter().map(|arg| arg.as_ref()).collect();
+        let deadline = tokio::time::Instant::now() + SOURCE_CHECKPOINT_WAIT;
+        loop {
+            // Whatever goes wrong here (the source unreachable, a wrong password), pg_rewind
+            // has not run: a clean failure the caller retries.
+            let failed = |status: String, output: String| Error::RewindFailed {
+                data_dir: self.settings.data_dir.clone(),
+                from: from_addr.to_string(),
+                status: format!("asking the source for its checkpoint's timeline: {status}"),
+                output,
+                may_be_damaged: false,
+            };
+            let out = match self.run("psql", &args, &self.client_env()).await {
+                Ok(out) => out,
+                Err(Error::CommandFailed { status, output, .. }) => {
+                    return Err(failed(status, output))
+                }
+                Err(e) => return Err(e),
+            };
+            let Some((checkpoint, current)) = parse_source_timelines(&out) else {
+                return Err(failed(
+                    "exit status: 0".into(),
+                    format!("unexpected answer {:?}", out.trim()),
+                ));
+            };
+            if !source_checkpoint_lags(checkpoint, current) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::RewindFailed {
+                    data_dir: self.settings.data_dir.clone(),
+                    from: from_addr.to_string(),
+                    status: "source not checkpointed on its new timeline yet".into(),
+                    output: format!(
+                        "the source's last checkpoint is on timeline {checkpoint}, it writes \
+                         timeline {}; pg_rewind would take its history for timeline \
+                         {checkpoint}'s (pg_rewind was not run)",
+                        current.unwrap_or(0)
+                    ),
+                    may_be_damaged: false,
+                });
+            }
+            tracing::info!(checkpoint_timeline = checkpoint, timeline = ?current, from = %from_addr, "waiting for the source's first checkpoint on its timeline before pg_rewind");
+            tokio::time::sleep(SOURCE_CHECKPOINT_POLL).await;
+        }
+    }
+
     /// The "Database cluster state" `pg_controldata` reports, e.g. `shut down`.
     pub(super) async fn cluster_state(&self) -> Result<String, Error> {
         let out = self
@@ -189,6 +272,39 @@ impl Postgres {
             output: "no \"Database cluster state\" line in its output".into(),
         })
     }
+}
+
+/// What the source is asked before a rewind: the timeline of its last checkpoint (what
+/// pg_rewind takes for its timeline) and, unless it is in recovery, the name of the WAL file
+/// it writes (whose first 8 hex digits are the timeline it is on).
+const SOURCE_TIMELINES: &str = "SELECT timeline_id, CASE WHEN pg_is_in_recovery() THEN '' \
+     ELSE pg_walfile_name(pg_current_wal_lsn()) END FROM pg_control_checkpoint()";
+
+/// How long a rewind waits for the new primary's first checkpoint on its timeline (it
+/// requests one at the promotion, and pgquorum another right after).
+const SOURCE_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const SOURCE_CHECKPOINT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The answer to [`SOURCE_TIMELINES`] (`psql -A -t`: `15|0000000F0000000000000059`, or
+/// `15|` in recovery): the checkpoint's timeline and the current one, if known.
+fn parse_source_timelines(out: &str) -> Option<(u32, Option<u32>)> {
+    let (checkpoint, walfile) = out.trim().split_once('|')?;
+    let checkpoint = checkpoint.trim().parse().ok()?;
+    let walfile = walfile.trim();
+    if walfile.is_empty() {
+        return Some((checkpoint, None));
+    }
+    let hex = walfile.get(..8).filter(|_| walfile.len() == 24)?;
+    let current = u32::from_str_radix(hex, 16).ok()?;
+    Some((checkpoint, Some(current)))
+}
+
+/// Whether the source's control file still names an older timeline than the one it writes:
+/// then pg_rewind (before PostgreSQL 16) would compute the divergence from the history of
+/// the checkpoint's timeline, not the source's, and rewind to the wrong point (or judge
+/// "the same timeline"). A source in recovery (`current` unknown) is left to pg_rewind.
+fn source_checkpoint_lags(checkpoint: u32, current: Option<u32>) -> bool {
+    current.is_some_and(|current| checkpoint < current)
 }
 
 /// The libpq connection string pg_rewind uses for `from` (no password: the passfile has it).
@@ -279,6 +395,28 @@ mod tests {
             Some("shut down in recovery")
         );
         assert_eq!(parse_cluster_state("garbage"), None);
+    }
+
+    #[test]
+    fn a_source_whose_checkpoint_is_on_an_older_timeline_is_waited_for() {
+        for (answer, parsed, lags) in [
+            // Just promoted to 9, its last restartpoint was on timeline 1 (the campaign's
+            // "diverged on timeline 1").
+            ("1|000000090000000000000034\n", Some((1, Some(9))), true),
+            ("8|000000090000000000000034", Some((8, Some(9))), true),
+            ("9|000000090000000000000034", Some((9, Some(9))), false),
+            ("15|0000000F0000000000000059", Some((15, Some(15))), false),
+            // In recovery: no current timeline to compare with.
+            ("4|", Some((4, None)), false),
+            ("", None, false),
+            ("x|000000090000000000000034", None, false),
+            ("9|0000000G0000000000000034", None, false),
+            ("9|00000009", None, false),
+        ] {
+            assert_eq!(parse_source_timelines(answer), parsed, "{answer:?}");
+            let judged = parsed.is_some_and(|(c, t)| source_checkpoint_lags(c, t));
+            assert_eq!(judged, lags, "{answer:?}");
+        }
     }
 
     #[test]
