@@ -4,8 +4,10 @@
 # and client (the supervisor manages a real PostgreSQL; tests run it), iproute2 (`ip`:
 # the partition tests make hosts out of network namespaces), nftables (`nft`: the fault
 # campaign's one-way partitions and the three-region relays' NAT rules) and HAProxy (its
-# check-ssl health checks of the REST API are tested against a real one) and pgBackRest
-# (backups, WAL archiving and restores are tested with the real one).
+# check-ssl health checks of the REST API are tested against a real one), pgBackRest
+# (backups, WAL archiving and restores are tested with the real one), and a JDK with
+# PostgreSQL's JDBC driver and Python's psycopg 3 (the pooled port is tested with these
+# real client drivers; the JDK's source launcher runs the JDBC program).
 set -euo pipefail
 
 need_apt=()
@@ -17,6 +19,9 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 [ -x /usr/bin/pgbackrest ] || need_apt+=(pgbackrest)
+command -v javac >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
+/usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || need_apt+=(python3-psycopg)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   sudo_cmd=""

@@ -149,14 +149,13 @@ fn startup_wants(
 
 /// A SASL message from the client, of at most [`wire::MAX_SASL`] bytes.
 async fn sasl_message(stream: &mut Io, buf: &mut BytesMut) -> Result<Vec<u8>, Fatal> {
-    let (kind, body) = read_until(stream, buf, |b| {
-        Ok(wire::parse_message(b, wire::MAX_SASL)?.map(|(k, body, n)| ((k, body.to_vec()), n)))
+    // The type first, as PostgreSQL: a message of another type is refused for what it is,
+    // whatever length it claims.
+    read_until(stream, buf, |b| match b.first() {
+        Some(&kind) if kind != b'p' => Err(WireError::Unexpected(kind)),
+        _ => Ok(wire::parse_message(b, wire::MAX_SASL)?.map(|(_, body, n)| (body.to_vec(), n))),
     })
-    .await?;
-    match kind {
-        b'p' => Ok(body),
-        other => Err(WireError::Unexpected(char::from(other)).into()),
-    }
+    .await
 }
 
 /// The login after the startup message: the SCRAM exchange, then a pooled connection set

@@ -43,8 +43,11 @@ pub enum WireError {
     Layout,
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
-    #[error("expected SASL response, got message type {0:?}")]
-    Unexpected(char),
+    /// PostgreSQL's wording, with the type byte as a number.
+    #[error("expected SASL response, got message type {0}")]
+    Unexpected(u8),
+    #[error("invalid message length")]
+    MessageLength,
     #[error("malformed SASL message")]
     Sasl,
     #[error("invalid message format")]
@@ -135,7 +138,7 @@ pub fn parse_message(buf: &[u8], max: usize) -> Result<Option<Message<'_>>, Wire
     }
     let len = be32(&buf[1..]) as usize;
     if len < 4 || len - 4 > max {
-        return Err(WireError::Length);
+        return Err(WireError::MessageLength);
     }
     if buf.len() < len + 1 {
         return Ok(None);
@@ -307,10 +310,10 @@ mod tests {
             Some((b'p', &b"hello"[..], msg.len()))
         );
         assert_eq!(parse_message(&msg[..6], 16).unwrap(), None);
-        assert_eq!(parse_message(&msg, 4), Err(WireError::Length));
+        assert_eq!(parse_message(&msg, 4), Err(WireError::MessageLength));
         assert_eq!(
             parse_message(&[b'p', 0, 0, 0, 2], 16),
-            Err(WireError::Length)
+            Err(WireError::MessageLength)
         );
     }
 
