@@ -78,17 +78,26 @@ impl From<std::io::Error> for Fatal {
 /// Where a client's cancel request goes: the server connection it holds now, if any.
 #[derive(Default)]
 pub struct CancelSlot {
-    target: Mutex<Option<(String, u32, u32)>>,
+    /// Whether it holds one, and that connection's address and key. The address stays
+    /// between transactions: set and cleared per transaction, it costs no allocation.
+    target: Mutex<(bool, String, u32, u32)>,
 }
 
 impl CancelSlot {
     pub fn set(&self, server: Option<&server::Server>) {
-        let target = server.map(|s| (s.target.addr.clone(), s.key.0, s.key.1));
-        *self.target.lock().expect("cancel lock poisoned") = target;
+        let mut target = self.target.lock().expect("cancel lock poisoned");
+        target.0 = server.is_some();
+        if let Some(s) = server {
+            if target.1 != s.target.addr {
+                target.1.clone_from(&s.target.addr);
+            }
+            (target.2, target.3) = s.key;
+        }
     }
 
     pub fn get(&self) -> Option<(String, u32, u32)> {
-        self.target.lock().expect("cancel lock poisoned").clone()
+        let target = self.target.lock().expect("cancel lock poisoned");
+        target.0.then(|| (target.1.clone(), target.2, target.3))
     }
 }
 

@@ -288,7 +288,8 @@ impl Pools {
             // on top are dropped (closed): to another primary, or closed or spoken on by
             // the server while idle (terminated, the server shutting down).
             let mut found = None;
-            let routes = self.routes.borrow().clone();
+            // Read in place (no await below): a clone would cost allocations per request.
+            let routes = self.routes.borrow();
             while let Some(server) = idle.pop() {
                 let open = matches!(
                     server.stream.try_read(&mut [0u8; 1]),
