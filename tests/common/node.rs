@@ -218,7 +218,15 @@ impl Node {
         } else {
             ""
         };
-        let text = format!("{}\n[postgresql]\n{listen}\n{tls}", self.default_config());
+        // PGQ_PG_BIN_DIR: another PostgreSQL's binaries (`[postgresql] bin_dir`), to run the
+        // suite on another major.
+        let bin_dir = std::env::var("PGQ_PG_BIN_DIR")
+            .map(|dir| format!("bin_dir = \"{dir}\"\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "{}\n[postgresql]\n{listen}\n{tls}{bin_dir}",
+            self.default_config()
+        );
         self.write_config(&text);
         self
     }
