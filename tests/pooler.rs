@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use common::node::psql;
 use common::pg::{healthy_cluster, FORMATION};
-use common::pooler::{app_client_async, app_cluster, startup, text, through, with_pooler};
+use common::pooler::{
+    app_client_async, app_cluster, frame, raw_startup, read_message, startup, text, through,
+    with_pooler,
+};
 use common::{eventually, require_postgres};
 
 /// Everything the pooler sends on a connection that wrote `bytes`, until it closes it.
@@ -192,28 +195,10 @@ fn app_client(rt: &tokio::runtime::Runtime, port: u16) -> tokio_postgres::Client
 /// client), with everything up to ReadyForQuery read.
 fn raw_login(port: u16) -> TcpStream {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream.write_all(&startup("app")).unwrap();
+    let mut stream = raw_startup(port);
     let mut scram = ScramSha256::new(b"pencil", ChannelBinding::unsupported());
-    let read = |stream: &mut TcpStream| {
-        let mut head = [0u8; 5];
-        stream.read_exact(&mut head).unwrap();
-        let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize - 4;
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).unwrap();
-        (head[0], body)
-    };
-    let frame = |kind: u8, body: &[u8]| {
-        let mut out = vec![kind];
-        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        out.extend_from_slice(body);
-        out
-    };
     loop {
-        let (kind, body) = read(&mut stream);
+        let (kind, body) = read_message(&mut stream);
         match (
             kind,
             body.get(..4)

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pooler::{app_client_async, app_cluster, startup, text, through};
+use common::pooler::{
+    app_client_async, app_cluster, frame, raw_startup, read_message, text, through,
+};
 use common::{eventually, needs, require_postgres, TestCluster};
 
 /// Transaction pooling on two server connections for the drivers' four clients.
@@ -374,22 +376,9 @@ fn read_to_close(stream: &mut TcpStream) -> (Vec<Message>, Result<(), String>) {
 /// A raw connection that sent the startup message for app and read the pooler's
 /// AuthenticationSASL (R, 10).
 fn sasl_requested(port: u16) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream.write_all(&startup("app")).unwrap();
-    let mut head = [0u8; 5];
-    stream.read_exact(&mut head).unwrap();
-    let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
-    let mut body = vec![0; len - 4];
-    stream.read_exact(&mut body).unwrap();
-    assert_eq!(
-        head[0],
-        b'R',
-        "the first answer to a startup: {}",
-        text(&body)
-    );
+    let mut stream = raw_startup(port);
+    let (kind, body) = read_message(&mut stream);
+    assert_eq!(kind, b'R', "the first answer to a startup: {}", text(&body));
     assert_eq!(&body[..4], &10u32.to_be_bytes(), "AuthenticationSASL");
     stream
 }
@@ -419,13 +408,6 @@ fn assert_fatal(what: &str, answer: &(Vec<Message>, Result<(), String>), codes: 
     );
     assert_eq!(closed, &Ok(()), "{what}: the pooler closes after its FATAL");
     format!("{code} {}", fields.get(&'M').cloned().unwrap_or_default())
-}
-
-fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![kind];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
 }
 
 /// A raw connection through a real SCRAM client-first (SASLInitialResponse) and the

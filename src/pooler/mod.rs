@@ -191,23 +191,19 @@ pub fn start(
     let roles = Arc::new(crate::postgres::roles::RoleLookup::new(
         inputs.postgres.clone(),
     ));
+    let clients = Arc::new(tokio::sync::Semaphore::new(config.max_client_conn));
+    let cancels = Arc::new(Cancels::default());
     let deps = |side| session::Deps {
         roles: roles.clone(),
         pools: pools.clone(),
         side,
         auth_timeout: config.auth_timeout,
-        clients: Arc::new(tokio::sync::Semaphore::new(config.max_client_conn)),
+        clients: clients.clone(),
         max_client_conn: config.max_client_conn,
-        cancels: Arc::new(Cancels::default()),
+        cancels: cancels.clone(),
         tls: inputs.tls.clone(),
     };
-    let writer = deps(pool::Side::Writer);
-    let reader = session::Deps {
-        clients: writer.clients.clone(),
-        cancels: writer.cancels.clone(),
-        roles: writer.roles.clone(),
-        ..deps(pool::Side::Reader)
-    };
+    let (writer, reader) = (deps(pool::Side::Writer), deps(pool::Side::Reader));
     // The listeners move to the pooler's own reactor.
     let handing = |l: TcpListener| {
         l.into_std()

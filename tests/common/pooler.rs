@@ -1,7 +1,10 @@
 //! Clients of the pooled port for the pooler's tests: psql, tokio-postgres, and raw
 //! protocol bytes.
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use super::cluster::TestCluster;
 use super::node::psql;
@@ -28,6 +31,34 @@ pub fn startup(user: &str) -> Vec<u8> {
     packet.extend_from_slice(&196_608u32.to_be_bytes());
     packet.extend_from_slice(body.as_bytes());
     packet
+}
+
+/// A raw connection to the pooled port on `port` that sent app's startup message.
+pub fn raw_startup(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(&startup("app")).unwrap();
+    stream
+}
+
+/// The next message on `stream`: its type and body.
+pub fn read_message(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).unwrap();
+    let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+    let mut body = vec![0; len - 4];
+    stream.read_exact(&mut body).unwrap();
+    (head[0], body)
+}
+
+/// A message of type `kind` with `body`.
+pub fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
 }
 
 pub fn text(bytes: &[u8]) -> String {
